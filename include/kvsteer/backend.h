@@ -1,0 +1,24 @@
+// Process-wide libllama set-up.
+#pragma once
+
+namespace kvsteer {
+
+// How much of libllama's log reaches stderr. Errors are always kept (the last one is quoted in
+// Error messages), whatever the level.
+enum class LogLevel { Silent, Error, Warn, Info, Debug };
+
+// Make exactly one Backend in main() before any other kvsteer call and before starting threads:
+// it initialises libllama, installs kvsteer's log callback (libllama's logger is global and not
+// thread safe) and frees the backend on destruction. Not copyable or movable.
+class Backend {
+ public:
+  explicit Backend(LogLevel level = LogLevel::Error);
+  ~Backend();
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  // Changes how much of the log is printed from now on.
+  static void set_log_level(LogLevel level) noexcept;
+};
+
+}  // namespace kvsteer

@@ -1,0 +1,60 @@
+// Text generation with optional one-time KV cache steering.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kvsteer/session.h"
+#include "kvsteer/steering.h"
+
+namespace kvsteer {
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0 = greedy (argmax)
+  std::int32_t top_k = 0;    // 0 = off
+  float top_p = 1.0f;        // 1 = off
+  float min_p = 0.0f;        // 0 = off
+  std::uint32_t seed = 1234; // paper: 1234 (method.md §2.4)
+};
+
+struct GenerationParams {
+  std::int32_t n_predict = 768;           // new tokens at most (paper: 768)
+  std::vector<std::string> stop_strings;  // generation stops when the text ends with one;
+                                          // the stop string is removed from the text
+  bool stop_at_eog = true;                // stop at the model's end-of-generation tokens
+  SamplingParams sampling;
+};
+
+enum class StopReason { Eog, StopString, Length };
+const char* stop_reason_name(StopReason reason) noexcept;
+
+struct Generation {
+  std::string text;           // generated text (offset token included when one was decoded)
+  std::vector<Token> tokens;  // generated tokens (offset token excluded)
+  StopReason stop_reason = StopReason::Length;
+  std::int32_t n_prompt = 0;  // prompt tokens (offset token excluded)
+};
+
+// One sequence to generate. `steering` may be null (no edit); the offset token in
+// `steering_params` is decoded even when steering is null, so steered and unsteered runs see the
+// same tokens.
+struct GenerationRequest {
+  SeqId seq = 0;
+  std::span<const Token> prompt;
+  const SteeringVector* steering = nullptr;
+  SteeringParams steering_params;
+};
+
+// Generates for every request at once: all prompts are prefilled, each sequence is edited once,
+// and the sequences are decoded together, one token each per llama_decode. The requests' seqs
+// must be distinct; each is cleared first. Results are in request order.
+std::vector<Generation> generate(Session& session, std::span<const GenerationRequest> requests,
+                                 const GenerationParams& params);
+// One sequence.
+Generation generate(Session& session, const GenerationRequest& request,
+                    const GenerationParams& params);
+
+}  // namespace kvsteer

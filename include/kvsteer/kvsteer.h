@@ -1,0 +1,11 @@
+// Umbrella header of the kvsteer library.
+#pragma once
+
+#include "kvsteer/backend.h"
+#include "kvsteer/error.h"
+#include "kvsteer/generation.h"
+#include "kvsteer/model.h"
+#include "kvsteer/session.h"
+#include "kvsteer/steering.h"
+#include "kvsteer/types.h"
+#include "kvsteer/vector_file.h"

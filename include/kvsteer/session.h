@@ -1,0 +1,101 @@
+// A llama context over one Model: decoding, and reading or editing single KV cache cells.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "kvsteer/model.h"
+#include "kvsteer/types.h"
+
+namespace kvsteer {
+
+enum class FlashAttn { Auto, On, Off };  // Auto resolves to On on CPU (non-transposed V cache)
+
+// How a cell edit reaches the cache (../docs/DESIGN.md, "Editing one cell").
+enum class EditRoute {
+  OneCell,       // copy the cell to a scratch sequence, patch its one-cell blob: O(1) in context
+  FullSequence,  // patch the whole sequence blob and restore it: O(n_tokens)
+};
+
+struct SessionParams {
+  std::uint32_t n_ctx = 4096;   // cells of the (unified) cache, shared by all sequences
+  std::uint32_t n_batch = 512;  // tokens per llama_decode call; n_ubatch is the same, so prefill
+                                // chunking is fixed and results are reproducible
+  std::uint32_t n_seq = 1;      // user sequences 0 .. n_seq-1 (one more is reserved as scratch)
+  std::int32_t n_threads = 0;   // 0 = all hardware threads; results do not depend on it
+  KvType type_k = KvType::F16;  // cache storage; quantized K is stored Hadamard-rotated
+  KvType type_v = KvType::F16;  // quantized V needs flash attention
+  FlashAttn flash_attn = FlashAttn::Auto;
+  EditRoute edit_route = EditRoute::OneCell;
+};
+
+// Change to add to one cell: per model layer, a K row and a V row. An empty row leaves that
+// layer's K (or V) untouched, so only the selected layers are rewritten.
+struct CellDelta {
+  std::vector<std::vector<float>> k;  // [n_layer][n_embd_k_gqa] or empty rows
+  std::vector<std::vector<float>> v;  // [n_layer][n_embd_v_gqa] or empty rows
+};
+
+// Tokens to append to one sequence in a batched decode.
+struct DecodeItem {
+  SeqId seq = 0;
+  std::span<const Token> tokens;
+  bool logits_last = true;  // keep the logits of the last token (Session::logits)
+};
+
+// Thread-compatible: distinct Sessions may be used on distinct threads; one Session is not shared.
+// Move-only. The Model is kept alive by the Session.
+class Session {
+ public:
+  // Creates a libllama context. Throws Error(InvalidArgument) for inconsistent params,
+  // Error(Backend) when libllama refuses, Error(Unsupported) when the model's cache cannot be
+  // steered. Runs the blob self-test (a zero edit must be bit-identical) on first edit.
+  Session(std::shared_ptr<const Model> model, const SessionParams& params);
+  ~Session();
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+
+  const Model& model() const;
+  const std::shared_ptr<const Model>& model_ptr() const;
+  const SessionParams& params() const;
+  std::uint32_t n_ctx() const;
+  // Whether the K cache is stored Hadamard-rotated (quantized K with a head size that is a
+  // multiple of 64). Vectors must be extracted and applied in the same domain.
+  bool k_rotated() const;
+
+  void clear();                        // empties every sequence
+  void clear_sequence(SeqId seq);      // removes all cells of seq
+  // Makes dst a copy of src: dst's old cells are removed, then src's cells are shared with dst
+  // (metadata only, no data is copied).
+  void copy_sequence(SeqId src, SeqId dst);
+  // Position the next token of seq gets: last position + 1, or 0 for an empty sequence.
+  Pos next_pos(SeqId seq) const;
+
+  // Appends tokens to their sequences in one or more llama_decode calls of at most n_batch
+  // tokens. Throws Error(InvalidArgument) for a bad seq id, an empty token list or a token
+  // outside the vocabulary, and Error(InvalidArgument) naming --ctx-size when the cache is full.
+  void decode(std::span<const DecodeItem> items);
+  void decode(SeqId seq, std::span<const Token> tokens, bool logits_last = true);
+  // Logits of the last token decoded for seq with logits_last = true: [n_vocab].
+  // Valid until the next decode of seq. Throws when there are none.
+  std::span<const float> logits(SeqId seq) const;
+
+  // K and V of the cell at pos in seq, for every layer, as floats.
+  KvCell read_cell(SeqId seq, Pos pos);
+  // Adds delta to the cell at pos in seq, in one edit, leaving every other cell and layer
+  // byte-identical. Throws Error(InvalidArgument) for a position seq does not hold, rows of the
+  // wrong size or non-finite values.
+  void add_to_cell(SeqId seq, Pos pos, const CellDelta& delta);
+  // The raw llama_state_seq blob of seq (for tests and inspection).
+  std::vector<std::uint8_t> sequence_state(SeqId seq);
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvsteer

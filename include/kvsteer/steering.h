@@ -1,0 +1,93 @@
+// KV cache steering (Belitsky et al., 2025): extraction of steering vectors from contrastive
+// prompt pairs, and the cell delta they add to a prompt's cache.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kvsteer/session.h"
+#include "kvsteer/types.h"
+
+namespace kvsteer {
+
+// What a steering vector was extracted from; stored in vector files.
+struct ExtractionInfo {
+  Pos position = -1;          // cell read, counted from the prompt's end: -1 = last prompt token
+  std::uint32_t n_pairs = 0;  // contrastive pairs averaged
+  std::uint32_t n_shots = 0;  // in-context examples per prompt (0 when unknown)
+  std::string traces_sha256;  // of the traces file the pairs came from ("" when none)
+  std::string chat_template;  // template the prompts were rendered with
+  std::string kv_type_k;      // cache type at extraction, e.g. "f16"
+  bool k_rotated = false;     // K rows are in llama.cpp's Hadamard-rotated domain
+  std::string source;         // free text: command line, task name
+};
+
+// Per-layer mean of (positive - negative) cached K and V. Move-only; clone() copies.
+struct SteeringVector {
+  ModelFingerprint model;
+  ExtractionInfo info;
+  std::vector<std::vector<float>> k;  // [n_layer][n_embd_k_gqa]; empty rows = not extracted
+  std::vector<std::vector<float>> v;  // [n_layer][n_embd_v_gqa]
+
+  SteeringVector() = default;
+  SteeringVector(SteeringVector&&) = default;
+  SteeringVector& operator=(SteeringVector&&) = default;
+  SteeringVector clone() const { return SteeringVector(*this); }
+
+ private:
+  SteeringVector(const SteeringVector&) = default;
+};
+
+// A set of layers: either every layer >= min_layer, or exactly the listed ones.
+struct LayerSelection {
+  std::int32_t min_layer = 1;         // paper: layers >= 1 (layer 0 is never steered, §1.4)
+  std::vector<std::int32_t> layers;   // when non-empty, exactly these layers
+  bool contains(std::int32_t il) const;
+  // Parses "1-" (>= 1), "all" (>= 0), "3,5,7", "2-6" (inclusive), or "none".
+  static LayerSelection parse(const std::string& text);
+  std::string to_string() const;
+};
+
+// How a vector is applied (paper §1.4 and method.md §2; defaults = the paper's GSM8K defaults).
+struct SteeringParams {
+  float coef_k = 0.0f;  // c_k
+  float coef_v = 1.0f;  // c_v
+  LayerSelection layers_k;
+  LayerSelection layers_v;
+  // Token decoded after the edit. Set: prefill the whole prompt, edit its last cell, decode this
+  // token (the paper's "\n" offset). Unset: prefill all but the last prompt token, edit the cell
+  // before it, decode the last prompt token.
+  std::optional<Token> offset_token;
+};
+
+// The delta c_k*S_k[l], c_v*S_v[l] over the selected layers. Throws Error(InvalidArgument) for
+// non-finite coefficients or a layer beyond the vector's n_layer.
+CellDelta steering_delta(const SteeringVector& vector, const SteeringParams& params);
+
+// Throws Error(Format) naming the mismatch when vector cannot be applied in session (another
+// model, or K extracted in another domain than the session's cache stores).
+void check_applicable(const SteeringVector& vector, const Session& session);
+
+struct ContrastivePair {
+  std::vector<Token> positive;
+  std::vector<Token> negative;
+};
+
+struct ExtractionParams {
+  Pos position = -1;  // cell to read, counted from the end of each prompt (-1 = last token)
+  // Called after each decoded batch with (pairs done, pairs total); may be empty.
+  std::function<void(std::size_t, std::size_t)> progress;
+};
+
+// Decodes every prompt (as many at a time as the session has sequences), reads the cell at
+// `position` of each, and averages positive - negative per layer in double precision.
+// The session's sequences are cleared. Throws Error(InvalidArgument) for no pairs, an empty
+// prompt, or a position outside a prompt.
+SteeringVector extract_steering_vector(Session& session, std::span<const ContrastivePair> pairs,
+                                       const ExtractionParams& params = {});
+
+}  // namespace kvsteer

@@ -1,0 +1,21 @@
+// Steering-vector files: GGUF with a format version, the model fingerprint, the extraction
+// settings and one F32 tensor per layer and cache half (docs/vector-format.md).
+#pragma once
+
+#include <string>
+
+#include "kvsteer/steering.h"
+
+namespace kvsteer {
+
+inline constexpr std::uint32_t kVectorFormatVersion = 1;
+
+// Writes atomically (temporary file, then rename): an existing file is never left half-written.
+// Throws Error(Io).
+void save_steering_vector(const std::string& path, const SteeringVector& vector);
+
+// Throws Error(NotFound) for a missing file, Error(Format) for a file that is not a kvsteer
+// vector, has a newer format version or inconsistent shapes.
+SteeringVector load_steering_vector(const std::string& path);
+
+}  // namespace kvsteer
