@@ -1,0 +1,47 @@
+# Entry points. `make demo` runs the main job on the embedded default model; `make test` builds
+# everything and runs the tests. Both set up their dependencies first (once, cached).
+SHELL := /bin/bash
+PRESET ?= ci
+BUILD := build/$(PRESET)
+JOBS ?= $(shell nproc)
+CACHE ?= $(HOME)/.cache/kvsteer
+
+.PHONY: setup configure build test test-asan demo format format-check tidy bench clean
+
+setup:
+	@scripts/install_deps.sh all
+	@scripts/setup_llama.sh >/dev/null
+	@scripts/setup_models.sh "$$(scripts/setup_llama.sh 2>/dev/null)" >/dev/null
+
+configure: setup
+	@prefix=$$(scripts/setup_llama.sh 2>/dev/null); \
+	 KVSTEER_LLAMA_PREFIX=$$prefix KVSTEER_LLAMA_SOURCE_DIR=$$prefix/../src \
+	 KVSTEER_STORIES_GGUF=$$(scripts/setup_models.sh $$prefix) \
+	 cmake --preset $(PRESET) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE bench
+
+test-asan:
+	@$(MAKE) --no-print-directory test PRESET=asan
+
+demo: build
+	@scripts/demo.sh $(BUILD)
+
+format:
+	@git ls-files '*.cpp' '*.h' | xargs clang-format -i
+
+format-check:
+	@git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run --Werror
+
+tidy: build
+	@git ls-files 'src/*.cpp' | xargs clang-tidy -p $(BUILD) --quiet
+
+bench: build
+	@$(BUILD)/bench/kvsteer-bench
+
+clean:
+	rm -rf build

@@ -1,0 +1,72 @@
+// The ONLY code that knows the byte layout of llama.cpp's per-sequence state blob
+// (llama_state_seq_get_data, pinned llama.cpp v0.4.0; ../../docs/DESIGN.md "Sequence blobs").
+// Every header field is validated; anything unexpected is Error(Format), never a guess.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace kvsteer::detail {
+
+inline constexpr std::uint32_t kSeqBlobMagic = 0xaf143cd8;
+
+// One layer's K or V rows inside one stream of a blob.
+struct RowSection {
+  std::int32_t type = -1;       // ggml_type of the cache tensor
+  std::uint32_t n_embd = 0;     // elements per cell (n_embd_k_gqa or n_embd_v_gqa)
+  std::uint64_t row_bytes = 0;  // bytes of one cell's row (ggml_row_size)
+  std::uint32_t el_size = 0;    // bytes of one element (transposed V only)
+  bool transposed = false;      // V without flash attention: element-major, see cell_offset
+  std::size_t offset = 0;       // first data byte in the blob
+};
+
+struct CellMeta {
+  std::int32_t pos = -1;
+  std::vector<std::int32_t> seq_ids;
+};
+
+// A stream (one per sequence unless the cache is unified). Cells are in cell-index order.
+struct BlobStream {
+  std::vector<CellMeta> cells;
+  bool v_trans = false;
+  std::vector<RowSection> k;  // [n_layer of the block]
+  std::vector<RowSection> v;  // [n_layer of the block]
+};
+
+// A cache block: dense models have one; iSWA models a base block then a sliding-window block.
+struct BlobBlock {
+  std::vector<BlobStream> streams;
+};
+
+struct SeqBlob {
+  std::int32_t seq_id = -1;
+  std::vector<BlobBlock> blocks;
+};
+
+// What the caller knows about a block from the model: its layers' row widths, in block order.
+struct BlockShape {
+  std::vector<std::uint32_t> n_embd_k;  // [n_layer of the block]
+  std::vector<std::uint32_t> n_embd_v;  // [n_layer of the block]
+};
+
+// Parses and validates a blob: magic, stream counts, cell counts, v_trans, layer counts and row
+// widths against `shapes`, tensor types, row sizes, and that exactly blob.size() bytes are
+// consumed. Throws Error(Format) naming the field, the value read and the value expected.
+SeqBlob parse_seq_blob(std::span<const std::uint8_t> blob, std::span<const BlockShape> shapes);
+
+// Reads cell `cell` (index among the stream's cells) of a section as floats. out: [n_embd].
+void read_cell_row(std::span<const std::uint8_t> blob, const RowSection& section,
+                   std::size_t n_cells, std::size_t cell, std::span<float> out);
+
+// Adds delta to that cell's row, rounding to the section's type (dequantize, add, requantize for
+// quantized rows). A delta of all zeros leaves the bytes untouched. Only the cell's own bytes
+// change.
+void add_to_cell_row(std::span<std::uint8_t> blob, const RowSection& section, std::size_t n_cells,
+                     std::size_t cell, std::span<const float> delta);
+
+// Name of a ggml type ("f16", "q8_0", ...), for messages.
+const char* ggml_type_label(std::int32_t type);
+
+}  // namespace kvsteer::detail

@@ -1,0 +1,271 @@
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <tuple>
+
+#include "kvsteer/error.h"
+#include "kvsteer/llama_interop.h"
+#include "llama/log.h"
+#include "llama/model_impl.h"
+#include "llama/session_impl.h"
+
+namespace kvsteer {
+namespace {
+
+ggml_type to_ggml(KvType type) {
+  switch (type) {
+    case KvType::F32: return GGML_TYPE_F32;
+    case KvType::F16: return GGML_TYPE_F16;
+    case KvType::BF16: return GGML_TYPE_BF16;
+    case KvType::Q8_0: return GGML_TYPE_Q8_0;
+    case KvType::Q4_0: return GGML_TYPE_Q4_0;
+  }
+  return GGML_TYPE_F16;
+}
+
+bool is_quantized(KvType type) { return type == KvType::Q8_0 || type == KvType::Q4_0; }
+
+void validate(const Model& model, const SessionParams& p) {
+  auto bad = [](const std::string& m) { throw Error(ErrorCode::InvalidArgument, m); };
+  if (model.vocab_only()) bad("model '" + model.path() + "' was loaded vocabulary-only");
+  if (p.n_ctx < 8) bad("ctx-size " + std::to_string(p.n_ctx) + " is too small (minimum 8)");
+  if (p.n_batch < 1 || p.n_batch > p.n_ctx) {
+    bad("batch size " + std::to_string(p.n_batch) + " must be in [1, ctx-size = " +
+        std::to_string(p.n_ctx) + "]");
+  }
+  const auto max_seq = static_cast<std::uint32_t>(llama_max_parallel_sequences());
+  if (p.n_seq < 1 || p.n_seq + 1 > max_seq) {
+    bad("number of sequences " + std::to_string(p.n_seq) + " must be in [1, " +
+        std::to_string(max_seq - 1) + "]");
+  }
+  if (is_quantized(p.type_v) && p.flash_attn == FlashAttn::Off) {
+    bad(std::string("a quantized V cache (") + kv_type_name(p.type_v) +
+        ") needs flash attention; use --flash-attn on or auto");
+  }
+  for (const auto& [type, dim, half] :
+       {std::tuple{p.type_k, model.fingerprint().n_embd_head_k, "K"},
+        std::tuple{p.type_v, model.fingerprint().n_embd_head_v, "V"}}) {
+    const std::int64_t block = ggml_blck_size(to_ggml(type));
+    if (dim % block != 0) {
+      bad(std::string(half) + " cache type " + kv_type_name(type) + " stores blocks of " +
+          std::to_string(block) + " values, which do not divide the model's head size " +
+          std::to_string(dim) + "; use f16 or f32");
+    }
+  }
+  if (p.n_threads < 0) bad("threads must be >= 0, got " + std::to_string(p.n_threads));
+}
+
+}  // namespace
+
+Session::Session(std::shared_ptr<const Model> model, const SessionParams& params)
+    : impl_(std::make_unique<Impl>()) {
+  if (!model) throw Error(ErrorCode::InvalidArgument, "Session needs a model");
+  validate(*model, params);
+  Impl& s = *impl_;
+  s.model = std::move(model);
+  s.params = params;
+  const bool one_cell = params.edit_route == EditRoute::OneCell;
+  s.scratch_seq = one_cell ? static_cast<SeqId>(params.n_seq) : -1;
+
+  auto cp = llama_context_default_params();
+  cp.n_ctx = params.n_ctx;
+  cp.n_batch = params.n_batch;
+  cp.n_ubatch = params.n_batch;
+  cp.n_seq_max = params.n_seq + (one_cell ? 1 : 0);
+  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  cp.n_threads = params.n_threads > 0 ? params.n_threads : hw;
+  cp.n_threads_batch = cp.n_threads;
+  cp.type_k = to_ggml(params.type_k);
+  cp.type_v = to_ggml(params.type_v);
+  cp.flash_attn_type = params.flash_attn == FlashAttn::On    ? LLAMA_FLASH_ATTN_TYPE_ENABLED
+                       : params.flash_attn == FlashAttn::Off ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                                             : LLAMA_FLASH_ATTN_TYPE_AUTO;
+  // One stream for all sequences: partial seq_cp between sequences (the one-cell route and
+  // copy_sequence) needs it.
+  cp.kv_unified = true;
+  cp.no_perf = true;
+  detail::clear_last_llama_error();
+  s.ctx.reset(llama_init_from_model(const_cast<llama_model*>(raw_model(*s.model)), cp));
+  if (!s.ctx) detail::throw_backend("cannot create a llama context (ctx-size " +
+                                    std::to_string(params.n_ctx) + ")");
+  s.mem = llama_get_memory(s.ctx.get());
+  s.batch = detail::Batch(static_cast<std::int32_t>(params.n_batch));
+  s.logits.assign(params.n_seq, {});
+  s.has_logits.assign(params.n_seq, false);
+
+  // llama-kv-cache.cpp: quantized K with a head size divisible by 64 is Hadamard-rotated.
+  const char* rot_off = std::getenv("LLAMA_ATTN_ROT_DISABLE");
+  s.k_rotated = is_quantized(params.type_k) && s.model->fingerprint().n_embd_head_k % 64 == 0 &&
+                !(rot_off != nullptr && std::atoi(rot_off) != 0);
+
+  // Blob blocks: the base block holds the full-attention layers, an iSWA model's second block
+  // the sliding-window layers, each in increasing layer order.
+  const auto& fp = s.model->fingerprint();
+  const auto& swa = s.model->swa_layers();
+  const bool iswa = std::any_of(swa.begin(), swa.end(), [](bool b) { return b; });
+  s.block_shapes.assign(iswa ? 2 : 1, {});
+  for (std::int32_t il = 0; il < fp.n_layer; ++il) {
+    const std::size_t b = iswa && swa[il] ? 1 : 0;
+    s.layer_slots.push_back({b, s.block_shapes[b].n_embd_k.size()});
+    s.block_shapes[b].n_embd_k.push_back(static_cast<std::uint32_t>(fp.n_embd_k_gqa));
+    s.block_shapes[b].n_embd_v.push_back(static_cast<std::uint32_t>(fp.n_embd_v_gqa));
+  }
+  s.self_test();
+}
+
+Session::~Session() = default;
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&&) noexcept = default;
+
+const Model& Session::model() const { return *impl_->model; }
+const std::shared_ptr<const Model>& Session::model_ptr() const { return impl_->model; }
+const SessionParams& Session::params() const { return impl_->params; }
+std::uint32_t Session::n_ctx() const { return llama_n_ctx(impl_->ctx.get()); }
+bool Session::k_rotated() const { return impl_->k_rotated; }
+
+void Session::Impl::check_seq(SeqId seq) const {
+  if (seq < 0 || static_cast<std::uint32_t>(seq) >= params.n_seq) {
+    throw Error(ErrorCode::InvalidArgument, "sequence id " + std::to_string(seq) +
+                                                " is outside [0, " + std::to_string(params.n_seq) +
+                                                ")");
+  }
+}
+
+void Session::clear() {
+  llama_memory_clear(impl_->mem, true);
+  std::fill(impl_->has_logits.begin(), impl_->has_logits.end(), false);
+}
+
+void Session::clear_sequence(SeqId seq) {
+  impl_->check_seq(seq);
+  llama_memory_seq_rm(impl_->mem, seq, -1, -1);
+  impl_->has_logits[seq] = false;
+}
+
+void Session::copy_sequence(SeqId src, SeqId dst) {
+  impl_->check_seq(src);
+  impl_->check_seq(dst);
+  if (src == dst) return;
+  llama_memory_seq_rm(impl_->mem, dst, -1, -1);
+  llama_memory_seq_cp(impl_->mem, src, dst, -1, -1);
+  impl_->logits[dst] = impl_->logits[src];
+  impl_->has_logits[dst] = impl_->has_logits[src];
+}
+
+Pos Session::next_pos(SeqId seq) const {
+  impl_->check_seq(seq);
+  return llama_memory_seq_pos_max(impl_->mem, seq) + 1;
+}
+
+void Session::decode(SeqId seq, std::span<const Token> tokens, bool logits_last) {
+  const DecodeItem item{seq, tokens, logits_last};
+  decode(std::span<const DecodeItem>(&item, 1));
+}
+
+void Session::decode(std::span<const DecodeItem> items) {
+  for (const auto& item : items) {
+    impl_->check_seq(item.seq);
+    if (item.tokens.empty()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "nothing to decode for sequence " + std::to_string(item.seq));
+    }
+    for (Token t : item.tokens) impl_->model->check_token(t);
+  }
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    for (std::size_t j = i + 1; j < items.size(); ++j) {
+      if (items[i].seq == items[j].seq) {
+        throw Error(ErrorCode::InvalidArgument, "sequence " + std::to_string(items[i].seq) +
+                                                    " appears twice in one decode");
+      }
+    }
+  }
+  impl_->decode_chunked(items);
+}
+
+void Session::Impl::decode_chunked(std::span<const DecodeItem> items) {
+  std::vector<Pos> start(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    start[i] = llama_memory_seq_pos_max(mem, items[i].seq) + 1;
+    has_logits[items[i].seq] = false;
+    const std::size_t need = static_cast<std::size_t>(start[i]) + items[i].tokens.size();
+    if (need > llama_n_ctx(ctx.get())) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "sequence " + std::to_string(items[i].seq) + " would hold " +
+                      std::to_string(need) + " tokens, more than the context (" +
+                      std::to_string(llama_n_ctx(ctx.get())) + "); raise --ctx-size");
+    }
+  }
+  auto rollback = [&] {
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      llama_memory_seq_rm(mem, items[i].seq, start[i], -1);
+    }
+  };
+  // Tokens in item order; a chunk is full at n_batch tokens. Outputs are read after each call.
+  struct Output {
+    SeqId seq;
+    std::int32_t index;
+  };
+  std::vector<Output> outputs;
+  batch.clear();
+  auto flush = [&] {
+    if (batch.size() == 0) return;
+    const std::int32_t rc = llama_decode(ctx.get(), batch.get());
+    if (rc != 0) {
+      rollback();
+      if (rc == 1) {
+        throw Error(ErrorCode::InvalidArgument,
+                    "the KV cache is full (no free cells for the batch); raise --ctx-size");
+      }
+      if (rc == 2) throw Error(ErrorCode::Cancelled, "decoding was aborted");
+      detail::throw_backend("llama_decode failed with code " + std::to_string(rc));
+    }
+    const auto n_vocab = static_cast<std::size_t>(model->n_vocab());
+    for (const auto& out : outputs) {
+      const float* row = llama_get_logits_ith(ctx.get(), out.index);
+      if (row == nullptr) detail::throw_backend("no logits for the last token");
+      logits[out.seq].assign(row, row + n_vocab);
+      has_logits[out.seq] = true;
+    }
+    outputs.clear();
+    batch.clear();
+  };
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const auto& item = items[i];
+    for (std::size_t t = 0; t < item.tokens.size(); ++t) {
+      const bool want = item.logits_last && t + 1 == item.tokens.size();
+      if (want) outputs.push_back({item.seq, batch.size()});
+      batch.add(item.tokens[t], start[i] + static_cast<Pos>(t), item.seq, want);
+      if (batch.size() == batch.capacity()) flush();
+    }
+  }
+  flush();
+}
+
+std::span<const float> Session::logits(SeqId seq) const {
+  impl_->check_seq(seq);
+  if (!impl_->has_logits[seq]) {
+    throw Error(ErrorCode::InvalidArgument,
+                "sequence " + std::to_string(seq) + " has no logits: decode it with logits_last");
+  }
+  return impl_->logits[seq];
+}
+
+KvCell Session::read_cell(SeqId seq, Pos pos) {
+  impl_->check_seq(seq);
+  return impl_->read_cell(seq, pos);
+}
+
+void Session::add_to_cell(SeqId seq, Pos pos, const CellDelta& delta) {
+  impl_->check_seq(seq);
+  impl_->add_to_cell(seq, pos, delta);
+}
+
+std::vector<std::uint8_t> Session::sequence_state(SeqId seq) {
+  impl_->check_seq(seq);
+  return impl_->get_state(seq);
+}
+
+llama_context* raw_context(Session& session) { return session.impl().ctx.get(); }
+
+}  // namespace kvsteer

@@ -1,0 +1,162 @@
+// Generation with one-time cache steering (paper §1.4, method.md §6.1): prefill, edit the last
+// prefilled cell once, decode the tail token (offset or last prompt token), then sample.
+#include "kvsteer/generation.h"
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "kvsteer/error.h"
+#include "llama/sampler.h"
+
+namespace kvsteer {
+
+const char* stop_reason_name(StopReason reason) noexcept {
+  switch (reason) {
+    case StopReason::Eog: return "eog";
+    case StopReason::StopString: return "stop_string";
+    case StopReason::Length: return "length";
+  }
+  return "?";
+}
+
+namespace {
+
+struct Running {
+  const GenerationRequest* request = nullptr;
+  std::vector<Token> prefill;  // tokens prefilled before the edit
+  Token tail = 0;              // token decoded after the edit
+  detail::Sampler sampler;
+  Generation result;
+  bool done = false;
+  Token next = 0;
+};
+
+// Finds the earliest stop string in text at or after `from`; npos if none.
+std::size_t find_stop(const std::string& text, std::size_t from,
+                      const std::vector<std::string>& stops) {
+  std::size_t best = std::string::npos;
+  for (const auto& s : stops) {
+    if (s.empty()) continue;
+    const std::size_t start = from >= s.size() ? from - s.size() + 1 : 0;
+    const std::size_t at = text.find(s, start);
+    if (at != std::string::npos) best = std::min(best, at);
+  }
+  return best;
+}
+
+void validate(const Session& session, std::span<const GenerationRequest> requests,
+              const GenerationParams& params) {
+  if (params.n_predict < 1) {
+    throw Error(ErrorCode::InvalidArgument,
+                "n-predict must be >= 1, got " + std::to_string(params.n_predict));
+  }
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const auto& r = requests[i];
+    if (r.prompt.empty()) throw Error(ErrorCode::InvalidArgument, "the prompt is empty");
+    const bool has_offset = r.steering_params.offset_token.has_value();
+    if (has_offset) session.model().check_token(*r.steering_params.offset_token);
+    const std::size_t total =
+        r.prompt.size() + (has_offset ? 1 : 0) + static_cast<std::size_t>(params.n_predict);
+    if (total > session.n_ctx()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "prompt (" + std::to_string(r.prompt.size()) + " tokens) plus n-predict (" +
+                      std::to_string(params.n_predict) + ") exceeds the context (" +
+                      std::to_string(session.n_ctx()) + "); raise --ctx-size");
+    }
+    if (r.steering != nullptr) {
+      check_applicable(*r.steering, session);
+      if (!has_offset && r.prompt.size() < 2) {
+        throw Error(ErrorCode::InvalidArgument,
+                    "steering without an offset token needs a prompt of at least 2 tokens");
+      }
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (requests[j].seq == r.seq) {
+        throw Error(ErrorCode::InvalidArgument,
+                    "two generation requests use sequence " + std::to_string(r.seq));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<Generation> generate(Session& session, std::span<const GenerationRequest> requests,
+                                 const GenerationParams& params) {
+  validate(session, requests, params);
+  const Model& model = session.model();
+  std::vector<Running> runs;
+  runs.reserve(requests.size());
+  for (const auto& r : requests) {
+    Running run{&r, {}, 0, detail::Sampler(params.sampling), {}, false, 0};
+    const auto& offset = r.steering_params.offset_token;
+    if (offset) {
+      run.prefill.assign(r.prompt.begin(), r.prompt.end());
+      run.tail = *offset;
+      run.result.text = model.token_to_piece(*offset);
+    } else {
+      run.prefill.assign(r.prompt.begin(), r.prompt.end() - 1);
+      run.tail = r.prompt.back();
+    }
+    run.result.n_prompt = static_cast<std::int32_t>(r.prompt.size());
+    session.clear_sequence(r.seq);
+    runs.push_back(std::move(run));
+  }
+
+  std::vector<DecodeItem> items;
+  for (const auto& run : runs) {
+    if (!run.prefill.empty()) items.push_back({run.request->seq, run.prefill, false});
+  }
+  if (!items.empty()) session.decode(items);
+  for (const auto& run : runs) {
+    if (run.request->steering == nullptr) continue;
+    const CellDelta delta = steering_delta(*run.request->steering, run.request->steering_params);
+    session.add_to_cell(run.request->seq, static_cast<Pos>(run.prefill.size()) - 1, delta);
+  }
+  items.clear();
+  for (const auto& run : runs) items.push_back({run.request->seq, {&run.tail, 1}, true});
+  session.decode(items);
+
+  for (std::int32_t step = 0; step < params.n_predict; ++step) {
+    items.clear();
+    for (auto& run : runs) {
+      if (run.done) continue;
+      const Token token = run.sampler.sample(session.logits(run.request->seq));
+      if (params.stop_at_eog && model.is_eog(token)) {
+        run.done = true;
+        run.result.stop_reason = StopReason::Eog;
+        continue;
+      }
+      run.result.tokens.push_back(token);
+      const std::size_t before = run.result.text.size();
+      run.result.text += model.token_to_piece(token);
+      const std::size_t at = find_stop(run.result.text, before, params.stop_strings);
+      if (at != std::string::npos) {
+        run.result.text.resize(at);
+        run.done = true;
+        run.result.stop_reason = StopReason::StopString;
+        continue;
+      }
+      if (static_cast<std::int32_t>(run.result.tokens.size()) >= params.n_predict) {
+        run.done = true;
+        run.result.stop_reason = StopReason::Length;
+        continue;
+      }
+      run.next = token;
+      items.push_back({run.request->seq, {&run.next, 1}, true});
+    }
+    if (items.empty()) break;
+    session.decode(items);
+  }
+  std::vector<Generation> out;
+  for (auto& run : runs) out.push_back(std::move(run.result));
+  return out;
+}
+
+Generation generate(Session& session, const GenerationRequest& request,
+                    const GenerationParams& params) {
+  return std::move(generate(session, std::span<const GenerationRequest>(&request, 1), params)[0]);
+}
+
+}  // namespace kvsteer

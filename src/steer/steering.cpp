@@ -1,0 +1,140 @@
+// Steering vectors: layer selections, the delta they add, applicability checks.
+#include "kvsteer/steering.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "kvsteer/error.h"
+
+namespace kvsteer {
+
+bool LayerSelection::contains(std::int32_t il) const {
+  if (!layers.empty()) return std::find(layers.begin(), layers.end(), il) != layers.end();
+  return il >= min_layer;
+}
+
+namespace {
+
+std::int32_t parse_layer(const std::string& text, const std::string& whole) {
+  std::size_t used = 0;
+  long value = -1;
+  try {
+    value = std::stol(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || text.empty() || value < 0 || value > 100000) {
+    throw Error(ErrorCode::InvalidArgument,
+                "layer selection '" + whole + "': '" + text +
+                    "' is not a layer index; use e.g. '1-' (layers >= 1), '3,5,7', '2-6', 'all' "
+                    "or 'none'");
+  }
+  return static_cast<std::int32_t>(value);
+}
+
+}  // namespace
+
+LayerSelection LayerSelection::parse(const std::string& text) {
+  LayerSelection sel;
+  if (text == "all") {
+    sel.min_layer = 0;
+    return sel;
+  }
+  if (text == "none") {
+    sel.min_layer = INT32_MAX;
+    return sel;
+  }
+  if (!text.empty() && text.back() == '-' && text.find(',') == std::string::npos) {
+    sel.min_layer = parse_layer(text.substr(0, text.size() - 1), text);
+    return sel;
+  }
+  std::stringstream in(text);
+  std::string part;
+  while (std::getline(in, part, ',')) {
+    const auto dash = part.find('-');
+    if (dash == std::string::npos) {
+      sel.layers.push_back(parse_layer(part, text));
+      continue;
+    }
+    const auto lo = parse_layer(part.substr(0, dash), text);
+    const auto hi = parse_layer(part.substr(dash + 1), text);
+    if (hi < lo) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "layer selection '" + text + "': range " + part + " is empty");
+    }
+    for (auto il = lo; il <= hi; ++il) sel.layers.push_back(il);
+  }
+  if (sel.layers.empty()) {
+    throw Error(ErrorCode::InvalidArgument, "layer selection '" + text + "' names no layer");
+  }
+  std::sort(sel.layers.begin(), sel.layers.end());
+  sel.layers.erase(std::unique(sel.layers.begin(), sel.layers.end()), sel.layers.end());
+  return sel;
+}
+
+std::string LayerSelection::to_string() const {
+  if (layers.empty()) {
+    if (min_layer == 0) return "all";
+    if (min_layer == INT32_MAX) return "none";
+    return std::to_string(min_layer) + "-";
+  }
+  std::string out;
+  for (auto il : layers) out += (out.empty() ? "" : ",") + std::to_string(il);
+  return out;
+}
+
+CellDelta steering_delta(const SteeringVector& vector, const SteeringParams& params) {
+  if (!std::isfinite(params.coef_k) || !std::isfinite(params.coef_v)) {
+    throw Error(ErrorCode::InvalidArgument, "steering coefficients must be finite, got c_k = " +
+                                                std::to_string(params.coef_k) + ", c_v = " +
+                                                std::to_string(params.coef_v));
+  }
+  const auto n_layer = static_cast<std::int32_t>(vector.k.size());
+  for (const auto* sel : {&params.layers_k, &params.layers_v}) {
+    for (auto il : sel->layers) {
+      if (il >= n_layer) {
+        throw Error(ErrorCode::InvalidArgument, "layer " + std::to_string(il) +
+                                                    " does not exist: the vector has " +
+                                                    std::to_string(n_layer) + " layers (0.." +
+                                                    std::to_string(n_layer - 1) + ")");
+      }
+    }
+  }
+  CellDelta delta;
+  delta.k.resize(vector.k.size());
+  delta.v.resize(vector.v.size());
+  for (std::int32_t il = 0; il < n_layer; ++il) {
+    auto scale = [](const std::vector<float>& row, float c) {
+      std::vector<float> out(row.size());
+      for (std::size_t i = 0; i < row.size(); ++i) out[i] = c * row[i];
+      return out;
+    };
+    if (params.layers_k.contains(il) && params.coef_k != 0.0f) {
+      delta.k[il] = scale(vector.k[il], params.coef_k);
+    }
+    if (il < static_cast<std::int32_t>(vector.v.size()) && params.layers_v.contains(il) &&
+        params.coef_v != 0.0f) {
+      delta.v[il] = scale(vector.v[il], params.coef_v);
+    }
+  }
+  return delta;
+}
+
+void check_applicable(const SteeringVector& vector, const Session& session) {
+  const std::string m = vector.model.mismatch(session.model().fingerprint());
+  if (!m.empty()) {
+    throw Error(ErrorCode::Format, "steering vector was made for another model: " + m);
+  }
+  if (vector.info.k_rotated != session.k_rotated()) {
+    throw Error(ErrorCode::Format,
+                std::string("steering vector keys were extracted from a ") +
+                    (vector.info.k_rotated ? "Hadamard-rotated (quantized)" : "plain") +
+                    " K cache, but this session's K cache (" +
+                    kv_type_name(session.params().type_k) + ") is " +
+                    (session.k_rotated() ? "rotated" : "plain") +
+                    "; extract and apply with the same kind of K cache type");
+  }
+}
+
+}  // namespace kvsteer

@@ -1,0 +1,211 @@
+#include "kv/seq_blob.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "ggml.h"
+#include "kvsteer/error.h"
+
+namespace kvsteer::detail {
+namespace {
+
+// Writes a blob in the layout of llama.cpp v0.4.0 (llama-internals.md §1.2): one block, one
+// stream, `positions.size()` cells, n_layer layers of F32 rows (value = 100*layer + 10*cell + j).
+class BlobBuilder {
+ public:
+  BlobBuilder(std::uint32_t n_layer, std::uint32_t width, bool v_trans,
+              std::int32_t type = GGML_TYPE_F32)
+      : n_layer_(n_layer), width_(width), v_trans_(v_trans), type_(type) {}
+
+  std::vector<std::uint8_t> build(const std::vector<std::int32_t>& positions) {
+    out_.clear();
+    put<std::uint32_t>(kSeqBlobMagic);
+    put<std::int32_t>(0);  // seq_id
+    put<std::uint32_t>(1);  // n_stream
+    const auto n = static_cast<std::uint32_t>(positions.size());
+    put<std::uint32_t>(n);
+    for (auto pos : positions) {
+      put<std::int32_t>(pos);
+      put<std::uint32_t>(1);
+      put<std::int32_t>(0);
+    }
+    put<std::uint32_t>(v_trans_ ? 1 : 0);
+    put<std::uint32_t>(n_layer_);
+    for (std::uint32_t l = 0; l < n_layer_; ++l) {
+      put<std::int32_t>(type_);
+      put<std::uint64_t>(ggml_row_size(static_cast<ggml_type>(type_), width_));
+      for (std::uint32_t c = 0; c < n; ++c) put_row(l, c);
+    }
+    for (std::uint32_t l = 0; l < n_layer_; ++l) {
+      put<std::int32_t>(GGML_TYPE_F32);
+      if (!v_trans_) {
+        put<std::uint64_t>(width_ * sizeof(float));
+        for (std::uint32_t c = 0; c < n; ++c) {
+          for (std::uint32_t j = 0; j < width_; ++j) put<float>(value(l, c, j) + 0.5f);
+        }
+      } else {
+        put<std::uint32_t>(sizeof(float));
+        put<std::uint32_t>(width_);
+        for (std::uint32_t j = 0; j < width_; ++j) {
+          for (std::uint32_t c = 0; c < n; ++c) put<float>(value(l, c, j) + 0.5f);
+        }
+      }
+    }
+    return out_;
+  }
+
+  static float value(std::uint32_t l, std::uint32_t c, std::uint32_t j) {
+    return static_cast<float>(100 * l + 10 * c + j);
+  }
+  BlockShape shape() const {
+    return {std::vector<std::uint32_t>(n_layer_, width_), std::vector<std::uint32_t>(n_layer_, width_)};
+  }
+
+ private:
+  template <typename T>
+  void put(T v) {
+    const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
+    out_.insert(out_.end(), p, p + sizeof(T));
+  }
+  void put_row(std::uint32_t l, std::uint32_t c) {
+    std::vector<float> row(width_);
+    for (std::uint32_t j = 0; j < width_; ++j) row[j] = value(l, c, j);
+    std::vector<std::uint8_t> bytes(ggml_row_size(static_cast<ggml_type>(type_), width_));
+    if (type_ == GGML_TYPE_F32) {
+      std::memcpy(bytes.data(), row.data(), bytes.size());
+    } else {
+      ggml_quantize_chunk(static_cast<ggml_type>(type_), row.data(), bytes.data(), 0, 1, width_,
+                          nullptr);
+    }
+    out_.insert(out_.end(), bytes.begin(), bytes.end());
+  }
+
+  std::uint32_t n_layer_, width_;
+  bool v_trans_;
+  std::int32_t type_;
+  std::vector<std::uint8_t> out_;
+};
+
+TEST(SeqBlob, ParsesRowsAndPositions) {
+  BlobBuilder b(2, 4, false);
+  const auto blob = b.build({5, 6, 7});
+  const BlockShape shape = b.shape();
+  const SeqBlob parsed = parse_seq_blob(blob, {&shape, 1});
+  ASSERT_EQ(parsed.blocks.size(), 1u);
+  const auto& stream = parsed.blocks[0].streams.at(0);
+  ASSERT_EQ(stream.cells.size(), 3u);
+  EXPECT_EQ(stream.cells[2].pos, 7);
+  std::vector<float> row(4);
+  read_cell_row(blob, stream.k[1], 3, 2, row);
+  EXPECT_EQ(row, (std::vector<float>{120, 121, 122, 123}));
+  read_cell_row(blob, stream.v[0], 3, 1, row);
+  EXPECT_EQ(row, (std::vector<float>{10.5f, 11.5f, 12.5f, 13.5f}));
+}
+
+TEST(SeqBlob, ReadsTransposedV) {
+  BlobBuilder b(2, 4, true);
+  const auto blob = b.build({0, 1, 2});
+  const BlockShape shape = b.shape();
+  const SeqBlob parsed = parse_seq_blob(blob, {&shape, 1});
+  const auto& stream = parsed.blocks[0].streams.at(0);
+  EXPECT_TRUE(stream.v_trans);
+  std::vector<float> row(4);
+  read_cell_row(blob, stream.v[1], 3, 2, row);
+  EXPECT_EQ(row, (std::vector<float>{120.5f, 121.5f, 122.5f, 123.5f}));
+}
+
+TEST(SeqBlob, EditTouchesOnlyTheTargetCellTransposed) {
+  BlobBuilder b(2, 4, true);
+  auto blob = b.build({0, 1, 2});
+  const auto before = blob;
+  const BlockShape shape = b.shape();
+  const SeqBlob parsed = parse_seq_blob(blob, {&shape, 1});
+  const auto& stream = parsed.blocks[0].streams.at(0);
+  add_to_cell_row(blob, stream.v[1], 3, 1, std::vector<float>{1, 2, 3, 4});
+  std::vector<float> row(4);
+  read_cell_row(blob, stream.v[1], 3, 1, row);
+  EXPECT_EQ(row, (std::vector<float>{111.5f, 113.5f, 115.5f, 117.5f}));
+  std::size_t changed = 0;
+  for (std::size_t i = 0; i < blob.size(); ++i) changed += blob[i] != before[i];
+  // Four float elements, each of which changes in at most 4 bytes.
+  EXPECT_GT(changed, 0u);
+  EXPECT_LE(changed, 16u);
+  read_cell_row(blob, stream.v[1], 3, 0, row);
+  EXPECT_EQ(row, (std::vector<float>{100.5f, 101.5f, 102.5f, 103.5f}));
+  read_cell_row(blob, stream.v[1], 3, 2, row);
+  EXPECT_EQ(row, (std::vector<float>{120.5f, 121.5f, 122.5f, 123.5f}));
+}
+
+TEST(SeqBlob, ZeroDeltaLeavesQuantizedRowUntouched) {
+  BlobBuilder b(1, 32, false, GGML_TYPE_Q8_0);
+  auto blob = b.build({0, 1});
+  const auto before = blob;
+  const BlockShape shape = b.shape();
+  const SeqBlob parsed = parse_seq_blob(blob, {&shape, 1});
+  add_to_cell_row(blob, parsed.blocks[0].streams[0].k[0], 2, 1, std::vector<float>(32, 0.0f));
+  EXPECT_EQ(blob, before);
+  add_to_cell_row(blob, parsed.blocks[0].streams[0].k[0], 2, 1, std::vector<float>(32, 1.0f));
+  std::vector<float> row(32);
+  read_cell_row(blob, parsed.blocks[0].streams[0].k[0], 2, 1, row);
+  for (std::size_t j = 0; j < 32; ++j) {
+    // Two Q8_0 roundings (the stored row, then the edited one): max |x| / 127 each half-step.
+    EXPECT_NEAR(row[j], BlobBuilder::value(0, 1, j) + 1.0f, 42.0f / 127.0f) << j;
+  }
+}
+
+TEST(SeqBlob, RejectsWrongMagic) {
+  BlobBuilder b(1, 4, false);
+  auto blob = b.build({0});
+  blob[0] ^= 0xff;
+  const BlockShape shape = b.shape();
+  try {
+    parse_seq_blob(blob, {&shape, 1});
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Format);
+    EXPECT_NE(std::string(e.what()).find("magic"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SeqBlob, RejectsTruncatedAndTrailingBytes) {
+  BlobBuilder b(2, 4, false);
+  const auto blob = b.build({0, 1});
+  const BlockShape shape = b.shape();
+  for (std::size_t cut : {std::size_t{3}, std::size_t{20}, blob.size() - 1}) {
+    std::vector<std::uint8_t> part(blob.begin(), blob.begin() + static_cast<long>(cut));
+    EXPECT_THROW(parse_seq_blob(part, {&shape, 1}), Error) << "cut at " << cut;
+  }
+  auto longer = blob;
+  longer.push_back(0);
+  EXPECT_THROW(parse_seq_blob(longer, {&shape, 1}), Error);
+}
+
+TEST(SeqBlob, RejectsLayerCountAndRowSizeMismatch) {
+  BlobBuilder b(2, 4, false);
+  const auto blob = b.build({0});
+  const BlockShape three_layers{{4, 4, 4}, {4, 4, 4}};
+  EXPECT_THROW(parse_seq_blob(blob, {&three_layers, 1}), Error);
+  const BlockShape wider{{8, 8}, {8, 8}};
+  try {
+    parse_seq_blob(blob, {&wider, 1});
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("row size"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SeqBlob, RejectsOutOfRangeCellAccess) {
+  BlobBuilder b(1, 4, false);
+  const auto blob = b.build({0, 1});
+  const BlockShape shape = b.shape();
+  const SeqBlob parsed = parse_seq_blob(blob, {&shape, 1});
+  std::vector<float> row(4);
+  EXPECT_THROW(read_cell_row(blob, parsed.blocks[0].streams[0].k[0], 2, 2, row), Error);
+  std::vector<float> narrow(3);
+  EXPECT_THROW(read_cell_row(blob, parsed.blocks[0].streams[0].k[0], 2, 0, narrow), Error);
+}
+
+}  // namespace
+}  // namespace kvsteer::detail

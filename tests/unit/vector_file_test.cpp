@@ -1,0 +1,115 @@
+#include "kvsteer/vector_file.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "kvsteer/error.h"
+#include "support/test_env.h"
+
+namespace kvsteer {
+namespace {
+
+SteeringVector sample_vector() {
+  SteeringVector v;
+  v.model.arch = "llama";
+  v.model.n_layer = 3;
+  v.model.n_head = 4;
+  v.model.n_head_kv = 2;
+  v.model.n_embd = 16;
+  v.model.n_embd_head_k = 4;
+  v.model.n_embd_head_v = 4;
+  v.model.n_embd_k_gqa = 8;
+  v.model.n_embd_v_gqa = 8;
+  v.model.rope_type = "norm";
+  v.model.n_vocab = 100;
+  v.model.vocab_hash = "0123456789abcdef";
+  v.info.position = -1;
+  v.info.n_pairs = 7;
+  v.info.n_shots = 3;
+  v.info.traces_sha256 = "feed";
+  v.info.chat_template = "chatml";
+  v.info.kv_type_k = "f16";
+  v.info.source = "unit test";
+  for (int il = 0; il < 3; ++il) {
+    std::vector<float> k(8), val(8);
+    for (int j = 0; j < 8; ++j) {
+      k[j] = 0.25f * static_cast<float>(il * 8 + j) - 1.0f;
+      val[j] = -k[j] * 3.0f;
+    }
+    v.k.push_back(k);
+    v.v.push_back(val);
+  }
+  return v;
+}
+
+Error load_error(const std::string& path) {
+  try {
+    load_steering_vector(path);
+  } catch (const Error& e) {
+    return e;
+  }
+  ADD_FAILURE() << "loading " << path << " did not fail";
+  return Error(ErrorCode::Backend, "");
+}
+
+TEST(VectorFile, RoundTripIsExact) {
+  test::TempDir dir;
+  const auto v = sample_vector();
+  save_steering_vector(dir.file("v.gguf"), v);
+  const auto back = load_steering_vector(dir.file("v.gguf"));
+  EXPECT_EQ(back.model.mismatch(v.model), "");
+  EXPECT_EQ(back.k, v.k);
+  EXPECT_EQ(back.v, v.v);
+  EXPECT_EQ(back.info.n_pairs, 7u);
+  EXPECT_EQ(back.info.n_shots, 3u);
+  EXPECT_EQ(back.info.position, -1);
+  EXPECT_EQ(back.info.chat_template, "chatml");
+  EXPECT_EQ(back.info.source, "unit test");
+}
+
+TEST(VectorFile, KeepsEmptyLayersEmpty) {
+  test::TempDir dir;
+  auto v = sample_vector();
+  v.k[0].clear();
+  v.v[0].clear();
+  save_steering_vector(dir.file("v.gguf"), v);
+  const auto back = load_steering_vector(dir.file("v.gguf"));
+  EXPECT_TRUE(back.k[0].empty());
+  EXPECT_EQ(back.k[2], v.k[2]);
+}
+
+TEST(VectorFile, RefusesMissingAndCorruptFiles) {
+  test::TempDir dir;
+  EXPECT_EQ(load_error(dir.file("absent.gguf")).code(), ErrorCode::NotFound);
+  test::write_file(dir.file("junk.gguf"), "this is not gguf");
+  EXPECT_EQ(load_error(dir.file("junk.gguf")).code(), ErrorCode::Format);
+  save_steering_vector(dir.file("v.gguf"), sample_vector());
+  const std::string bytes = test::read_file(dir.file("v.gguf"));
+  test::write_file(dir.file("cut.gguf"), bytes.substr(0, bytes.size() - 10));
+  EXPECT_EQ(load_error(dir.file("cut.gguf")).code(), ErrorCode::Format);
+}
+
+TEST(VectorFile, RefusesInconsistentShapes) {
+  test::TempDir dir;
+  auto v = sample_vector();
+  v.k[1].push_back(1.0f);
+  EXPECT_THROW(save_steering_vector(dir.file("v.gguf"), v), Error);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("v.gguf")));
+}
+
+TEST(VectorFile, WriteIsAtomic) {
+  test::TempDir dir;
+  save_steering_vector(dir.file("v.gguf"), sample_vector());
+  const std::string before = test::read_file(dir.file("v.gguf"));
+  auto bad = sample_vector();
+  bad.v[2].pop_back();
+  EXPECT_THROW(save_steering_vector(dir.file("v.gguf"), bad), Error);
+  EXPECT_EQ(test::read_file(dir.file("v.gguf")), before);
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    EXPECT_EQ(entry.path().filename(), "v.gguf");
+  }
+}
+
+}  // namespace
+}  // namespace kvsteer

@@ -1,0 +1,98 @@
+// kvsteer extract: contrastive pairs from a traces file -> steering vector file.
+#include <cstdio>
+
+#include "common.h"
+#include "eval/contrastive.h"
+#include "eval/traces.h"
+#include "progress.h"
+
+namespace kvsteer::cli {
+namespace {
+
+struct ExtractOptions {
+  ModelOptions model;
+  std::string traces;
+  std::string task = "generic";
+  std::size_t n_pairs = 100;
+  std::size_t shots = 5;
+  std::string fewshot_map;
+  std::string chat_template;
+  std::string cot_prefix;
+  std::int32_t position = -1;
+  bool no_add_special = false;
+  std::uint32_t parallel = 4;
+  std::string out;
+};
+
+void run(const ExtractOptions& o) {
+  const auto format = eval::parse_task_format(o.task);
+  auto traces = eval::load_traces(o.traces, format);
+  if (o.n_pairs == 0) throw Error(ErrorCode::InvalidArgument, "--n-pairs must be >= 1");
+  if (traces.rows.size() < o.n_pairs) {
+    throw Error(ErrorCode::InvalidArgument,
+                "traces file '" + o.traces + "' has " + std::to_string(traces.rows.size()) +
+                    " rows, fewer than --n-pairs " + std::to_string(o.n_pairs));
+  }
+  traces.rows.resize(o.n_pairs);  // the first N rows in file order (method.md §1.2)
+  const auto neighbours = o.fewshot_map.empty()
+                              ? eval::lexical_neighbours(traces.rows, o.shots)
+                              : eval::neighbours_from_map_file(o.fewshot_map, traces.rows, o.shots);
+  auto model = o.model.load();
+  eval::ContrastiveOptions copts;
+  copts.cot_prefix = o.cot_prefix;
+  copts.chat_template = o.chat_template;
+  copts.add_special = !o.no_add_special;
+  const auto pairs = eval::build_contrastive_pairs(*model, traces.rows, neighbours, copts);
+  Session session(model, o.model.session_params(*model, o.parallel));
+  Progress bar("extract", pairs.size());
+  ExtractionParams params;
+  params.position = o.position;
+  params.progress = [&bar](std::size_t done, std::size_t) { bar.update(done); };
+  SteeringVector vec = extract_steering_vector(session, pairs, params);
+  bar.finish();
+  vec.info.n_shots = static_cast<std::uint32_t>(o.shots);
+  vec.info.traces_sha256 = traces.sha256;
+  vec.info.chat_template = o.chat_template.empty() ? model->chat_template() : o.chat_template;
+  vec.info.source = "kvsteer extract --task " + o.task + " --n-pairs " + std::to_string(o.n_pairs) +
+                    " --shots " + std::to_string(o.shots) +
+                    (o.fewshot_map.empty() ? " (lexical neighbours)" : " --fewshot-map") +
+                    (o.cot_prefix.empty() ? "" : " --cot-prefix");
+  save_steering_vector(o.out, vec);
+  std::size_t max_tokens = 0;
+  for (const auto& p : pairs) max_tokens = std::max({max_tokens, p.positive.size(), p.negative.size()});
+  const nlohmann::json summary = {{"out", o.out},
+                                  {"n_pairs", pairs.size()},
+                                  {"shots", o.shots},
+                                  {"max_prompt_tokens", max_tokens},
+                                  {"traces_sha256", traces.sha256},
+                                  {"model", fingerprint_json(model->fingerprint())}};
+  std::printf("%s\n", summary.dump().c_str());
+}
+
+}  // namespace
+
+void add_extract(CLI::App& app) {
+  auto opts = std::make_shared<ExtractOptions>();
+  auto* sub = app.add_subcommand("extract", "extract a steering vector from contrastive pairs");
+  opts->model.add_to(*sub);
+  sub->add_option("--traces", opts->traces, "traces JSONL (query|question, steps, solution)")
+      ->required();
+  sub->add_option("--task", opts->task, "question format: generic, arc, csqa, piqa, gsm8k");
+  sub->add_option("-N,--n-pairs", opts->n_pairs, "contrastive pairs: the first N rows");
+  sub->add_option("-k,--shots", opts->shots, "in-context examples per prompt");
+  sub->add_option("--fewshot-map", opts->fewshot_map,
+                  "neighbour lists (fewshot_maps_from_results.json format); default: lexical "
+                  "similarity");
+  sub->add_option("--chat-template", opts->chat_template, "chat template override");
+  sub->add_option("--cot-prefix", opts->cot_prefix,
+                  "text appended after the generation prompt (cache steering + CoT variant)");
+  sub->add_option("--position", opts->position, "cell to read, from the end (-1 = last token)");
+  sub->add_flag("--no-add-special", opts->no_add_special,
+                "do not let the tokenizer add BOS (the reference adds it: double BOS on Llama-3)");
+  sub->add_option("-np,--parallel", opts->parallel, "prompts decoded together")
+      ->check(CLI::Range(1u, 64u));
+  sub->add_option("-o,--out", opts->out, "output vector file (GGUF)")->required();
+  sub->callback([opts] { run(*opts); });
+}
+
+}  // namespace kvsteer::cli

@@ -1,0 +1,157 @@
+#include "common.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace kvsteer::cli {
+
+void ModelOptions::add_to(CLI::App& app, bool model_required) {
+  auto* m = app.add_option("-m,--model", model, "GGUF model file");
+  if (model_required) m->required();
+  app.add_option("-c,--ctx-size", n_ctx, "context size in tokens (0 = model's, at most 8192)");
+  app.add_option("-b,--batch-size", n_batch, "tokens per decode call (fixed for reproducibility)")
+      ->check(CLI::Range(1u, 65536u));
+  app.add_option("-t,--threads", n_threads, "CPU threads (0 = all)")->check(CLI::Range(0, 1024));
+  app.add_option("-ctk,--cache-type-k", cache_type_k, "K cache type: f32, f16, bf16, q8_0, q4_0");
+  app.add_option("-ctv,--cache-type-v", cache_type_v, "V cache type: f32, f16, bf16, q8_0, q4_0");
+  app.add_option("-fa,--flash-attn", flash_attn, "flash attention: on, off, auto")
+      ->check(CLI::IsMember({"on", "off", "auto"}));
+  app.add_option("--edit-route", edit_route,
+                 "how cells are edited: one-cell (O(1), default) or full (whole sequence)")
+      ->check(CLI::IsMember({"one-cell", "full"}));
+  app.add_flag("-v,--verbose", verbose, "print libllama's log");
+}
+
+std::shared_ptr<const Model> ModelOptions::load() const {
+  if (verbose) Backend::set_log_level(LogLevel::Info);
+  return load_model(model);
+}
+
+SessionParams ModelOptions::session_params(const Model& m, std::uint32_t n_seq) const {
+  SessionParams p;
+  p.n_ctx = n_ctx != 0 ? n_ctx
+                       : static_cast<std::uint32_t>(std::clamp(m.n_ctx_train(), 64, 8192));
+  p.n_batch = std::min(n_batch, p.n_ctx);
+  p.n_seq = n_seq;
+  p.n_threads = n_threads;
+  p.type_k = parse_kv_type(cache_type_k);
+  p.type_v = parse_kv_type(cache_type_v);
+  p.flash_attn = flash_attn == "on" ? FlashAttn::On : flash_attn == "off" ? FlashAttn::Off
+                                                                          : FlashAttn::Auto;
+  p.edit_route = edit_route == "full" ? EditRoute::FullSequence : EditRoute::OneCell;
+  return p;
+}
+
+void PromptOptions::add_to(CLI::App& app) {
+  app.add_option("-p,--prompt", prompt, "prompt text (the user turn, unless --raw)");
+  app.add_option("-f,--file", prompt_file, "read the prompt from a file")
+      ->check(CLI::ExistingFile);
+  app.add_option("--system", system, "system message");
+  app.add_option("--chat-template", chat_template,
+                 "chat template override: a built-in name (chatml, llama3, phi3, ...) or text");
+  app.add_flag("--raw", raw, "tokenize the prompt as is, without the chat template");
+  app.add_option("--cot-prefix", cot_prefix,
+                 "text appended after the generation prompt, e.g. \"Let's think step by step.\"");
+}
+
+std::vector<Token> PromptOptions::tokens(const Model& model) const {
+  std::string text = prompt;
+  if (!prompt_file.empty()) {
+    std::ifstream in(prompt_file, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  if (text.empty()) {
+    throw Error(ErrorCode::InvalidArgument, "no prompt: pass --prompt TEXT or --file FILE");
+  }
+  if (raw) return model.tokenize(text + cot_prefix, true, true);
+  std::vector<ChatMessage> messages;
+  if (!system.empty()) messages.push_back({"system", system});
+  messages.push_back({"user", text});
+  // Evaluation prompts: the template already holds BOS, so the tokenizer adds none
+  // (method.md §1.5).
+  return model.tokenize(model.apply_chat_template(messages, true, chat_template) + cot_prefix,
+                        false, true);
+}
+
+void SteerOptions::add_to(CLI::App& app) {
+  app.add_option("--steer", vector_file, "steering vector file (from kvsteer extract)");
+  app.add_option("--coef-k", coef_k, "c_k: scale of the key vector (paper default 0)");
+  app.add_option("--coef-v", coef_v, "c_v: scale of the value vector");
+  app.add_option("--layers", layers, "layers to steer: '1-' (>= 1, default), 'all', '3,5', '2-6'");
+  app.add_option("--layers-k", layers_k, "layers for keys (overrides --layers)");
+  app.add_option("--layers-v", layers_v, "layers for values (overrides --layers)");
+  app.add_option("--offset", offset,
+                 "text whose first token is decoded after the edit (paper: \"\\n\"); 'none' "
+                 "steers the second-last prompt token and decodes the last");
+  app.add_option("--offset-id", offset_id, "offset token by id (overrides --offset)");
+}
+
+std::optional<SteeringVector> SteerOptions::load_vector() const {
+  if (vector_file.empty()) return std::nullopt;
+  return load_steering_vector(vector_file);
+}
+
+SteeringParams SteerOptions::params(const Model& model) const {
+  SteeringParams p;
+  p.coef_k = coef_k;
+  p.coef_v = coef_v;
+  const std::string both = layers.empty() ? "1-" : layers;
+  p.layers_k = LayerSelection::parse(layers_k.empty() ? both : layers_k);
+  p.layers_v = LayerSelection::parse(layers_v.empty() ? both : layers_v);
+  if (!std::isfinite(coef_k) || !std::isfinite(coef_v)) {
+    throw Error(ErrorCode::InvalidArgument, "--coef-k and --coef-v must be finite numbers");
+  }
+  if (offset_id >= 0) {
+    model.check_token(offset_id);
+    p.offset_token = offset_id;
+  } else if (offset != "none" && !offset.empty()) {
+    const auto ids = model.tokenize(offset, false, false);
+    if (ids.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "--offset text tokenizes to nothing");
+    }
+    p.offset_token = ids.front();
+  }
+  return p;
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::filesystem::remove(tmp);
+      throw Error(ErrorCode::Io, "cannot write '" + path + "'");
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp);
+    throw Error(ErrorCode::Io, "cannot write '" + path + "': " + ec.message());
+  }
+}
+
+nlohmann::json fingerprint_json(const ModelFingerprint& fp) {
+  return {{"arch", fp.arch},
+          {"n_layer", fp.n_layer},
+          {"n_head", fp.n_head},
+          {"n_head_kv", fp.n_head_kv},
+          {"n_embd", fp.n_embd},
+          {"n_embd_head_k", fp.n_embd_head_k},
+          {"n_embd_head_v", fp.n_embd_head_v},
+          {"n_embd_k_gqa", fp.n_embd_k_gqa},
+          {"n_embd_v_gqa", fp.n_embd_v_gqa},
+          {"rope_type", fp.rope_type},
+          {"n_vocab", fp.n_vocab},
+          {"vocab_hash", fp.vocab_hash}};
+}
+
+}  // namespace kvsteer::cli

@@ -1,0 +1,74 @@
+// Flags and helpers shared by the kvsteer subcommands.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvsteer/kvsteer.h"
+
+namespace kvsteer::cli {
+
+// Model and context flags (llama.cpp spellings where the concept is the same).
+struct ModelOptions {
+  std::string model;
+  std::uint32_t n_ctx = 0;  // 0: the model's training context, at most 8192
+  std::uint32_t n_batch = 512;
+  std::int32_t n_threads = 0;
+  std::string cache_type_k = "f16";
+  std::string cache_type_v = "f16";
+  std::string flash_attn = "auto";
+  std::string edit_route = "one-cell";
+  bool verbose = false;
+
+  void add_to(CLI::App& app, bool model_required = true);
+  std::shared_ptr<const Model> load() const;
+  SessionParams session_params(const Model& model, std::uint32_t n_seq = 1) const;
+};
+
+// How a prompt becomes tokens.
+struct PromptOptions {
+  std::string prompt;
+  std::string prompt_file;
+  std::string system;
+  std::string chat_template;
+  bool raw = false;  // no chat template, tokenizer adds BOS as the vocabulary asks
+  std::string cot_prefix;
+
+  void add_to(CLI::App& app);
+  // Renders (unless raw) and tokenizes. Throws Error(InvalidArgument) when no prompt is given.
+  std::vector<Token> tokens(const Model& model) const;
+};
+
+// Steering-vector application flags.
+struct SteerOptions {
+  std::string vector_file;
+  float coef_k = 0.0f;
+  float coef_v = 1.0f;
+  std::string layers;  // both halves, unless layers_k / layers_v are given
+  std::string layers_k;
+  std::string layers_v;
+  std::string offset = "\n";  // text whose first token is decoded after the edit; "none" = off
+  std::int32_t offset_id = -1;
+
+  void add_to(CLI::App& app);
+  std::optional<SteeringVector> load_vector() const;
+  SteeringParams params(const Model& model) const;
+};
+
+// Writes text to path atomically (temporary file in the same folder, then rename).
+void write_file_atomic(const std::string& path, const std::string& text);
+// JSON object describing a fingerprint.
+nlohmann::json fingerprint_json(const ModelFingerprint& fp);
+
+// Registers each subcommand on the app; the returned callback runs it.
+void add_generate(CLI::App& app);
+void add_extract(CLI::App& app);
+void add_kv_dump(CLI::App& app);
+void add_info(CLI::App& app);
+void add_bench(CLI::App& app);
+
+}  // namespace kvsteer::cli

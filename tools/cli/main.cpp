@@ -1,0 +1,38 @@
+// kvsteer: KV cache steering for GGUF models on llama.cpp.
+#include <cstdio>
+#include <exception>
+
+#include "common.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvsteer: steer language models by editing their KV cache once (Belitsky et al. 2025)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "kvsteer 0.1.0");
+  kvsteer::cli::add_generate(app);
+  kvsteer::cli::add_extract(app);
+  kvsteer::cli::add_kv_dump(app);
+  kvsteer::cli::add_info(app);
+  kvsteer::cli::add_bench(app);
+  try {
+    kvsteer::Backend backend(kvsteer::LogLevel::Silent);
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+      return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+      return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
+      return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+      std::fprintf(stderr, "kvsteer: error: %s (see --help)\n", e.what());
+      return 2;
+    }
+  } catch (const kvsteer::Error& e) {
+    std::fprintf(stderr, "kvsteer: error: %s\n", e.what());
+    return e.code() == kvsteer::ErrorCode::InvalidArgument ? 2 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvsteer: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

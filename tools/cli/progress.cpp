@@ -1,0 +1,38 @@
+#include "progress.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+namespace kvsteer::cli {
+
+Progress::Progress(std::string label, std::size_t total)
+    : label_(std::move(label)),
+      total_(total),
+      tty_(isatty(STDERR_FILENO) != 0),
+      start_(std::chrono::steady_clock::now()) {}
+
+void Progress::update(std::size_t done) {
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double rate = secs > 0 ? static_cast<double>(done) / secs : 0.0;
+  const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0;
+  const std::size_t decile = total_ == 0 ? 10 : done * 10 / total_;
+  if (!tty_ && decile == last_decile_ && done != total_) return;
+  last_decile_ = decile;
+  const int width = 30;
+  const int filled = total_ == 0 ? width : static_cast<int>(width * done / total_);
+  std::string bar(static_cast<std::size_t>(filled), '#');
+  bar.resize(width, '.');
+  std::fprintf(stderr, "%s%s [%s] %zu/%zu  %.2f/s  ETA %.0fs%s", tty_ ? "\r" : "", label_.c_str(),
+               bar.c_str(), done, total_, rate, eta, tty_ ? "" : "\n");
+  std::fflush(stderr);
+}
+
+void Progress::finish() {
+  if (finished_) return;
+  finished_ = true;
+  if (tty_) std::fputc('\n', stderr);
+}
+
+}  // namespace kvsteer::cli
