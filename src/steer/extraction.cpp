@@ -55,10 +55,18 @@ SteeringVector extract_steering_vector(Session& session, std::span<const Contras
   std::vector<std::vector<double>> sum_k(n_layer), sum_v(n_layer);
   std::vector<std::size_t> count(n_layer, 0);
 
+  // Prompts are decoded together while they fit: one sequence each, and all of them in the
+  // cache's cells (the cache is unified, so n_ctx counts the cells of every sequence).
   const std::size_t width = session.params().n_seq;
   session.clear();
-  for (std::size_t begin = 0; begin < prompts.size(); begin += width) {
-    const std::size_t end = std::min(prompts.size(), begin + width);
+  for (std::size_t begin = 0, end = 0; begin < prompts.size(); begin = end) {
+    std::size_t cells = 0;
+    end = begin;
+    while (end < prompts.size() && end - begin < width &&
+           cells + prompts[end].tokens.size() <= session.n_ctx()) {
+      cells += prompts[end].tokens.size();
+      ++end;
+    }
     std::vector<DecodeItem> items;
     for (std::size_t i = begin; i < end; ++i) {
       items.push_back({static_cast<SeqId>(i - begin), prompts[i].tokens, false});

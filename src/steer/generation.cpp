@@ -51,6 +51,7 @@ void validate(const Session& session, std::span<const GenerationRequest> request
     throw Error(ErrorCode::InvalidArgument,
                 "n-predict must be >= 1, got " + std::to_string(params.n_predict));
   }
+  std::size_t cells = 0;
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const auto& r = requests[i];
     if (r.prompt.empty()) throw Error(ErrorCode::InvalidArgument, "the prompt is empty");
@@ -64,6 +65,7 @@ void validate(const Session& session, std::span<const GenerationRequest> request
                       std::to_string(params.n_predict) + ") exceeds the context (" +
                       std::to_string(session.n_ctx()) + "); raise --ctx-size");
     }
+    cells += total;
     if (r.steering != nullptr) {
       check_applicable(*r.steering, session);
       if (!has_offset && r.prompt.size() < 2) {
@@ -77,6 +79,12 @@ void validate(const Session& session, std::span<const GenerationRequest> request
                     "two generation requests use sequence " + std::to_string(r.seq));
       }
     }
+  }
+  if (cells > session.n_ctx()) {
+    throw Error(ErrorCode::InvalidArgument,
+                std::to_string(requests.size()) + " sequences need up to " +
+                    std::to_string(cells) + " cache cells, more than the context (" +
+                    std::to_string(session.n_ctx()) + "); raise --ctx-size or generate fewer at once");
   }
 }
 

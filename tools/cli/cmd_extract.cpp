@@ -43,7 +43,15 @@ void run(const ExtractOptions& o) {
   copts.chat_template = o.chat_template;
   copts.add_special = !o.no_add_special;
   const auto pairs = eval::build_contrastive_pairs(*model, traces.rows, neighbours, copts);
-  Session session(model, o.model.session_params(*model, o.parallel));
+  std::size_t max_tokens = 0;
+  for (const auto& p : pairs) max_tokens = std::max({max_tokens, p.positive.size(), p.negative.size()});
+  auto sparams = o.model.session_params(*model, o.parallel);
+  if (o.model.n_ctx == 0) {
+    // Room for `parallel` of the longest prompts (the cache is shared by the sequences).
+    sparams.n_ctx = static_cast<std::uint32_t>((max_tokens * o.parallel + 255) / 256 * 256);
+    sparams.n_batch = std::min<std::uint32_t>(o.model.n_batch, sparams.n_ctx);
+  }
+  Session session(model, sparams);
   Progress bar("extract", pairs.size());
   ExtractionParams params;
   params.position = o.position;
@@ -58,8 +66,6 @@ void run(const ExtractOptions& o) {
                     (o.fewshot_map.empty() ? " (lexical neighbours)" : " --fewshot-map") +
                     (o.cot_prefix.empty() ? "" : " --cot-prefix");
   save_steering_vector(o.out, vec);
-  std::size_t max_tokens = 0;
-  for (const auto& p : pairs) max_tokens = std::max({max_tokens, p.positive.size(), p.negative.size()});
   const nlohmann::json summary = {{"out", o.out},
                                   {"n_pairs", pairs.size()},
                                   {"shots", o.shots},
@@ -89,7 +95,7 @@ void add_extract(CLI::App& app) {
   sub->add_option("--position", opts->position, "cell to read, from the end (-1 = last token)");
   sub->add_flag("--no-add-special", opts->no_add_special,
                 "do not let the tokenizer add BOS (the reference adds it: double BOS on Llama-3)");
-  sub->add_option("-np,--parallel", opts->parallel, "prompts decoded together")
+  sub->add_option("--parallel,--np", opts->parallel, "prompts decoded together")
       ->check(CLI::Range(1u, 64u));
   sub->add_option("-o,--out", opts->out, "output vector file (GGUF)")->required();
   sub->callback([opts] { run(*opts); });

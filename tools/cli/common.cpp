@@ -16,9 +16,9 @@ void ModelOptions::add_to(CLI::App& app, bool model_required) {
   app.add_option("-b,--batch-size", n_batch, "tokens per decode call (fixed for reproducibility)")
       ->check(CLI::Range(1u, 65536u));
   app.add_option("-t,--threads", n_threads, "CPU threads (0 = all)")->check(CLI::Range(0, 1024));
-  app.add_option("-ctk,--cache-type-k", cache_type_k, "K cache type: f32, f16, bf16, q8_0, q4_0");
-  app.add_option("-ctv,--cache-type-v", cache_type_v, "V cache type: f32, f16, bf16, q8_0, q4_0");
-  app.add_option("-fa,--flash-attn", flash_attn, "flash attention: on, off, auto")
+  app.add_option("--cache-type-k,--ctk", cache_type_k, "K cache type: f32, f16, bf16, q8_0, q4_0");
+  app.add_option("--cache-type-v,--ctv", cache_type_v, "V cache type: f32, f16, bf16, q8_0, q4_0");
+  app.add_option("--flash-attn,--fa", flash_attn, "flash attention: on, off, auto")
       ->check(CLI::IsMember({"on", "off", "auto"}));
   app.add_option("--edit-route", edit_route,
                  "how cells are edited: one-cell (O(1), default) or full (whole sequence)")

@@ -1,0 +1,183 @@
+// The kvsteer command line, end to end on stories260K: outputs, JSON, and every refusal.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "eval/contrastive.h"
+#include "eval/traces.h"
+#include "kvsteer/vector_file.h"
+#include "support/model_cases.h"
+#include "support/run_command.h"
+#include "support/test_env.h"
+
+namespace kvsteer {
+namespace {
+
+using test::run_command;
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cli_ = test::cli_path();
+    model_ = test::stories_model_path();
+    // Three tiny traces in the paper's format: question, steps, solution.
+    test::write_file(dir_.file("traces.jsonl"),
+                     R"({"query": "Tom has 2 apples. He gets 3 more. How many?", "steps": ["2 + 3 = 5."], "solution": "5"})"
+                     "\n"
+                     R"({"query": "Lily had 7 toys. She gave 4 away. How many are left?", "steps": ["7 - 4 = 3."], "solution": "3"})"
+                     "\n"
+                     R"({"query": "A cat saw 1 bird and then 5 more birds. How many birds?", "steps": ["1 + 5 = 6."], "solution": "6"})"
+                     "\n");
+  }
+  std::vector<std::string> base(const std::string& sub) const {
+    return {cli_, sub, "-m", model_, "-t", "1", "-c", "512", "--ctk", "f32", "--ctv", "f32"};
+  }
+  test::CommandResult extract(const std::string& out, std::vector<std::string> extra = {}) {
+    auto args = base("extract");
+    for (const auto& a : std::vector<std::string>{"--traces", dir_.file("traces.jsonl"), "-N", "3",
+                                                  "-k", "1", "--chat-template", "chatml", "-o",
+                                                  out}) {
+      args.push_back(a);
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_command(args);
+  }
+  std::string cli_, model_;
+  test::TempDir dir_;
+};
+
+TEST_F(Cli, ExtractedVectorIsTheMeanOfKvDumpDifferences) {
+  const auto r = extract(dir_.file("v.gguf"), {"--parallel", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto vec = load_steering_vector(dir_.file("v.gguf"));
+  EXPECT_EQ(vec.info.n_pairs, 3u);
+  EXPECT_EQ(vec.info.n_shots, 1u);
+
+  // Render the same prompts and dump their last cells with kv-dump --raw.
+  const auto traces = eval::load_traces(dir_.file("traces.jsonl"), eval::TaskFormat::Generic);
+  const auto neighbours = eval::lexical_neighbours(traces.rows, 1);
+  const auto model = test::shared_model("stories260K");
+  std::vector<std::vector<double>> want_v(5, std::vector<double>(32, 0.0));
+  for (std::size_t i = 0; i < 3; ++i) {
+    for (bool positive : {true, false}) {
+      const auto messages = eval::contrastive_messages(traces.rows, neighbours[i], i, positive);
+      test::write_file(dir_.file("prompt.txt"), model->apply_chat_template(messages, true, "chatml"));
+      auto args = base("kv-dump");
+      args.insert(args.end(), {"--raw", "-f", dir_.file("prompt.txt"), "--json"});
+      const auto d = run_command(args);
+      ASSERT_EQ(d.exit_code, 0) << d.err;
+      const auto j = nlohmann::json::parse(d.out);
+      for (const auto& layer : j["layers"]) {
+        const auto il = layer["il"].get<std::size_t>();
+        const auto v = layer["v"].get<std::vector<float>>();
+        for (std::size_t x = 0; x < v.size(); ++x) want_v[il][x] += (positive ? 1 : -1) * v[x] / 3.0;
+      }
+    }
+  }
+  double max_diff = 0;
+  for (std::size_t il = 0; il < 5; ++il) {
+    for (std::size_t x = 0; x < 32; ++x) {
+      max_diff = std::max(max_diff, std::abs(vec.v[il][x] - want_v[il][x]));
+    }
+  }
+  EXPECT_LT(max_diff, 1e-5) << max_diff;
+}
+
+TEST_F(Cli, SteeredGenerationDiffersFromPlain) {
+  ASSERT_EQ(extract(dir_.file("v.gguf")).exit_code, 0);
+  auto plain = base("generate");
+  plain.insert(plain.end(), {"-p", "Once upon a time", "--raw", "-n", "24", "--json"});
+  auto steered = plain;
+  steered.insert(steered.end(), {"--steer", dir_.file("v.gguf"), "--coef-v", "60", "--coef-k", "20"});
+  const auto a = run_command(plain);
+  const auto b = run_command(steered);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const auto ja = nlohmann::json::parse(a.out);
+  const auto jb = nlohmann::json::parse(b.out);
+  EXPECT_FALSE(ja["steered"].get<bool>());
+  EXPECT_TRUE(jb["steered"].get<bool>());
+  EXPECT_NE(ja["tokens"], jb["tokens"]);
+  EXPECT_EQ(run_command(steered).out, b.out);  // reproducible
+}
+
+TEST_F(Cli, InfoDescribesModelAndVector) {
+  ASSERT_EQ(extract(dir_.file("v.gguf")).exit_code, 0);
+  const auto r = run_command({cli_, "info", "-m", model_, "--vector", dir_.file("v.gguf")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["model"]["fingerprint"]["n_layer"], 5);
+  EXPECT_EQ(j["vector"]["n_pairs"], 3);
+  EXPECT_TRUE(j["compatible"].get<bool>());
+}
+
+struct Refusal {
+  std::vector<std::string> args;  // after `kvsteer <sub> -m MODEL ...`
+  int exit_code;
+  std::string message;  // part of the one-line error
+};
+
+TEST_F(Cli, RefusesBadInputWithOneClearLine) {
+  ASSERT_EQ(extract(dir_.file("v.gguf")).exit_code, 0);
+  test::write_file(dir_.file("corrupt.gguf"), "GGUF but not really");
+  auto other = load_steering_vector(dir_.file("v.gguf"));
+  other.model.n_layer = 6;
+  other.k.emplace_back();
+  other.v.emplace_back();
+  save_steering_vector(dir_.file("other.gguf"), other);
+  const std::string p = "Once upon a time";
+  const std::vector<std::pair<std::vector<std::string>, Refusal>> cases = {
+      {{cli_, "generate", "-m", dir_.file("absent.gguf"), "-p", p}, {{}, 1, "does not exist"}},
+      {{cli_, "generate", "-m", dir_.file("corrupt.gguf"), "-p", p}, {{}, 1, "cannot load model"}},
+      {base("generate"), {{"--raw", "-p", p, "--steer", dir_.file("corrupt.gguf")}, 1, "not a GGUF"}},
+      {base("generate"), {{"--raw", "-p", p, "--steer", dir_.file("other.gguf")}, 1, "n_layer is 6"}},
+      {base("generate"),
+       {{"--raw", "-p", p, "--steer", dir_.file("v.gguf"), "--coef-v", "nan"}, 2, "finite"}},
+      {base("generate"),
+       {{"--raw", "-p", p, "--steer", dir_.file("v.gguf"), "--coef-k", "inf"}, 2, "finite"}},
+      {base("generate"),
+       {{"--raw", "-p", p, "--steer", dir_.file("v.gguf"), "--layers", "9"}, 2, "layer 9"}},
+      {base("generate"), {{"--raw", "-p", p, "--layers", "x"}, 2, "layer selection"}},
+      {base("generate"), {{"--raw", "-p", std::string(3000, 'a'), "-n", "4"}, 2, "--ctx-size"}},
+      {base("generate"), {{"-p", p}, 2, "no chat template"}},
+      {base("generate"), {{"--raw", "--bogus"}, 2, "bogus"}},
+      {base("kv-dump"), {{"--raw", "-p", p, "--pos", "99"}, 2, "outside the prompt"}},
+      {base("extract"),
+       {{"--traces", dir_.file("absent.jsonl"), "-o", dir_.file("x.gguf")}, 1, "does not exist"}},
+      {base("extract"),
+       {{"--traces", dir_.file("traces.jsonl"), "-N", "3", "-k", "3", "--chat-template", "chatml",
+         "-o", dir_.file("x.gguf")},
+        2, "shots"}},
+      {base("extract"),
+       {{"--traces", dir_.file("traces.jsonl"), "-N", "9", "-o", dir_.file("x.gguf")}, 2, "fewer"}},
+  };
+  for (const auto& [prefix, refusal] : cases) {
+    auto args = prefix;
+    args.insert(args.end(), refusal.args.begin(), refusal.args.end());
+    const auto r = run_command(args);
+    std::string shown;
+    for (const auto& a : args) shown += a.substr(0, 40) + " ";
+    EXPECT_EQ(r.exit_code, refusal.exit_code) << shown << "\n" << r.err;
+    EXPECT_NE(r.err.find(refusal.message), std::string::npos) << shown << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << shown << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("kvsteer: error: ", 0), 0u) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("x.gguf")));
+}
+
+TEST_F(Cli, FailedExtractionKeepsThePreviousOutput) {
+  ASSERT_EQ(extract(dir_.file("v.gguf")).exit_code, 0);
+  const std::string before = test::read_file(dir_.file("v.gguf"));
+  test::write_file(dir_.file("bad.jsonl"), "{\"query\": \"x\", \"steps\": [], \"solution\": \"1\"}\n");
+  auto args = base("extract");
+  args.insert(args.end(), {"--traces", dir_.file("bad.jsonl"), "-N", "1", "-k", "0", "-o",
+                           dir_.file("v.gguf")});
+  const auto r = run_command(args);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("steps"), std::string::npos) << r.err;
+  EXPECT_EQ(test::read_file(dir_.file("v.gguf")), before);
+}
+
+}  // namespace
+}  // namespace kvsteer
