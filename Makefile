@@ -38,7 +38,7 @@ format-check:
 	@git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run --Werror
 
 tidy: build
-	@git ls-files 'src/*.cpp' | xargs clang-tidy -p $(BUILD) --quiet
+	@scripts/tidy.sh $(BUILD)
 
 bench: build
 	@$(BUILD)/bench/kvsteer-bench

@@ -73,7 +73,8 @@ NeighbourMap neighbours_from_map_file(const std::string& path, const std::vector
     std::ifstream in(path);
     maps = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(ErrorCode::Format, "few-shot map file '" + path + "' is not valid JSON: " + e.what());
+    throw Error(ErrorCode::Format,
+                "few-shot map file '" + path + "' is not valid JSON: " + e.what());
   }
   std::map<std::string, std::size_t> index;
   for (std::size_t i = 0; i < rows.size(); ++i) index[rows[i].source] = i;

@@ -28,9 +28,9 @@ NeighbourMap neighbours_from_map_file(const std::string& path, const std::vector
                                       std::size_t k);
 
 struct ContrastiveOptions {
-  std::string cot_prefix;         // appended after the generation prompt, e.g. "Let's think step by step."
-  std::string chat_template;      // override of the model's template ("" = the model's)
-  bool add_special = true;        // reference: tokenizer adds BOS again (double BOS on Llama-3)
+  std::string cot_prefix;  // appended after the generation prompt, e.g. "Let's think step by step."
+  std::string chat_template;  // override of the model's template ("" = the model's)
+  bool add_special = true;    // reference: tokenizer adds BOS again (double BOS on Llama-3)
 };
 
 // Answers as in the reference: positive = steps joined by " " + " The answer is X.",

@@ -43,11 +43,16 @@ TaskFormat parse_task_format(const std::string& name) {
 
 const char* task_format_name(TaskFormat format) {
   switch (format) {
-    case TaskFormat::Generic: return "generic";
-    case TaskFormat::Arc: return "arc";
-    case TaskFormat::Csqa: return "csqa";
-    case TaskFormat::Piqa: return "piqa";
-    case TaskFormat::Gsm8k: return "gsm8k";
+    case TaskFormat::Generic:
+      return "generic";
+    case TaskFormat::Arc:
+      return "arc";
+    case TaskFormat::Csqa:
+      return "csqa";
+    case TaskFormat::Piqa:
+      return "piqa";
+    case TaskFormat::Gsm8k:
+      return "gsm8k";
   }
   return "?";
 }

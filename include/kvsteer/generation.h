@@ -13,11 +13,11 @@
 namespace kvsteer {
 
 struct SamplingParams {
-  float temperature = 0.0f;  // 0 = greedy (argmax)
-  std::int32_t top_k = 0;    // 0 = off
-  float top_p = 1.0f;        // 1 = off
-  float min_p = 0.0f;        // 0 = off
-  std::uint32_t seed = 1234; // paper: 1234 (method.md §2.4)
+  float temperature = 0.0f;   // 0 = greedy (argmax)
+  std::int32_t top_k = 0;     // 0 = off
+  float top_p = 1.0f;         // 1 = off
+  float min_p = 0.0f;         // 0 = off
+  std::uint32_t seed = 1234;  // paper: 1234 (method.md §2.4)
 };
 
 struct GenerationParams {

@@ -65,8 +65,8 @@ class Session {
   // multiple of 64). Vectors must be extracted and applied in the same domain.
   bool k_rotated() const;
 
-  void clear();                        // empties every sequence
-  void clear_sequence(SeqId seq);      // removes all cells of seq
+  void clear();                    // empties every sequence
+  void clear_sequence(SeqId seq);  // removes all cells of seq
   // Makes dst a copy of src: dst's old cells are removed, then src's cells are shared with dst
   // (metadata only, no data is copied).
   void copy_sequence(SeqId src, SeqId dst);

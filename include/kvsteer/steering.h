@@ -44,8 +44,8 @@ struct SteeringVector {
 
 // A set of layers: either every layer >= min_layer, or exactly the listed ones.
 struct LayerSelection {
-  std::int32_t min_layer = 1;         // paper: layers >= 1 (layer 0 is never steered, §1.4)
-  std::vector<std::int32_t> layers;   // when non-empty, exactly these layers
+  std::int32_t min_layer = 1;        // paper: layers >= 1 (layer 0 is never steered, §1.4)
+  std::vector<std::int32_t> layers;  // when non-empty, exactly these layers
   bool contains(std::int32_t il) const;
   // Parses "1-" (>= 1), "all" (>= 0), "3,5,7", "2-6" (inclusive), or "none".
   static LayerSelection parse(const std::string& text);

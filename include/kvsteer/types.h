@@ -27,18 +27,18 @@ const char* kv_type_name(KvType type) noexcept;
 // What identifies the cache layout of a model: a steering vector is only valid for models whose
 // fingerprints match (see ModelFingerprint::mismatch).
 struct ModelFingerprint {
-  std::string arch;           // general.architecture, e.g. "llama", "qwen2"
-  std::int32_t n_layer = 0;   // decoder layers
-  std::int32_t n_head = 0;    // query heads
-  std::int32_t n_head_kv = 0; // key/value heads (GQA)
-  std::int32_t n_embd = 0;    // residual width
+  std::string arch;                // general.architecture, e.g. "llama", "qwen2"
+  std::int32_t n_layer = 0;        // decoder layers
+  std::int32_t n_head = 0;         // query heads
+  std::int32_t n_head_kv = 0;      // key/value heads (GQA)
+  std::int32_t n_embd = 0;         // residual width
   std::int32_t n_embd_head_k = 0;  // key head dimension
   std::int32_t n_embd_head_v = 0;  // value head dimension
   std::int32_t n_embd_k_gqa = 0;   // n_embd_head_k * n_head_kv: one cached K row
   std::int32_t n_embd_v_gqa = 0;   // n_embd_head_v * n_head_kv: one cached V row
-  std::string rope_type;      // "none", "norm", "neox", "mrope", "vision", "imrope"
+  std::string rope_type;           // "none", "norm", "neox", "mrope", "vision", "imrope"
   std::int32_t n_vocab = 0;
-  std::string vocab_hash;     // FNV-1a 64 of every token's text and type, hex
+  std::string vocab_hash;  // FNV-1a 64 of every token's text and type, hex
 
   // Empty when the two fingerprints describe the same cache layout; otherwise a sentence naming
   // the first field that differs, with both values.

@@ -1,12 +1,12 @@
 // Steering-vector files as GGUF (docs/vector-format.md), through ggml's gguf API.
 #include "kvsteer/vector_file.h"
 
+#include <unistd.h>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <unistd.h>
 
 #include "ggml.h"
 #include "gguf.h"
@@ -37,7 +37,9 @@ class Reader {
 
   std::int64_t key(const std::string& name, gguf_type want) const {
     const std::int64_t id = gguf_find_key(ctx_, name.c_str());
-    if (id < 0) fail("key '" + name + "' is missing");
+    if (id < 0) {
+      fail("key '" + name + "' is missing");
+    }
     if (gguf_get_kv_type(ctx_, id) != want) {
       fail("key '" + name + "' has type " + gguf_type_name(gguf_get_kv_type(ctx_, id)) +
            ", expected " + gguf_type_name(want));
@@ -133,11 +135,10 @@ void save_steering_vector(const std::string& path, const SteeringVector& vector)
   const auto& fp = vector.model;
   if (vector.k.size() != static_cast<std::size_t>(fp.n_layer) ||
       vector.v.size() != static_cast<std::size_t>(fp.n_layer)) {
-    throw Error(ErrorCode::InvalidArgument, "steering vector has " +
-                                                std::to_string(vector.k.size()) + "/" +
-                                                std::to_string(vector.v.size()) +
-                                                " K/V layers, its model has " +
-                                                std::to_string(fp.n_layer));
+    throw Error(ErrorCode::InvalidArgument,
+                "steering vector has " + std::to_string(vector.k.size()) + "/" +
+                    std::to_string(vector.v.size()) + " K/V layers, its model has " +
+                    std::to_string(fp.n_layer));
   }
   std::size_t floats = 0;
   std::size_t n_tensors = 0;
@@ -151,23 +152,27 @@ void save_steering_vector(const std::string& path, const SteeringVector& vector)
                           nullptr, false};
   GgmlPtr tensors(ggml_init(params));
   GgufPtr g(gguf_init_empty());
-  if (!tensors || !g) throw Error(ErrorCode::Io, "out of memory writing '" + path + "'");
+  if (!tensors || !g) {
+    throw Error(ErrorCode::Io, "out of memory writing '" + path + "'");
+  }
   gguf_set_val_str(g.get(), "general.type", kType);
   gguf_set_val_u32(g.get(), "kvsteer.format_version", kVectorFormatVersion);
   set_fingerprint(g.get(), fp);
   set_info(g.get(), vector.info);
   for (std::size_t il = 0; il < vector.k.size(); ++il) {
-    for (const auto& [half, row, width] :
-         {std::tuple{'k', &vector.k[il], fp.n_embd_k_gqa}, std::tuple{'v', &vector.v[il], fp.n_embd_v_gqa}}) {
-      if (row->empty()) continue;
-      if (row->size() != static_cast<std::size_t>(width)) {
-        throw Error(ErrorCode::InvalidArgument,
-                    std::string("steering vector ") + half + " row of layer " +
-                        std::to_string(il) + " has " + std::to_string(row->size()) +
-                        " values, expected " + std::to_string(width));
+    for (const auto& [half, row, width] : {std::tuple{'k', &vector.k[il], fp.n_embd_k_gqa},
+                                           std::tuple{'v', &vector.v[il], fp.n_embd_v_gqa}}) {
+      if (row->empty()) {
+        continue;
       }
-      ggml_tensor* t = ggml_new_tensor_1d(tensors.get(), GGML_TYPE_F32,
-                                          static_cast<std::int64_t>(row->size()));
+      if (row->size() != static_cast<std::size_t>(width)) {
+        throw Error(ErrorCode::InvalidArgument, std::string("steering vector ") + half +
+                                                    " row of layer " + std::to_string(il) +
+                                                    " has " + std::to_string(row->size()) +
+                                                    " values, expected " + std::to_string(width));
+      }
+      ggml_tensor* t =
+          ggml_new_tensor_1d(tensors.get(), GGML_TYPE_F32, static_cast<std::int64_t>(row->size()));
       ggml_set_name(t, tensor_name(half, il).c_str());
       std::memcpy(t->data, row->data(), row->size() * sizeof(float));
       gguf_add_tensor(g.get(), t);
@@ -196,8 +201,12 @@ SteeringVector load_steering_vector(const std::string& path) {
   GgufPtr g(gguf_init_from_file(path.c_str(), params));
   GgmlPtr tensors(raw_tensors);
   Reader in(g.get(), path);
-  if (!g) in.fail("not a GGUF file, or it is corrupt or truncated");
-  if (in.str("general.type") != kType) in.fail("general.type is not '" + std::string(kType) + "'");
+  if (!g) {
+    in.fail("not a GGUF file, or it is corrupt or truncated");
+  }
+  if (in.str("general.type") != kType) {
+    in.fail("general.type is not '" + std::string(kType) + "'");
+  }
   const std::uint32_t version = in.u32("kvsteer.format_version");
   if (version > kVectorFormatVersion) {
     in.fail("format version " + std::to_string(version) + " is newer than this kvsteer reads (" +
@@ -211,10 +220,12 @@ SteeringVector load_steering_vector(const std::string& path) {
   vec.v.resize(n_layer);
   std::size_t found = 0;
   for (std::size_t il = 0; il < n_layer; ++il) {
-    for (const auto& [half, row, width] :
-         {std::tuple{'k', &vec.k[il], vec.model.n_embd_k_gqa}, std::tuple{'v', &vec.v[il], vec.model.n_embd_v_gqa}}) {
+    for (const auto& [half, row, width] : {std::tuple{'k', &vec.k[il], vec.model.n_embd_k_gqa},
+                                           std::tuple{'v', &vec.v[il], vec.model.n_embd_v_gqa}}) {
       const std::string name = tensor_name(half, il);
-      if (gguf_find_tensor(g.get(), name.c_str()) < 0) continue;
+      if (gguf_find_tensor(g.get(), name.c_str()) < 0) {
+        continue;
+      }
       const ggml_tensor* t = ggml_get_tensor(tensors.get(), name.c_str());
       if (t == nullptr || t->type != GGML_TYPE_F32 || ggml_n_dims(t) != 1 || t->ne[0] != width) {
         in.fail("tensor '" + name + "' must be F32 with " + std::to_string(width) + " values" +
@@ -223,17 +234,21 @@ SteeringVector load_steering_vector(const std::string& path) {
       const auto* data = static_cast<const float*>(t->data);
       row->assign(data, data + width);
       for (float x : *row) {
-        if (!std::isfinite(x)) in.fail("tensor '" + name + "' contains NaN or infinite values");
+        if (!std::isfinite(x)) {
+          in.fail("tensor '" + name + "' contains NaN or infinite values");
+        }
       }
       ++found;
     }
   }
   if (found != static_cast<std::size_t>(gguf_get_n_tensors(g.get()))) {
     in.fail(std::to_string(gguf_get_n_tensors(g.get()) - static_cast<std::int64_t>(found)) +
-            " tensor(s) do not belong to a layer of the model (n_layer " +
-            std::to_string(n_layer) + ")");
+            " tensor(s) do not belong to a layer of the model (n_layer " + std::to_string(n_layer) +
+            ")");
   }
-  if (found == 0) in.fail("holds no layer tensors");
+  if (found == 0) {
+    in.fail("holds no layer tensors");
+  }
   return vec;
 }
 

@@ -57,8 +57,12 @@ void expect_eq(std::uint64_t got, std::uint64_t want, const std::string& field) 
 }
 
 bool valid_type(std::int32_t type) {
-  if (type == GGML_TYPE_F32) return true;
-  if (type < 0 || type >= GGML_TYPE_COUNT) return false;
+  if (type == GGML_TYPE_F32) {
+    return true;
+  }
+  if (type < 0 || type >= GGML_TYPE_COUNT) {
+    return false;
+  }
   const auto* traits = ggml_get_type_traits(static_cast<ggml_type>(type));
   return traits->type_size > 0 && traits->to_float != nullptr;
 }
@@ -87,7 +91,9 @@ RowSection read_row_header(BlobReader& in, std::uint32_t n_embd, std::uint32_t n
   RowSection s;
   s.n_embd = n_embd;
   s.type = in.read<std::int32_t>("row type");
-  if (!valid_type(s.type)) fail(what + " has unknown tensor type " + std::to_string(s.type));
+  if (!valid_type(s.type)) {
+    fail(what + " has unknown tensor type " + std::to_string(s.type));
+  }
   const auto type = static_cast<ggml_type>(s.type);
   s.row_bytes = in.read<std::uint64_t>("row size");
   if (n_embd % ggml_blck_size(type) != 0) {
@@ -104,9 +110,13 @@ RowSection read_transposed_header(BlobReader& in, std::uint32_t n_embd, std::uin
   RowSection s;
   s.transposed = true;
   s.type = in.read<std::int32_t>("V type");
-  if (!valid_type(s.type)) fail(what + " has unknown tensor type " + std::to_string(s.type));
+  if (!valid_type(s.type)) {
+    fail(what + " has unknown tensor type " + std::to_string(s.type));
+  }
   const auto type = static_cast<ggml_type>(s.type);
-  if (ggml_is_quantized(type)) fail(what + " is transposed but quantized");
+  if (ggml_is_quantized(type)) {
+    fail(what + " is transposed but quantized");
+  }
   s.el_size = in.read<std::uint32_t>("V element size");
   expect_eq(s.el_size, ggml_type_size(type), what + " element size");
   s.n_embd = in.read<std::uint32_t>("V width");
@@ -127,10 +137,14 @@ BlobStream read_stream(BlobReader& in, std::uint32_t n_cells, const BlockShape& 
       fail(where + ": cell n_seq_id is " + std::to_string(n_seq_id) + ", expected 1..256");
     }
     cell.seq_ids.resize(n_seq_id);
-    for (auto& id : cell.seq_ids) id = in.read<std::int32_t>("cell seq_id");
+    for (auto& id : cell.seq_ids) {
+      id = in.read<std::int32_t>("cell seq_id");
+    }
   }
   const auto v_trans = in.read<std::uint32_t>("v_trans");
-  if (v_trans > 1) fail(where + ": v_trans is " + std::to_string(v_trans) + ", expected 0 or 1");
+  if (v_trans > 1) {
+    fail(where + ": v_trans is " + std::to_string(v_trans) + ", expected 0 or 1");
+  }
   stream.v_trans = v_trans == 1;
   const auto n_layer = in.read<std::uint32_t>("n_layer");
   expect_eq(n_layer, shape.n_embd_k.size(), where + " n_layer");
@@ -156,7 +170,9 @@ SeqBlob parse_seq_blob(std::span<const std::uint8_t> blob, std::span<const Block
   BlobReader in(blob);
   SeqBlob out;
   const auto magic = in.read<std::uint32_t>("magic");
-  if (magic != kSeqBlobMagic) fail("magic is " + std::to_string(magic) + ", expected 0xaf143cd8");
+  if (magic != kSeqBlobMagic) {
+    fail("magic is " + std::to_string(magic) + ", expected 0xaf143cd8");
+  }
   out.seq_id = in.read<std::int32_t>("seq_id");
   for (std::size_t b = 0; b < shapes.size(); ++b) {
     const std::string where = "block " + std::to_string(b);
@@ -217,10 +233,14 @@ void read_cell_row(std::span<const std::uint8_t> blob, const RowSection& s, std:
 void add_to_cell_row(std::span<std::uint8_t> blob, const RowSection& s, std::size_t n_cells,
                      std::size_t cell, std::span<const float> delta) {
   check_cell(s, n_cells, cell, delta.size());
-  if (std::all_of(delta.begin(), delta.end(), [](float x) { return x == 0.0f; })) return;
+  if (std::all_of(delta.begin(), delta.end(), [](float x) { return x == 0.0f; })) {
+    return;
+  }
   std::vector<float> row(s.n_embd);
   read_cell_row(blob, s, n_cells, cell, row);
-  for (std::size_t j = 0; j < row.size(); ++j) row[j] += delta[j];
+  for (std::size_t j = 0; j < row.size(); ++j) {
+    row[j] += delta[j];
+  }
   const auto type = static_cast<ggml_type>(s.type);
   if (!s.transposed) {
     from_floats(type, row.data(), blob.data() + row_offset(s, cell), s.n_embd);

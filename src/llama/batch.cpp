@@ -6,10 +6,13 @@
 
 namespace kvsteer::detail {
 
-Batch::Batch(std::int32_t capacity) : batch_(llama_batch_init(capacity, 0, 1)), capacity_(capacity) {}
+Batch::Batch(std::int32_t capacity)
+    : batch_(llama_batch_init(capacity, 0, 1)), capacity_(capacity) {}
 
 Batch::~Batch() {
-  if (capacity_ > 0) llama_batch_free(batch_);
+  if (capacity_ > 0) {
+    llama_batch_free(batch_);
+  }
 }
 
 Batch::Batch(Batch&& other) noexcept
@@ -18,7 +21,9 @@ Batch::Batch(Batch&& other) noexcept
 
 Batch& Batch::operator=(Batch&& other) noexcept {
   if (this != &other) {
-    if (capacity_ > 0) llama_batch_free(batch_);
+    if (capacity_ > 0) {
+      llama_batch_free(batch_);
+    }
     batch_ = std::exchange(other.batch_, llama_batch{});
     capacity_ = std::exchange(other.capacity_, 0);
   }

@@ -20,20 +20,22 @@ struct CellRef {
 CellRef find_cell(const detail::BlobBlock& block, Pos pos) {
   for (const auto& stream : block.streams) {
     for (std::size_t i = 0; i < stream.cells.size(); ++i) {
-      if (stream.cells[i].pos == pos) return {&stream, i};
+      if (stream.cells[i].pos == pos) {
+        return {&stream, i};
+      }
     }
   }
   return {};
 }
 
-void check_row(const std::vector<float>& row, std::size_t width, const char* half,
-               std::size_t il) {
-  if (row.empty()) return;
+void check_row(const std::vector<float>& row, std::size_t width, const char* half, std::size_t il) {
+  if (row.empty()) {
+    return;
+  }
   if (row.size() != width) {
-    throw Error(ErrorCode::InvalidArgument, std::string(half) + " delta of layer " +
-                                                std::to_string(il) + " has " +
-                                                std::to_string(row.size()) +
-                                                " values, expected " + std::to_string(width));
+    throw Error(ErrorCode::InvalidArgument,
+                std::string(half) + " delta of layer " + std::to_string(il) + " has " +
+                    std::to_string(row.size()) + " values, expected " + std::to_string(width));
   }
   for (float x : row) {
     if (!std::isfinite(x)) {
@@ -102,7 +104,9 @@ KvCell Session::Impl::read_cell(SeqId seq, Pos pos) {
   for (std::size_t il = 0; il < layer_slots.size(); ++il) {
     const auto [b, index] = layer_slots[il];
     const CellRef ref = find_cell(parsed.blocks[b], pos);
-    if (ref.stream == nullptr) continue;  // sliding-window layer, cell outside the window
+    if (ref.stream == nullptr) {
+      continue;  // sliding-window layer, cell outside the window
+    }
     found = true;
     const auto n_cells = ref.stream->cells.size();
     cell.k[il].resize(ref.stream->k[index].n_embd);
@@ -146,7 +150,9 @@ void Session::Impl::add_to_cell(SeqId seq, Pos pos, const CellDelta& delta) {
   for (std::size_t il = 0; il < n_layer; ++il) {
     const auto [b, index] = layer_slots[il];
     const CellRef ref = find_cell(parsed.blocks[b], pos);
-    if (ref.stream == nullptr) continue;
+    if (ref.stream == nullptr) {
+      continue;
+    }
     found = true;
     const auto n_cells = ref.stream->cells.size();
     if (il < delta.k.size() && !delta.k[il].empty()) {
@@ -157,7 +163,9 @@ void Session::Impl::add_to_cell(SeqId seq, Pos pos, const CellDelta& delta) {
     }
   }
   if (!found) {
-    if (scratch_seq >= 0) llama_memory_seq_rm(mem, scratch_seq, -1, -1);
+    if (scratch_seq >= 0) {
+      llama_memory_seq_rm(mem, scratch_seq, -1, -1);
+    }
     throw Error(ErrorCode::InvalidArgument, "sequence " + std::to_string(seq) +
                                                 " has no cell at position " + std::to_string(pos));
   }

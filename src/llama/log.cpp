@@ -11,37 +11,46 @@ namespace detail {
 namespace {
 
 std::mutex g_mutex;
-std::string g_last_error;   // guarded by g_mutex
+std::string g_last_error;  // guarded by g_mutex
 std::atomic<int> g_level{static_cast<int>(LogLevel::Error)};
 
 LogLevel level_of(ggml_log_level level) {
   switch (level) {
-    case GGML_LOG_LEVEL_ERROR: return LogLevel::Error;
-    case GGML_LOG_LEVEL_WARN: return LogLevel::Warn;
-    case GGML_LOG_LEVEL_INFO: return LogLevel::Info;
-    default: return LogLevel::Debug;
+    case GGML_LOG_LEVEL_ERROR:
+      return LogLevel::Error;
+    case GGML_LOG_LEVEL_WARN:
+      return LogLevel::Warn;
+    case GGML_LOG_LEVEL_INFO:
+      return LogLevel::Info;
+    default:
+      return LogLevel::Debug;
   }
 }
 
 // Called by libllama from any thread; must not throw.
 void on_log(ggml_log_level level, const char* text, void* /*user_data*/) noexcept {
   try {
-    if (text == nullptr) return;
+    if (text == nullptr) {
+      return;
+    }
     const LogLevel ours = level_of(level);
     if (level == GGML_LOG_LEVEL_CONT) {
       // Continuation of the previous message: print at the previous threshold.
-      if (g_level.load() >= static_cast<int>(LogLevel::Debug)) std::fputs(text, stderr);
+      if (g_level.load() >= static_cast<int>(LogLevel::Debug)) {
+        std::fputs(text, stderr);
+      }
       return;
     }
     if (ours == LogLevel::Error) {
       std::lock_guard lock(g_mutex);
       g_last_error = text;
-      while (!g_last_error.empty() &&
-             (g_last_error.back() == '\n' || g_last_error.back() == ' ')) {
+      while (!g_last_error.empty() && (g_last_error.back() == '\n' || g_last_error.back() == ' ')) {
         g_last_error.pop_back();
       }
     }
-    if (static_cast<int>(ours) <= g_level.load()) std::fputs(text, stderr);
+    if (static_cast<int>(ours) <= g_level.load()) {
+      std::fputs(text, stderr);
+    }
   } catch (...) {
     // Logging must never take the process down.
   }

@@ -23,7 +23,9 @@ namespace {
 std::optional<std::string> meta_value(const llama_model* model, const std::string& key) {
   std::string buf(256, '\0');
   int32_t n = llama_model_meta_val_str(model, key.c_str(), buf.data(), buf.size());
-  if (n < 0) return std::nullopt;
+  if (n < 0) {
+    return std::nullopt;
+  }
   if (static_cast<std::size_t>(n) >= buf.size()) {
     buf.resize(static_cast<std::size_t>(n) + 1);
     n = llama_model_meta_val_str(model, key.c_str(), buf.data(), buf.size());
@@ -34,7 +36,9 @@ std::optional<std::string> meta_value(const llama_model* model, const std::strin
 
 std::int32_t meta_int(const llama_model* model, const std::string& key, std::int32_t fallback) {
   auto text = meta_value(model, key);
-  if (!text) return fallback;
+  if (!text) {
+    return fallback;
+  }
   try {
     return static_cast<std::int32_t>(std::stol(*text));
   } catch (const std::exception&) {
@@ -44,12 +48,18 @@ std::int32_t meta_int(const llama_model* model, const std::string& key, std::int
 
 const char* rope_type_name(llama_rope_type type) {
   switch (type) {
-    case LLAMA_ROPE_TYPE_NONE: return "none";
-    case LLAMA_ROPE_TYPE_NORM: return "norm";
-    case LLAMA_ROPE_TYPE_NEOX: return "neox";
-    case LLAMA_ROPE_TYPE_MROPE: return "mrope";
-    case LLAMA_ROPE_TYPE_IMROPE: return "imrope";
-    case LLAMA_ROPE_TYPE_VISION: return "vision";
+    case LLAMA_ROPE_TYPE_NONE:
+      return "none";
+    case LLAMA_ROPE_TYPE_NORM:
+      return "norm";
+    case LLAMA_ROPE_TYPE_NEOX:
+      return "neox";
+    case LLAMA_ROPE_TYPE_MROPE:
+      return "mrope";
+    case LLAMA_ROPE_TYPE_IMROPE:
+      return "imrope";
+    case LLAMA_ROPE_TYPE_VISION:
+      return "vision";
   }
   return "unknown";
 }
@@ -82,32 +92,44 @@ std::string vocab_hash(const llama_vocab* vocab) {
 std::vector<bool> swa_layer_pattern(const llama_model* model, const std::string& arch,
                                     std::int32_t n_layer) {
   std::vector<bool> swa(static_cast<std::size_t>(n_layer), false);
-  if (llama_model_n_swa(model) <= 0) return swa;
+  if (llama_model_n_swa(model) <= 0) {
+    return swa;
+  }
   std::int32_t period = meta_int(model, arch + ".attention.sliding_window_pattern", 0);
   if (period == 0) {
-    if (arch == "gemma2") period = 2;
-    if (arch == "gemma3") period = 6;
-    if (arch == "cohere2") period = 4;
+    if (arch == "gemma2") {
+      period = 2;
+    }
+    if (arch == "gemma3") {
+      period = 6;
+    }
+    if (arch == "cohere2") {
+      period = 4;
+    }
   }
   if (period <= 0) {
     throw Error(ErrorCode::Unsupported,
-                "model architecture '" + arch + "' uses a sliding-window cache whose layer pattern "
-                "kvsteer does not know; supported iSWA architectures: gemma2, gemma3, cohere2");
+                "model architecture '" + arch +
+                    "' uses a sliding-window cache whose layer pattern "
+                    "kvsteer does not know; supported iSWA architectures: gemma2, gemma3, cohere2");
   }
-  for (std::int32_t il = 0; il < n_layer; ++il) swa[il] = il % period < period - 1;
+  for (std::int32_t il = 0; il < n_layer; ++il) {
+    swa[il] = il % period < period - 1;
+  }
   return swa;
 }
 
 void check_steerable(const llama_model* model, const std::string& arch) {
   if (llama_model_is_recurrent(model) || llama_model_is_hybrid(model)) {
-    throw Error(ErrorCode::Unsupported, "model architecture '" + arch +
-                                            "' keeps a recurrent state, which kvsteer cannot "
-                                            "steer; use a transformer (llama, qwen2, phi3, gemma2)");
+    throw Error(ErrorCode::Unsupported,
+                "model architecture '" + arch +
+                    "' keeps a recurrent state, which kvsteer cannot "
+                    "steer; use a transformer (llama, qwen2, phi3, gemma2)");
   }
   if (meta_value(model, arch + ".attention.kv_lora_rank")) {
-    throw Error(ErrorCode::Unsupported,
-                "model architecture '" + arch + "' caches a compressed latent (MLA) instead of "
-                "separate K and V rows, which kvsteer cannot steer");
+    throw Error(ErrorCode::Unsupported, "model architecture '" + arch +
+                                            "' caches a compressed latent (MLA) instead of "
+                                            "separate K and V rows, which kvsteer cannot steer");
   }
   const auto rope = llama_model_rope_type(model);
   if (rope == LLAMA_ROPE_TYPE_MROPE || rope == LLAMA_ROPE_TYPE_IMROPE ||
@@ -149,7 +171,9 @@ std::shared_ptr<const Model> load_model(const std::string& path, const ModelPara
   }
   auto mp = llama_model_default_params();
   mp.n_gpu_layers = params.n_gpu_layers;
-  if (!params.use_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;
+  if (!params.use_mmap) {
+    mp.load_mode = LLAMA_LOAD_MODE_NONE;
+  }
   mp.vocab_only = params.vocab_only;
   detail::clear_last_llama_error();
   llama_model_ptr model(llama_model_load_from_file(path.c_str(), mp));
@@ -164,7 +188,9 @@ std::shared_ptr<const Model> load_model(const std::string& path, const ModelPara
   impl->vocab = llama_model_get_vocab(model.get());
   impl->vocab_only = params.vocab_only;
   const std::string arch = meta_value(model.get(), "general.architecture").value_or("unknown");
-  if (!params.vocab_only) check_steerable(model.get(), arch);
+  if (!params.vocab_only) {
+    check_steerable(model.get(), arch);
+  }
   impl->fingerprint = make_fingerprint(model.get(), impl->vocab, arch);
   impl->swa_layers = params.vocab_only
                          ? std::vector<bool>(static_cast<std::size_t>(impl->fingerprint.n_layer))

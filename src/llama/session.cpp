@@ -15,11 +15,16 @@ namespace {
 
 ggml_type to_ggml(KvType type) {
   switch (type) {
-    case KvType::F32: return GGML_TYPE_F32;
-    case KvType::F16: return GGML_TYPE_F16;
-    case KvType::BF16: return GGML_TYPE_BF16;
-    case KvType::Q8_0: return GGML_TYPE_Q8_0;
-    case KvType::Q4_0: return GGML_TYPE_Q4_0;
+    case KvType::F32:
+      return GGML_TYPE_F32;
+    case KvType::F16:
+      return GGML_TYPE_F16;
+    case KvType::BF16:
+      return GGML_TYPE_BF16;
+    case KvType::Q8_0:
+      return GGML_TYPE_Q8_0;
+    case KvType::Q4_0:
+      return GGML_TYPE_Q4_0;
   }
   return GGML_TYPE_F16;
 }
@@ -28,11 +33,15 @@ bool is_quantized(KvType type) { return type == KvType::Q8_0 || type == KvType::
 
 void validate(const Model& model, const SessionParams& p) {
   auto bad = [](const std::string& m) { throw Error(ErrorCode::InvalidArgument, m); };
-  if (model.vocab_only()) bad("model '" + model.path() + "' was loaded vocabulary-only");
-  if (p.n_ctx < 8) bad("ctx-size " + std::to_string(p.n_ctx) + " is too small (minimum 8)");
+  if (model.vocab_only()) {
+    bad("model '" + model.path() + "' was loaded vocabulary-only");
+  }
+  if (p.n_ctx < 8) {
+    bad("ctx-size " + std::to_string(p.n_ctx) + " is too small (minimum 8)");
+  }
   if (p.n_batch < 1 || p.n_batch > p.n_ctx) {
-    bad("batch size " + std::to_string(p.n_batch) + " must be in [1, ctx-size = " +
-        std::to_string(p.n_ctx) + "]");
+    bad("batch size " + std::to_string(p.n_batch) +
+        " must be in [1, ctx-size = " + std::to_string(p.n_ctx) + "]");
   }
   const auto max_seq = static_cast<std::uint32_t>(llama_max_parallel_sequences());
   if (p.n_seq < 1 || p.n_seq + 1 > max_seq) {
@@ -53,14 +62,18 @@ void validate(const Model& model, const SessionParams& p) {
           std::to_string(dim) + "; use f16 or f32");
     }
   }
-  if (p.n_threads < 0) bad("threads must be >= 0, got " + std::to_string(p.n_threads));
+  if (p.n_threads < 0) {
+    bad("threads must be >= 0, got " + std::to_string(p.n_threads));
+  }
 }
 
 }  // namespace
 
 Session::Session(std::shared_ptr<const Model> model, const SessionParams& params)
     : impl_(std::make_unique<Impl>()) {
-  if (!model) throw Error(ErrorCode::InvalidArgument, "Session needs a model");
+  if (!model) {
+    throw Error(ErrorCode::InvalidArgument, "Session needs a model");
+  }
   validate(*model, params);
   Impl& s = *impl_;
   s.model = std::move(model);
@@ -87,8 +100,10 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
   cp.no_perf = true;
   detail::clear_last_llama_error();
   s.ctx.reset(llama_init_from_model(const_cast<llama_model*>(raw_model(*s.model)), cp));
-  if (!s.ctx) detail::throw_backend("cannot create a llama context (ctx-size " +
-                                    std::to_string(params.n_ctx) + ")");
+  if (!s.ctx) {
+    detail::throw_backend("cannot create a llama context (ctx-size " +
+                          std::to_string(params.n_ctx) + ")");
+  }
   s.mem = llama_get_memory(s.ctx.get());
   s.batch = detail::Batch(static_cast<std::int32_t>(params.n_batch));
   s.logits.assign(params.n_seq, {});
@@ -146,7 +161,9 @@ void Session::clear_sequence(SeqId seq) {
 void Session::copy_sequence(SeqId src, SeqId dst) {
   impl_->check_seq(src);
   impl_->check_seq(dst);
-  if (src == dst) return;
+  if (src == dst) {
+    return;
+  }
   llama_memory_seq_rm(impl_->mem, dst, -1, -1);
   llama_memory_seq_cp(impl_->mem, src, dst, -1, -1);
   impl_->logits[dst] = impl_->logits[src];
@@ -170,13 +187,15 @@ void Session::decode(std::span<const DecodeItem> items) {
       throw Error(ErrorCode::InvalidArgument,
                   "nothing to decode for sequence " + std::to_string(item.seq));
     }
-    for (Token t : item.tokens) impl_->model->check_token(t);
+    for (Token t : item.tokens) {
+      impl_->model->check_token(t);
+    }
   }
   for (std::size_t i = 0; i < items.size(); ++i) {
     for (std::size_t j = i + 1; j < items.size(); ++j) {
       if (items[i].seq == items[j].seq) {
-        throw Error(ErrorCode::InvalidArgument, "sequence " + std::to_string(items[i].seq) +
-                                                    " appears twice in one decode");
+        throw Error(ErrorCode::InvalidArgument,
+                    "sequence " + std::to_string(items[i].seq) + " appears twice in one decode");
       }
     }
   }
@@ -209,7 +228,9 @@ void Session::Impl::decode_chunked(std::span<const DecodeItem> items) {
   std::vector<Output> outputs;
   batch.clear();
   auto flush = [&] {
-    if (batch.size() == 0) return;
+    if (batch.size() == 0) {
+      return;
+    }
     const std::int32_t rc = llama_decode(ctx.get(), batch.get());
     if (rc != 0) {
       rollback();
@@ -217,13 +238,17 @@ void Session::Impl::decode_chunked(std::span<const DecodeItem> items) {
         throw Error(ErrorCode::InvalidArgument,
                     "the KV cache is full (no free cells for the batch); raise --ctx-size");
       }
-      if (rc == 2) throw Error(ErrorCode::Cancelled, "decoding was aborted");
+      if (rc == 2) {
+        throw Error(ErrorCode::Cancelled, "decoding was aborted");
+      }
       detail::throw_backend("llama_decode failed with code " + std::to_string(rc));
     }
     const auto n_vocab = static_cast<std::size_t>(model->n_vocab());
     for (const auto& out : outputs) {
       const float* row = llama_get_logits_ith(ctx.get(), out.index);
-      if (row == nullptr) detail::throw_backend("no logits for the last token");
+      if (row == nullptr) {
+        detail::throw_backend("no logits for the last token");
+      }
       logits[out.seq].assign(row, row + n_vocab);
       has_logits[out.seq] = true;
     }
@@ -234,9 +259,13 @@ void Session::Impl::decode_chunked(std::span<const DecodeItem> items) {
     const auto& item = items[i];
     for (std::size_t t = 0; t < item.tokens.size(); ++t) {
       const bool want = item.logits_last && t + 1 == item.tokens.size();
-      if (want) outputs.push_back({item.seq, batch.size()});
+      if (want) {
+        outputs.push_back({item.seq, batch.size()});
+      }
       batch.add(item.tokens[t], start[i] + static_cast<Pos>(t), item.seq, want);
-      if (batch.size() == batch.capacity()) flush();
+      if (batch.size() == batch.capacity()) {
+        flush();
+      }
     }
   }
   flush();

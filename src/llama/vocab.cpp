@@ -17,15 +17,17 @@ std::vector<Token> Model::tokenize(std::string_view text, bool add_special,
   }
   const auto len = static_cast<std::int32_t>(text.size());
   std::vector<Token> tokens(static_cast<std::size_t>(len) + 2);
-  std::int32_t n = llama_tokenize(impl_->vocab, text.data(), len, tokens.data(),
-                                  static_cast<std::int32_t>(tokens.size()), add_special,
-                                  parse_special);
+  std::int32_t n =
+      llama_tokenize(impl_->vocab, text.data(), len, tokens.data(),
+                     static_cast<std::int32_t>(tokens.size()), add_special, parse_special);
   if (n < 0) {
     tokens.resize(static_cast<std::size_t>(-n));
     n = llama_tokenize(impl_->vocab, text.data(), len, tokens.data(),
                        static_cast<std::int32_t>(tokens.size()), add_special, parse_special);
   }
-  if (n < 0) detail::throw_backend("tokenization failed");
+  if (n < 0) {
+    detail::throw_backend("tokenization failed");
+  }
   tokens.resize(static_cast<std::size_t>(n));
   return tokens;
 }
@@ -53,7 +55,9 @@ std::string Model::token_to_piece(Token token, bool render_special) const {
 }
 
 std::string Model::detokenize(std::span<const Token> tokens, bool render_special) const {
-  for (Token t : tokens) check_token(t);
+  for (Token t : tokens) {
+    check_token(t);
+  }
   std::string text(tokens.size() * 8 + 16, '\0');
   auto run = [&] {
     return llama_detokenize(impl_->vocab, tokens.data(), static_cast<std::int32_t>(tokens.size()),
@@ -73,7 +77,9 @@ bool Model::is_eog(Token token) const { return llama_vocab_is_eog(impl_->vocab, 
 
 std::optional<Token> Model::bos() const {
   const Token t = llama_vocab_bos(impl_->vocab);
-  if (t < 0) return std::nullopt;
+  if (t < 0) {
+    return std::nullopt;
+  }
   return t;
 }
 
@@ -90,8 +96,9 @@ std::string Model::apply_chat_template(std::span<const ChatMessage> messages,
   const std::string tmpl = template_override.empty() ? chat_template() : template_override;
   if (tmpl.empty()) {
     throw Error(ErrorCode::InvalidArgument,
-                "model '" + impl_->path + "' has no chat template; pass one (e.g. --chat-template "
-                "chatml) or use a raw prompt");
+                "model '" + impl_->path +
+                    "' has no chat template; pass one (e.g. --chat-template "
+                    "chatml) or use a raw prompt");
   }
   std::vector<llama_chat_message> chat;
   std::size_t total = 0;

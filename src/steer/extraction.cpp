@@ -12,10 +12,10 @@ Pos resolve_position(Pos position, std::size_t n_tokens, std::size_t pair, const
   const auto n = static_cast<Pos>(n_tokens);
   const Pos pos = position < 0 ? n + position : position;
   if (pos < 0 || pos >= n) {
-    throw Error(ErrorCode::InvalidArgument,
-                "extraction position " + std::to_string(position) + " is outside the " + which +
-                    " prompt of pair " + std::to_string(pair) + " (" + std::to_string(n) +
-                    " tokens)");
+    throw Error(ErrorCode::InvalidArgument, "extraction position " + std::to_string(position) +
+                                                " is outside the " + which + " prompt of pair " +
+                                                std::to_string(pair) + " (" + std::to_string(n) +
+                                                " tokens)");
   }
   return pos;
 }
@@ -24,7 +24,9 @@ Pos resolve_position(Pos position, std::size_t n_tokens, std::size_t pair, const
 
 SteeringVector extract_steering_vector(Session& session, std::span<const ContrastivePair> pairs,
                                        const ExtractionParams& params) {
-  if (pairs.empty()) throw Error(ErrorCode::InvalidArgument, "no contrastive pairs to extract from");
+  if (pairs.empty()) {
+    throw Error(ErrorCode::InvalidArgument, "no contrastive pairs to extract from");
+  }
   struct Prompt {
     std::span<const Token> tokens;
     Pos pos;
@@ -36,16 +38,14 @@ SteeringVector extract_steering_vector(Session& session, std::span<const Contras
          {std::tuple{std::span<const Token>(pairs[i].positive), 1.0, "positive"},
           std::tuple{std::span<const Token>(pairs[i].negative), -1.0, "negative"}}) {
       if (tokens.empty()) {
-        throw Error(ErrorCode::InvalidArgument,
-                    std::string("the ") + which + " prompt of pair " + std::to_string(i) +
-                        " is empty");
+        throw Error(ErrorCode::InvalidArgument, std::string("the ") + which + " prompt of pair " +
+                                                    std::to_string(i) + " is empty");
       }
       if (tokens.size() > session.n_ctx()) {
         throw Error(ErrorCode::InvalidArgument,
-                    std::string("the ") + which + " prompt of pair " + std::to_string(i) +
-                        " has " + std::to_string(tokens.size()) +
-                        " tokens, more than the context (" + std::to_string(session.n_ctx()) +
-                        "); raise --ctx-size");
+                    std::string("the ") + which + " prompt of pair " + std::to_string(i) + " has " +
+                        std::to_string(tokens.size()) + " tokens, more than the context (" +
+                        std::to_string(session.n_ctx()) + "); raise --ctx-size");
       }
       prompts.push_back({tokens, resolve_position(params.position, tokens.size(), i, which), sign});
     }
@@ -76,18 +76,26 @@ SteeringVector extract_steering_vector(Session& session, std::span<const Contras
       const auto seq = static_cast<SeqId>(i - begin);
       const KvCell cell = session.read_cell(seq, prompts[i].pos);
       for (std::size_t il = 0; il < n_layer; ++il) {
-        if (cell.k[il].empty()) continue;  // sliding-window layer that lost the cell
+        if (cell.k[il].empty()) {
+          continue;  // sliding-window layer that lost the cell
+        }
         if (sum_k[il].empty()) {
           sum_k[il].assign(cell.k[il].size(), 0.0);
           sum_v[il].assign(cell.v[il].size(), 0.0);
         }
-        for (std::size_t j = 0; j < cell.k[il].size(); ++j) sum_k[il][j] += prompts[i].sign * cell.k[il][j];
-        for (std::size_t j = 0; j < cell.v[il].size(); ++j) sum_v[il][j] += prompts[i].sign * cell.v[il][j];
+        for (std::size_t j = 0; j < cell.k[il].size(); ++j) {
+          sum_k[il][j] += prompts[i].sign * cell.k[il][j];
+        }
+        for (std::size_t j = 0; j < cell.v[il].size(); ++j) {
+          sum_v[il][j] += prompts[i].sign * cell.v[il][j];
+        }
         ++count[il];
       }
       session.clear_sequence(seq);
     }
-    if (params.progress) params.progress(end / 2, pairs.size());
+    if (params.progress) {
+      params.progress(end / 2, pairs.size());
+    }
   }
   SteeringVector out;
   out.model = fp;
@@ -99,10 +107,16 @@ SteeringVector extract_steering_vector(Session& session, std::span<const Contras
   out.v.resize(n_layer);
   for (std::size_t il = 0; il < n_layer; ++il) {
     // Both prompts of every pair must contribute, or the layer's mean is not a difference.
-    if (count[il] != prompts.size()) continue;
+    if (count[il] != prompts.size()) {
+      continue;
+    }
     const double n = static_cast<double>(pairs.size());
-    for (double x : sum_k[il]) out.k[il].push_back(static_cast<float>(x / n));
-    for (double x : sum_v[il]) out.v[il].push_back(static_cast<float>(x / n));
+    for (double x : sum_k[il]) {
+      out.k[il].push_back(static_cast<float>(x / n));
+    }
+    for (double x : sum_v[il]) {
+      out.v[il].push_back(static_cast<float>(x / n));
+    }
   }
   return out;
 }

@@ -13,9 +13,12 @@ namespace kvsteer {
 
 const char* stop_reason_name(StopReason reason) noexcept {
   switch (reason) {
-    case StopReason::Eog: return "eog";
-    case StopReason::StopString: return "stop_string";
-    case StopReason::Length: return "length";
+    case StopReason::Eog:
+      return "eog";
+    case StopReason::StopString:
+      return "stop_string";
+    case StopReason::Length:
+      return "length";
   }
   return "?";
 }
@@ -37,10 +40,14 @@ std::size_t find_stop(const std::string& text, std::size_t from,
                       const std::vector<std::string>& stops) {
   std::size_t best = std::string::npos;
   for (const auto& s : stops) {
-    if (s.empty()) continue;
+    if (s.empty()) {
+      continue;
+    }
     const std::size_t start = from >= s.size() ? from - s.size() + 1 : 0;
     const std::size_t at = text.find(s, start);
-    if (at != std::string::npos) best = std::min(best, at);
+    if (at != std::string::npos) {
+      best = std::min(best, at);
+    }
   }
   return best;
 }
@@ -54,9 +61,13 @@ void validate(const Session& session, std::span<const GenerationRequest> request
   std::size_t cells = 0;
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const auto& r = requests[i];
-    if (r.prompt.empty()) throw Error(ErrorCode::InvalidArgument, "the prompt is empty");
+    if (r.prompt.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "the prompt is empty");
+    }
     const bool has_offset = r.steering_params.offset_token.has_value();
-    if (has_offset) session.model().check_token(*r.steering_params.offset_token);
+    if (has_offset) {
+      session.model().check_token(*r.steering_params.offset_token);
+    }
     const std::size_t total =
         r.prompt.size() + (has_offset ? 1 : 0) + static_cast<std::size_t>(params.n_predict);
     if (total > session.n_ctx()) {
@@ -82,9 +93,9 @@ void validate(const Session& session, std::span<const GenerationRequest> request
   }
   if (cells > session.n_ctx()) {
     throw Error(ErrorCode::InvalidArgument,
-                std::to_string(requests.size()) + " sequences need up to " +
-                    std::to_string(cells) + " cache cells, more than the context (" +
-                    std::to_string(session.n_ctx()) + "); raise --ctx-size or generate fewer at once");
+                std::to_string(requests.size()) + " sequences need up to " + std::to_string(cells) +
+                    " cache cells, more than the context (" + std::to_string(session.n_ctx()) +
+                    "); raise --ctx-size or generate fewer at once");
   }
 }
 
@@ -114,22 +125,32 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
 
   std::vector<DecodeItem> items;
   for (const auto& run : runs) {
-    if (!run.prefill.empty()) items.push_back({run.request->seq, run.prefill, false});
+    if (!run.prefill.empty()) {
+      items.push_back({run.request->seq, run.prefill, false});
+    }
   }
-  if (!items.empty()) session.decode(items);
+  if (!items.empty()) {
+    session.decode(items);
+  }
   for (const auto& run : runs) {
-    if (run.request->steering == nullptr) continue;
+    if (run.request->steering == nullptr) {
+      continue;
+    }
     const CellDelta delta = steering_delta(*run.request->steering, run.request->steering_params);
     session.add_to_cell(run.request->seq, static_cast<Pos>(run.prefill.size()) - 1, delta);
   }
   items.clear();
-  for (const auto& run : runs) items.push_back({run.request->seq, {&run.tail, 1}, true});
+  for (const auto& run : runs) {
+    items.push_back({run.request->seq, {&run.tail, 1}, true});
+  }
   session.decode(items);
 
   for (std::int32_t step = 0; step < params.n_predict; ++step) {
     items.clear();
     for (auto& run : runs) {
-      if (run.done) continue;
+      if (run.done) {
+        continue;
+      }
       const Token token = run.sampler.sample(session.logits(run.request->seq));
       if (params.stop_at_eog && model.is_eog(token)) {
         run.done = true;
@@ -154,11 +175,16 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
       run.next = token;
       items.push_back({run.request->seq, {&run.next, 1}, true});
     }
-    if (items.empty()) break;
+    if (items.empty()) {
+      break;
+    }
     session.decode(items);
   }
   std::vector<Generation> out;
-  for (auto& run : runs) out.push_back(std::move(run.result));
+  out.reserve(runs.size());
+  for (auto& run : runs) {
+    out.push_back(std::move(run.result));
+  }
   return out;
 }
 

@@ -10,7 +10,9 @@
 namespace kvsteer {
 
 bool LayerSelection::contains(std::int32_t il) const {
-  if (!layers.empty()) return std::find(layers.begin(), layers.end(), il) != layers.end();
+  if (!layers.empty()) {
+    return std::find(layers.begin(), layers.end(), il) != layers.end();
+  }
   return il >= min_layer;
 }
 
@@ -60,10 +62,14 @@ LayerSelection LayerSelection::parse(const std::string& text) {
     const auto lo = parse_layer(part.substr(0, dash), text);
     const auto hi = parse_layer(part.substr(dash + 1), text);
     if (hi < lo) {
-      throw Error(ErrorCode::InvalidArgument,
-                  "layer selection '" + text + "': range " + part + " is empty");
+      std::string message = "layer selection '" + text;
+      message += "': range " + part;
+      message += " is empty";
+      throw Error(ErrorCode::InvalidArgument, message);
     }
-    for (auto il = lo; il <= hi; ++il) sel.layers.push_back(il);
+    for (auto il = lo; il <= hi; ++il) {
+      sel.layers.push_back(il);
+    }
   }
   if (sel.layers.empty()) {
     throw Error(ErrorCode::InvalidArgument, "layer selection '" + text + "' names no layer");
@@ -75,20 +81,26 @@ LayerSelection LayerSelection::parse(const std::string& text) {
 
 std::string LayerSelection::to_string() const {
   if (layers.empty()) {
-    if (min_layer == 0) return "all";
-    if (min_layer == INT32_MAX) return "none";
+    if (min_layer == 0) {
+      return "all";
+    }
+    if (min_layer == INT32_MAX) {
+      return "none";
+    }
     return std::to_string(min_layer) + "-";
   }
   std::string out;
-  for (auto il : layers) out += (out.empty() ? "" : ",") + std::to_string(il);
+  for (auto il : layers) {
+    out += (out.empty() ? "" : ",") + std::to_string(il);
+  }
   return out;
 }
 
 CellDelta steering_delta(const SteeringVector& vector, const SteeringParams& params) {
   if (!std::isfinite(params.coef_k) || !std::isfinite(params.coef_v)) {
-    throw Error(ErrorCode::InvalidArgument, "steering coefficients must be finite, got c_k = " +
-                                                std::to_string(params.coef_k) + ", c_v = " +
-                                                std::to_string(params.coef_v));
+    throw Error(ErrorCode::InvalidArgument,
+                "steering coefficients must be finite, got c_k = " + std::to_string(params.coef_k) +
+                    ", c_v = " + std::to_string(params.coef_v));
   }
   const auto n_layer = static_cast<std::int32_t>(vector.k.size());
   for (const auto* sel : {&params.layers_k, &params.layers_v}) {
@@ -107,7 +119,9 @@ CellDelta steering_delta(const SteeringVector& vector, const SteeringParams& par
   for (std::int32_t il = 0; il < n_layer; ++il) {
     auto scale = [](const std::vector<float>& row, float c) {
       std::vector<float> out(row.size());
-      for (std::size_t i = 0; i < row.size(); ++i) out[i] = c * row[i];
+      for (std::size_t i = 0; i < row.size(); ++i) {
+        out[i] = c * row[i];
+      }
       return out;
     };
     if (params.layers_k.contains(il) && params.coef_k != 0.0f) {

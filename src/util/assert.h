@@ -5,13 +5,12 @@
 #include <cstdio>
 #include <cstdlib>
 
-#define KVSTEER_ASSERT(cond)                                                          \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
-      std::fprintf(stderr, "%s:%d: kvsteer assertion failed: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                            \
-      std::abort();                                                                   \
-    }                                                                                 \
+#define KVSTEER_ASSERT(cond)                                                                    \
+  do {                                                                                          \
+    if (!(cond)) {                                                                              \
+      std::fprintf(stderr, "%s:%d: kvsteer assertion failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::abort();                                                                             \
+    }                                                                                           \
   } while (0)
 
 #if defined(KVSTEER_DEBUG_ASSERTS)

@@ -22,22 +22,23 @@ class Cli : public ::testing::Test {
     cli_ = test::cli_path();
     model_ = test::stories_model_path();
     // Three tiny traces in the paper's format: question, steps, solution.
-    test::write_file(dir_.file("traces.jsonl"),
-                     R"({"query": "Tom has 2 apples. He gets 3 more. How many?", "steps": ["2 + 3 = 5."], "solution": "5"})"
-                     "\n"
-                     R"({"query": "Lily had 7 toys. She gave 4 away. How many are left?", "steps": ["7 - 4 = 3."], "solution": "3"})"
-                     "\n"
-                     R"({"query": "A cat saw 1 bird and then 5 more birds. How many birds?", "steps": ["1 + 5 = 6."], "solution": "6"})"
-                     "\n");
+    test::write_file(
+        dir_.file("traces.jsonl"),
+        R"({"query": "Tom has 2 apples. He gets 3 more. How many?", "steps": ["2 + 3 = 5."], "solution": "5"})"
+        "\n"
+        R"({"query": "Lily had 7 toys. She gave 4 away. How many are left?", "steps": ["7 - 4 = 3."], "solution": "3"})"
+        "\n"
+        R"({"query": "A cat saw 1 bird and then 5 more birds. How many birds?", "steps": ["1 + 5 = 6."], "solution": "6"})"
+        "\n");
   }
   std::vector<std::string> base(const std::string& sub) const {
     return {cli_, sub, "-m", model_, "-t", "1", "-c", "512", "--ctk", "f32", "--ctv", "f32"};
   }
   test::CommandResult extract(const std::string& out, std::vector<std::string> extra = {}) {
     auto args = base("extract");
-    for (const auto& a : std::vector<std::string>{"--traces", dir_.file("traces.jsonl"), "-N", "3",
-                                                  "-k", "1", "--chat-template", "chatml", "-o",
-                                                  out}) {
+    for (const auto& a :
+         std::vector<std::string>{"--traces", dir_.file("traces.jsonl"), "-N", "3", "-k", "1",
+                                  "--chat-template", "chatml", "-o", out}) {
       args.push_back(a);
     }
     args.insert(args.end(), extra.begin(), extra.end());
@@ -62,7 +63,8 @@ TEST_F(Cli, ExtractedVectorIsTheMeanOfKvDumpDifferences) {
   for (std::size_t i = 0; i < 3; ++i) {
     for (bool positive : {true, false}) {
       const auto messages = eval::contrastive_messages(traces.rows, neighbours[i], i, positive);
-      test::write_file(dir_.file("prompt.txt"), model->apply_chat_template(messages, true, "chatml"));
+      test::write_file(dir_.file("prompt.txt"),
+                       model->apply_chat_template(messages, true, "chatml"));
       auto args = base("kv-dump");
       args.insert(args.end(), {"--raw", "-f", dir_.file("prompt.txt"), "--json"});
       const auto d = run_command(args);
@@ -71,7 +73,8 @@ TEST_F(Cli, ExtractedVectorIsTheMeanOfKvDumpDifferences) {
       for (const auto& layer : j["layers"]) {
         const auto il = layer["il"].get<std::size_t>();
         const auto v = layer["v"].get<std::vector<float>>();
-        for (std::size_t x = 0; x < v.size(); ++x) want_v[il][x] += (positive ? 1 : -1) * v[x] / 3.0;
+        for (std::size_t x = 0; x < v.size(); ++x)
+          want_v[il][x] += (positive ? 1 : -1) * v[x] / 3.0;
       }
     }
   }
@@ -89,7 +92,8 @@ TEST_F(Cli, SteeredGenerationDiffersFromPlain) {
   auto plain = base("generate");
   plain.insert(plain.end(), {"-p", "Once upon a time", "--raw", "-n", "24", "--json"});
   auto steered = plain;
-  steered.insert(steered.end(), {"--steer", dir_.file("v.gguf"), "--coef-v", "60", "--coef-k", "20"});
+  steered.insert(steered.end(),
+                 {"--steer", dir_.file("v.gguf"), "--coef-v", "60", "--coef-k", "20"});
   const auto a = run_command(plain);
   const auto b = run_command(steered);
   ASSERT_EQ(a.exit_code, 0) << a.err;
@@ -130,8 +134,10 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
   const std::vector<std::pair<std::vector<std::string>, Refusal>> cases = {
       {{cli_, "generate", "-m", dir_.file("absent.gguf"), "-p", p}, {{}, 1, "does not exist"}},
       {{cli_, "generate", "-m", dir_.file("corrupt.gguf"), "-p", p}, {{}, 1, "cannot load model"}},
-      {base("generate"), {{"--raw", "-p", p, "--steer", dir_.file("corrupt.gguf")}, 1, "not a GGUF"}},
-      {base("generate"), {{"--raw", "-p", p, "--steer", dir_.file("other.gguf")}, 1, "n_layer is 6"}},
+      {base("generate"),
+       {{"--raw", "-p", p, "--steer", dir_.file("corrupt.gguf")}, 1, "not a GGUF"}},
+      {base("generate"),
+       {{"--raw", "-p", p, "--steer", dir_.file("other.gguf")}, 1, "n_layer is 6"}},
       {base("generate"),
        {{"--raw", "-p", p, "--steer", dir_.file("v.gguf"), "--coef-v", "nan"}, 2, "finite"}},
       {base("generate"),
@@ -148,7 +154,8 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
       {base("extract"),
        {{"--traces", dir_.file("traces.jsonl"), "-N", "3", "-k", "3", "--chat-template", "chatml",
          "-o", dir_.file("x.gguf")},
-        2, "shots"}},
+        2,
+        "shots"}},
       {base("extract"),
        {{"--traces", dir_.file("traces.jsonl"), "-N", "9", "-o", dir_.file("x.gguf")}, 2, "fewer"}},
   };
@@ -169,7 +176,8 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
 TEST_F(Cli, FailedExtractionKeepsThePreviousOutput) {
   ASSERT_EQ(extract(dir_.file("v.gguf")).exit_code, 0);
   const std::string before = test::read_file(dir_.file("v.gguf"));
-  test::write_file(dir_.file("bad.jsonl"), "{\"query\": \"x\", \"steps\": [], \"solution\": \"1\"}\n");
+  test::write_file(dir_.file("bad.jsonl"),
+                   "{\"query\": \"x\", \"steps\": [], \"solution\": \"1\"}\n");
   auto args = base("extract");
   args.insert(args.end(), {"--traces", dir_.file("bad.jsonl"), "-N", "1", "-k", "0", "-o",
                            dir_.file("v.gguf")});

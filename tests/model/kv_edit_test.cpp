@@ -49,10 +49,14 @@ CellDelta random_delta(const Model& m, unsigned seed, float scale, bool keys, bo
 // Rounding of one stored value for the cache type (relative to the value's magnitude).
 float tolerance(KvType type, float magnitude) {
   switch (type) {
-    case KvType::F32: return 1e-6f * (1 + magnitude);
-    case KvType::F16: return 1e-3f * (1 + magnitude);
-    case KvType::BF16: return 8e-3f * (1 + magnitude);
-    default: return 2e-2f * (1 + magnitude);
+    case KvType::F32:
+      return 1e-6f * (1 + magnitude);
+    case KvType::F16:
+      return 1e-3f * (1 + magnitude);
+    case KvType::BF16:
+      return 8e-3f * (1 + magnitude);
+    default:
+      return 2e-2f * (1 + magnitude);
   }
 }
 
@@ -197,7 +201,9 @@ TEST_P(KvEdit, RejectsBadEdits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllModels, KvEdit, ::testing::ValuesIn(test::all_model_cases()),
-                         [](const ::testing::TestParamInfo<ModelCase>& tp) { return tp.param.name(); });
+                         [](const ::testing::TestParamInfo<ModelCase>& tp) {
+                           return tp.param.name();
+                         });
 
 }  // namespace
 }  // namespace kvsteer

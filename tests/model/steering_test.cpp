@@ -49,15 +49,18 @@ TEST_F(Steering, ExtractionIsTheMeanOfCellDifferences) {
   const auto& fp = model_->fingerprint();
   std::vector<std::vector<double>> want_k(fp.n_layer), want_v(fp.n_layer);
   for (const auto& pair : ps) {
-    for (const auto& [tokens, sign] : {std::pair{&pair.positive, 1.0}, std::pair{&pair.negative, -1.0}}) {
+    for (const auto& [tokens, sign] :
+         {std::pair{&pair.positive, 1.0}, std::pair{&pair.negative, -1.0}}) {
       single.clear();
       single.decode(0, *tokens, false);
       const KvCell cell = single.read_cell(0, static_cast<Pos>(tokens->size()) - 1);
       for (std::int32_t il = 0; il < fp.n_layer; ++il) {
         want_k[il].resize(cell.k[il].size());
         want_v[il].resize(cell.v[il].size());
-        for (std::size_t j = 0; j < cell.k[il].size(); ++j) want_k[il][j] += sign * cell.k[il][j] / 3;
-        for (std::size_t j = 0; j < cell.v[il].size(); ++j) want_v[il][j] += sign * cell.v[il][j] / 3;
+        for (std::size_t j = 0; j < cell.k[il].size(); ++j)
+          want_k[il][j] += sign * cell.k[il][j] / 3;
+        for (std::size_t j = 0; j < cell.v[il].size(); ++j)
+          want_v[il][j] += sign * cell.v[il][j] / 3;
       }
     }
   }
@@ -69,8 +72,8 @@ TEST_F(Steering, ExtractionIsTheMeanOfCellDifferences) {
     ASSERT_EQ(vec.k[il].size(), want_k[il].size());
     ASSERT_EQ(vec_batched.k[il].size(), want_k[il].size());
     for (std::size_t j = 0; j < want_k[il].size(); ++j) {
-      for (const auto& [got, want] : {std::pair{vec.k[il][j], want_k[il][j]},
-                                      std::pair{vec.v[il][j], want_v[il][j]}}) {
+      for (const auto& [got, want] :
+           {std::pair{vec.k[il][j], want_k[il][j]}, std::pair{vec.v[il][j], want_v[il][j]}}) {
         max_diff = std::max(max_diff, std::abs(got - want));
         max_abs = std::max(max_abs, std::abs(want));
       }
@@ -80,9 +83,11 @@ TEST_F(Steering, ExtractionIsTheMeanOfCellDifferences) {
   }
   ASSERT_GT(max_abs, 0.01) << "the vector is (nearly) zero: the test would prove nothing";
   // One prompt per decode: the same cells kv-dump reads; only the order of the float sums differs.
-  EXPECT_LT(max_diff, 1e-6 * max_abs) << "max |extracted - mean of cell differences| = " << max_diff;
+  EXPECT_LT(max_diff, 1e-6 * max_abs)
+      << "max |extracted - mean of cell differences| = " << max_diff;
   // Several prompts per decode change the matmul kernels' rounding (llama-internals.md §6).
-  EXPECT_LT(max_diff_batched, 1e-3 * max_abs) << "batched: " << max_diff_batched << " of " << max_abs;
+  EXPECT_LT(max_diff_batched, 1e-3 * max_abs)
+      << "batched: " << max_diff_batched << " of " << max_abs;
   EXPECT_EQ(vec.info.n_pairs, 3u);
   EXPECT_EQ(vec.model.mismatch(model_->fingerprint()), "");
 }
@@ -100,7 +105,8 @@ TEST_F(Steering, ExtractionRejectsBadInput) {
 TEST_F(Steering, SteeredGreedyGenerationDiffersAndIsReproducible) {
   Session s(model_, params_);
   const SteeringVector vec = extract_steering_vector(s, pairs());
-  const auto prompt = model_->tokenize("Once upon a time, there was a little girl named Lily.", true);
+  const auto prompt =
+      model_->tokenize("Once upon a time, there was a little girl named Lily.", true);
   GenerationParams gen;
   gen.n_predict = 40;
   GenerationRequest plain{0, prompt, nullptr, {}};

@@ -22,7 +22,7 @@ class BlobBuilder {
   std::vector<std::uint8_t> build(const std::vector<std::int32_t>& positions) {
     out_.clear();
     put<std::uint32_t>(kSeqBlobMagic);
-    put<std::int32_t>(0);  // seq_id
+    put<std::int32_t>(0);   // seq_id
     put<std::uint32_t>(1);  // n_stream
     const auto n = static_cast<std::uint32_t>(positions.size());
     put<std::uint32_t>(n);
@@ -60,7 +60,8 @@ class BlobBuilder {
     return static_cast<float>(100 * l + 10 * c + j);
   }
   BlockShape shape() const {
-    return {std::vector<std::uint32_t>(n_layer_, width_), std::vector<std::uint32_t>(n_layer_, width_)};
+    return {std::vector<std::uint32_t>(n_layer_, width_),
+            std::vector<std::uint32_t>(n_layer_, width_)};
   }
 
  private:

@@ -41,7 +41,8 @@ nlohmann::json bench_context(Session& s, const Model& m, std::uint32_t n_tokens,
   const double prefill = seconds_since(t0);
   const CellDelta delta = ones(m, 1e-3f);
   t0 = std::chrono::steady_clock::now();
-  for (std::int32_t r = 0; r < o.repeats; ++r) s.add_to_cell(0, static_cast<Pos>(n_tokens) - 1, delta);
+  for (std::int32_t r = 0; r < o.repeats; ++r)
+    s.add_to_cell(0, static_cast<Pos>(n_tokens) - 1, delta);
   const double edit = seconds_since(t0) / o.repeats;
   t0 = std::chrono::steady_clock::now();
   for (std::int32_t r = 0; r < o.repeats; ++r) (void)s.read_cell(0, static_cast<Pos>(n_tokens) - 1);
@@ -72,7 +73,8 @@ void run(const BenchOptions& o) {
   auto params = o.model.session_params(*model);
   params.n_ctx = std::max(params.n_ctx, max_ctx + 128);
   nlohmann::json out;
-  out["model"] = {{"path", o.model.model}, {"description", model->description()},
+  out["model"] = {{"path", o.model.model},
+                  {"description", model->description()},
                   {"n_params", model->n_params()}};
   for (const char* route : {"one-cell", "full"}) {
     params.edit_route = std::string(route) == "full" ? EditRoute::FullSequence : EditRoute::OneCell;
@@ -98,7 +100,8 @@ void add_bench(CLI::App& app) {
   auto* sub = app.add_subcommand("bench", "measure edit cost and decode speed (JSON)");
   opts->model.add_to(*sub);
   sub->add_option("--contexts", opts->contexts, "context lengths for the edit cost");
-  sub->add_option("--repeats", opts->repeats, "edits per measurement")->check(CLI::Range(1, 100000));
+  sub->add_option("--repeats", opts->repeats, "edits per measurement")
+      ->check(CLI::Range(1, 100000));
   sub->add_option("--n-decode", opts->n_decode, "tokens decoded per speed measurement")
       ->check(CLI::Range(1, 100000));
   sub->callback([opts] { run(*opts); });

@@ -44,7 +44,8 @@ void run(const ExtractOptions& o) {
   copts.add_special = !o.no_add_special;
   const auto pairs = eval::build_contrastive_pairs(*model, traces.rows, neighbours, copts);
   std::size_t max_tokens = 0;
-  for (const auto& p : pairs) max_tokens = std::max({max_tokens, p.positive.size(), p.negative.size()});
+  for (const auto& p : pairs)
+    max_tokens = std::max({max_tokens, p.positive.size(), p.negative.size()});
   auto sparams = o.model.session_params(*model, o.parallel);
   if (o.model.n_ctx == 0) {
     // Room for `parallel` of the longest prompts (the cache is shared by the sequences).

@@ -48,7 +48,8 @@ void run(const GenerateOptions& o) {
     out["layers_k"] = request.steering_params.layers_k.to_string();
     out["layers_v"] = request.steering_params.layers_v.to_string();
   }
-  if (request.steering_params.offset_token) out["offset_token"] = *request.steering_params.offset_token;
+  if (request.steering_params.offset_token)
+    out["offset_token"] = *request.steering_params.offset_token;
   std::printf("%s\n", out.dump().c_str());
 }
 
@@ -60,8 +61,10 @@ void add_generate(CLI::App& app) {
   opts->model.add_to(*sub);
   opts->prompt.add_to(*sub);
   opts->steer.add_to(*sub);
-  sub->add_option("-n,--n-predict", opts->n_predict, "new tokens at most")->check(CLI::Range(1, 1 << 20));
-  sub->add_option("--temp", opts->temperature, "temperature (0 = greedy)")->check(CLI::Range(0.0, 100.0));
+  sub->add_option("-n,--n-predict", opts->n_predict, "new tokens at most")
+      ->check(CLI::Range(1, 1 << 20));
+  sub->add_option("--temp", opts->temperature, "temperature (0 = greedy)")
+      ->check(CLI::Range(0.0, 100.0));
   sub->add_option("--top-k", opts->top_k, "top-k (0 = off)")->check(CLI::Range(0, 1 << 20));
   sub->add_option("--top-p", opts->top_p, "top-p (1 = off)")->check(CLI::Range(0.0, 1.0));
   sub->add_option("-s,--seed", opts->seed, "sampling seed");

@@ -33,23 +33,22 @@ std::shared_ptr<const Model> ModelOptions::load() const {
 
 SessionParams ModelOptions::session_params(const Model& m, std::uint32_t n_seq) const {
   SessionParams p;
-  p.n_ctx = n_ctx != 0 ? n_ctx
-                       : static_cast<std::uint32_t>(std::clamp(m.n_ctx_train(), 64, 8192));
+  p.n_ctx = n_ctx != 0 ? n_ctx : static_cast<std::uint32_t>(std::clamp(m.n_ctx_train(), 64, 8192));
   p.n_batch = std::min(n_batch, p.n_ctx);
   p.n_seq = n_seq;
   p.n_threads = n_threads;
   p.type_k = parse_kv_type(cache_type_k);
   p.type_v = parse_kv_type(cache_type_v);
-  p.flash_attn = flash_attn == "on" ? FlashAttn::On : flash_attn == "off" ? FlashAttn::Off
-                                                                          : FlashAttn::Auto;
+  p.flash_attn = flash_attn == "on"    ? FlashAttn::On
+                 : flash_attn == "off" ? FlashAttn::Off
+                                       : FlashAttn::Auto;
   p.edit_route = edit_route == "full" ? EditRoute::FullSequence : EditRoute::OneCell;
   return p;
 }
 
 void PromptOptions::add_to(CLI::App& app) {
   app.add_option("-p,--prompt", prompt, "prompt text (the user turn, unless --raw)");
-  app.add_option("-f,--file", prompt_file, "read the prompt from a file")
-      ->check(CLI::ExistingFile);
+  app.add_option("-f,--file", prompt_file, "read the prompt from a file")->check(CLI::ExistingFile);
   app.add_option("--system", system, "system message");
   app.add_option("--chat-template", chat_template,
                  "chat template override: a built-in name (chatml, llama3, phi3, ...) or text");

@@ -7,7 +7,8 @@
 namespace {
 
 int run(int argc, char** argv) {
-  CLI::App app{"kvsteer: steer language models by editing their KV cache once (Belitsky et al. 2025)"};
+  CLI::App app{
+      "kvsteer: steer language models by editing their KV cache once (Belitsky et al. 2025)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "kvsteer 0.1.0");
   kvsteer::cli::add_generate(app);
