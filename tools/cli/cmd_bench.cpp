@@ -1,5 +1,6 @@
 // kvsteer bench: cost of one cell edit against context length, and decode speed with and without a
 // prior edit, as JSON.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -17,6 +18,20 @@ struct BenchOptions {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Median of `repeats` timed calls after one untimed warm-up call, in milliseconds.
+template <typename F>
+double median_ms(std::int32_t repeats, F&& f) {
+  f();
+  std::vector<double> ms;
+  for (std::int32_t r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    ms.push_back(seconds_since(t0) * 1e3);
+  }
+  std::nth_element(ms.begin(), ms.begin() + static_cast<long>(ms.size() / 2), ms.end());
+  return ms[ms.size() / 2];
 }
 
 CellDelta ones(const Model& m, float c) {
@@ -40,17 +55,13 @@ nlohmann::json bench_context(Session& s, const Model& m, std::uint32_t n_tokens,
   s.decode(0, prompt, true);
   const double prefill = seconds_since(t0);
   const CellDelta delta = ones(m, 1e-3f);
-  t0 = std::chrono::steady_clock::now();
-  for (std::int32_t r = 0; r < o.repeats; ++r)
-    s.add_to_cell(0, static_cast<Pos>(n_tokens) - 1, delta);
-  const double edit = seconds_since(t0) / o.repeats;
-  t0 = std::chrono::steady_clock::now();
-  for (std::int32_t r = 0; r < o.repeats; ++r) (void)s.read_cell(0, static_cast<Pos>(n_tokens) - 1);
-  const double read = seconds_since(t0) / o.repeats;
+  const Pos last = static_cast<Pos>(n_tokens) - 1;
+  const double edit = median_ms(o.repeats, [&] { s.add_to_cell(0, last, delta); });
+  const double read = median_ms(o.repeats, [&] { (void)s.read_cell(0, last); });
   return {{"n_tokens", n_tokens},
           {"prefill_tok_per_s", n_tokens / prefill},
-          {"edit_ms", edit * 1e3},
-          {"read_ms", read * 1e3}};
+          {"edit_ms_median", edit},
+          {"read_ms_median", read}};
 }
 
 double decode_speed(Session& s, const Model& m, std::int32_t n, bool edited) {
