@@ -38,7 +38,7 @@ std::vector<TensorSpec> plan_tensors(const Recipe& recipe, gguf_context* meta, b
 //   other (matrices)    -> N(0, 1/ne[0]): unit-variance activations per layer, so attention
 //                          scores are O(1) and neither uniform nor one-hot
 // Deterministic in (seed, spec.name) and independent of n_threads: the values come in chunks of
-// 65536, each from its own std::mt19937_64 stream and a Box-Muller transform.
+// 65536, each from its own std::mt19937_64 stream and Marsaglia's polar method.
 void init_tensor(const TensorSpec& spec, uint64_t seed, int n_threads, std::vector<float>& out);
 
 // The llama_ftype that describes a file whose matrices have type `type` (F32, F16 or Q8_0).

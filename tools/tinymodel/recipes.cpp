@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "gguf.h"
+#include "kvsteer/error.h"
 #include "llama.h"
 #include "vocab.h"
 
@@ -241,6 +242,11 @@ std::string recipe_stamp(const Recipe& r, uint64_t seed, const std::string& voca
     s << ";vocab=" << kSmallVocabVersion;
   } else {
     const std::string path = (std::filesystem::path(vocab_dir) / r.vocab_file).string();
+    if (!std::filesystem::is_regular_file(path)) {
+      throw Error(ErrorCode::NotFound, "fixture '" + r.name + "': no vocabulary file '" + path +
+                                           "'; hint: --vocab-dir must be llama.cpp's models/ "
+                                           "folder holding ggml-vocab-*.gguf");
+    }
     s << ";vocab=" << r.vocab_file << ":" << hash_file(path) << ";fallback_template=" << std::hex
       << fnv1a(r.fallback_template) << std::dec;
   }

@@ -112,6 +112,10 @@ uint32_t add_small_vocab(gguf_context* meta) {
   gguf_set_val_u32(meta, "tokenizer.ggml.eos_token_id", 2);
   gguf_set_val_bool(meta, "tokenizer.ggml.add_bos_token", true);
   gguf_set_val_bool(meta, "tokenizer.ggml.add_eos_token", false);
+  // SPM's default space prefix would also go after every special token, so ChatML's
+  // "<|im_end|>\n" would become <|im_end|> "▁" "\n". Without it, chat prompts tokenize as with
+  // the BPE vocabularies of ChatML models (SmolLM2, Qwen2) and detokenize to the same text.
+  gguf_set_val_bool(meta, "tokenizer.ggml.add_space_prefix", false);
   gguf_set_val_str(meta, "tokenizer.chat_template", kChatmlTemplate);
   return static_cast<uint32_t>(p.text.size());
 }

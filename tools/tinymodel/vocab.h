@@ -18,12 +18,13 @@ extern const char* const kLlama3Template;
 
 // Version tag of the small vocabulary; part of every recipe that uses it. Bump it whenever
 // add_small_vocab() changes.
-inline constexpr const char* kSmallVocabVersion = "small-chatml-v1";
+inline constexpr const char* kSmallVocabVersion = "small-chatml-v2";
 
 // Writes the tokenizer.* keys of the small SPM vocabulary into `meta`:
 //   0 <unk> (UNKNOWN), 1 <s>, 2 </s>, 3 <|im_start|>, 4 <|im_end|> (CONTROL),
 //   5..260 byte-fallback tokens <0x00>..<0xFF> (BYTE), then "▁", printable ASCII characters,
-//   "▁a".."▁z" and the merge chains of a few words (NORMAL), and a ChatML chat template.
+//   "▁a".."▁z" and the merge chains of a few words (NORMAL), and a ChatML chat template;
+//   add_bos_token true, add_space_prefix false.
 // Returns the number of tokens.
 uint32_t add_small_vocab(gguf_context* meta);
 
