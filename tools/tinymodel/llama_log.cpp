@@ -12,6 +12,7 @@ namespace {
 struct LogState {
   std::mutex mutex;
   bool verbose = false;
+  int quiet = 0;  // nesting depth of QuietLlamaLog
   ggml_log_level last_level = GGML_LOG_LEVEL_NONE;
   std::deque<std::string> errors;
 };
@@ -44,7 +45,7 @@ void log_callback(ggml_log_level level, const char* text, void* /*user_data*/) n
         }
       }
     }
-    if (s.verbose || effective == GGML_LOG_LEVEL_ERROR) {
+    if (s.verbose || (effective == GGML_LOG_LEVEL_ERROR && s.quiet == 0)) {
       std::fputs(text, stderr);
     }
   } catch (...) {
@@ -57,6 +58,18 @@ void log_callback(ggml_log_level level, const char* text, void* /*user_data*/) n
 void install_llama_log(bool verbose) {
   state().verbose = verbose;
   llama_log_set(log_callback, nullptr);
+}
+
+QuietLlamaLog::QuietLlamaLog() {
+  LogState& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  ++s.quiet;
+}
+
+QuietLlamaLog::~QuietLlamaLog() {
+  LogState& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  --s.quiet;
 }
 
 void clear_llama_errors() {

@@ -18,4 +18,14 @@ void clear_llama_errors();
 // last, so the cause needs the earlier lines.
 std::string llama_errors();
 
+// While alive, libllama's error lines are recorded but not printed (unless verbose): for calls
+// whose failure is an expected answer, such as probing whether an existing file is a GGUF.
+class QuietLlamaLog {
+ public:
+  QuietLlamaLog();
+  ~QuietLlamaLog();
+  QuietLlamaLog(const QuietLlamaLog&) = delete;
+  QuietLlamaLog& operator=(const QuietLlamaLog&) = delete;
+};
+
 }  // namespace kvsteer::tinymodel

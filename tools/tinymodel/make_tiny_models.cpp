@@ -195,12 +195,8 @@ int run(const Options& opt) {
   return 0;
 }
 
-}  // namespace
-}  // namespace kvsteer::tinymodel
-
-int main(int argc, char** argv) {
-  using kvsteer::tinymodel::Options;
-  Options opt;
+// Parses the flags into `opt`. Returns -1 to go on, else the exit status (0 for --help).
+int parse_flags(int argc, char** argv, Options& opt) {
   CLI::App app{"Writes small random-init GGUF models for kvsteer's tests and benchmarks.",
                "kvsteer-make-tiny-models"};
   app.add_option("-o,--out", opt.out_dir, "Output directory (created if missing)");
@@ -220,15 +216,31 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
+    return app.exit(e) == 0 ? 0 : 2;
   }
+  return -1;
+}
 
-  kvsteer::tinymodel::install_llama_log(opt.verbose);
-  llama_backend_init();
+}  // namespace
+}  // namespace kvsteer::tinymodel
+
+int main(int argc, char** argv) {
   int rc = 1;
   try {
-    rc = kvsteer::tinymodel::run(opt);
+    kvsteer::tinymodel::Options opt;
+    rc = kvsteer::tinymodel::parse_flags(argc, argv, opt);
+    if (rc >= 0) {
+      return rc;
+    }
+    kvsteer::tinymodel::install_llama_log(opt.verbose);
+    llama_backend_init();
+    try {
+      rc = kvsteer::tinymodel::run(opt);
+    } catch (...) {
+      llama_backend_free();
+      throw;
+    }
+    llama_backend_free();
   } catch (const kvsteer::Error& e) {
     std::fprintf(stderr, "kvsteer-make-tiny-models: error: %s\n", e.what());
     rc = e.code() == kvsteer::ErrorCode::InvalidArgument ? 2 : 1;
@@ -236,6 +248,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kvsteer-make-tiny-models: error: %s\n", e.what());
     rc = 1;
   }
-  llama_backend_free();
   return rc;
 }

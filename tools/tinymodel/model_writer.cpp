@@ -21,7 +21,7 @@
 namespace kvsteer::tinymodel {
 namespace {
 
-constexpr float kBiasStd = 0.1f;
+constexpr float kBiasStd = 0.5f;
 constexpr int64_t kInitChunk = 1 << 16;
 
 uint64_t splitmix64(uint64_t x) {
@@ -332,6 +332,7 @@ bool is_up_to_date(const std::string& path, const std::string& stamp, ggml_type 
     return false;
   }
   gguf_init_params params = {/*no_alloc=*/true, /*ctx=*/nullptr};
+  const QuietLlamaLog quiet;  // a foreign or damaged file is an answer here, not an error
   gguf_context_ptr ctx(gguf_init_from_file(path.c_str(), params));
   if (!ctx) {
     return false;

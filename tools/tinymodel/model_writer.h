@@ -34,7 +34,8 @@ std::vector<TensorSpec> plan_tensors(const Recipe& recipe, gguf_context* meta, b
 
 // Fills `out` with the initial values of `spec` (out.size() == spec.n_elements()):
 //   *norm*, rope_freqs  -> 1
-//   *.bias              -> N(0, 0.1^2), non-zero so that qwen2's biases matter
+//   *.bias              -> N(0, 0.5^2): qwen2's Q/K/V biases shift Q and K by about half the
+//                          size of W*x, so a missing or misplaced bias changes the cache clearly
 //   other (matrices)    -> N(0, 1/ne[0]): unit-variance activations per layer, so attention
 //                          scores are O(1) and neither uniform nor one-hot
 // Deterministic in (seed, spec.name) and independent of n_threads: the values come in chunks of

@@ -12,7 +12,7 @@ namespace kvsteer::tinymodel {
 
 // Bump whenever the bytes written for an unchanged recipe change (initialisation, tensor
 // selection, metadata). It is part of the recipe stamp, so old files are rewritten.
-inline constexpr int kGeneratorVersion = 5;
+inline constexpr int kGeneratorVersion = 6;
 
 // GGUF key holding the recipe stamp; files whose stamp and general.file_type match are kept.
 inline constexpr const char* kRecipeKey = "kvsteer.tinymodel.recipe";

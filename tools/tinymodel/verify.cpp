@@ -197,6 +197,11 @@ std::vector<BlockInfo> parse_blob(const std::vector<uint8_t>& blob, const Recipe
   return blocks;
 }
 
+[[noreturn]] void throw_decode_error(const std::string& path, int32_t rc, const std::string& mode) {
+  throw Error(ErrorCode::Backend, "verify '" + path + "': llama_decode returned " +
+                                      std::to_string(rc) + " " + mode + ": " + llama_errors());
+}
+
 struct RunResult {
   std::vector<float> first_logits;
   std::vector<BlockInfo> blocks;
@@ -231,8 +236,7 @@ RunResult run(llama_model* model, const Recipe& r, std::vector<llama_token> toke
     const int32_t rc = llama_decode(
         ctx.get(), llama_batch_get_one(tokens.data(), static_cast<int32_t>(tokens.size())));
     if (rc != 0) {
-      throw Error(ErrorCode::Backend, "verify '" + path + "': llama_decode returned " +
-                                          std::to_string(rc) + " " + mode + ": " + llama_errors());
+      throw_decode_error(path, rc, mode);
     }
     result.n_cells += static_cast<int32_t>(tokens.size());
     const float* logits = llama_get_logits_ith(ctx.get(), -1);
