@@ -19,10 +19,9 @@ std::vector<OutputFile> f32_f16_q8(const std::string& name) {
           {name + "-q8_0.gguf", GGML_TYPE_Q8_0, true}};
 }
 
-std::vector<Recipe> make_recipes() {
-  std::vector<Recipe> out;
-
-  // Small vocabulary, 4 layers, GQA 4/2. head_dim 64 with n_embd 128 (query width 256, as in
+// The default fixtures on the small vocabulary: 4 layers, n_embd 128, n_ff 384, GQA 4/2.
+void add_small_fixtures(std::vector<Recipe>& out) {
+  // head_dim 64 with n_embd 128 (query width 256, as in
   // Mistral-Nemo) keeps the F32 file under 5 MB while K rows are 2 x 64 wide, so quantized K
   // caches are Hadamard-rotated (head_dim % 64 == 0) and the KV geometry equals the prototype's.
   Recipe llama;
@@ -74,8 +73,10 @@ std::vector<Recipe> make_recipes() {
   gemma2.final_softcap = 30.0f;
   gemma2.files = f32_f16_q8(gemma2.name);
   out.push_back(gemma2);
+}
 
-  // Real tokenizers with tiny bodies: MQA 2/1, head_dim 32, 2 layers, tied output.
+// Real tokenizers with tiny bodies: MQA 2/1, head_dim 32, 2 layers, tied output.
+void add_vocab_fixtures(std::vector<Recipe>& out) {
   Recipe real_vocab;
   real_vocab.n_layer = 2;
   real_vocab.n_embd = 64;
@@ -121,9 +122,11 @@ std::vector<Recipe> make_recipes() {
   phi3v.vocab_file = "ggml-vocab-phi-3.gguf";
   phi3v.files = {{"phi3vocab-f16.gguf", GGML_TYPE_F16, false}};
   out.push_back(phi3v);
+}
 
-  // Benchmark shapes: real layer geometry, small vocabulary, Q8_0 written directly (an F32
-  // intermediate would be 1.3 GB / 3.9 GB).
+// Benchmark shapes: real layer geometry, small vocabulary, Q8_0 written directly (an F32
+// intermediate would be 1.3 GB / 3.9 GB).
+void add_bench_fixtures(std::vector<Recipe>& out) {
   Recipe smollm2;
   smollm2.name = "bench-smollm2-360m";
   smollm2.model_name = "kvsteer-tiny-" + smollm2.name;
@@ -160,6 +163,13 @@ std::vector<Recipe> make_recipes() {
   llama32.bench = true;
   llama32.files = {{"bench-llama32-1b-q8_0.gguf", GGML_TYPE_Q8_0, false}};
   out.push_back(llama32);
+}
+
+std::vector<Recipe> make_recipes() {
+  std::vector<Recipe> out;
+  add_small_fixtures(out);
+  add_vocab_fixtures(out);
+  add_bench_fixtures(out);
   return out;
 }
 
