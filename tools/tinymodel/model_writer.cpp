@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <map>
 #include <random>
-#include <regex>
 #include <set>
 #include <thread>
 
@@ -64,10 +63,11 @@ void record_tensor(ggml_tensor* tensor, void* user_data) noexcept {
 // (*.scale, *.input_scale, which would multiply matmul outputs by random numbers), longrope
 // factors, an untied output.
 bool wanted(const Recipe& r, const std::string& name) {
-  static const std::regex layer_weight(
-      R"(blk\.\d+\.(attn_norm|attn_q|attn_k|attn_v|attn_output|post_attention_norm|ffn_norm|ffn_gate|)"
-      R"(ffn_up|ffn_down|post_ffw_norm)\.weight)");
-  static const std::regex qkv_bias(R"(blk\.\d+\.attn_[qkv]\.bias)");
+  // Per-layer tensors kept by name "blk.<il>.<kind>.weight".
+  static const std::set<std::string> kLayerWeights = {
+      "attn_norm", "attn_q",   "attn_k", "attn_v",   "attn_output",  "post_attention_norm",
+      "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down", "post_ffw_norm"};
+  static const std::set<std::string> kLayerBiases = {"attn_q", "attn_k", "attn_v"};
   if (name == "token_embd.weight" || name == "output_norm.weight") {
     return true;
   }
@@ -77,7 +77,17 @@ bool wanted(const Recipe& r, const std::string& name) {
   if (name == "rope_freqs.weight") {
     return r.rope_freqs;
   }
-  return std::regex_match(name, layer_weight) || (r.qkv_bias && std::regex_match(name, qkv_bias));
+  // Split "blk.<il>.<kind>.<suffix>"; std::regex is avoided (GCC 12 warns inside it under ASan).
+  const size_t il_end = name.find('.', 4);
+  const size_t kind_end = name.rfind('.');
+  if (name.rfind("blk.", 0) != 0 || il_end == std::string::npos || kind_end <= il_end ||
+      name.find_first_not_of("0123456789", 4) != il_end) {
+    return false;
+  }
+  const std::string kind = name.substr(il_end + 1, kind_end - il_end - 1);
+  const std::string suffix = name.substr(kind_end + 1);
+  return (suffix == "weight" && kLayerWeights.count(kind) != 0) ||
+         (suffix == "bias" && r.qkv_bias && kLayerBiases.count(kind) != 0);
 }
 
 // Marsaglia's polar method: two normal values per accepted pair of uniforms in the unit disc,
