@@ -10,6 +10,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "gguf.h"
 #include "kvsteer/error.h"
