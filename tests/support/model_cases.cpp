@@ -46,13 +46,26 @@ SessionParams session_params(const ModelCase& c, std::uint32_t n_seq) {
 
 std::vector<ModelCase> all_model_cases() {
   std::vector<ModelCase> cases;
+  // A real pretrained model (head size 8: below the Q8_0 block, so float caches only).
   for (auto fa : {FlashAttn::On, FlashAttn::Off}) {
     cases.push_back({"stories260K", KvType::F16, KvType::F16, fa});
     cases.push_back({"stories260K", KvType::F32, KvType::F32, fa});
   }
   cases.push_back({"stories260K", KvType::BF16, KvType::BF16, FlashAttn::On});
-  // stories260K's head size (8) is below the Q8_0 block (32): quantized caches are tested on the
-  // tiny fixtures, whose head size is 64.
+  // Random-init fixtures of each cache layout (tools/tinymodel): GQA llama (head size 64, so a
+  // quantized K cache is Hadamard-rotated), qwen2 with QKV biases, phi3 with fused QKV, and gemma2
+  // with a sliding-window second cache block.
+  for (const char* arch : {"llama", "qwen2", "phi3", "gemma2"}) {
+    const std::string f32 = std::string(arch) + "-f32.gguf";
+    cases.push_back({f32, KvType::F16, KvType::F16, FlashAttn::On});
+    cases.push_back({f32, KvType::F16, KvType::F16, FlashAttn::Off});
+    cases.push_back({f32, KvType::F32, KvType::F32, FlashAttn::On});
+    cases.push_back({f32, KvType::Q8_0, KvType::Q8_0, FlashAttn::On});
+    cases.push_back({std::string(arch) + "-f16.gguf", KvType::F16, KvType::F16, FlashAttn::On});
+    cases.push_back({std::string(arch) + "-q8_0.gguf", KvType::F16, KvType::F16, FlashAttn::On});
+  }
+  cases.push_back({"llama-f32.gguf", KvType::Q8_0, KvType::F16, FlashAttn::Off});
+  cases.push_back({"llama-f32.gguf", KvType::BF16, KvType::F32, FlashAttn::Off});
   return cases;
 }
 
