@@ -41,7 +41,8 @@ tidy: build
 	@scripts/tidy.sh $(BUILD)
 
 bench: build
-	@$(BUILD)/bench/kvsteer-bench
+	@KVSTEER_BENCH_MODEL=$${KVSTEER_BENCH_MODEL:-$$(scripts/setup_models.sh $$(scripts/setup_llama.sh 2>/dev/null))} \
+	  $(BUILD)/bench/kvsteer-microbench
 
 clean:
 	rm -rf build
