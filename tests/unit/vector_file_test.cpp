@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 
+#include "ggml.h"
+#include "gguf.h"
 #include "kvsteer/error.h"
 #include "support/test_env.h"
 
@@ -51,6 +54,62 @@ Error load_error(const std::string& path) {
   }
   ADD_FAILURE() << "loading " << path << " did not fail";
   return Error(ErrorCode::Backend, "");
+}
+
+// Rewrites a saved vector file through the gguf API, letting `edit` change the metadata or the
+// tensors first. (A gguf_context read from a file cannot be written back as is: its tensor infos do
+// not point at the loaded data, so the copy is rebuilt like save_steering_vector builds files.)
+template <typename Edit>
+void rewrite(const std::string& in, const std::string& out, Edit edit) {
+  ggml_context* tensors = nullptr;
+  gguf_context* g = gguf_init_from_file(in.c_str(), {false, &tensors});
+  ASSERT_NE(g, nullptr);
+  gguf_context* copy = gguf_init_empty();
+  gguf_set_kv(copy, g);
+  edit(copy, tensors);
+  for (ggml_tensor* t = ggml_get_first_tensor(tensors); t != nullptr;
+       t = ggml_get_next_tensor(tensors, t)) {
+    if (std::string(ggml_get_name(t)).rfind("kvsteer.", 0) == 0) gguf_add_tensor(copy, t);
+  }
+  ASSERT_TRUE(gguf_write_to_file(copy, out.c_str(), false));
+  gguf_free(copy);
+  gguf_free(g);
+  ggml_free(tensors);
+}
+
+TEST(VectorFile, RefusesNewerFormatVersion) {
+  test::TempDir dir;
+  save_steering_vector(dir.file("v.gguf"), sample_vector());
+  rewrite(dir.file("v.gguf"), dir.file("new.gguf"), [](gguf_context* g, ggml_context*) {
+    gguf_set_val_u32(g, "kvsteer.format_version", kVectorFormatVersion + 1);
+  });
+  const Error e = load_error(dir.file("new.gguf"));
+  EXPECT_EQ(e.code(), ErrorCode::Format);
+  EXPECT_NE(std::string(e.what()).find("newer"), std::string::npos) << e.what();
+}
+
+TEST(VectorFile, RefusesMissingKeysAndForeignTensors) {
+  test::TempDir dir;
+  save_steering_vector(dir.file("v.gguf"), sample_vector());
+  rewrite(dir.file("v.gguf"), dir.file("nokey.gguf"),
+          [](gguf_context* g, ggml_context*) { gguf_remove_key(g, "kvsteer.model.n_embd_k_gqa"); });
+  EXPECT_NE(std::string(load_error(dir.file("nokey.gguf")).what()).find("n_embd_k_gqa"),
+            std::string::npos);
+  rewrite(dir.file("v.gguf"), dir.file("wrongtype.gguf"), [](gguf_context* g, ggml_context*) {
+    gguf_set_val_str(g, "kvsteer.model.n_layer", "three");
+  });
+  EXPECT_NE(std::string(load_error(dir.file("wrongtype.gguf")).what()).find("type"),
+            std::string::npos);
+  rewrite(dir.file("v.gguf"), dir.file("extra.gguf"), [](gguf_context* g, ggml_context* t) {
+    ggml_tensor* extra = ggml_get_tensor(t, "kvsteer.k.0");
+    ggml_set_name(extra, "kvsteer.k.7");  // a layer the model does not have
+    (void)g;
+  });
+  EXPECT_EQ(load_error(dir.file("extra.gguf")).code(), ErrorCode::Format);
+  rewrite(dir.file("v.gguf"), dir.file("nan.gguf"), [](gguf_context*, ggml_context* t) {
+    static_cast<float*>(ggml_get_tensor(t, "kvsteer.v.1")->data)[3] = std::nanf("");
+  });
+  EXPECT_NE(std::string(load_error(dir.file("nan.gguf")).what()).find("NaN"), std::string::npos);
 }
 
 TEST(VectorFile, RoundTripIsExact) {
