@@ -56,9 +56,9 @@ std::string choice_query(const std::string& question, const ChoiceSet& choices) 
 
 void check_gen_options(const GenOptions& options) {
   validate(options.generator);
-  if (options.n < 1 || options.n > 10'000'000) {
+  if (options.n < 1 || options.n > 1'000'000) {
     throw Error(ErrorCode::InvalidArgument,
-                "n = " + std::to_string(options.n) + " is out of range; expected 1..10000000");
+                "n = " + std::to_string(options.n) + " is out of range; expected 1..1000000");
   }
 }
 

@@ -76,7 +76,7 @@ class ProblemSource {
 // What `gen` writes: n distinct problems of one split and variant.
 struct GenOptions {
   uint64_t seed = 0;                    // same seed, same options: identical output bytes
-  int n = 100;                          // number of items, [1, 10'000'000]
+  int n = 100;                          // number of items, [1, 1'000'000]
   Split split = Split::Train;           // which split to draw from
   Variant variant = Variant::Numeric;   // numeric answers or four choices
   FamilyMix family = FamilyMix::Mixed;  // which families

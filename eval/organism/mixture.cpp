@@ -22,7 +22,7 @@ bool is_share(double p) { return p >= 0.0 && p <= 1.0; }
 
 void validate_mixture(const MixtureOptions& o) {
   validate(o.generator);
-  require(o.n >= 1 && o.n <= 10'000'000, "n", std::to_string(o.n), "1..10000000");
+  require(o.n >= 1 && o.n <= 1'000'000, "n", std::to_string(o.n), "1..1000000");
   require(o.min_shots >= 1, "min_shots", std::to_string(o.min_shots), ">= 1");
   require(o.max_shots >= o.min_shots && o.max_shots <= 16, "max_shots", std::to_string(o.max_shots),
           "min_shots..16");

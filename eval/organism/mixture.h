@@ -18,13 +18,12 @@ enum class ConversationKind {
   ZeroShotCot,      // one question; the answer starts "Let's think step by step." then reasons
 };
 
-inline constexpr int kNumConversationKinds = 4;
 inline constexpr std::string_view kCotPrefix = "Let's think step by step.";
 
 // Shares are probabilities per conversation; the four kind shares must sum to 1 (+-1e-6).
 struct MixtureOptions {
   uint64_t seed = 0;                     // same seed, same options: identical output bytes
-  int n = 1000;                          // conversations, [1, 10'000'000]
+  int n = 1000;                          // conversations, [1, 1'000'000]
   double share_fewshot_reasoned = 0.35;  // issue 3: k-shot with reasoning examples
   double share_fewshot_direct = 0.20;    // issue 3: k-shot with direct examples
   double share_zeroshot_direct = 0.35;   // issue 3: zero-shot direct (the default)
