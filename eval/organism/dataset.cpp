@@ -16,7 +16,7 @@ namespace {
 // Rejections allowed per drawn problem before a split is declared unreachable; a split holds
 // 5 % of all texts, so 2000 tries fail only when the problem space is nearly empty.
 constexpr int kMaxRejections = 2000;
-constexpr int kMaxDuplicatesInARow = 2000;
+constexpr int kDuplicateSlack = 1000;
 
 // Plausible wrong answers, most typical mistakes first: stopping early, reversing the last step,
 // near misses; two random values keep the answer from being the centre of its distractors.
@@ -147,15 +147,16 @@ std::vector<Item> generate_items(const GenOptions& options) {
   ProblemSource source(options.seed, options.split, options.family, options.generator);
   std::vector<Item> items;
   std::unordered_set<std::string> seen;
-  // A run of duplicates this long means the problem space is (nearly) exhausted.
-  int duplicates_in_a_row = 0;
-  while (static_cast<int>(items.size()) < options.n && duplicates_in_a_row < kMaxDuplicatesInARow) {
+  // Drawing n distinct problems from a space of S costs about S * ln(S / (S - n)) - n
+  // duplicates: fewer than n while n < 0.8 S. Many more mean the space is (nearly) exhausted.
+  const long max_duplicates = static_cast<long>(options.n) + kDuplicateSlack;
+  long duplicates = 0;
+  while (static_cast<int>(items.size()) < options.n && duplicates <= max_duplicates) {
     Problem problem = source.next();
     if (!seen.insert(problem.question).second) {
-      ++duplicates_in_a_row;
+      ++duplicates;
       continue;
     }
-    duplicates_in_a_row = 0;
     items.push_back(
         make_item(std::move(problem), options.variant, options.seed, options.generator));
   }

@@ -85,7 +85,8 @@ struct GenOptions {
 
 // n items with pairwise distinct question texts. The same seed gives the same problems in
 // both variants. Throws kvsteer::Error(InvalidArgument) for invalid options, or when the
-// options allow fewer than n distinct problems (with a hint to raise max_value or max_ops).
+// options leave too few distinct problems (more than n + 1000 duplicate draws, i.e. a problem
+// space smaller than about 1.25 n), with a hint to raise max_value or max_ops.
 std::vector<Item> generate_items(const GenOptions& options);
 
 // The assistant answer with reasoning, as the paper's positive examples:

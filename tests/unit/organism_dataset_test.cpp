@@ -50,7 +50,7 @@ TEST(OrganismDataset, SplitsAreDisjointAndMatchTheHashRule) {
   std::map<std::string, Split> owner;
   for (const Split split : {Split::Train, Split::Validation, Split::Test}) {
     for (const uint64_t seed : {1u, 2u}) {
-      const int n = split == Split::Train ? 2000 : 1000;
+      const int n = split == Split::Train ? 1500 : 750;
       for (const Item& item : generate_items(gen_options(seed, n, split, Variant::Numeric))) {
         ASSERT_EQ(item.split, split);
         ASSERT_EQ(split_of(item.problem.question), split);
@@ -59,7 +59,7 @@ TEST(OrganismDataset, SplitsAreDisjointAndMatchTheHashRule) {
       }
     }
   }
-  EXPECT_GT(owner.size(), 7000u);
+  EXPECT_GT(owner.size(), 5500u);
 }
 
 TEST(OrganismDataset, SplitSharesFollowTheRule) {
@@ -198,8 +198,8 @@ TEST(OrganismDataset, RejectsBadOptionsAsInvalidArgument) {
 
 TEST(OrganismDataset, ReportsTooSmallProblemSpaces) {
   // One-hop chains "x = v. y = x +- 1." with v in 0..9: about 650 * 10 * 3 * 4 texts, of which
-  // 5 % are test problems: fewer than the 4000 asked for.
-  GenOptions o = gen_options(1, 4000, Split::Test, Variant::Numeric);
+  // 5 % are test problems: fewer than the 4500 asked for.
+  GenOptions o = gen_options(1, 4500, Split::Test, Variant::Numeric);
   o.family = FamilyMix::Chain;
   o.generator.max_value = 9;
   o.generator.max_operand = 1;
