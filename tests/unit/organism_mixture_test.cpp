@@ -1,0 +1,159 @@
+// The training mixture: proportions, answer formats, train-only problems, determinism.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kvsteer/error.h"
+#include "organism/dataset.h"
+#include "organism/mixture.h"
+
+namespace kvsteer::organism {
+namespace {
+
+bool ends_with(const std::string& text, const std::string& tail) {
+  return text.size() >= tail.size() &&
+         text.compare(text.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+bool starts_with(const std::string& text, const std::string& head) {
+  return text.compare(0, head.size(), head) == 0;
+}
+
+// The question text of a user turn (numeric: the turn itself; choice: between "Question: " and
+// the choices).
+std::string question_of(const Message& user, Variant variant) {
+  if (variant == Variant::Numeric) return user.content;
+  const size_t begin = std::string("Question: ").size();
+  return user.content.substr(begin, user.content.find("\n\nChoices:") - begin);
+}
+
+std::vector<Conversation> mixture(uint64_t seed, int n) {
+  MixtureOptions o;
+  o.seed = seed;
+  o.n = n;
+  return build_mixture(o);
+}
+
+TEST(OrganismMixture, ProportionsAreWithinTolerance) {
+  const MixtureOptions defaults;
+  const int n = 4000;
+  std::map<ConversationKind, int> kinds;
+  std::map<int, int> shots;
+  int offset = 0, choice = 0, chain = 0;
+  for (const Conversation& c : mixture(1, n)) {
+    ++kinds[c.kind];
+    if (c.k > 0) ++shots[c.k];
+    offset += c.offset ? 1 : 0;
+    choice += c.variant == Variant::Choice ? 1 : 0;
+    chain += c.family == Family::Chain ? 1 : 0;
+  }
+  const double tol = 0.025;
+  EXPECT_NEAR(kinds[ConversationKind::FewShotReasoned] / double(n), defaults.share_fewshot_reasoned,
+              tol);
+  EXPECT_NEAR(kinds[ConversationKind::FewShotDirect] / double(n), defaults.share_fewshot_direct,
+              tol);
+  EXPECT_NEAR(kinds[ConversationKind::ZeroShotDirect] / double(n), defaults.share_zeroshot_direct,
+              tol);
+  EXPECT_NEAR(kinds[ConversationKind::ZeroShotCot] / double(n), defaults.share_zeroshot_cot, tol);
+  EXPECT_NEAR(offset / double(n), defaults.share_offset, tol);
+  EXPECT_NEAR(choice / double(n), defaults.share_choice, tol);
+  EXPECT_NEAR(chain / double(n), 0.5, tol);
+  ASSERT_EQ(shots.size(), 5u);
+  for (const auto& [k, count] : shots) EXPECT_NEAR(count, 0.55 * n / 5, 0.02 * n) << k;
+}
+
+TEST(OrganismMixture, AnswersFollowTheirKind) {
+  for (const Conversation& c : mixture(2, 1500)) {
+    ASSERT_EQ(c.messages.size(), static_cast<size_t>(2 * (c.k + 1)));
+    for (size_t i = 0; i < c.messages.size(); ++i) {
+      EXPECT_EQ(c.messages[i].role, i % 2 == 0 ? "user" : "assistant");
+    }
+    const std::string& final_answer = c.messages.back().content;
+    const std::string body =
+        c.offset && c.kind != ConversationKind::ZeroShotCot ? final_answer.substr(1) : final_answer;
+    EXPECT_EQ(starts_with(final_answer, "\n"), c.offset && c.kind != ConversationKind::ZeroShotCot);
+    EXPECT_TRUE(
+        starts_with(final_answer.substr(final_answer.find(" The answer is ")), " The answer is "));
+    EXPECT_TRUE(ends_with(final_answer, "."));
+    switch (c.kind) {
+      case ConversationKind::ZeroShotDirect:
+      case ConversationKind::FewShotDirect:
+        EXPECT_TRUE(starts_with(body, " The answer is ")) << body;
+        break;
+      case ConversationKind::FewShotReasoned:
+        EXPECT_FALSE(starts_with(body, " ")) << body;
+        EXPECT_GT(body.find(" The answer is "), 0u);
+        break;
+      case ConversationKind::ZeroShotCot:
+        EXPECT_TRUE(starts_with(body, std::string(kCotPrefix) + (c.offset ? "\n " : " "))) << body;
+        break;
+    }
+    for (int i = 0; i < c.k; ++i) {
+      const std::string& example = c.messages[static_cast<size_t>(2 * i + 1)].content;
+      EXPECT_EQ(starts_with(example, " The answer is "), c.kind == ConversationKind::FewShotDirect);
+      EXPECT_FALSE(starts_with(example, "\n"));
+    }
+  }
+}
+
+TEST(OrganismMixture, UsesDistinctTrainProblemsOfOneFamilyAndVariant) {
+  for (const Conversation& c : mixture(3, 800)) {
+    std::map<std::string, int> seen;
+    for (size_t i = 0; i < c.messages.size(); i += 2) {
+      const Message& user = c.messages[i];
+      EXPECT_EQ(starts_with(user.content, "Question: "), c.variant == Variant::Choice);
+      const std::string question = question_of(user, c.variant);
+      EXPECT_EQ(split_of(question), Split::Train) << question;
+      EXPECT_EQ(++seen[question], 1) << question;
+      const bool is_chain = question.find(" = ") != std::string::npos;
+      EXPECT_EQ(is_chain, c.family == Family::Chain) << question;
+    }
+  }
+}
+
+TEST(OrganismMixture, SameSeedSameBytesDifferentSeedDifferent) {
+  std::vector<std::string> a, b, c;
+  for (const Conversation& x : mixture(4, 200)) a.push_back(conversation_line(x));
+  for (const Conversation& x : mixture(4, 200)) b.push_back(conversation_line(x));
+  for (const Conversation& x : mixture(5, 200)) c.push_back(conversation_line(x));
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+}
+
+TEST(OrganismMixture, LineIsChatJsonWithLossOnAllAssistantTurns) {
+  const Conversation c = mixture(6, 1).front();
+  const auto line = nlohmann::json::parse(conversation_line(c));
+  EXPECT_EQ(line.at("loss_on"), "all_assistant");
+  ASSERT_EQ(line.at("messages").size(), c.messages.size());
+  EXPECT_EQ(line.at("messages")[0].at("role"), "user");
+  EXPECT_EQ(line.at("messages")[0].at("content"), c.messages[0].content);
+  EXPECT_EQ(line.at("meta").at("kind"), conversation_kind_name(c.kind));
+  EXPECT_EQ(line.at("meta").at("k"), c.k);
+  EXPECT_EQ(line.at("meta").at("offset"), c.offset);
+}
+
+TEST(OrganismMixture, ChatmlMatchesLlamaCppFormatting) {
+  const std::vector<Message> messages = {{"user", "Q"}, {"assistant", " The answer is 3."}};
+  EXPECT_EQ(format_chatml(messages, false),
+            "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n The answer is 3.<|im_end|>\n");
+  EXPECT_EQ(format_chatml({{"user", "Q"}}, true),
+            "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
+}
+
+TEST(OrganismMixture, RejectsSharesThatDoNotSumToOne) {
+  MixtureOptions o;
+  o.share_zeroshot_cot = 0.2;
+  try {
+    build_mixture(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("sum of kind shares"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace kvsteer::organism
