@@ -1,0 +1,271 @@
+#include "eval/scoring.h"
+
+#include <algorithm>
+#include <cctype>
+#include <regex>
+#include <vector>
+
+namespace kvsteer::eval {
+namespace {
+
+// The reference's multiple-choice cascade (filters.py PATTERNS["multiple_choice"]), in order.
+// Only change: escapes inside the lookahead classes (`[\.\,\;\:\s]`) are written without the
+// redundant backslashes, which ECMAScript does not accept for ',' ';' ':'; same character set.
+//
+// Reading of pattern 3: after "[Tt]he correct answer is", an optional ':' and spaces, a lazy run
+// of at most 50 characters where no character starts "not", "n't", "incorrect", "wrong", "and",
+// "or", "combination", "all of", ',' or ';' (substrings count: "therefore" contains "or" and
+// blocks the run), then a lone capital A-E. The final lookahead rejects that letter when another
+// lone capital A-E can be reached after it over characters that are not capital A-E, so the
+// search for "another lone letter" stops at the first capital A-E of any word ("B. Dogs like C"
+// keeps B; "B and then D" rejects B). The lazy run takes the first letter that passes.
+constexpr const char* kChoicePatterns[] = {
+    R"([Tt]he correct choice is:?\s*([A-E])\b)",
+    R"([Tt]he correct answer is:?\s*([A-E])\b)",
+    R"(\b[Tt]he correct answer is:?\s*(?:(?!not|n't|incorrect|wrong|and|or|combination|all of|[,;]).){0,50}?\b([A-E])\b(?![^A-E]*\b[A-E]\b))",
+    R"(\b[Tt]he best answer is:?\s*([A-E])(?:\b|(?=[.,;:\s]|$)))",
+    R"([Tt]he correct choice is option:?\s*([A-E])(?:\b|(?=[.,;:\s]|$)))",
+    R"(\b[Tt]he final answer is:?\s*([A-E])(?:\b|(?=[.,;:\s]|$)))",
+    R"([Tt]he answer is:?\s*([A-E])\b)",
+    R"([Ff]inal answer is:?\s*([A-E])(?:\b|(?=[.,;:\s]|$)))",
+    R"([Tt]he best answer is option:?\s*([A-E])(?:\b|(?=[.,;:\s]|$)))",
+    R"([Tt]he correct choice is:?\s*(?:\n\s*)*Choice\s+([A-E])\s*:)",
+    R"([Aa]nswer:\s*([A-E])\b)",
+    R"(^([A-E])\s*:)",
+};
+constexpr int kNumChoicePatterns = static_cast<int>(std::size(kChoicePatterns));
+
+// The reference's multi/none pattern (Filter.incorrect_pattern), case-insensitive: with
+// IGNORECASE its [A-E] also matches a-e, so a word like "core" ("c" "or" "e") counts as
+// "C or E", as in the reference.
+constexpr const char* kIncorrectPattern =
+    R"(\b(none|no correct|no answer|no option|none of the (?:above|choices|options)|)"
+    R"((?:options?|choices?)\s+[A-E](?:\s*(?:,|or|and)\s*[A-E])+|)"
+    R"([A-E](?:\s*(?:,|or|and)\s*[A-E])+|)"
+    R"(either\s+[A-E]\s+or\s+[A-E]|)"
+    R"(combination of)\b)";
+
+const std::vector<std::regex>& choice_regexes() {
+  static const std::vector<std::regex> regexes = [] {
+    std::vector<std::regex> out;
+    for (const char* p : kChoicePatterns) out.emplace_back(p, std::regex::ECMAScript);
+    return out;
+  }();
+  return regexes;
+}
+
+const std::regex& incorrect_regex() {
+  static const std::regex re(kIncorrectPattern, std::regex::ECMAScript | std::regex::icase);
+  return re;
+}
+
+// Byte length of the whitespace character (Python str `\s`) at text[i], or 0.
+std::size_t whitespace_len(std::string_view text, std::size_t i) {
+  const auto c = static_cast<unsigned char>(text[i]);
+  if (c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f)) return 1;
+  const auto at = [&](std::size_t k) {
+    return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0u;
+  };
+  if (c == 0xc2 && (at(1) == 0x85 || at(1) == 0xa0)) return 2;  // U+0085, U+00A0
+  if (c == 0xe1 && at(1) == 0x9a && at(2) == 0x80) return 3;    // U+1680
+  if (c == 0xe2 && at(1) == 0x80 &&
+      ((at(2) >= 0x80 && at(2) <= 0x8a) || at(2) == 0xa8 || at(2) == 0xa9 || at(2) == 0xaf)) {
+    return 3;  // U+2000..U+200A, U+2028, U+2029, U+202F
+  }
+  if (c == 0xe2 && at(1) == 0x81 && at(2) == 0x9f) return 3;  // U+205F
+  if (c == 0xe3 && at(1) == 0x80 && at(2) == 0x80) return 3;  // U+3000
+  return 0;
+}
+
+std::string collapse_whitespace(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t n = whitespace_len(text, i);
+    if (n == 0) {
+      out += text[i++];
+      continue;
+    }
+    while (n > 0) {
+      i += n;
+      n = i < text.size() ? whitespace_len(text, i) : 0;
+    }
+    out += ' ';
+  }
+  return out;
+}
+
+// Builds a new string rather than calling std::string::replace, which trips g++ 12's
+// -Wrestrict false positive.
+std::string replace_all(std::string_view text, std::string_view from, std::string_view to) {
+  std::string out;
+  out.reserve(text.size());
+  std::size_t pos = 0;
+  for (std::size_t hit; (hit = text.find(from, pos)) != std::string_view::npos;
+       pos = hit + from.size()) {
+    out += text.substr(pos, hit - pos);
+    out += to;
+  }
+  out += text.substr(pos);
+  return out;
+}
+
+// Stores group 1 of the last non-overlapping match of `re` in `text` in *out; false if none.
+bool last_group(const std::string& text, const std::regex& re, std::string* out) {
+  bool found = false;
+  for (std::sregex_iterator it(text.begin(), text.end(), re), end; it != end; ++it) {
+    *out = (*it)[1].str();
+    found = true;
+  }
+  return found;
+}
+
+// From the last occurrence of the extraction phrase on, or empty when it does not occur.
+std::string_view extraction_tail(std::string_view text) {
+  const auto pos = text.rfind(kExtractionPhrase);
+  return pos == std::string_view::npos ? std::string_view{} : text.substr(pos);
+}
+
+// The reference's multi/none check, run only when the extraction phrase occurs.
+bool tail_is_multi_or_none(std::string_view text) {
+  const std::string tail(extraction_tail(text));
+  return !tail.empty() && std::regex_search(tail, incorrect_regex());
+}
+
+std::string choice_fallback(std::string_view preprocessed) {
+  return std::string(tail_is_multi_or_none(preprocessed) ? kIncorrectAnswer : kInvalidAnswer);
+}
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool in_number_class(char c) { return is_digit(c) || c == '$' || c == '.' || c == ','; }
+
+std::size_t span_len(std::string_view text, std::size_t i, bool (*pred)(char)) {
+  std::size_t n = 0;
+  while (i + n < text.size() && pred(text[i + n])) ++n;
+  return n;
+}
+
+// Length of the match of `(-?[$0-9.,]{2,})|(-?[0-9]+)` starting exactly at text[i], or 0.
+// Both alternatives are greedy, so the first one takes the whole class run when it has 2+
+// characters; otherwise the second takes a lone digit. A '-' never belongs to the class, so
+// without the sign neither alternative can start at a '-'.
+std::size_t number_match_at(std::string_view text, std::size_t i) {
+  const std::size_t sign = text[i] == '-' ? 1 : 0;
+  const std::size_t run = span_len(text, i + sign, in_number_class);
+  if (run >= 2) return sign + run;
+  const std::size_t digits = span_len(text, i + sign, is_digit);
+  return digits > 0 ? sign + digits : 0;
+}
+
+std::string lower_ascii(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// GSM8K without any number: the reference's fallback with the question passed (compute_metrics
+// passes the input for GSM8K), minus the choice-text match, which cannot yield a number.
+std::string gsm8k_fallback(std::string_view response) {
+  const std::string_view tail = extraction_tail(response);
+  const std::string text = lower_ascii(tail.empty() ? response : tail);
+  for (std::string_view neg : {"not", "n't", "incorrect", "wrong"}) {
+    if (text.find(neg) != std::string::npos) return std::string(kIncorrectAnswer);
+  }
+  return std::string(tail_is_multi_or_none(response) ? kIncorrectAnswer : kInvalidAnswer);
+}
+
+std::string strip_ascii(std::string_view text) {
+  const auto b = text.find_first_not_of(" \t\r\n\f\v");
+  if (b == std::string_view::npos) return {};
+  const auto e = text.find_last_not_of(" \t\r\n\f\v");
+  return std::string(text.substr(b, e - b + 1));
+}
+
+}  // namespace
+
+std::string extract_gsm8k_answer(std::string_view response) {
+  std::string_view last;
+  bool found = false;
+  std::size_t i = 0;
+  while (i < response.size()) {
+    const std::size_t n = number_match_at(response, i);
+    if (n == 0) {
+      ++i;
+      continue;
+    }
+    last = response.substr(i, n);
+    found = true;
+    i += n;
+  }
+  if (!found) return gsm8k_fallback(response);
+  std::string out;
+  for (char c : last) {
+    if (c != ',' && c != '.' && c != '$') out += c;
+  }
+  return out;
+}
+
+std::string gsm8k_target(std::string_view answer_field) {
+  const auto pos = answer_field.rfind("#### ");
+  const std::string_view raw =
+      pos == std::string_view::npos ? answer_field : answer_field.substr(pos + 5);
+  std::string out;
+  for (char c : raw) {
+    if (c != ',') out += c;
+  }
+  return strip_ascii(out);
+}
+
+std::string preprocess_choice_text(std::string_view text) {
+  std::string out(text);
+  std::replace(out.begin(), out.end(), '\n', ' ');
+  std::replace(out.begin(), out.end(), '-', ' ');
+  out.erase(std::remove(out.begin(), out.end(), '('), out.end());
+  out.erase(std::remove(out.begin(), out.end(), ')'), out.end());
+  out = replace_all(out, "**", " ");
+  return collapse_whitespace(out);
+}
+
+ChoiceMatch match_choice(std::string_view continuation) {
+  const std::string text = preprocess_choice_text(continuation);
+  const auto& regexes = choice_regexes();
+  for (int p = 0; p < kNumChoicePatterns; ++p) {
+    std::string letter;
+    if (last_group(text, regexes[static_cast<std::size_t>(p)], &letter)) {
+      return {strip_ascii(letter), p + 1};
+    }
+  }
+  return {choice_fallback(text), 0};
+}
+
+std::string extract_last_letter(std::string_view continuation) {
+  const std::string text = preprocess_choice_text(continuation);
+  const auto pos = text.find_last_of("ABCDE");
+  if (pos != std::string::npos) return std::string(1, text[pos]);
+  return choice_fallback(text);
+}
+
+bool is_invalid(const std::string& extracted) { return extracted == kInvalidAnswer; }
+
+bool is_fallback(const std::string& extracted) {
+  return extracted == kInvalidAnswer || extracted == kIncorrectAnswer;
+}
+
+bool is_correct(const std::string& extracted, const std::string& target) {
+  return extracted == target;
+}
+
+std::string_view cut_at_extraction_phrase(std::string_view response) {
+  const auto pos = response.find(kExtractionPhrase);
+  return pos == std::string_view::npos ? response : response.substr(0, pos);
+}
+
+std::string forced_choice_input(std::string_view input, std::string_view response) {
+  std::string out(input);
+  out += cut_at_extraction_phrase(response);
+  out += kExtractionPhrase;
+  return out;
+}
+
+}  // namespace kvsteer::eval
