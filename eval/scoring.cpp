@@ -12,13 +12,18 @@ namespace {
 // Only change: escapes inside the lookahead classes (`[\.\,\;\:\s]`) are written without the
 // redundant backslashes, which ECMAScript does not accept for ',' ';' ':'; same character set.
 //
-// Reading of pattern 3: after "[Tt]he correct answer is", an optional ':' and spaces, a lazy run
-// of at most 50 characters where no character starts "not", "n't", "incorrect", "wrong", "and",
-// "or", "combination", "all of", ',' or ';' (substrings count: "therefore" contains "or" and
-// blocks the run), then a lone capital A-E. The final lookahead rejects that letter when another
-// lone capital A-E can be reached after it over characters that are not capital A-E, so the
-// search for "another lone letter" stops at the first capital A-E of any word ("B. Dogs like C"
-// keeps B; "B and then D" rejects B). The lazy run takes the first letter that passes.
+// Pattern 3 is matched by hand (match_pattern3), not by std::regex: its final lookahead
+// `(?![^A-E]*\b[A-E]\b)` recurses once per character in libstdc++ and overflowed an 8 MiB stack
+// at ~30k characters. The table keeps its text as the specification; the slot is not compiled.
+//
+// Reading of pattern 3: after "[Tt]he correct answer is" (word boundary before it), an optional
+// ':' and spaces, a lazy run of at most 50 characters none of which starts "not", "n't",
+// "incorrect", "wrong", "and", "or", "combination", "all of", ',' or ';' (substrings count:
+// "therefore" contains "or" and blocks the run), then a lone capital A-E. The final lookahead
+// rejects that letter when another lone capital A-E can be reached after it over characters
+// that are not capital A-E, so the search for "another lone letter" stops at the first capital
+// A-E of any word ("B. Dogs like C" keeps B; "B. D is close" rejects B, and the lazy run goes on
+// to take D). The first letter that passes is the match.
 constexpr const char* kChoicePatterns[] = {
     R"([Tt]he correct choice is:?\s*([A-E])\b)",
     R"([Tt]he correct answer is:?\s*([A-E])\b)",
@@ -34,6 +39,7 @@ constexpr const char* kChoicePatterns[] = {
     R"(^([A-E])\s*:)",
 };
 constexpr int kNumChoicePatterns = static_cast<int>(std::size(kChoicePatterns));
+constexpr std::size_t kPattern3Index = 2;
 
 // The reference's multi/none pattern (Filter.incorrect_pattern), case-insensitive: with
 // IGNORECASE its [A-E] also matches a-e, so a word like "core" ("c" "or" "e") counts as
@@ -48,7 +54,13 @@ constexpr const char* kIncorrectPattern =
 const std::vector<std::regex>& choice_regexes() {
   static const std::vector<std::regex> regexes = [] {
     std::vector<std::regex> out;
-    for (const char* p : kChoicePatterns) out.emplace_back(p, std::regex::ECMAScript);
+    for (std::size_t i = 0; i < std::size(kChoicePatterns); ++i) {
+      if (i == kPattern3Index) {
+        out.emplace_back();  // matches nothing; match_pattern3 stands in
+      } else {
+        out.emplace_back(kChoicePatterns[i], std::regex::ECMAScript);
+      }
+    }
     return out;
   }();
   return regexes;
@@ -109,6 +121,79 @@ std::string replace_all(std::string_view text, std::string_view from, std::strin
   }
   out += text.substr(pos);
   return out;
+}
+
+// ECMAScript `\b` at position i (between text[i - 1] and text[i]); ASCII word characters.
+bool is_word(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_'; }
+bool boundary(std::string_view text, std::size_t i) {
+  const bool before = i > 0 && is_word(text[i - 1]);
+  const bool after = i < text.size() && is_word(text[i]);
+  return before != after;
+}
+bool is_choice_letter(char c) { return c >= 'A' && c <= 'E'; }
+bool lone_letter_at(std::string_view text, std::size_t i) {
+  return i < text.size() && is_choice_letter(text[i]) && boundary(text, i) && boundary(text, i + 1);
+}
+
+// The negative lookahead inside pattern 3's run: `(?!not|n't|incorrect|wrong|and|or|
+// combination|all of|[,;])`, so "therefore" (containing "or") blocks the run.
+bool starts_blocked(std::string_view text, std::size_t i) {
+  static constexpr std::string_view kBlocked[] = {"not", "n't",         "incorrect", "wrong", "and",
+                                                  "or",  "combination", "all of",    ",",     ";"};
+  const std::string_view rest = text.substr(i);
+  for (std::string_view b : kBlocked) {
+    if (rest.substr(0, b.size()) == b) return true;
+  }
+  return false;
+}
+
+// `(?![^A-E]*\b[A-E]\b)` after a letter: [^A-E]* cannot pass a capital A-E, so the only
+// candidate is the first capital A-E from `from` on. True when it is lone (the lookahead fails).
+bool later_lone_letter(std::string_view text, std::size_t from) {
+  for (std::size_t r = from; r < text.size(); ++r) {
+    if (is_choice_letter(text[r])) return lone_letter_at(text, r);
+  }
+  return false;
+}
+
+// Pattern 3 from one start (the 'T'/'t' of the phrase, with `\b` before it): the letter's
+// position, or npos. Backtracking `\s*` only moves spaces into the run, reaching no new letter,
+// so taking all spaces first and growing the lazy run 0..50 visits candidates in the order the
+// regex engine does.
+std::size_t pattern3_letter_from(std::string_view text, std::size_t start) {
+  constexpr std::string_view kPhrase = "he correct answer is";
+  std::size_t q = start + 1 + kPhrase.size();
+  if (q < text.size() && text[q] == ':') ++q;
+  while (q < text.size() && std::isspace(static_cast<unsigned char>(text[q])) != 0) ++q;
+  for (std::size_t k = 0; k <= 50 && q + k < text.size(); ++k) {
+    const std::size_t p = q + k;
+    if (lone_letter_at(text, p) && !later_lone_letter(text, p + 1)) return p;
+    // Grow the run by text[p]: `.` (no line terminator) not starting a blocked word.
+    if (text[p] == '\n' || text[p] == '\r' || starts_blocked(text, p)) break;
+  }
+  return std::string_view::npos;
+}
+
+// Pattern 3 over the whole text, non-overlapping left to right like findall; last letter wins.
+bool match_pattern3(std::string_view text, std::string* out) {
+  constexpr std::string_view kPhrase = "he correct answer is";
+  bool found = false;
+  std::size_t pos = 0;
+  for (std::size_t hit; (hit = text.find(kPhrase, pos + 1)) != std::string_view::npos;) {
+    const std::size_t start = hit - 1;
+    std::size_t letter = std::string_view::npos;
+    if (start >= pos && (text[start] == 'T' || text[start] == 't') && boundary(text, start)) {
+      letter = pattern3_letter_from(text, start);
+    }
+    if (letter == std::string_view::npos) {
+      pos = hit;
+      continue;
+    }
+    *out = std::string(1, text[letter]);
+    found = true;
+    pos = letter + 1;
+  }
+  return found;
 }
 
 // Stores group 1 of the last non-overlapping match of `re` in `text` in *out; false if none.
@@ -232,7 +317,10 @@ ChoiceMatch match_choice(std::string_view continuation) {
   const auto& regexes = choice_regexes();
   for (int p = 0; p < kNumChoicePatterns; ++p) {
     std::string letter;
-    if (last_group(text, regexes[static_cast<std::size_t>(p)], &letter)) {
+    const auto i = static_cast<std::size_t>(p);
+    const bool found =
+        i == kPattern3Index ? match_pattern3(text, &letter) : last_group(text, regexes[i], &letter);
+    if (found) {
       return {strip_ascii(letter), p + 1};
     }
   }
