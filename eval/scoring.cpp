@@ -41,15 +41,19 @@ constexpr const char* kChoicePatterns[] = {
 constexpr int kNumChoicePatterns = static_cast<int>(std::size(kChoicePatterns));
 constexpr std::size_t kPattern3Index = 2;
 
-// The reference's multi/none pattern (Filter.incorrect_pattern), case-insensitive: with
-// IGNORECASE its [A-E] also matches a-e, so a word like "core" ("c" "or" "e") counts as
-// "C or E", as in the reference.
-constexpr const char* kIncorrectPattern =
-    R"(\b(none|no correct|no answer|no option|none of the (?:above|choices|options)|)"
-    R"((?:options?|choices?)\s+[A-E](?:\s*(?:,|or|and)\s*[A-E])+|)"
-    R"([A-E](?:\s*(?:,|or|and)\s*[A-E])+|)"
-    R"(either\s+[A-E]\s+or\s+[A-E]|)"
-    R"(combination of)\b)";
+// The reference's multi/none pattern (Filter.incorrect_pattern, IGNORECASE):
+//   \b(none|no correct|no answer|no option|none of the (?:above|choices|options)|
+//      (?:options?|choices?)\s+[A-E](?:\s*(?:,|or|and)\s*[A-E])+|
+//      [A-E](?:\s*(?:,|or|and)\s*[A-E])+|either\s+[A-E]\s+or\s+[A-E]|combination of)\b
+// Only whether it matches anywhere matters, and for that "none of the ...", the "options A, B"
+// and the "either A or B" alternatives are implied by "none" and by the bare letter chain (their
+// letters follow a space, so `\b` holds there). The check is therefore the word alternatives as
+// a std::regex plus the letter chain scanned by hand (has_letter_chain): as a std::regex, the
+// chain's `+` recursed once per link and overflowed an 8 MiB stack at ~5k links. With
+// IGNORECASE, [A-E] also matches a-e, so a word like "core" ("c" "or" "e") counts as "C or E",
+// as in the reference.
+constexpr const char* kIncorrectWordsPattern =
+    R"(\b(none|no correct|no answer|no option|combination of)\b)";
 
 const std::vector<std::regex>& choice_regexes() {
   static const std::vector<std::regex> regexes = [] {
@@ -67,7 +71,7 @@ const std::vector<std::regex>& choice_regexes() {
 }
 
 const std::regex& incorrect_regex() {
-  static const std::regex re(kIncorrectPattern, std::regex::ECMAScript | std::regex::icase);
+  static const std::regex re(kIncorrectWordsPattern, std::regex::ECMAScript | std::regex::icase);
   return re;
 }
 
@@ -206,6 +210,51 @@ bool last_group(const std::string& text, const std::regex& re, std::string* out)
   return found;
 }
 
+bool is_letter_icase(char c) { return (c >= 'A' && c <= 'E') || (c >= 'a' && c <= 'e'); }
+
+std::size_t skip_whitespace(std::string_view text, std::size_t i) {
+  for (std::size_t n; i < text.size() && (n = whitespace_len(text, i)) > 0;) i += n;
+  return i;
+}
+
+// Length of `\s*(?:,|or|and)\s*` (case-insensitive) at text[i], or 0.
+std::size_t separator_len(std::string_view text, std::size_t i) {
+  std::size_t j = skip_whitespace(text, i);
+  const auto word_at = [&](std::string_view w) {
+    if (text.size() - j < w.size()) return false;
+    for (std::size_t k = 0; k < w.size(); ++k) {
+      if (std::tolower(static_cast<unsigned char>(text[j + k])) != w[k]) return false;
+    }
+    return true;
+  };
+  if (j < text.size() && text[j] == ',') {
+    j += 1;
+  } else if (word_at("or")) {
+    j += 2;
+  } else if (word_at("and")) {
+    j += 3;
+  } else {
+    return 0;
+  }
+  return skip_whitespace(text, j) - i;
+}
+
+// `\b[A-E](?:\s*(?:,|or|and)\s*[A-E])+\b`, case-insensitive, anywhere in text. Every step of
+// the chain is forced (whitespace, separator and letter never share a first character), so a
+// match exists iff some chain of 1+ links from a letter with `\b` before it ends at a `\b`.
+bool has_letter_chain(std::string_view text) {
+  for (std::size_t s = 0; s < text.size(); ++s) {
+    if (!is_letter_icase(text[s]) || !boundary(text, s)) continue;
+    std::size_t pos = s + 1;
+    for (std::size_t sep; (sep = separator_len(text, pos)) > 0;) {
+      if (pos + sep >= text.size() || !is_letter_icase(text[pos + sep])) break;
+      pos += sep + 1;
+      if (boundary(text, pos)) return true;
+    }
+  }
+  return false;
+}
+
 // From the last occurrence of the extraction phrase on, or empty when it does not occur.
 std::string_view extraction_tail(std::string_view text) {
   const auto pos = text.rfind(kExtractionPhrase);
@@ -215,7 +264,7 @@ std::string_view extraction_tail(std::string_view text) {
 // The reference's multi/none check, run only when the extraction phrase occurs.
 bool tail_is_multi_or_none(std::string_view text) {
   const std::string tail(extraction_tail(text));
-  return !tail.empty() && std::regex_search(tail, incorrect_regex());
+  return !tail.empty() && (std::regex_search(tail, incorrect_regex()) || has_letter_chain(tail));
 }
 
 std::string choice_fallback(std::string_view preprocessed) {

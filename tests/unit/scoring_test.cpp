@@ -267,6 +267,14 @@ TEST(Scoring, LongTailAfterPattern3LetterDoesNotOverflow) {
   expect_choice(text.c_str(), "B", 3);
 }
 
+TEST(Scoring, LongLetterChainDoesNotOverflow) {
+  // As a std::regex, the multi/none chain's `+` overflowed an 8 MiB stack at ~5k links.
+  std::string text = "So the correct choice is x ";
+  for (int i = 0; i < 50000; ++i) text += "A, B, ";
+  expect_choice(text.c_str(), "[incorrect]", 0);
+  expect_choice("So the correct choice is x Bor C", "[incorrect]", 0);  // "or" needs no spaces
+}
+
 TEST(Scoring, LastLetterFilter) {
   EXPECT_EQ(extract_last_letter("So the correct choice is Bananas"), "B");  // not lone
   EXPECT_EQ(extract_last_letter("A or maybe Dogs"), "D");
