@@ -1,0 +1,96 @@
+// kvsteer-train-bench: training throughput (tokens/s) of a random-init llama of a given shape on
+// random tokens, to choose a model size for a time budget (README.md, "Throughput").
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <random>
+
+#include "dataset.h"
+#include "graph.h"
+#include "model.h"
+#include "random_init.h"
+#include "trainer.h"
+
+namespace {
+
+using namespace kvsteer::train;
+
+struct BenchOptions {
+  RandomInitSpec spec;
+  int n_ctx = 256;
+  int n_batch = 8;
+  int n_steps = 10;
+  int n_warmup = 2;
+  int n_threads = 2;
+};
+
+std::vector<PackedSequence> random_sequences(const BenchOptions& o, int n) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int32_t> tok(3, o.spec.n_vocab - 1);
+  std::vector<Record> recs(n);
+  for (Record& r : recs) {
+    for (int t = 0; t < o.n_ctx; ++t) {
+      r.tokens.push_back(tok(rng));
+      r.loss_mask.push_back(1);
+    }
+  }
+  return pack_records(recs, o.n_ctx, o.spec.n_vocab);
+}
+
+double time_steps(Trainer& trainer, const std::vector<PackedSequence>& seqs, const BenchOptions& o,
+                  int n_steps) {
+  std::vector<const PackedSequence*> part;
+  for (int b = 0; b < o.n_batch; ++b) {
+    part.push_back(&seqs[b]);
+  }
+  const HostBatch batch = make_batch(part);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int s = 0; s < n_steps; ++s) {
+    trainer.step(batch, o.n_warmup + o.n_steps);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvsteer-train-bench: training tokens/s of a random llama"};
+  BenchOptions o;
+  app.add_option("--n-vocab", o.spec.n_vocab)->capture_default_str();
+  app.add_option("--n-embd", o.spec.n_embd)->capture_default_str();
+  app.add_option("--n-layer", o.spec.n_layer)->capture_default_str();
+  app.add_option("--n-head", o.spec.n_head)->capture_default_str();
+  app.add_option("--n-head-kv", o.spec.n_head_kv)->capture_default_str();
+  app.add_option("--n-ff", o.spec.n_ff)->capture_default_str();
+  app.add_option("-c,--ctx", o.n_ctx)->capture_default_str();
+  app.add_option("--batch", o.n_batch)->capture_default_str();
+  app.add_option("--steps", o.n_steps)->capture_default_str();
+  app.add_option("-t,--threads", o.n_threads)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    o.spec.n_ctx_train = o.n_ctx;
+    const std::string path =
+        (std::filesystem::temp_directory_path() / "kvsteer-train-bench.gguf").string();
+    write_random_init(path, o.spec);
+    Model model = Model::load(path);
+    std::filesystem::remove(path);
+    Trainer trainer(model, AdamWOptions{}, o.n_threads);
+    const std::vector<PackedSequence> seqs = random_sequences(o, o.n_batch);
+    time_steps(trainer, seqs, o, o.n_warmup);
+    const double dt = time_steps(trainer, seqs, o, o.n_steps);
+    const double tok_s = double(o.n_steps) * o.n_batch * o.n_ctx / dt;
+    std::printf(
+        "{\"params\": %lld, \"n_embd\": %d, \"n_layer\": %d, \"n_head\": %d, \"n_head_kv\": %d, "
+        "\"n_ff\": %d, \"n_vocab\": %d, \"ctx\": %d, \"batch\": %d, \"threads\": %d, "
+        "\"s_per_step\": %.4f, \"tokens_per_s\": %.0f}\n",
+        static_cast<long long>(model.n_params()), o.spec.n_embd, o.spec.n_layer, o.spec.n_head,
+        o.spec.n_head_kv, o.spec.n_ff, o.spec.n_vocab, o.n_ctx, o.n_batch, o.n_threads,
+        dt / o.n_steps, tok_s);
+  } catch (const std::exception& e) {
+    std::cerr << "kvsteer-train-bench: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
