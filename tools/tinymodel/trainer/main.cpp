@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "error.h"
+#include "ggml.h"
 #include "run.h"
 
 namespace {
@@ -39,6 +40,10 @@ void add_flags(CLI::App& app, RunOptions& o) {
   app.add_option("--halt-after", o.halt_after, "stop after step S (resume later with --resume)");
 }
 
+// ggml and gguf log the low-level cause of a failure (e.g. "failed to open GGUF file") before the
+// library throws; the Error message already names it, so the CLI keeps stderr to one error line.
+void drop_ggml_log(ggml_log_level /*level*/, const char* /*text*/, void* /*user*/) noexcept {}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -60,6 +65,7 @@ int main(int argc, char** argv) {
     std::cerr << "kvsteer-train: error: " << e.what() << " (see --help)\n";
     return 2;
   }
+  ggml_log_set(drop_ggml_log, nullptr);
   try {
     kvsteer::train::run_training(opts, std::cerr);
   } catch (const std::exception& e) {
