@@ -56,18 +56,11 @@ AdamWState::AdamWState(const Model& model, const AdamWOptions& opts) : opts_(opt
   ggml_backend_tensor_set(one_, &one, 0, sizeof(one));
 }
 
-ggml_tensor* AdamWState::build_update(ggml_context* ctx, ggml_cgraph* graph,
-                                      const Model& model) const {
+ggml_tensor* AdamWState::build_update(ggml_context* ctx, ggml_cgraph* graph, const Model& model,
+                                      std::vector<ggml_tensor*> grads) const {
   const std::vector<ggml_tensor*>& params = model.params();
-  std::vector<ggml_tensor*> grads;
   ggml_tensor* sumsq = nullptr;
-  for (ggml_tensor* p : params) {
-    ggml_tensor* g = ggml_graph_get_grad(graph, p);
-    if (!g) {
-      throw Error(ErrorCode::InvalidArgument,
-                  std::string("parameter ") + p->name + " does not influence the loss");
-    }
-    grads.push_back(g);
+  for (ggml_tensor* g : grads) {
     ggml_tensor* s = ggml_sum(ctx, ggml_sqr(ctx, g));
     sumsq = sumsq ? ggml_add(ctx, sumsq, s) : s;
   }

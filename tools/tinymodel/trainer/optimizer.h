@@ -34,9 +34,10 @@ class AdamWState {
  public:
   AdamWState(const Model& model, const AdamWOptions& opts);
 
-  // Appends clipping and one AdamW update per parameter to `graph`, whose backward pass has been
-  // built. Returns the global gradient norm tensor (before clipping).
-  ggml_tensor* build_update(ggml_context* ctx, ggml_cgraph* graph, const Model& model) const;
+  // Appends clipping and one AdamW update per parameter to `graph`, which computes `grads`
+  // (grads[i] of model.params()[i]). Returns the global gradient norm tensor (before clipping).
+  ggml_tensor* build_update(ggml_context* ctx, ggml_cgraph* graph, const Model& model,
+                            std::vector<ggml_tensor*> grads) const;
 
   // Writes the hyperparameters of update number `step` (0-based) into the parameter tensors.
   void set_step(int64_t step, int64_t n_steps);

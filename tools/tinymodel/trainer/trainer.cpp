@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backward.h"
 #include "error.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
@@ -13,24 +14,10 @@ namespace {
 
 enum GraphMode { kForward = 0, kGrads = 1, kUpdate = 2 };
 
-// Upper bound of graph nodes: forward ~30 per layer, backward ~3x that, plus ~8 per parameter
-// tensor for clipping and AdamW.
+// Upper bound of graph nodes: forward ~35 per layer, backward ~3x that plus the transposed copies
+// of backward.cpp, and ~8 per parameter tensor for clipping and AdamW.
 size_t graph_size(const Model& model) {
-  return 1024 + 256 * size_t(model.hparams().n_layer) + 16 * model.params().size();
-}
-
-// ggml-alloc may compute SOFT_MAX_BACK in place over its src[1], the forward softmax output y,
-// once y has no other pending consumer (ggml_op_can_inplace lists SOFT_MAX_BACK). The CPU kernel
-// copies dy into dst before it multiplies by y, so in place over y it returns (dy - y.dy)^2 instead
-// of y * (dy - y.dy): q/k gradients (and everything below the first attention) come out wrong.
-// Marking y as an output keeps the allocator from reusing it. Found by the finite-difference test.
-void protect_softmax_outputs(ggml_cgraph* graph) {
-  for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
-    ggml_tensor* node = ggml_graph_node(graph, i);
-    if (node->op == GGML_OP_SOFT_MAX_BACK) {
-      ggml_set_output(node->src[1]);
-    }
-  }
+  return 1024 + 512 * size_t(model.hparams().n_layer) + 16 * model.params().size();
 }
 
 float read_scalar(const ggml_tensor* t) {
@@ -46,6 +33,7 @@ struct Trainer::Graph {
   ggml_cgraph* graph = nullptr;
   ggml_tensor* loss = nullptr;
   ggml_tensor* grad_norm = nullptr;
+  std::vector<ggml_tensor*> grads;  // of model params, in order; empty for forward graphs
   GraphInputs in;
 };
 
@@ -69,29 +57,20 @@ Trainer::~Trainer() = default;
 Trainer::Graph Trainer::build(const BatchShape& shape, int mode) const {
   Graph g;
   const size_t size = graph_size(model_);
-  const bool grads = mode != kForward;
   g.ctx.reset(
-      ggml_init({3 * size * ggml_tensor_overhead() + ggml_graph_overhead_custom(size, grads),
+      ggml_init({4 * size * ggml_tensor_overhead() + 2 * ggml_graph_overhead_custom(size, true),
                  nullptr, /*no_alloc=*/true}));
-  g.graph = ggml_new_graph_custom(g.ctx.get(), size, grads);
   g.loss = build_loss(g.ctx.get(), model_, shape, &g.in);
-  ggml_build_forward_expand(g.graph, g.loss);
-  if (!grads) {
+  if (mode == kForward) {
+    g.graph = ggml_new_graph_custom(g.ctx.get(), size, /*grads=*/false);
+    ggml_build_forward_expand(g.graph, g.loss);
     return g;
   }
-  ggml_set_loss(g.loss);
-  // The loss's gradient accumulator is a persistent tensor holding 1.0 (the backward seed).
-  const int n_nodes = ggml_graph_n_nodes(g.graph);
-  std::vector<ggml_tensor*> grad_accs(n_nodes, nullptr);
-  for (int i = 0; i < n_nodes; ++i) {
-    if (ggml_graph_node(g.graph, i) == g.loss) {
-      grad_accs[i] = adamw_.loss_grad();
-    }
-  }
-  ggml_build_backward_expand(g.ctx.get(), g.graph, grad_accs.data());
-  protect_softmax_outputs(g.graph);
+  BackwardGraph bw = build_backward(g.ctx.get(), g.loss, model_.params(), adamw_.loss_grad(), size);
+  g.graph = bw.graph;
+  g.grads = std::move(bw.grads);
   if (mode == kUpdate) {
-    g.grad_norm = adamw_.build_update(g.ctx.get(), g.graph, model_);
+    g.grad_norm = adamw_.build_update(g.ctx.get(), g.graph, model_, g.grads);
   }
   return g;
 }
@@ -122,8 +101,8 @@ StepResult Trainer::step(const HostBatch& batch, int64_t n_steps) {
 float Trainer::loss_and_grads(const HostBatch& batch, std::vector<std::vector<float>>* grads) {
   Graph g = build(batch.shape, kGrads);
   // Every parameter gradient must survive to the end of the graph to be read back.
-  for (ggml_tensor* p : model_.params()) {
-    ggml_set_output(ggml_graph_get_grad(g.graph, p));
+  for (ggml_tensor* grad : g.grads) {
+    ggml_set_output(grad);
   }
   if (!ggml_gallocr_alloc_graph(alloc_train_.get(), g.graph)) {
     throw Error(ErrorCode::InvalidArgument, "cannot allocate the gradient graph");
@@ -131,8 +110,7 @@ float Trainer::loss_and_grads(const HostBatch& batch, std::vector<std::vector<fl
   set_inputs(g.in, batch, model_.hparams().n_vocab);
   compute(g.graph);
   grads->clear();
-  for (ggml_tensor* p : model_.params()) {
-    const ggml_tensor* grad = ggml_graph_get_grad(g.graph, p);
+  for (const ggml_tensor* grad : g.grads) {
     std::vector<float> v(static_cast<size_t>(ggml_nelements(grad)));
     ggml_backend_tensor_get(grad, v.data(), 0, ggml_nbytes(grad));
     grads->push_back(std::move(v));
