@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <random>
@@ -39,7 +40,14 @@ std::vector<PackedSequence> random_sequences(const BenchOptions& o, int n) {
   return pack_records(recs, o.n_ctx, o.spec.n_vocab);
 }
 
-double time_steps(Trainer& trainer, const std::vector<PackedSequence>& seqs, const BenchOptions& o,
+struct Timing {
+  double wall_s = 0.0;
+  double cpu_s = 0.0;  // process CPU time, all threads
+};
+
+// Wall and CPU time of n_steps training steps. On a shared machine the wall time depends on the
+// other load; tokens per CPU-second does not (much), so the bench reports both.
+Timing time_steps(Trainer& trainer, const std::vector<PackedSequence>& seqs, const BenchOptions& o,
                   int n_steps) {
   std::vector<const PackedSequence*> part;
   for (int b = 0; b < o.n_batch; ++b) {
@@ -47,10 +55,14 @@ double time_steps(Trainer& trainer, const std::vector<PackedSequence>& seqs, con
   }
   const HostBatch batch = make_batch(part);
   const auto t0 = std::chrono::steady_clock::now();
+  const std::clock_t c0 = std::clock();
   for (int s = 0; s < n_steps; ++s) {
     trainer.step(batch, o.n_warmup + o.n_steps);
   }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  Timing t;
+  t.cpu_s = double(std::clock() - c0) / CLOCKS_PER_SEC;
+  t.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return t;
 }
 
 }  // namespace
@@ -79,15 +91,16 @@ int main(int argc, char** argv) {
     Trainer trainer(model, AdamWOptions{}, o.n_threads);
     const std::vector<PackedSequence> seqs = random_sequences(o, o.n_batch);
     time_steps(trainer, seqs, o, o.n_warmup);
-    const double dt = time_steps(trainer, seqs, o, o.n_steps);
-    const double tok_s = double(o.n_steps) * o.n_batch * o.n_ctx / dt;
+    const Timing t = time_steps(trainer, seqs, o, o.n_steps);
+    const double tokens = double(o.n_steps) * o.n_batch * o.n_ctx;
     std::printf(
         "{\"params\": %lld, \"n_embd\": %d, \"n_layer\": %d, \"n_head\": %d, \"n_head_kv\": %d, "
         "\"n_ff\": %d, \"n_vocab\": %d, \"ctx\": %d, \"batch\": %d, \"threads\": %d, "
-        "\"s_per_step\": %.4f, \"tokens_per_s\": %.0f}\n",
+        "\"s_per_step\": %.4f, \"tokens_per_s\": %.0f, \"cpu_s_per_step\": %.4f, "
+        "\"tokens_per_cpu_s\": %.0f}\n",
         static_cast<long long>(model.n_params()), o.spec.n_embd, o.spec.n_layer, o.spec.n_head,
         o.spec.n_head_kv, o.spec.n_ff, o.spec.n_vocab, o.n_ctx, o.n_batch, o.n_threads,
-        dt / o.n_steps, tok_s);
+        t.wall_s / o.n_steps, tokens / t.wall_s, t.cpu_s / o.n_steps, tokens / t.cpu_s);
   } catch (const std::exception& e) {
     std::cerr << "kvsteer-train-bench: error: " << e.what() << "\n";
     return 1;
