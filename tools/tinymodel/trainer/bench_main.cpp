@@ -1,6 +1,8 @@
 // kvsteer-train-bench: training throughput (tokens/s) of a random-init llama of a given shape on
-// random tokens, to choose a model size for a time budget (README.md, "Throughput").
+// random tokens, to choose a model size for a time budget (README.md, "Throughput"); with
+// --demo-dir it writes such a model and toy-language data for a trial run of kvsteer-train.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -12,6 +14,7 @@
 #include "graph.h"
 #include "model.h"
 #include "random_init.h"
+#include "toy_data.h"
 #include "trainer.h"
 
 namespace {
@@ -25,7 +28,21 @@ struct BenchOptions {
   int n_steps = 10;
   int n_warmup = 2;
   int n_threads = 2;
+  std::string demo_dir;  // write a demo model and toy data here instead of benchmarking
+  int demo_records = 20000;
 };
+
+// Writes init.gguf (the benchmark shape), train.kvsd and val.kvsd (toy language) into the folder.
+void write_demo(const BenchOptions& o) {
+  std::filesystem::create_directories(o.demo_dir);
+  const std::string dir = o.demo_dir + "/";
+  write_random_init(dir + "init.gguf", o.spec);
+  save_dataset(dir + "train.kvsd", toy_language(o.demo_records, 1, true));
+  save_dataset(dir + "val.kvsd", toy_language(std::max(1, o.demo_records / 20), 2, true));
+  std::printf("wrote %sinit.gguf (%lld parameters), %strain.kvsd (%d records), %sval.kvsd\n",
+              dir.c_str(), static_cast<long long>(count_params(o.spec)), dir.c_str(),
+              o.demo_records, dir.c_str());
+}
 
 std::vector<PackedSequence> random_sequences(const BenchOptions& o, int n) {
   std::mt19937 rng(7);
@@ -80,9 +97,16 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.n_batch)->capture_default_str();
   app.add_option("--steps", o.n_steps)->capture_default_str();
   app.add_option("-t,--threads", o.n_threads)->capture_default_str();
+  app.add_option("--demo-dir", o.demo_dir, "write init.gguf + toy train/val data there and exit");
+  app.add_option("--demo-records", o.demo_records, "training records of the demo")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     o.spec.n_ctx_train = o.n_ctx;
+    if (!o.demo_dir.empty()) {
+      write_demo(o);
+      return 0;
+    }
     const std::string path =
         (std::filesystem::temp_directory_path() / "kvsteer-train-bench.gguf").string();
     write_random_init(path, o.spec);

@@ -112,16 +112,66 @@ double run_eval(Trainer& trainer, const std::vector<PackedSequence>& val, int n_
 
 bool due(int64_t every, int64_t step) { return every > 0 && step % every == 0; }
 
+// What the step loop reads and updates.
+struct Session {
+  const RunOptions& o;
+  const std::vector<PackedSequence>& train;
+  const std::vector<PackedSequence>& val;
+  const RunIdentity& id;
+  Trainer& trainer;
+  std::ostream& log;
+};
+
+void describe(const Session& s, const Model& model, int64_t n_steps) {
+  const Hparams& hp = model.hparams();
+  s.log << "model " << s.o.model_in << ": " << model.n_params() << " parameters, " << hp.n_layer
+        << " layers, n_embd " << hp.n_embd << ", heads " << hp.n_head << "/" << hp.n_head_kv
+        << ", vocab " << hp.n_vocab << "; " << n_steps << " steps of " << s.o.n_batch << " x "
+        << s.o.n_ctx << " tokens, " << s.o.n_threads << " threads\n";
+  if (s.o.n_ctx > hp.n_ctx_train) {
+    s.log << "warning: --ctx " << s.o.n_ctx << " exceeds llama.context_length " << hp.n_ctx_train
+          << " of the model; libllama will warn when a context is longer than that\n";
+  }
+}
+
+// Runs steps until n_steps (or --halt-after); returns the last step's result.
+StepResult train_loop(Session& s, int64_t n_steps, Progress& progress) {
+  SequenceStream stream(static_cast<uint32_t>(s.train.size()), s.o.seed);
+  StepResult last;
+  while (s.trainer.step_index() < n_steps) {
+    if (s.o.halt_after > 0 && s.trainer.step_index() >= s.o.halt_after) {
+      break;
+    }
+    last =
+        s.trainer.step(next_batch(s.train, stream, s.trainer.step_index(), s.o.n_batch), n_steps);
+    const int64_t done = s.trainer.step_index();
+    if (!std::isfinite(last.loss)) {
+      throw Error(ErrorCode::InvalidArgument, "loss is " + std::to_string(last.loss) + " at step " +
+                                                  std::to_string(done) +
+                                                  " (lower --lr or --grad-clip)");
+    }
+    if (due(s.o.log_every, done) || done == n_steps || done == 1) {
+      progress.line(s.log, last, done, n_steps);
+    }
+    if (!s.val.empty() && due(s.o.eval_every, done) && done != n_steps) {
+      run_eval(s.trainer, s.val, s.o.n_batch, done, s.log);
+    }
+    if (due(s.o.checkpoint_every, done) && done != n_steps) {
+      save_checkpoint(checkpoint_path(s.o.checkpoint_dir), s.trainer, s.id);
+    }
+  }
+  return last;
+}
+
 }  // namespace
 
 RunSummary run_training(const RunOptions& o, std::ostream& log) {
   validate_options(o);
   Model model = Model::load(o.model_in);
-  const Hparams& hp = model.hparams();
-  const std::vector<PackedSequence> train = load_sequences(o.data, o, hp.n_vocab, log);
+  const std::vector<PackedSequence> train = load_sequences(o.data, o, model.hparams().n_vocab, log);
   std::vector<PackedSequence> val;
   if (!o.val_data.empty()) {
-    val = load_sequences(o.val_data, o, hp.n_vocab, log);
+    val = load_sequences(o.val_data, o, model.hparams().n_vocab, log);
   }
   RunSummary sum;
   sum.n_params = model.n_params();
@@ -130,8 +180,8 @@ RunSummary run_training(const RunOptions& o, std::ostream& log) {
           ? o.n_steps
           : static_cast<int64_t>(std::ceil(o.n_epochs * double(train.size()) / double(o.n_batch)));
   const RunIdentity id{o.seed, sum.n_steps, o.n_ctx, o.n_batch, fingerprint(train), o.adamw};
-
   Trainer trainer(model, o.adamw, o.n_threads);
+  Session session{o, train, val, id, trainer, log};
   if (o.resume) {
     load_checkpoint(checkpoint_path(o.checkpoint_dir), trainer, id);
     log << "resumed from " << checkpoint_path(o.checkpoint_dir) << " at step "
@@ -140,37 +190,11 @@ RunSummary run_training(const RunOptions& o, std::ostream& log) {
   if (!o.checkpoint_dir.empty()) {
     std::filesystem::create_directories(o.checkpoint_dir);
   }
-  log << "model " << o.model_in << ": " << sum.n_params << " parameters, " << hp.n_layer
-      << " layers, n_embd " << hp.n_embd << ", heads " << hp.n_head << "/" << hp.n_head_kv
-      << ", vocab " << hp.n_vocab << "; " << sum.n_steps << " steps of " << o.n_batch << " x "
-      << o.n_ctx << " tokens, " << o.n_threads << " threads\n";
+  describe(session, model, sum.n_steps);
 
-  SequenceStream stream(static_cast<uint32_t>(train.size()), o.seed);
   Progress progress{Clock::now(), trainer.step_index(), int64_t(o.n_ctx) * o.n_batch};
-  StepResult last;
-  while (trainer.step_index() < sum.n_steps) {
-    if (o.halt_after > 0 && trainer.step_index() >= o.halt_after) {
-      break;
-    }
-    last = trainer.step(next_batch(train, stream, trainer.step_index(), o.n_batch), sum.n_steps);
-    const int64_t done = trainer.step_index();
-    if (!std::isfinite(last.loss)) {
-      throw Error(ErrorCode::InvalidArgument, "loss is " + std::to_string(last.loss) + " at step " +
-                                                  std::to_string(done) +
-                                                  " (lower --lr or --grad-clip)");
-    }
-    if (due(o.log_every, done) || done == sum.n_steps || done == 1) {
-      progress.line(log, last, done, sum.n_steps);
-    }
-    if (!val.empty() && due(o.eval_every, done) && done != sum.n_steps) {
-      run_eval(trainer, val, o.n_batch, done, log);
-    }
-    if (due(o.checkpoint_every, done) && done != sum.n_steps) {
-      save_checkpoint(checkpoint_path(o.checkpoint_dir), trainer, id);
-    }
-  }
+  sum.last_loss = train_loop(session, sum.n_steps, progress).loss;
   sum.steps_done = trainer.step_index();
-  sum.last_loss = last.loss;
   sum.tokens_per_s = progress.tokens_per_s(sum.steps_done);
   sum.completed = sum.steps_done == sum.n_steps;
   if (!o.checkpoint_dir.empty()) {

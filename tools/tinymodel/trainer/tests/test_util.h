@@ -8,6 +8,7 @@
 #include "dataset.h"
 #include "random_init.h"
 #include "run.h"
+#include "toy_data.h"
 
 namespace kvsteer::train::test {
 
@@ -26,11 +27,6 @@ class TempDir {
 
 // 2 layers, n_embd 64, 4 query / 2 KV heads, n_ff 128, 320-token SPM vocab (~100 k params).
 RandomInitSpec tiny_spec();
-
-// Records of a repetitive toy language: BOS, then 2-5 sentences "the <noun> <verb> the <adj>
-// <noun> ." built from ids 260..271. With `partial_mask`, the first sentence of every record is
-// left out of the loss.
-std::vector<Record> toy_language(int n_records, uint64_t seed, bool partial_mask);
 
 // Writes a tiny init model, toy training and validation data into `dir` and returns run options
 // for them (ctx 64, batch 4, 1 thread, lr 3e-3, warmup 5).

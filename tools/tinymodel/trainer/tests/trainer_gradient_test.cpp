@@ -68,7 +68,7 @@ void check_gradients(float init_std) {
   write_random_init(dir.file("m.gguf"), spec);
   Model model = Model::load(dir.file("m.gguf"));
   // Sequences of 48 tokens holding several records each, with partial masks.
-  const auto all = pack_records(test::toy_language(8, 3, true), 48, spec.n_vocab);
+  const auto all = pack_records(toy_language(8, 3, true), 48, spec.n_vocab);
   ASSERT_GE(all.size(), 2u);
   const std::vector<PackedSequence> seqs(all.begin(), all.begin() + 2);
   Trainer trainer(model, AdamWOptions{}, 1);
