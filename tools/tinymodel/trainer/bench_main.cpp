@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -12,6 +13,7 @@
 
 #include "dataset.h"
 #include "graph.h"
+#include "llama_loss.h"
 #include "model.h"
 #include "random_init.h"
 #include "toy_data.h"
@@ -30,7 +32,25 @@ struct BenchOptions {
   int n_threads = 2;
   std::string demo_dir;  // write a demo model and toy data here instead of benchmarking
   int demo_records = 20000;
+  std::string score_model;  // score this GGUF on score_data with the trainer and with libllama
+  std::string score_data;
 };
+
+// Masked loss of a KVSD file under the trainer's evaluation and under libllama (the parity check
+// of README.md), as one JSON line.
+void score(const BenchOptions& o) {
+  const std::vector<Record> records = load_dataset(o.score_data);
+  Model model = Model::load(o.score_model);
+  Trainer trainer(model, AdamWOptions{}, o.n_threads);
+  const EvalResult ours =
+      trainer.evaluate(pack_records(records, o.n_ctx, model.hparams().n_vocab), o.n_batch);
+  const LlamaLoss ref = llama_masked_loss(o.score_model, records, o.n_ctx, o.n_threads);
+  std::printf(
+      "{\"model\": \"%s\", \"data\": \"%s\", \"tokens\": %lld, \"trainer_loss\": %.6f, "
+      "\"libllama_loss\": %.6f, \"rel_diff\": %.3g}\n",
+      o.score_model.c_str(), o.score_data.c_str(), static_cast<long long>(ref.n_rows), ours.loss,
+      ref.loss, std::abs(ours.loss - ref.loss) / ref.loss);
+}
 
 // Writes init.gguf (the benchmark shape), train.kvsd and val.kvsd (toy language) into the folder.
 void write_demo(const BenchOptions& o) {
@@ -100,8 +120,14 @@ int main(int argc, char** argv) {
   app.add_option("--demo-dir", o.demo_dir, "write init.gguf + toy train/val data there and exit");
   app.add_option("--demo-records", o.demo_records, "training records of the demo")
       ->capture_default_str();
+  app.add_option("--score", o.score_model, "GGUF to score on --score-data (trainer vs libllama)");
+  app.add_option("--score-data", o.score_data, "KVSD records for --score");
   CLI11_PARSE(app, argc, argv);
   try {
+    if (!o.score_model.empty()) {
+      score(o);
+      return 0;
+    }
     o.spec.n_ctx_train = o.n_ctx;
     if (!o.demo_dir.empty()) {
       write_demo(o);
