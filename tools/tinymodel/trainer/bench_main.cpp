@@ -87,6 +87,7 @@ struct Timing {
 Timing time_steps(Trainer& trainer, const std::vector<PackedSequence>& seqs, const BenchOptions& o,
                   int n_steps) {
   std::vector<const PackedSequence*> part;
+  part.reserve(o.n_batch);
   for (int b = 0; b < o.n_batch; ++b) {
     part.push_back(&seqs[b]);
   }
@@ -102,9 +103,7 @@ Timing time_steps(Trainer& trainer, const std::vector<PackedSequence>& seqs, con
   return t;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_bench(int argc, char** argv) {
   CLI::App app{"kvsteer-train-bench: training tokens/s of a random llama"};
   BenchOptions o;
   app.add_option("--n-vocab", o.spec.n_vocab)->capture_default_str();
@@ -156,4 +155,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run_bench(argc, argv);
+  } catch (...) {
+    std::cerr << "kvsteer-train-bench: error: unexpected exception\n";
+    return 1;
+  }
 }

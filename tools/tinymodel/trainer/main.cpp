@@ -44,9 +44,8 @@ void add_flags(CLI::App& app, RunOptions& o) {
 // library throws; the Error message already names it, so the CLI keeps stderr to one error line.
 void drop_ggml_log(ggml_log_level /*level*/, const char* /*text*/, void* /*user*/) noexcept {}
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// Parses, validates and runs; returns the exit code.
+int run_cli(int argc, char** argv) {
   CLI::App app{"kvsteer-train: train every weight of a small llama GGUF on KVSD records"};
   RunOptions opts;
   add_flags(app, opts);
@@ -66,11 +65,19 @@ int main(int argc, char** argv) {
     return 2;
   }
   ggml_log_set(drop_ggml_log, nullptr);
+  kvsteer::train::run_training(opts, std::cerr);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
   try {
-    kvsteer::train::run_training(opts, std::cerr);
+    return run_cli(argc, argv);
   } catch (const std::exception& e) {
     std::cerr << "kvsteer-train: error: " << e.what() << "\n";
-    return 1;
+  } catch (...) {
+    std::cerr << "kvsteer-train: error: unknown exception\n";
   }
-  return 0;
+  return 1;
 }

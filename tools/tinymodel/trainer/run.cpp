@@ -18,7 +18,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 std::string format_duration(double seconds) {
-  const auto s = static_cast<int64_t>(seconds + 0.5);
+  const int64_t s = std::llround(seconds);
   char buf[32];
   if (s >= 3600) {
     std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(s / 3600),
@@ -70,6 +70,7 @@ std::vector<PackedSequence> load_sequences(const std::string& path, const RunOpt
 HostBatch next_batch(const std::vector<PackedSequence>& seqs, SequenceStream& stream, int64_t step,
                      int n_batch) {
   std::vector<const PackedSequence*> part;
+  part.reserve(n_batch);
   for (int b = 0; b < n_batch; ++b) {
     part.push_back(&seqs[stream.at(uint64_t(step) * n_batch + b)]);
   }
