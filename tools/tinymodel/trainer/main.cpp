@@ -1,6 +1,9 @@
 // kvsteer-train: trains every weight of a small llama GGUF on KVSD records (README.md).
 // Exit codes: 0 success, 1 runtime error, 2 usage error.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 
@@ -44,6 +47,20 @@ void add_flags(CLI::App& app, RunOptions& o) {
 // library throws; the Error message already names it, so the CLI keeps stderr to one error line.
 void drop_ggml_log(ggml_log_level /*level*/, const char* /*text*/, void* /*user*/) noexcept {}
 
+// ggml's CPU backend here runs on OpenMP, whose barriers spin. When another process holds one of
+// the two cores, a 2-thread step then waits a scheduler quantum at each of its ~2000 barriers and
+// runs 5-10x slower than with 1 thread; with passive waiting it runs at least as fast as 1
+// thread, and at most ~20% slower than spinning on an idle machine (README.md, "Threads").
+// libgomp reads its settings when it is loaded, so the program re-executes itself with
+// OMP_WAIT_POLICY=passive unless the user chose a policy (OMP_WAIT_POLICY or GOMP_SPINCOUNT).
+void ensure_passive_openmp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) {
+    return;
+  }
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: keep the default policy then
+}
+
 // Parses, validates and runs; returns the exit code.
 int run_cli(int argc, char** argv) {
   CLI::App app{"kvsteer-train: train every weight of a small llama GGUF on KVSD records"};
@@ -72,6 +89,7 @@ int run_cli(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ensure_passive_openmp(argv);
   try {
     return run_cli(argc, argv);
   } catch (const std::exception& e) {
