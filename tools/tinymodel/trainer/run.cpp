@@ -46,6 +46,12 @@ void validate_options(const RunOptions& o) {
   if ((o.resume || o.checkpoint_every > 0) && o.checkpoint_dir.empty()) {
     bad("--resume and --checkpoint-every need --checkpoint DIR");
   }
+  if (o.out.empty() && o.checkpoint_dir.empty()) {
+    bad("give --out or --checkpoint DIR (otherwise the run saves nothing)");
+  }
+  if (o.eval_every > 0 && o.val_data.empty()) {
+    bad("--eval-every needs --val-data");
+  }
 }
 
 namespace {

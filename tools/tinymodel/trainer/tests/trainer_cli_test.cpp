@@ -57,11 +57,12 @@ TEST(TrainCli, UsageErrorsExitTwo) {
 TEST(TrainCli, RuntimeErrorsExitOne) {
   test::TempDir dir;
   const RunOptions o = test::tiny_run(dir, 2);
+  const std::string out = " --out " + dir.file("out.gguf");
   for (const std::string& args :
-       {"--model-in " + dir.file("missing.gguf") + " --data " + o.data + " --steps 2",
-        "--model-in " + o.model_in + " --data " + dir.file("missing.kvsd") + " --steps 2",
-        "--model-in " + o.data + " --data " + o.data + " --steps 2",
-        "--model-in " + o.model_in + " --data " + o.data + " --steps 2 --ctx 8"}) {
+       {"--model-in " + dir.file("missing.gguf") + " --data " + o.data + " --steps 2" + out,
+        "--model-in " + o.model_in + " --data " + dir.file("missing.kvsd") + " --steps 2" + out,
+        "--model-in " + o.data + " --data " + o.data + " --steps 2" + out,
+        "--model-in " + o.model_in + " --data " + o.data + " --steps 2 --ctx 8" + out}) {
     const CliResult r = run_cli(dir, args);
     EXPECT_EQ(r.exit_code, 1) << args;
     // Progress lines may come first; the error is the last line and the only one from ggml.

@@ -36,9 +36,22 @@ TEST(TrainRun, RejectsInconsistentOptions) {
   o.resume = true;
   EXPECT_THROW(validate_options(o), Error);
   o = test::tiny_run(dir, 5);
+  EXPECT_THROW(validate_options(o), Error);  // neither --out nor --checkpoint
+  o.out = dir.file("out.gguf");
+  o.eval_every = 2;
+  o.val_data.clear();
+  EXPECT_THROW(validate_options(o), Error);  // --eval-every without --val-data
+  o = test::tiny_run(dir, 5);
+  o.out = dir.file("out.gguf");
   o.n_ctx = 16;  // shorter than the toy records
   std::ostringstream log;
-  EXPECT_THROW(run_training(o, log), Error);
+  try {
+    run_training(o, log);
+    FAIL() << "no exception";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than the sequence length 16"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(TrainRun, EpochsSetTheStepCount) {
