@@ -1,26 +1,6 @@
 #include "test_util.h"
 
-#include <filesystem>
-#include <random>
-
 namespace kvsteer::train::test {
-
-TempDir::TempDir() {
-  std::random_device rd;
-  const auto base = std::filesystem::temp_directory_path();
-  for (;;) {
-    const auto candidate = base / ("kvsteer-trainer-test-" + std::to_string(rd()));
-    if (std::filesystem::create_directory(candidate)) {
-      path_ = candidate.string();
-      return;
-    }
-  }
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
 
 RandomInitSpec tiny_spec() {
   RandomInitSpec s;

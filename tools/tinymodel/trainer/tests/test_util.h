@@ -8,22 +8,13 @@
 #include "dataset.h"
 #include "random_init.h"
 #include "run.h"
+#include "support/test_env.h"
 #include "toy_data.h"
 
 namespace kvsteer::train::test {
 
-// A fresh folder under the system temp dir, removed with its contents on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+// Temporary folders come from the project-wide test support (tests/support/test_env.h).
+using TempDir = kvsteer::test::TempDir;
 
 // 2 layers, n_embd 64, 4 query / 2 KV heads, n_ff 128, 320-token SPM vocab (~100 k params).
 RandomInitSpec tiny_spec();
