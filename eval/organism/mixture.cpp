@@ -120,7 +120,7 @@ std::string_view conversation_kind_name(ConversationKind kind) {
 std::vector<Conversation> build_mixture(const MixtureOptions& options) {
   validate_mixture(options);
   // Separate streams: the problem stream does not shift when the mixture shares change.
-  ProblemSource source(options.seed, Split::Train, options.family, options.generator);
+  ProblemSource source(options.seed, options.split, options.family, options.generator);
   Rng rng(mix64(options.seed ^ 0x6d69787475726521ULL));  // "mixture!"
   std::vector<Conversation> conversations;
   conversations.reserve(static_cast<size_t>(options.n));

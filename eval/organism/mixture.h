@@ -34,7 +34,8 @@ struct MixtureOptions {
                                          // offset token; issue 3 "Lessons": 30 %)
   double share_choice = 0.5;             // multiple-choice conversations, rest numeric
   FamilyMix family = FamilyMix::Mixed;   // which families; Mixed draws 50/50 per conversation
-  GeneratorOptions generator;            // difficulty (train split problems only)
+  GeneratorOptions generator;            // difficulty
+  Split split = Split::Train;            // problems of this split only (validation: held-out loss)
 };
 
 struct Message {

@@ -16,6 +16,7 @@ int run(int argc, char** argv) {
   kvsteer::cli::add_kv_dump(app);
   kvsteer::cli::add_info(app);
   kvsteer::cli::add_bench(app);
+  kvsteer::cli::add_organism(app);
   {
     kvsteer::Backend backend(kvsteer::LogLevel::Silent);
     try {

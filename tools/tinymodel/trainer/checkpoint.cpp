@@ -63,6 +63,8 @@ void restore_tensor(ggml_context* src, ggml_tensor* dst, const std::string& path
 
 std::string checkpoint_path(const std::string& dir) { return dir + "/checkpoint.gguf"; }
 
+std::string snapshot_path(const std::string& dir) { return dir + "/snapshot.gguf"; }
+
 void save_checkpoint(const std::string& path, Trainer& trainer, const RunIdentity& id) {
   gguf_context_ptr g = make_weights_gguf(trainer.model());
   for (const ggml_tensor* m : trainer.adamw().m()) {

@@ -26,6 +26,10 @@ struct RunIdentity {
 // File name of the checkpoint inside a checkpoint folder.
 std::string checkpoint_path(const std::string& dir);
 
+// File name of the weights-only snapshot (a plain model GGUF) written beside each periodic
+// checkpoint, so that a run can be evaluated with libllama while it trains.
+std::string snapshot_path(const std::string& dir);
+
 // Saves weights, moments, step and `id` to `path` atomically. Throws Error(Io).
 void save_checkpoint(const std::string& path, Trainer& trainer, const RunIdentity& id);
 

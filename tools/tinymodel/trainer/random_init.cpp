@@ -49,9 +49,31 @@ void set_vocab(gguf_context* g, int n_vocab) {
   gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", true);
 }
 
+void set_tokenizer(gguf_context* g, const SpmTokenizer& t) {
+  const size_t n = t.tokens.size();
+  if (t.scores.size() != n || t.types.size() != n) {
+    throw Error(ErrorCode::InvalidArgument, "random init: tokens, scores and types differ in length");
+  }
+  std::vector<const char*> ptrs;
+  ptrs.reserve(n);
+  for (const std::string& piece : t.tokens) ptrs.push_back(piece.c_str());
+  gguf_set_val_str(g, "tokenizer.ggml.model", "llama");
+  gguf_set_arr_str(g, "tokenizer.ggml.tokens", ptrs.data(), n);
+  gguf_set_arr_data(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, t.scores.data(), n);
+  gguf_set_arr_data(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, t.types.data(), n);
+  gguf_set_val_u32(g, "tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(t.unk_id));
+  gguf_set_val_u32(g, "tokenizer.ggml.bos_token_id", static_cast<uint32_t>(t.bos_id));
+  gguf_set_val_u32(g, "tokenizer.ggml.eos_token_id", static_cast<uint32_t>(t.eos_id));
+  if (t.eot_id >= 0) gguf_set_val_u32(g, "tokenizer.ggml.eot_token_id", static_cast<uint32_t>(t.eot_id));
+  gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", t.add_bos);
+  gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", false);
+  gguf_set_val_bool(g, "tokenizer.ggml.add_space_prefix", t.add_space_prefix);
+  if (!t.chat_template.empty()) gguf_set_val_str(g, "tokenizer.chat_template", t.chat_template.c_str());
+}
+
 void set_hparams(gguf_context* g, const RandomInitSpec& s) {
   gguf_set_val_str(g, "general.architecture", "llama");
-  gguf_set_val_str(g, "general.name", "kvsteer-trainer random init");
+  gguf_set_val_str(g, "general.name", s.name.c_str());
   gguf_set_val_u32(g, "general.file_type", 0);
   gguf_set_val_u32(g, "llama.vocab_size", s.n_vocab);
   gguf_set_val_u32(g, "llama.context_length", s.n_ctx_train);
@@ -111,7 +133,14 @@ void write_random_init(const std::string& path, const RandomInitSpec& s) {
   }
   gguf_context_ptr g(gguf_init_empty());
   set_hparams(g.get(), s);
-  set_vocab(g.get(), s.n_vocab);
+  if (s.tokenizer) {
+    if (s.tokenizer->tokens.size() != static_cast<size_t>(s.n_vocab)) {
+      throw Error(ErrorCode::InvalidArgument, "random init: n_vocab differs from the tokenizer's size");
+    }
+    set_tokenizer(g.get(), *s.tokenizer);
+  } else {
+    set_vocab(g.get(), s.n_vocab);
+  }
   const int64_t kv = int64_t(s.n_embd / s.n_head) * s.n_head_kv;
   const float std_res = s.init_std / std::sqrt(2.0f * static_cast<float>(s.n_layer));
   TensorWriter w(g.get(), 3 + 9 * size_t(s.n_layer), s.seed);

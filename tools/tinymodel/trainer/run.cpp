@@ -165,6 +165,8 @@ StepResult train_loop(Session& s, int64_t n_steps, Progress& progress) {
     }
     if (due(s.o.checkpoint_every, done) && done != n_steps) {
       save_checkpoint(checkpoint_path(s.o.checkpoint_dir), s.trainer, s.id);
+      // The weights alone, loadable by libllama, to evaluate a run while it trains.
+      s.trainer.model().save(snapshot_path(s.o.checkpoint_dir));
     }
   }
   return last;
