@@ -147,7 +147,9 @@ std::vector<ContrastivePair> build_contrastive_pairs(const Model& model,
     for (bool positive : {true, false}) {
       const auto messages = contrastive_messages(rows, neighbours.at(i), i, positive);
       const std::string text =
-          model.apply_chat_template(messages, true, options.chat_template) + options.cot_prefix;
+          (options.family ? render_reference_prompt(*options.family, messages, true)
+                          : model.apply_chat_template(messages, true, options.chat_template)) +
+          options.cot_prefix;
       (positive ? pair.positive : pair.negative) = model.tokenize(text, options.add_special, true);
     }
     pairs.push_back(std::move(pair));

@@ -6,6 +6,9 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
+#include "eval/prompts.h"
 #include "eval/traces.h"
 #include "kvsteer/model.h"
 #include "kvsteer/steering.h"
@@ -30,6 +33,8 @@ NeighbourMap neighbours_from_map_file(const std::string& path, const std::vector
 struct ContrastiveOptions {
   std::string cot_prefix;  // appended after the generation prompt, e.g. "Let's think step by step."
   std::string chat_template;  // override of the model's template ("" = the model's)
+  // Render with the reference's template of this family (eval/prompts.h) instead of the model's.
+  std::optional<PromptFamily> family;
   bool add_special = true;    // reference: tokenizer adds BOS again (double BOS on Llama-3)
 };
 

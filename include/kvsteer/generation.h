@@ -26,6 +26,11 @@ struct GenerationParams {
                                           // the stop string is removed from the text
   bool stop_at_eog = true;                // stop at the model's end-of-generation tokens
   SamplingParams sampling;
+  // Called once after the prompts are prefilled and edited, right before the tail tokens (the
+  // offset token, or the last prompt token) are decoded: activation steering switches its
+  // control vector on here, so the prompt is read unsteered and every position from the tail
+  // on is steered. May be empty.
+  std::function<void(Session&)> before_tail;
 };
 
 enum class StopReason { Eog, StopString, Length };

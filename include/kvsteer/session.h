@@ -29,6 +29,10 @@ struct SessionParams {
   KvType type_v = KvType::F16;  // quantized V needs flash attention
   FlashAttn flash_attn = FlashAttn::Auto;
   EditRoute edit_route = EditRoute::OneCell;
+  // Record the block outputs (the residual stream, llama.cpp's "l_out-<il>") of the last token
+  // of every decode, for activation-steering extraction (last_residual()). Costs a graph split
+  // per layer; leave off otherwise.
+  bool capture_residual = false;
 };
 
 // Change to add to one cell: per model layer, a K row and a V row. An empty row leaves that
@@ -84,6 +88,20 @@ class Session {
 
   // K and V of the cell at pos in seq, for every layer, as floats.
   KvCell read_cell(SeqId seq, Pos pos);
+
+  // Activation steering (CAA) through llama.cpp's control-vector API: from now on every decoded
+  // token gets directions[l] added to the output of block l, for first_layer <= l <= last_layer.
+  // directions is [n_layer][n_embd] (rows outside the range may be empty). Applies to all
+  // sequences of the session. Layer 0 cannot be steered this way (llama.cpp keeps no control
+  // tensor for it). Throws Error(InvalidArgument) for a bad range, sizes or non-finite values.
+  void set_control_vector(const std::vector<std::vector<float>>& directions,
+                          std::int32_t first_layer, std::int32_t last_layer);
+  void clear_control_vector();
+  // Block outputs of the last token of the last decode call: [n_layer][n_embd]. When that call
+  // held several sequences, "last token" is the last token of the batch, so decode one sequence
+  // at a time for extraction. Throws Error(InvalidArgument) unless capture_residual is set and a
+  // decode happened.
+  std::vector<std::vector<float>> last_residual() const;
   // Adds delta to the cell at pos in seq, in one edit, leaving every other cell and layer
   // byte-identical. Throws Error(InvalidArgument) for a position seq does not hold, rows of the
   // wrong size or non-finite values.

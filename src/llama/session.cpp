@@ -1,4 +1,7 @@
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string_view>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -67,7 +70,87 @@ void validate(const Model& model, const SessionParams& p) {
   }
 }
 
+// ggml scheduler callback: asks for every "l_out-<il>" tensor and keeps its last row, the block
+// output of the last token of the ubatch (the last layer has only the output rows).
+bool capture_block_output(ggml_tensor* t, bool ask, void* user_data) {
+  constexpr std::string_view kPrefix = "l_out-";
+  const std::string_view name(t->name);
+  if (name.substr(0, kPrefix.size()) != kPrefix) {
+    return ask ? false : true;
+  }
+  if (ask) {
+    return true;
+  }
+  auto& capture = *static_cast<detail::ResidualCapture*>(user_data);
+  const int il = std::atoi(t->name + kPrefix.size());
+  if (il < 0 || static_cast<std::size_t>(il) >= capture.rows.size() ||
+      t->type != GGML_TYPE_F32 || t->ne[1] < 1) {
+    return true;
+  }
+  std::vector<float>& row = capture.rows[static_cast<std::size_t>(il)];
+  row.resize(static_cast<std::size_t>(t->ne[0]));
+  const std::size_t offset = static_cast<std::size_t>(t->ne[1] - 1) * t->nb[1];
+  ggml_backend_tensor_get(t, row.data(), offset, row.size() * sizeof(float));
+  capture.has = true;
+  return true;
+}
+
 }  // namespace
+
+void Session::set_control_vector(const std::vector<std::vector<float>>& directions,
+                                 std::int32_t first_layer, std::int32_t last_layer) {
+  const auto& fp = impl_->model->fingerprint();
+  if (first_layer < 1 || last_layer < first_layer || last_layer >= fp.n_layer) {
+    throw Error(ErrorCode::InvalidArgument,
+                "control-vector layers must satisfy 1 <= first <= last < " +
+                    std::to_string(fp.n_layer) + " (got " + std::to_string(first_layer) + ".." +
+                    std::to_string(last_layer) + "; llama.cpp cannot steer layer 0)");
+  }
+  if (directions.size() != static_cast<std::size_t>(fp.n_layer)) {
+    throw Error(ErrorCode::InvalidArgument, "control vector has " +
+                                                std::to_string(directions.size()) +
+                                                " layers, the model " + std::to_string(fp.n_layer));
+  }
+  const auto n_embd = static_cast<std::size_t>(fp.n_embd);
+  // llama.cpp's buffer starts at layer 1.
+  std::vector<float> data(n_embd * static_cast<std::size_t>(fp.n_layer - 1), 0.0f);
+  for (std::int32_t il = first_layer; il <= last_layer; ++il) {
+    const auto& row = directions[static_cast<std::size_t>(il)];
+    if (row.size() != n_embd) {
+      throw Error(ErrorCode::InvalidArgument, "control vector layer " + std::to_string(il) +
+                                                  " has " + std::to_string(row.size()) +
+                                                  " values, n_embd is " + std::to_string(n_embd));
+    }
+    for (float x : row) {
+      if (!std::isfinite(x)) {
+        throw Error(ErrorCode::InvalidArgument,
+                    "control vector layer " + std::to_string(il) + " holds a non-finite value");
+      }
+    }
+    std::copy(row.begin(), row.end(), data.begin() + static_cast<std::ptrdiff_t>(n_embd) * (il - 1));
+  }
+  if (llama_set_adapter_cvec(impl_->ctx.get(), data.data(), data.size(), fp.n_embd, first_layer,
+                             last_layer) != 0) {
+    detail::throw_backend("llama_set_adapter_cvec failed");
+  }
+}
+
+void Session::clear_control_vector() {
+  const auto& fp = impl_->model->fingerprint();
+  if (llama_set_adapter_cvec(impl_->ctx.get(), nullptr, 0, fp.n_embd, -1, -1) != 0) {
+    detail::throw_backend("llama_set_adapter_cvec (clear) failed");
+  }
+}
+
+std::vector<std::vector<float>> Session::last_residual() const {
+  if (!impl_->params.capture_residual) {
+    throw Error(ErrorCode::InvalidArgument, "last_residual() needs SessionParams::capture_residual");
+  }
+  if (!impl_->residual.has) {
+    throw Error(ErrorCode::InvalidArgument, "last_residual(): nothing decoded yet");
+  }
+  return impl_->residual.rows;
+}
 
 Session::Session(std::shared_ptr<const Model> model, const SessionParams& params)
     : impl_(std::make_unique<Impl>()) {
@@ -98,6 +181,11 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
   // copy_sequence) needs it.
   cp.kv_unified = true;
   cp.no_perf = true;
+  if (params.capture_residual) {
+    s.residual.rows.assign(static_cast<std::size_t>(s.model->fingerprint().n_layer), {});
+    cp.cb_eval = &capture_block_output;
+    cp.cb_eval_user_data = &s.residual;
+  }
   detail::clear_last_llama_error();
   s.ctx.reset(llama_init_from_model(const_cast<llama_model*>(raw_model(*s.model)), cp));
   if (!s.ctx) {

@@ -139,6 +139,9 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
     const CellDelta delta = steering_delta(*run.request->steering, run.request->steering_params);
     session.add_to_cell(run.request->seq, static_cast<Pos>(run.prefill.size()) - 1, delta);
   }
+  if (params.before_tail) {
+    params.before_tail(session);
+  }
   items.clear();
   for (const auto& run : runs) {
     items.push_back({run.request->seq, {&run.tail, 1}, true});

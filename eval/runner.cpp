@@ -1,0 +1,845 @@
+#include "eval/runner.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "eval/contrastive.h"
+#include "eval/scoring.h"
+#include "eval/traces.h"
+#include "kvsteer/error.h"
+#include "kvsteer/session.h"
+#include "kvsteer/vector_file.h"
+
+#ifndef KVSTEER_GIT_COMMIT
+#define KVSTEER_GIT_COMMIT "unknown"
+#endif
+
+namespace kvsteer::eval {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::ordered_json;
+
+constexpr int kMaxChoiceTokens = kExtractionMaxNewTokens;
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+bool is_organism(Task task) {
+  return task == Task::OrganismNumeric || task == Task::OrganismChoice;
+}
+
+std::string fingerprint_text(const ModelFingerprint& f) {
+  return f.arch + " L" + std::to_string(f.n_layer) + " H" + std::to_string(f.n_head) + "/" +
+         std::to_string(f.n_head_kv) + " d" + std::to_string(f.n_embd) + " V" +
+         std::to_string(f.n_vocab) + " vocab " + f.vocab_hash;
+}
+
+// Word sets for the lexical neighbour choice of few-shot examples.
+std::set<std::string> word_set(const std::string& text) {
+  std::set<std::string> words;
+  std::string word;
+  for (char c : text) {
+    if (std::isalnum(static_cast<unsigned char>(c)) != 0) {
+      word += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    } else if (!word.empty()) {
+      words.insert(word);
+      word.clear();
+    }
+  }
+  if (!word.empty()) words.insert(word);
+  return words;
+}
+
+double jaccard(const std::set<std::string>& a, const std::set<std::string>& b) {
+  std::size_t common = 0;
+  for (const auto& w : a) common += b.count(w);
+  const std::size_t all = a.size() + b.size() - common;
+  return all == 0 ? 0.0 : double(common) / double(all);
+}
+
+// One steering setting of a batch: a cache edit (vector + params) or none.
+struct Setting {
+  const SteeringVector* vector = nullptr;
+  SteeringParams params;
+  std::optional<Token> offset;  // decoded after the prompt (with or without a vector)
+};
+
+// Everything an evaluation needs besides the items' results.
+class Evaluator {
+ public:
+  Evaluator(std::shared_ptr<const Model> model, const EvalOptions& o) : model_(std::move(model)), o_(o) {
+    items_ = load_eval_items(o.task, o.data, o.limit);
+    if (o.method == Method::FewShot) load_fewshot_pool();
+    for (std::size_t i = 0; i < items_.size(); ++i) prompts_.push_back(render_item(i));
+    std::size_t longest = 0;
+    for (const auto& p : prompts_) longest = std::max(longest, p.tokens.size());
+    suffix_ = model_->tokenize(kExtractionSuffix, false, false);
+    per_seq_ = static_cast<std::uint32_t>(longest + 2 + static_cast<std::size_t>(o.generation.n_predict) +
+                                          suffix_.size() + kMaxChoiceTokens + 8);
+  }
+
+  const std::vector<EvalItem>& items() const { return items_; }
+  const Model& model() const { return *model_; }
+  const std::string& prompt_text(std::size_t i) const { return prompts_[i].text; }
+  std::uint32_t per_seq() const { return per_seq_; }
+
+  Session make_session(std::uint32_t n_seq, bool capture = false) const {
+    SessionParams sp;
+    sp.n_seq = n_seq;
+    sp.n_ctx = n_seq * per_seq_;
+    sp.n_threads = o_.n_threads;
+    sp.capture_residual = capture;
+    return Session(model_, sp);
+  }
+
+  // The contrastive pairs of the extraction (first n_pairs trace rows, shots neighbours).
+  std::vector<ContrastivePair> contrastive_pairs(bool cot) const {
+    if (o_.traces.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "--traces is required to extract a steering vector");
+    }
+    Traces traces = load_traces(o_.traces, trace_format_of(o_.task));
+    if (traces.rows.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "traces file " + o_.traces + " holds no rows");
+    }
+    if (traces.rows.size() < o_.n_pairs) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "traces file " + o_.traces + " holds " + std::to_string(traces.rows.size()) +
+                      " rows, fewer than --pairs " + std::to_string(o_.n_pairs));
+    }
+    traces.rows.resize(o_.n_pairs);
+    if (o_.shots >= traces.rows.size()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "--shots " + std::to_string(o_.shots) + " needs more than that many pairs (--pairs " +
+                      std::to_string(o_.n_pairs) + ")");
+    }
+    const NeighbourMap neighbours = o_.fewshot_map.empty()
+                                        ? lexical_neighbours(traces.rows, o_.shots)
+                                        : neighbours_from_map_file(o_.fewshot_map, traces.rows, o_.shots);
+    ContrastiveOptions co;
+    co.cot_prefix = cot ? std::string(kCotPrefix) : "";
+    co.chat_template = o_.prompt.chat_template;
+    co.family = o_.prompt.family;
+    co.add_special = true;
+    traces_sha_ = traces.sha256;
+    return build_contrastive_pairs(*model_, traces.rows, neighbours, co);
+  }
+  const std::string& traces_sha() const { return traces_sha_; }
+
+  // Runs the items `indices` under every setting; results[s][j] for setting s, item indices[j].
+  std::vector<std::vector<ItemResult>> run_batch(Session& session, const std::vector<std::size_t>& indices,
+                                                 const std::vector<Setting>& settings,
+                                                 const std::function<void(Session&)>& before_tail) {
+    std::vector<GenerationRequest> requests;
+    for (std::size_t s = 0; s < settings.size(); ++s) {
+      for (std::size_t j = 0; j < indices.size(); ++j) {
+        GenerationRequest r;
+        r.seq = static_cast<SeqId>(s * indices.size() + j);
+        r.prompt = prompts_[indices[j]].tokens;
+        r.steering = settings[s].vector;
+        r.steering_params = settings[s].params;
+        r.steering_params.offset_token = settings[s].offset;
+        requests.push_back(r);
+      }
+    }
+    GenerationParams gp = o_.generation;
+    gp.before_tail = before_tail;
+    const std::vector<Generation> out = generate(session, requests, gp);
+    std::vector<ItemResult> flat;
+    for (std::size_t r = 0; r < requests.size(); ++r) {
+      const std::size_t i = indices[r % indices.size()];
+      ItemResult res;
+      res.index = i;
+      res.id = items_[i].id;
+      res.prompt = prompts_[i].text;
+      res.response = out[r].text;
+      res.target = items_[i].target;
+      res.n_tokens = static_cast<std::int32_t>(out[r].tokens.size());
+      res.n_steps = count_reasoning_steps(o_.task, res.response);
+      res.reasoning = res.n_steps > 0;
+      flat.push_back(std::move(res));
+    }
+    if (is_multiple_choice(o_.task)) {
+      score_choices(session, requests, out, flat);
+    } else {
+      for (ItemResult& res : flat) res.extracted = extract_gsm8k_answer(res.response);
+    }
+    std::vector<std::vector<ItemResult>> results(settings.size());
+    for (std::size_t r = 0; r < flat.size(); ++r) {
+      flat[r].correct = is_correct(flat[r].extracted, flat[r].target);
+      results[r / indices.size()].push_back(std::move(flat[r]));
+    }
+    return results;
+  }
+
+ private:
+  struct Prompt {
+    std::string text;
+    std::vector<Token> tokens;
+  };
+
+  std::string render(const std::vector<ChatMessage>& messages) const {
+    return o_.prompt.family ? render_reference_prompt(*o_.prompt.family, messages, true)
+                            : model_->apply_chat_template(messages, true, o_.prompt.chat_template);
+  }
+
+  Prompt render_item(std::size_t i) const {
+    std::vector<ChatMessage> messages;
+    if (o_.method == Method::FewShot) {
+      for (std::size_t j : fewshot_examples(i)) {
+        messages.push_back({"user", pool_[j].question});
+        messages.push_back({"assistant", positive_answer(pool_[j])});
+      }
+    }
+    messages.push_back({"user", items_[i].question});
+    Prompt p;
+    p.text = render(messages);
+    if (o_.method == Method::Cot || o_.method == Method::CacheCot) p.text += kCotPrefix;
+    // Reference renders carry their own BOS text; the model's template relies on the tokenizer.
+    p.tokens = model_->tokenize(p.text, !o_.prompt.family.has_value(), true);
+    if (p.tokens.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "item " + items_[i].id + " renders to no tokens");
+    }
+    return p;
+  }
+
+  void load_fewshot_pool() {
+    if (o_.traces.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "--method fewshot needs --traces (the examples)");
+    }
+    Traces traces = load_traces(o_.traces, trace_format_of(o_.task));
+    if (traces.rows.size() > o_.n_pairs) traces.rows.resize(o_.n_pairs);
+    if (traces.rows.size() < o_.shots) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "--shots " + std::to_string(o_.shots) + " is larger than the example pool (" +
+                      std::to_string(traces.rows.size()) + " trace rows)");
+    }
+    pool_ = std::move(traces.rows);
+    for (const auto& row : pool_) pool_words_.push_back(word_set(row.question));
+  }
+
+  // The k pool rows most similar to item i (Jaccard of word sets; ties: lower index first),
+  // least similar first so that the most similar example sits next to the question.
+  std::vector<std::size_t> fewshot_examples(std::size_t i) const {
+    const auto words = word_set(items_[i].question);
+    std::vector<std::pair<double, std::size_t>> scored;
+    for (std::size_t j = 0; j < pool_.size(); ++j) {
+      if (pool_[j].question == items_[i].question) continue;  // never the question itself
+      scored.emplace_back(-jaccard(words, pool_words_[j]), j);
+    }
+    const std::size_t k = std::min(o_.shots, scored.size());
+    std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(k), scored.end());
+    std::vector<std::size_t> out;
+    for (std::size_t j = k; j-- > 0;) out.push_back(scored[j].second);
+    return out;
+  }
+
+  // method.md §3.3: unsteered 10-token continuation after "\nSo the correct choice is", the
+  // regex cascade, and the forced one-token choice for "[invalid]" items. CAA's control vector
+  // stays on (the reference's hook stays active); cache edits are gone (sequences restart).
+  void score_choices(Session& session, const std::vector<GenerationRequest>& requests,
+                     const std::vector<Generation>& out, std::vector<ItemResult>& flat) {
+    std::vector<std::vector<Token>> conts(requests.size());
+    std::vector<GenerationRequest> cont_requests;
+    for (std::size_t r = 0; r < requests.size(); ++r) {
+      std::vector<Token>& t = conts[r];
+      t.assign(requests[r].prompt.begin(), requests[r].prompt.end());
+      if (requests[r].steering_params.offset_token) t.push_back(*requests[r].steering_params.offset_token);
+      t.insert(t.end(), out[r].tokens.begin(), out[r].tokens.end());
+      while (t.size() > requests[r].prompt.size() && model_->is_eog(t.back())) t.pop_back();
+      t.insert(t.end(), suffix_.begin(), suffix_.end());
+      GenerationRequest c;
+      c.seq = requests[r].seq;
+      c.prompt = t;
+      cont_requests.push_back(c);
+    }
+    GenerationParams gp = o_.generation;
+    gp.n_predict = kMaxChoiceTokens;
+    gp.sampling = SamplingParams{};
+    gp.before_tail = nullptr;
+    const std::vector<Generation> ext = generate(session, cont_requests, gp);
+    for (std::size_t r = 0; r < flat.size(); ++r) {
+      const std::string continuation = flat[r].response + std::string(kExtractionSuffix) + ext[r].text;
+      flat[r].extracted = extract_choice(continuation);
+      if (is_invalid(flat[r].extracted)) {
+        flat[r].extracted = forced_choice(session, requests[r].seq, flat[r].prompt, continuation);
+        flat[r].forced = true;
+      }
+    }
+  }
+
+  std::string forced_choice(Session& session, SeqId seq, const std::string& prompt,
+                            const std::string& continuation) {
+    if (candidates_.empty()) {
+      for (std::string_view c : kForcedChoiceCandidates) {
+        const auto ids = model_->tokenize(c, false, false);
+        if (!ids.empty()) candidates_.emplace_back(ids.front(), std::string(c));
+      }
+    }
+    const std::vector<Token> tokens = model_->tokenize(forced_choice_input(prompt, continuation), false, true);
+    session.clear_sequence(seq);
+    session.decode(seq, tokens, true);
+    const auto logits = session.logits(seq);
+    std::size_t best = 0;
+    for (std::size_t c = 1; c < candidates_.size(); ++c) {
+      if (logits[static_cast<std::size_t>(candidates_[c].first)] >
+          logits[static_cast<std::size_t>(candidates_[best].first)]) {
+        best = c;
+      }
+    }
+    std::string letter = candidates_[best].second;
+    letter.erase(std::remove(letter.begin(), letter.end(), ' '), letter.end());
+    return letter;
+  }
+
+  std::shared_ptr<const Model> model_;
+  const EvalOptions& o_;
+  std::vector<EvalItem> items_;
+  std::vector<Prompt> prompts_;
+  std::vector<TraceRow> pool_;
+  std::vector<std::set<std::string>> pool_words_;
+  std::vector<Token> suffix_;
+  std::vector<std::pair<Token, std::string>> candidates_;
+  std::uint32_t per_seq_ = 0;
+  mutable std::string traces_sha_;
+};
+
+// Mean residual difference (positive - negative) per layer at the last prompt token.
+std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
+                                                        const std::vector<ContrastivePair>& pairs) {
+  SessionParams sp;
+  Session session = ev.make_session(1, true);
+  std::vector<std::vector<double>> sum;
+  for (const ContrastivePair& pair : pairs) {
+    for (int sign : {1, -1}) {
+      session.clear();
+      session.decode(0, sign > 0 ? pair.positive : pair.negative, true);
+      const auto rows = session.last_residual();
+      sum.resize(rows.size());
+      for (std::size_t l = 0; l < rows.size(); ++l) {
+        sum[l].resize(rows[l].size(), 0.0);
+        for (std::size_t j = 0; j < rows[l].size(); ++j) sum[l][j] += sign * double(rows[l][j]);
+      }
+    }
+  }
+  std::vector<std::vector<float>> mean(sum.size());
+  for (std::size_t l = 0; l < sum.size(); ++l) {
+    for (double x : sum[l]) mean[l].push_back(static_cast<float>(x / double(pairs.size())));
+  }
+  return mean;
+}
+
+std::vector<std::vector<float>> scaled(const std::vector<std::vector<float>>& v, float c) {
+  auto out = v;
+  for (auto& row : out)
+    for (float& x : row) x *= c;
+  return out;
+}
+
+ordered_json steering_json(const SteeringParams& p) {
+  return ordered_json{{"c_k", p.coef_k},
+                      {"c_v", p.coef_v},
+                      {"layers_k", p.layers_k.to_string()},
+                      {"layers_v", p.layers_v.to_string()},
+                      {"offset_token", p.offset_token ? ordered_json(*p.offset_token) : ordered_json(nullptr)}};
+}
+
+ordered_json config_json(const EvalOptions& o, const Model& model) {
+  ordered_json c{{"task", task_name(o.task)},
+                 {"data", o.data},
+                 {"limit", o.limit},
+                 {"method", method_name(o.method)},
+                 {"prompt_family", o.prompt.family ? prompt_family_name(*o.prompt.family) : "model"},
+                 {"chat_template", o.prompt.chat_template},
+                 {"n_predict", o.generation.n_predict},
+                 {"stop_strings", o.generation.stop_strings},
+                 {"decoding", o.generation.sampling.temperature > 0 ? "sampling" : "greedy"},
+                 {"seed", o.generation.sampling.seed},
+                 {"parallel", o.n_parallel},
+                 {"model", o.model_path},
+                 {"model_fingerprint", fingerprint_text(model.fingerprint())}};
+  if (o.method == Method::FewShot || o.method == Method::Cache || o.method == Method::CacheCot ||
+      o.method == Method::Caa) {
+    c["traces"] = o.traces;
+    c["fewshot_map"] = o.fewshot_map;
+    c["pairs"] = o.n_pairs;
+    c["shots"] = o.shots;
+  }
+  if (o.method == Method::Cache || o.method == Method::CacheCot) {
+    c["vector"] = o.vector_path;
+    c["steering"] = steering_json(o.steering);
+  }
+  if (o.method == Method::Caa) {
+    c["caa"] = {{"layer_first", o.caa.layer_first}, {"layer_last", o.caa.layer_last}, {"c", o.caa.coef}};
+  }
+  return c;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out.flush()) throw Error(ErrorCode::Io, "cannot write " + tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error(ErrorCode::Io, "cannot rename " + tmp + " to " + path + ": " + ec.message());
+}
+
+// Results already in items.jsonl; a torn last line (a kill mid-write) is cut off.
+std::map<std::size_t, ItemResult> load_done(const std::string& path) {
+  std::map<std::size_t, ItemResult> done;
+  if (!fs::exists(path)) return done;
+  const std::string text = read_file(path);
+  std::size_t good_end = 0, start = 0, line_no = 0;
+  while (start < text.size()) {
+    const std::size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) break;  // torn line
+    ++line_no;
+    try {
+      ItemResult r = ItemResult::from_json(ordered_json::parse(text.substr(start, nl - start)));
+      done[r.index] = std::move(r);
+    } catch (const std::exception& e) {
+      throw Error(ErrorCode::Format, path + ": line " + std::to_string(line_no) + ": " + e.what());
+    }
+    good_end = nl + 1;
+    start = nl + 1;
+  }
+  if (good_end != text.size()) fs::resize_file(path, good_end);
+  return done;
+}
+
+std::int32_t resolve_caa_layer(std::int32_t layer, const Model& model) {
+  return layer >= 0 ? layer : std::max(1, model.fingerprint().n_layer / 2);
+}
+
+}  // namespace
+
+Method parse_method(const std::string& name) {
+  static const std::map<std::string, Method> names = {
+      {"baseline", Method::Baseline}, {"cot", Method::Cot},     {"fewshot", Method::FewShot},
+      {"caa", Method::Caa},           {"cache", Method::Cache}, {"cache+cot", Method::CacheCot}};
+  const auto it = names.find(name);
+  if (it == names.end()) {
+    throw Error(ErrorCode::InvalidArgument,
+                "unknown method '" + name + "' (baseline, cot, fewshot, caa, cache, cache+cot)");
+  }
+  return it->second;
+}
+
+const char* method_name(Method method) noexcept {
+  switch (method) {
+    case Method::Baseline: return "baseline";
+    case Method::Cot: return "cot";
+    case Method::FewShot: return "fewshot";
+    case Method::Caa: return "caa";
+    case Method::Cache: return "cache";
+    case Method::CacheCot: return "cache+cot";
+  }
+  return "?";
+}
+
+std::vector<std::string> reference_stop_strings(const Model& model) {
+  std::vector<std::string> stops = {"Q:", "Question:", "</s>", "<|im_end|>"};
+  (void)model;  // EOS tokens stop generation by id (stop_at_eog)
+  return stops;
+}
+
+void apply_paper_preset(EvalOptions& o, const Model& model, const std::string& model_name) {
+  const std::string name = lower(model_name);
+  struct Preset {
+    const char* key;
+    std::size_t n, k;
+    float ck, cv;
+  };
+  // method.md §2.1 (plain runs); the cache+cot overrides of §2.2 are applied below.
+  static const std::map<Task, std::vector<Preset>> presets = {
+      {Task::Gsm8k,
+       {{"smollm2", 200, 5, 0, 1}, {"llama-3.2-1b", 100, 5, 0, 1}, {"llama-3.2-3b", 100, 5, 0, 1},
+        {"qwen2", 100, 5, 0, 3}, {"llama-3.1-8b", 100, 5, 0, 2}, {"phi-4-mini", 100, 5, 0, 1}}},
+      {Task::Csqa,
+       {{"llama-3.2-1b", 100, 5, 0, 10}, {"llama-3.2-3b", 300, 10, 0, 4}, {"smollm2", 400, 12, 0, 6},
+        {"qwen2", 200, 10, 0.2f, 4}, {"llama-3.1-8b", 100, 5, 0, 10}, {"phi-4-mini", 100, 5, 0, 10}}},
+      {Task::Arc,
+       {{"llama-3.2-3b", 400, 10, 0, 6}, {"llama-3.2-1b", 200, 10, 0, 6}, {"smollm2", 300, 10, 0, 6},
+        {"qwen2", 400, 10, 0, 10}, {"llama-3.1-8b", 200, 10, 0, 6}, {"phi-4-mini", 200, 10, 0, 6}}},
+      {Task::Piqa,
+       {{"llama-3.2-1b", 200, 10, 0, 6}, {"llama-3.2-3b", 200, 10, 0, 10}, {"smollm2", 200, 10, 0, 6},
+        {"qwen2", 200, 10, 0, 8}, {"llama-3.1-8b", 200, 10, 0, 6}, {"phi-4-mini", 200, 10, 0, 6}}},
+  };
+  o.steering.coef_k = 0.0f;
+  o.steering.coef_v = o.task == Task::Gsm8k ? 1.0f : 6.0f;
+  o.n_pairs = 100;
+  o.shots = 5;
+  std::string matched;
+  if (const auto it = presets.find(o.task); it != presets.end()) {
+    for (const Preset& p : it->second) {
+      if (name.find(p.key) != std::string::npos) {
+        o.n_pairs = p.n;
+        o.shots = p.k;
+        o.steering.coef_k = p.ck;
+        o.steering.coef_v = p.cv;
+        matched = p.key;
+        break;
+      }
+    }
+  }
+  if (o.method == Method::CacheCot && !matched.empty()) {
+    // method.md §2.2
+    if (o.task == Task::Gsm8k) {
+      o.n_pairs = matched == "smollm2" ? 300 : 200;
+      if (matched == "qwen2") o.steering.coef_v = 1.0f;
+    } else if (o.task == Task::Csqa) {
+      if (matched == "llama-3.2-3b") { o.n_pairs = 400; o.shots = 10; o.steering.coef_v = 6; }
+      if (matched == "smollm2") { o.n_pairs = 300; o.shots = 10; }
+    } else if (o.task == Task::Arc) {
+      if (matched == "llama-3.2-3b") o.n_pairs = 200;
+      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini") o.steering.coef_v = 8;
+      if (matched == "smollm2") o.steering.coef_v = 4;
+      if (matched == "qwen2") { o.steering.coef_v = 8; o.n_pairs = 200; }
+    } else if (o.task == Task::Piqa) {
+      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini") o.steering.coef_v = 8;
+      if (matched == "llama-3.2-3b") { o.n_pairs = 300; o.steering.coef_v = 6; }
+      if (matched == "smollm2" || matched == "qwen2") o.steering.coef_v = 10;
+    }
+  }
+  o.steering.layers_k = LayerSelection::parse("1-");
+  o.steering.layers_v = LayerSelection::parse("1-");
+  // Offset "\n" for the MC tasks; none for GSM8K (" " for SmolLM2's GSM8K+CoT run).
+  if (is_multiple_choice(o.task)) {
+    o.steering.offset_token = model.tokenize("\n", false, false).front();
+  } else if (o.method == Method::CacheCot && matched == "smollm2") {
+    o.steering.offset_token = model.tokenize(" ", false, false).front();
+  } else {
+    o.steering.offset_token.reset();
+  }
+}
+
+ordered_json ItemResult::to_json() const {
+  return ordered_json{{"index", index},       {"id", id},           {"prompt", prompt},
+                      {"response", response}, {"extracted", extracted}, {"target", target},
+                      {"correct", correct},   {"n_tokens", n_tokens}, {"n_steps", n_steps},
+                      {"reasoning", reasoning}, {"forced", forced}};
+}
+
+ItemResult ItemResult::from_json(const ordered_json& j) {
+  ItemResult r;
+  r.index = j.at("index").get<std::size_t>();
+  r.id = j.at("id").get<std::string>();
+  r.prompt = j.at("prompt").get<std::string>();
+  r.response = j.at("response").get<std::string>();
+  r.extracted = j.at("extracted").get<std::string>();
+  r.target = j.at("target").get<std::string>();
+  r.correct = j.at("correct").get<bool>();
+  r.n_tokens = j.at("n_tokens").get<std::int32_t>();
+  r.n_steps = j.at("n_steps").get<int>();
+  r.reasoning = j.at("reasoning").get<bool>();
+  r.forced = j.at("forced").get<bool>();
+  return r;
+}
+
+int count_reasoning_steps(Task task, const std::string& response) {
+  if (is_organism(task)) {
+    const std::size_t at = response.rfind("The answer is");
+    const std::string before = response.substr(0, at == std::string::npos ? response.size() : at);
+    int n = 0;
+    std::size_t start = 0;
+    while (start < before.size()) {
+      std::size_t stop = before.find(". ", start);
+      if (stop == std::string::npos) stop = before.size();
+      if (before.substr(start, stop - start).find(" = ") != std::string::npos) ++n;
+      start = stop + 2;
+    }
+    return n;
+  }
+  const std::string low = lower(response);
+  const std::size_t at = low.rfind("answer is");
+  std::string before = response.substr(0, at == std::string::npos ? response.size() : at);
+  int n = 0;
+  std::string sentence;
+  auto flush = [&] {
+    if (std::any_of(sentence.begin(), sentence.end(),
+                    [](unsigned char c) { return std::isalnum(c) != 0; })) {
+      ++n;
+    }
+    sentence.clear();
+  };
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    const char c = before[i];
+    sentence += c;
+    if (c == '\n' || ((c == '.' || c == '!' || c == '?') && (i + 1 == before.size() || before[i + 1] == ' '))) {
+      flush();
+    }
+  }
+  flush();
+  // Without an answer statement the last sentence is the answer itself.
+  if (at == std::string::npos && n > 0) --n;
+  return n;
+}
+
+std::pair<double, double> wilson_interval(std::size_t correct, std::size_t n) {
+  if (n == 0) return {0.0, 0.0};
+  const double z = 1.959963984540054, p = double(correct) / double(n), nn = double(n);
+  const double centre = (p + z * z / (2 * nn)) / (1 + z * z / nn);
+  const double half = z * std::sqrt(p * (1 - p) / nn + z * z / (4 * nn * nn)) / (1 + z * z / nn);
+  return {100.0 * std::max(0.0, centre - half), 100.0 * std::min(1.0, centre + half)};
+}
+
+ordered_json summarize(const std::vector<ItemResult>& results) {
+  std::size_t correct = 0, reasoning = 0, forced = 0;
+  std::vector<std::int32_t> lengths;
+  double total_tokens = 0;
+  for (const ItemResult& r : results) {
+    correct += r.correct ? 1 : 0;
+    reasoning += r.reasoning ? 1 : 0;
+    forced += r.forced ? 1 : 0;
+    lengths.push_back(r.n_tokens);
+    total_tokens += r.n_tokens;
+  }
+  const std::size_t n = results.size();
+  auto sorted = lengths;
+  std::sort(sorted.begin(), sorted.end());
+  const double median = n == 0 ? 0.0
+                        : n % 2 ? sorted[n / 2]
+                                : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+  const auto ci = wilson_interval(correct, n);
+  auto r2 = [](double x) { return std::round(x * 100.0) / 100.0; };
+  return ordered_json{{"n", n},
+                      {"correct", correct},
+                      {"accuracy", r2(n ? 100.0 * double(correct) / double(n) : 0.0)},
+                      {"ci95", {r2(ci.first), r2(ci.second)}},
+                      {"reasoning_rate", r2(n ? 100.0 * double(reasoning) / double(n) : 0.0)},
+                      {"forced", forced},
+                      {"mean_tokens", r2(n ? total_tokens / double(n) : 0.0)},
+                      {"median_tokens", median},
+                      {"lengths", lengths}};
+}
+
+ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptions& o) {
+  if (o.out_dir.empty()) throw Error(ErrorCode::InvalidArgument, "--out is required");
+  if (o.n_parallel < 1) throw Error(ErrorCode::InvalidArgument, "--parallel must be >= 1");
+  const auto start = std::chrono::steady_clock::now();
+  Evaluator ev(model, o);
+  fs::create_directories(o.out_dir);
+  const std::string config_path = o.out_dir + "/config.json";
+  const std::string items_path = o.out_dir + "/items.jsonl";
+  ordered_json config = config_json(o, *model);
+  const std::string config_text = config.dump(2) + "\n";
+  if (fs::exists(config_path)) {
+    if (read_file(config_path) != config_text) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "output folder " + o.out_dir +
+                      " holds a run with another configuration (config.json differs); choose another --out");
+    }
+  } else {
+    write_atomic(config_path, config_text);
+  }
+  std::map<std::size_t, ItemResult> done = load_done(items_path);
+
+  // Vectors.
+  std::optional<SteeringVector> vector;
+  std::vector<std::vector<float>> caa;
+  ordered_json vector_info = nullptr;
+  const std::size_t total = ev.items().size();
+  const bool pending = done.size() < total;
+  if (pending && (o.method == Method::Cache || o.method == Method::CacheCot)) {
+    if (!o.vector_path.empty()) {
+      vector = load_steering_vector(o.vector_path);
+      vector_info = {{"path", o.vector_path}, {"traces_sha256", vector->info.traces_sha256},
+                     {"n_pairs", vector->info.n_pairs}};
+    } else {
+      const auto pairs = ev.contrastive_pairs(o.method == Method::CacheCot);
+      Session s = ev.make_session(std::min<std::uint32_t>(8, static_cast<std::uint32_t>(pairs.size() * 2)));
+      vector = extract_steering_vector(s, pairs);
+      vector_info = {{"extracted_from", o.traces}, {"traces_sha256", ev.traces_sha()},
+                     {"n_pairs", pairs.size()}, {"shots", o.shots}};
+    }
+  }
+  if (pending && o.method == Method::Caa) {
+    caa = extract_residual_vector(ev, ev.contrastive_pairs(false));
+    vector_info = {{"extracted_from", o.traces}, {"traces_sha256", ev.traces_sha()}, {"n_pairs", o.n_pairs},
+                   {"shots", o.shots}, {"kind", "residual (l_out)"}};
+  }
+
+  Setting setting;
+  if (vector) {
+    setting.vector = &*vector;
+    setting.params = o.steering;
+  }
+  setting.offset = o.steering.offset_token;
+  if (o.method != Method::Cache && o.method != Method::CacheCot) setting.offset.reset();
+  std::function<void(Session&)> before_tail;
+  std::int32_t first = 0, last = 0;
+  if (o.method == Method::Caa) {
+    first = resolve_caa_layer(o.caa.layer_first, *model);
+    last = o.caa.layer_last >= 0 ? o.caa.layer_last : first;
+    const auto directions = scaled(caa, o.caa.coef);
+    before_tail = [directions, first, last](Session& s) { s.set_control_vector(directions, first, last); };
+  }
+
+  Session session = ev.make_session(o.n_parallel);
+  std::ofstream items_out(items_path, std::ios::app | std::ios::binary);
+  if (!items_out) throw Error(ErrorCode::Io, "cannot open " + items_path + " for appending");
+  for (std::size_t begin = 0; begin < total; begin += o.n_parallel) {
+    std::vector<std::size_t> batch;
+    for (std::size_t i = begin; i < std::min(total, begin + o.n_parallel); ++i) {
+      if (!done.count(i)) batch.push_back(i);
+    }
+    if (batch.empty()) continue;
+    auto results = ev.run_batch(session, batch, {setting}, before_tail);
+    if (o.method == Method::Caa) session.clear_control_vector();
+    std::string lines;
+    for (ItemResult& r : results[0]) {
+      lines += r.to_json().dump() + "\n";
+      done[r.index] = std::move(r);
+    }
+    items_out << lines;
+    items_out.flush();
+    if (!items_out) throw Error(ErrorCode::Io, "cannot append to " + items_path);
+    if (o.progress) o.progress(done.size(), total);
+  }
+  std::vector<ItemResult> all;
+  for (auto& [i, r] : done) all.push_back(r);
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ordered_json summary{{"kind", "kvsteer-eval-summary"}, {"version", 1},
+                       {"task", task_name(o.task)},      {"method", method_name(o.method)}};
+  std::string label = method_name(o.method);
+  if (o.method == Method::Cache || o.method == Method::CacheCot) {
+    char buf[96];
+    std::snprintf(buf, sizeof(buf), " c_k=%g c_v=%g", double(o.steering.coef_k), double(o.steering.coef_v));
+    label += buf;
+  } else if (o.method == Method::Caa) {
+    label += " L" + std::to_string(first) + (last != first ? "-" + std::to_string(last) : "") + " c=" +
+             nlohmann::json(o.caa.coef).dump();
+  }
+  summary["label"] = label;
+  summary.update(summarize(all));
+  summary["elapsed_s"] = std::round(elapsed * 10) / 10;
+  summary["items_per_s"] = elapsed > 0 ? std::round(100.0 * double(all.size()) / elapsed) / 100.0 : 0.0;
+  summary["model"] = {{"path", o.model_path}, {"fingerprint", fingerprint_text(model->fingerprint())}};
+  summary["vector"] = vector_info;
+  summary["config"] = config;
+  summary["commit"] = KVSTEER_GIT_COMMIT;
+  write_atomic(o.out_dir + "/summary.json", summary.dump(2) + "\n");
+  return summary;
+}
+
+ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOptions& so) {
+  const EvalOptions& o = so.base;
+  if (o.method != Method::Cache && o.method != Method::CacheCot && o.method != Method::Caa) {
+    throw Error(ErrorCode::InvalidArgument, "kvsteer sweep runs --method cache, cache+cot or caa");
+  }
+  Evaluator ev(model, o);
+  const std::size_t total = ev.items().size();
+  ordered_json settings_json = ordered_json::array();
+  const auto start = std::chrono::steady_clock::now();
+  if (o.method == Method::Caa) {
+    if (so.caa_layers.empty() || so.caa_coefs.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "a CAA sweep needs --caa-layers and --caa-coefs");
+    }
+    const auto caa = extract_residual_vector(ev, ev.contrastive_pairs(false));
+    Session session = ev.make_session(o.n_parallel);
+    std::size_t done_settings = 0;
+    for (std::int32_t layer : so.caa_layers) {
+      for (float c : so.caa_coefs) {
+        const auto directions = scaled(caa, c);
+        auto before_tail = [&directions, layer](Session& s) { s.set_control_vector(directions, layer, layer); };
+        std::vector<ItemResult> all;
+        for (std::size_t begin = 0; begin < total; begin += o.n_parallel) {
+          std::vector<std::size_t> batch;
+          for (std::size_t i = begin; i < std::min(total, begin + o.n_parallel); ++i) batch.push_back(i);
+          auto r = ev.run_batch(session, batch, {Setting{}}, before_tail);
+          session.clear_control_vector();
+          all.insert(all.end(), r[0].begin(), r[0].end());
+        }
+        ordered_json s{{"layer", layer}, {"c", c}};
+        auto sum = summarize(all);
+        sum.erase("lengths");
+        s.update(sum);
+        settings_json.push_back(s);
+        if (o.progress) o.progress(++done_settings, so.caa_layers.size() * so.caa_coefs.size());
+      }
+    }
+  } else {
+    std::optional<SteeringVector> vector;
+    if (!o.vector_path.empty()) {
+      vector = load_steering_vector(o.vector_path);
+    } else {
+      const auto pairs = ev.contrastive_pairs(o.method == Method::CacheCot);
+      Session s = ev.make_session(std::min<std::uint32_t>(8, static_cast<std::uint32_t>(pairs.size() * 2)));
+      vector = extract_steering_vector(s, pairs);
+    }
+    std::vector<Setting> settings;
+    for (const std::string& layers : so.layers) {
+      for (float ck : so.coef_k) {
+        for (float cv : so.coef_v) {
+          Setting s;
+          s.vector = &*vector;
+          s.params.coef_k = ck;
+          s.params.coef_v = cv;
+          s.params.layers_k = LayerSelection::parse(layers);
+          s.params.layers_v = LayerSelection::parse(layers);
+          s.offset = o.steering.offset_token;
+          settings.push_back(s);
+        }
+      }
+    }
+    // Each question's copies share one prefill; n_parallel bounds the sequences in flight.
+    const std::size_t per_batch = std::max<std::size_t>(1, o.n_parallel / settings.size());
+    Session session = ev.make_session(static_cast<std::uint32_t>(per_batch * settings.size()));
+    std::vector<std::vector<ItemResult>> all(settings.size());
+    for (std::size_t begin = 0; begin < total; begin += per_batch) {
+      std::vector<std::size_t> batch;
+      for (std::size_t i = begin; i < std::min(total, begin + per_batch); ++i) batch.push_back(i);
+      auto r = ev.run_batch(session, batch, settings, nullptr);
+      for (std::size_t s = 0; s < settings.size(); ++s) all[s].insert(all[s].end(), r[s].begin(), r[s].end());
+      if (o.progress) o.progress(std::min(total, begin + per_batch), total);
+    }
+    std::size_t s = 0;
+    for (const std::string& layers : so.layers) {
+      for (float ck : so.coef_k) {
+        for (float cv : so.coef_v) {
+          ordered_json j{{"c_k", ck}, {"c_v", cv}, {"layers", layers}};
+          auto sum = summarize(all[s++]);
+          sum.erase("lengths");
+          j.update(sum);
+          settings_json.push_back(j);
+        }
+      }
+    }
+  }
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ordered_json out{{"kind", "kvsteer-sweep"},
+                   {"version", 1},
+                   {"task", task_name(o.task)},
+                   {"method", method_name(o.method)},
+                   {"n_items", total},
+                   {"elapsed_s", std::round(elapsed * 10) / 10},
+                   {"settings", settings_json},
+                   {"config", config_json(o, *model)},
+                   {"commit", KVSTEER_GIT_COMMIT}};
+  if (!so.out.empty()) {
+    if (const auto parent = fs::path(so.out).parent_path(); !parent.empty()) fs::create_directories(parent);
+    write_atomic(so.out, out.dump(2) + "\n");
+  }
+  return out;
+}
+
+}  // namespace kvsteer::eval

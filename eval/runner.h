@@ -1,0 +1,143 @@
+// `kvsteer eval` and `kvsteer sweep`: the paper's study (method.md §1.5, §2, §3) on one task with
+// one method, or a grid of steering settings, for any GGUF model.
+//
+// Outputs of an eval run, in its output folder:
+//   config.json   what the run is (task, data, method, steering, prompts, model, vector); a folder
+//                 whose config.json differs refuses to resume
+//   items.jsonl   one line per finished item, appended and flushed as items finish; an
+//                 interrupted run resumes from it and never recomputes a finished item
+//   summary.json  written atomically at the end (accuracy with a 95 % Wilson interval, lengths,
+//                 reasoning rate, config, fingerprints, commit)
+//
+// Determinism: greedy decoding of many items in parallel sequences of one context. llama.cpp's
+// CPU results depend on the batch composition (llama-internals.md §6: F32 weights differ by
+// ~1e-5 in the logits, F16 more), so a near-tie can flip a greedy token when --parallel or the
+// set of items decoded together changes. Runs with the same options are bit-identical, and a
+// resumed run fills the same batches as an uninterrupted one (batches are cut from the item
+// list, not from what is left).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "eval/datasets.h"
+#include "eval/prompts.h"
+#include "kvsteer/generation.h"
+#include "kvsteer/model.h"
+#include "kvsteer/steering.h"
+
+namespace kvsteer::eval {
+
+enum class Method {
+  Baseline,  // zero-shot chat prompt
+  Cot,       // zero-shot + "Let's think step by step." after the generation prompt
+  FewShot,   // k examples answered with steps, then the question
+  Caa,       // activation steering: residual vector at one layer (or a range), generated tokens
+  Cache,     // KV cache steering
+  CacheCot,  // KV cache steering + the CoT prompt (vector extracted with the CoT prefix)
+};
+Method parse_method(const std::string& name);  // baseline cot fewshot caa cache cache+cot
+const char* method_name(Method method) noexcept;
+
+// How chat messages become tokens.
+struct PromptStyle {
+  std::optional<PromptFamily> family;  // reference render (add_special=false), else the model's
+  std::string chat_template;           // override of the model's template ("" = the model's)
+};
+
+// Activation steering (CAA) settings.
+struct CaaParams {
+  std::int32_t layer_first = -1;  // block whose output is steered; -1: the middle layer
+  std::int32_t layer_last = -1;   // -1: same as layer_first
+  float coef = 1.0f;
+};
+
+struct EvalOptions {
+  Task task = Task::Gsm8k;
+  std::string data;       // the task's test file
+  std::size_t limit = 0;  // first N items (0: all)
+  Method method = Method::Baseline;
+  PromptStyle prompt;
+
+  // Few-shot examples and steering-vector extraction.
+  std::string traces;         // teacher traces (JSONL: query/question, steps, solution)
+  std::string fewshot_map;    // neighbour map file (fewshot_maps_from_results.json); "" = lexical
+  std::size_t n_pairs = 100;  // contrastive pairs: the first N trace rows
+  std::size_t shots = 5;      // in-context examples per contrastive prompt / few-shot prompt
+  std::string vector_path;    // cache steering: a vector file instead of extracting one
+
+  SteeringParams steering;  // c_k, c_v, layers, offset token (cache methods)
+  CaaParams caa;
+  GenerationParams generation;  // greedy, 768 tokens, reference stop strings by default
+
+  std::uint32_t n_parallel = 16;  // sequences decoded together
+  std::int32_t n_threads = 0;
+  std::string out_dir;
+  std::string model_path;  // recorded in config/summary
+  // (done, total) after every batch; may be empty.
+  std::function<void(std::size_t, std::size_t)> progress;
+};
+
+// The reference's stop strings (method.md §1.5) plus the model's EOS text.
+std::vector<std::string> reference_stop_strings(const Model& model);
+
+// The paper's per-task cache-steering preset for a model name (method.md §2.1, §2.2), matched
+// case-insensitively on "smollm2", "qwen2", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b",
+// "phi-4-mini"; unknown models get c_v from the task default (GSM8K 1, else 6). Sets n_pairs,
+// shots, coef_k, coef_v, layers (1-) and the offset token ("\n" for MC tasks, none for GSM8K).
+void apply_paper_preset(EvalOptions& options, const Model& model, const std::string& model_name);
+
+// Result of one item (one line of items.jsonl).
+struct ItemResult {
+  std::size_t index = 0;
+  std::string id;
+  std::string prompt;    // rendered prompt text
+  std::string response;  // generated text (offset token included when one was decoded)
+  std::string extracted;
+  std::string target;
+  bool correct = false;
+  std::int32_t n_tokens = 0;  // generated tokens
+  int n_steps = 0;            // reasoning steps in the response
+  bool reasoning = false;     // the answer comes after at least one reasoning step
+  bool forced = false;        // MC: decided by the forced one-token choice
+  nlohmann::ordered_json to_json() const;
+  static ItemResult from_json(const nlohmann::ordered_json& j);
+};
+
+// Reasoning steps of a response: for organism tasks the sentences with " = " before "The answer
+// is"; otherwise the non-empty sentences (split at ". ", "! ", "? " and newlines) before the
+// last "answer is" (or in the whole text when there is none, minus the last sentence).
+int count_reasoning_steps(Task task, const std::string& response);
+
+// Wilson score interval (95 %) of correct/n, in percent.
+std::pair<double, double> wilson_interval(std::size_t correct, std::size_t n);
+
+// Summary of a set of results (the numbers of summary.json).
+nlohmann::ordered_json summarize(const std::vector<ItemResult>& results);
+
+// Runs (or resumes) an evaluation; returns the summary JSON also written to out_dir.
+nlohmann::ordered_json run_eval(const std::shared_ptr<const Model>& model,
+                                const EvalOptions& options);
+
+// A grid of steering settings evaluated together: each question is prefilled once, copied to
+// one sequence per setting, each copy edited with its setting, and all copies decoded together
+// (cache steering). Activation-steering settings run one after another (llama.cpp applies a
+// control vector to the whole context).
+struct SweepOptions {
+  EvalOptions base;  // task, data, prompts, extraction, generation; method Cache or Caa
+  std::vector<float> coef_k = {0.0f};
+  std::vector<float> coef_v = {1.0f};
+  std::vector<std::string> layers = {"1-"};
+  std::vector<std::int32_t> caa_layers;  // CAA: single layers
+  std::vector<float> caa_coefs;          // CAA: coefficients
+  std::string out;                       // sweep JSON
+};
+nlohmann::ordered_json run_sweep(const std::shared_ptr<const Model>& model,
+                                 const SweepOptions& options);
+
+}  // namespace kvsteer::eval

@@ -1,0 +1,223 @@
+// kvsteer eval / kvsteer sweep: the paper's study for one task and method, or a steering grid.
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "common.h"
+#include "eval/runner.h"
+#include "progress.h"
+
+namespace kvsteer::cli {
+namespace {
+
+struct EvalCliOptions {
+  std::string model, task, data, method = "baseline", prompt_family, chat_template, model_name;
+  std::string traces, fewshot_map, vector, layers, offset, out;
+  std::size_t limit = 0, pairs = 0, shots = 0;
+  float coef_k = 0, coef_v = 0, caa_c = 1.0f, temperature = 0.0f;
+  std::int32_t caa_layer = -1, caa_layer_last = -1, n_predict = 768, n_threads = 0;
+  std::uint32_t parallel = 16, seed = 1234;
+  bool no_preset = false;
+  // Explicit flags win over the preset.
+  CLI::Option *o_pairs = nullptr, *o_shots = nullptr, *o_ck = nullptr, *o_cv = nullptr,
+              *o_layers = nullptr, *o_offset = nullptr;
+};
+
+void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
+  cmd.add_option("-m,--model", o.model, "GGUF model")->required()->check(CLI::ExistingFile);
+  cmd.add_option("--task", o.task, "gsm8k, arc, csqa, piqa, organism-numeric, organism-choice")
+      ->required();
+  cmd.add_option("--data", o.data, "The task's test file (see README)")->required();
+  cmd.add_option("--limit", o.limit, "First N items only (0: all)");
+  cmd.add_option("--prompt-family", o.prompt_family,
+                 "Render prompts with the reference template: llama32, llama31, qwen2, smollm2, "
+                 "phi4mini, chatml (default: the model's template)");
+  cmd.add_option("--chat-template", o.chat_template, "Override of the model's chat template");
+  cmd.add_option("--model-name", o.model_name,
+                 "Name matched against the paper's presets (default: the model file name)");
+  cmd.add_flag("--no-preset", o.no_preset, "Do not apply the paper's per-task preset");
+  cmd.add_option("--traces", o.traces, "Teacher traces JSONL (few-shot examples, extraction)");
+  cmd.add_option("--fewshot-map", o.fewshot_map,
+                 "Neighbour map (fewshot_maps_from_results.json); default: lexical neighbours");
+  o.o_pairs = cmd.add_option("--pairs", o.pairs, "Contrastive pairs (first N trace rows)");
+  o.o_shots = cmd.add_option("--shots", o.shots, "In-context examples per prompt");
+  cmd.add_option("--vector", o.vector, "Cache steering: a vector file instead of extracting");
+  o.o_ck = cmd.add_option("--ck", o.coef_k, "c_k");
+  o.o_cv = cmd.add_option("--cv", o.coef_v, "c_v");
+  o.o_layers = cmd.add_option("--layers", o.layers, "Steered layers, e.g. 1- (default) or 2,5");
+  o.o_offset = cmd.add_option("--offset", o.offset,
+                              "Offset text whose first token is decoded after the edit; 'none'");
+  cmd.add_option("--caa-layer", o.caa_layer, "CAA: steered block (default: the middle one)");
+  cmd.add_option("--caa-layer-last", o.caa_layer_last, "CAA: last block of a range");
+  cmd.add_option("--caa-c", o.caa_c, "CAA: coefficient")->capture_default_str();
+  cmd.add_option("--n-predict", o.n_predict, "New tokens at most")->capture_default_str();
+  cmd.add_option("--temp", o.temperature, "Sampling temperature (0: greedy)")->capture_default_str();
+  cmd.add_option("--seed", o.seed, "Sampling seed")->capture_default_str();
+  cmd.add_option("--parallel,--np", o.parallel, "Sequences decoded together")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 512u));
+  cmd.add_option("-t,--threads", o.n_threads, "CPU threads (0: all)");
+}
+
+eval::EvalOptions build_options(const EvalCliOptions& c, const std::shared_ptr<const Model>& model) {
+  eval::EvalOptions o;
+  o.task = eval::parse_task(c.task);
+  o.data = c.data;
+  o.limit = c.limit;
+  o.method = eval::parse_method(c.method);
+  if (!c.prompt_family.empty()) o.prompt.family = eval::parse_prompt_family(c.prompt_family);
+  o.prompt.chat_template = c.chat_template;
+  o.traces = c.traces;
+  o.fewshot_map = c.fewshot_map;
+  o.vector_path = c.vector;
+  o.model_path = c.model;
+  const std::string name =
+      c.model_name.empty() ? std::filesystem::path(c.model).filename().string() : c.model_name;
+  if (!c.no_preset) {
+    eval::apply_paper_preset(o, *model, name);
+  } else {
+    o.steering.layers_k = o.steering.layers_v = LayerSelection::parse("1-");
+  }
+  if (c.o_pairs->count()) o.n_pairs = c.pairs;
+  if (c.o_shots->count()) o.shots = c.shots;
+  if (c.o_ck->count()) o.steering.coef_k = c.coef_k;
+  if (c.o_cv->count()) o.steering.coef_v = c.coef_v;
+  if (c.o_layers->count()) {
+    o.steering.layers_k = o.steering.layers_v = LayerSelection::parse(c.layers);
+  }
+  if (c.o_offset->count()) {
+    if (c.offset == "none") {
+      o.steering.offset_token.reset();
+    } else {
+      const auto ids = model->tokenize(c.offset, false, false);
+      if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "--offset text has no tokens");
+      o.steering.offset_token = ids.front();
+    }
+  }
+  o.caa = {c.caa_layer, c.caa_layer_last, c.caa_c};
+  o.generation.n_predict = c.n_predict;
+  o.generation.stop_strings = eval::reference_stop_strings(*model);
+  o.generation.sampling.temperature = c.temperature;
+  o.generation.sampling.seed = c.seed;
+  if (c.temperature > 0) {
+    o.generation.sampling.top_k = 50;
+    o.generation.sampling.top_p = 0.9f;
+  }
+  o.n_parallel = c.parallel;
+  o.n_threads = c.n_threads;
+  return o;
+}
+
+void print_summary(const nlohmann::ordered_json& s) {
+  std::printf("%-18s %-12s n=%-5d accuracy %6.2f %% [%.2f, %.2f]  reasoning %6.2f %%  mean len %.1f\n",
+              s.value("task", "").c_str(), s.value("label", s.value("method", "")).c_str(),
+              s.at("n").get<int>(), s.at("accuracy").get<double>(), s.at("ci95")[0].get<double>(),
+              s.at("ci95")[1].get<double>(), s.at("reasoning_rate").get<double>(),
+              s.at("mean_tokens").get<double>());
+}
+
+std::vector<std::string> split_list(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string part;
+  while (std::getline(ss, part, sep)) {
+    if (!part.empty()) out.push_back(part);
+  }
+  return out;
+}
+
+template <typename T>
+std::vector<T> parse_numbers(const std::string& text, const char* flag) {
+  std::vector<T> out;
+  for (const std::string& part : split_list(text, ',')) {
+    try {
+      std::size_t used = 0;
+      const double v = std::stod(part, &used);
+      if (used != part.size() || !std::isfinite(v)) throw std::invalid_argument(part);
+      out.push_back(static_cast<T>(v));
+    } catch (const std::exception&) {
+      throw Error(ErrorCode::InvalidArgument, std::string(flag) + ": '" + part + "' is not a number");
+    }
+  }
+  if (out.empty()) throw Error(ErrorCode::InvalidArgument, std::string(flag) + " is empty");
+  return out;
+}
+
+}  // namespace
+
+void add_eval(CLI::App& app) {
+  auto c = std::make_shared<EvalCliOptions>();
+  CLI::App* cmd = app.add_subcommand("eval", "Evaluate one method on one task (resumable)");
+  add_eval_flags(*cmd, *c);
+  cmd->add_option("--method", c->method, "baseline, cot, fewshot, caa, cache, cache+cot")
+      ->capture_default_str();
+  cmd->add_option("-o,--out", c->out, "Output folder (config.json, items.jsonl, summary.json)")
+      ->required();
+  cmd->callback([c] {
+    auto model = load_model(c->model);
+    eval::EvalOptions o = build_options(*c, model);
+    o.out_dir = c->out;
+    Progress progress(std::string("eval ") + c->task + " " + c->method, 0);
+    o.progress = [&](std::size_t done, std::size_t) { progress.update(done); };
+    // The total is known once the items are loaded; the bar starts at the first batch.
+    Progress* bar = nullptr;
+    (void)bar;
+    const auto summary = eval::run_eval(model, o);
+    progress.finish();
+    print_summary(summary);
+  });
+}
+
+void add_sweep(CLI::App& app) {
+  auto c = std::make_shared<EvalCliOptions>();
+  auto ck = std::make_shared<std::string>("0"), cv = std::make_shared<std::string>("1,2,4,8");
+  auto layers = std::make_shared<std::string>("1-"), caa_layers = std::make_shared<std::string>();
+  auto caa_coefs = std::make_shared<std::string>("0.5,1,3");
+  CLI::App* cmd = app.add_subcommand(
+      "sweep", "Evaluate a grid of steering settings, prefilling each question once");
+  add_eval_flags(*cmd, *c);
+  c->method = "cache";
+  cmd->add_option("--method", c->method, "cache, cache+cot or caa")->capture_default_str();
+  cmd->add_option("--ck-grid", *ck, "c_k values, comma-separated")->capture_default_str();
+  cmd->add_option("--cv-grid", *cv, "c_v values, comma-separated")->capture_default_str();
+  cmd->add_option("--layers-grid", *layers, "layer selections, ';'-separated")
+      ->capture_default_str();
+  cmd->add_option("--caa-layers", *caa_layers, "CAA: blocks, comma-separated");
+  cmd->add_option("--caa-coefs", *caa_coefs, "CAA: coefficients, comma-separated")
+      ->capture_default_str();
+  cmd->add_option("-o,--out", c->out, "Sweep JSON")->required();
+  cmd->callback([c, ck, cv, layers, caa_layers, caa_coefs] {
+    auto model = load_model(c->model);
+    eval::SweepOptions so;
+    so.base = build_options(*c, model);
+    so.coef_k = parse_numbers<float>(*ck, "--ck-grid");
+    so.coef_v = parse_numbers<float>(*cv, "--cv-grid");
+    so.layers = split_list(*layers, ';');
+    for (const auto& l : so.layers) (void)LayerSelection::parse(l);
+    if (so.base.method == eval::Method::Caa) {
+      so.caa_layers = caa_layers->empty()
+                          ? std::vector<std::int32_t>{std::max(1, model->fingerprint().n_layer / 2)}
+                          : parse_numbers<std::int32_t>(*caa_layers, "--caa-layers");
+      so.caa_coefs = parse_numbers<float>(*caa_coefs, "--caa-coefs");
+    }
+    so.out = c->out;
+    Progress progress(std::string("sweep ") + c->task + " " + c->method, 0);
+    so.base.progress = [&](std::size_t done, std::size_t) { progress.update(done); };
+    const auto out = eval::run_sweep(model, so);
+    progress.finish();
+    for (const auto& s : out.at("settings")) {
+      if (s.contains("layer")) {
+        std::printf("layer %-3d c %-6g", s.at("layer").get<int>(), s.at("c").get<double>());
+      } else {
+        std::printf("c_k %-5g c_v %-5g layers %-6s", s.at("c_k").get<double>(),
+                    s.at("c_v").get<double>(), s.at("layers").get<std::string>().c_str());
+      }
+      std::printf("  accuracy %6.2f %% [%.2f, %.2f]  reasoning %6.2f %%  mean len %.1f\n",
+                  s.at("accuracy").get<double>(), s.at("ci95")[0].get<double>(),
+                  s.at("ci95")[1].get<double>(), s.at("reasoning_rate").get<double>(),
+                  s.at("mean_tokens").get<double>());
+    }
+  });
+}
+
+}  // namespace kvsteer::cli
