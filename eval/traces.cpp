@@ -111,9 +111,10 @@ Traces load_traces(const std::string& path, TaskFormat format) {
     r.source = row.contains("source") && row["source"].is_string()
                    ? row["source"].get<std::string>()
                    : "row " + std::to_string(out.rows.size());
-    if (!row.contains("steps") || !row["steps"].is_array() || row["steps"].empty()) {
+    // An empty list is valid: the reference joins it to "" (piqa_oai.jsonl has one such row).
+    if (!row.contains("steps") || !row["steps"].is_array()) {
       throw Error(ErrorCode::Format, "traces file '" + path + "' line " + std::to_string(n) +
-                                         ": field 'steps' is missing or not a non-empty list");
+                                         ": field 'steps' is missing or not a list");
     }
     for (const auto& step : row["steps"]) {
       if (!step.is_string()) {

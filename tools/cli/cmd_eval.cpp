@@ -1,5 +1,7 @@
 // kvsteer eval / kvsteer sweep: the paper's study for one task and method, or a steering grid.
+#include <cmath>
 #include <cstdio>
+#include <optional>
 #include <filesystem>
 #include <sstream>
 
@@ -157,13 +159,13 @@ void add_eval(CLI::App& app) {
     auto model = load_model(c->model);
     eval::EvalOptions o = build_options(*c, model);
     o.out_dir = c->out;
-    Progress progress(std::string("eval ") + c->task + " " + c->method, 0);
-    o.progress = [&](std::size_t done, std::size_t) { progress.update(done); };
-    // The total is known once the items are loaded; the bar starts at the first batch.
-    Progress* bar = nullptr;
-    (void)bar;
+    std::optional<Progress> progress;  // the total is known once the items are loaded
+    o.progress = [&](std::size_t done, std::size_t total) {
+      if (!progress) progress.emplace("eval " + c->task + " " + c->method, total);
+      progress->update(done);
+    };
     const auto summary = eval::run_eval(model, o);
-    progress.finish();
+    if (progress) progress->finish();
     print_summary(summary);
   });
 }
@@ -201,10 +203,13 @@ void add_sweep(CLI::App& app) {
       so.caa_coefs = parse_numbers<float>(*caa_coefs, "--caa-coefs");
     }
     so.out = c->out;
-    Progress progress(std::string("sweep ") + c->task + " " + c->method, 0);
-    so.base.progress = [&](std::size_t done, std::size_t) { progress.update(done); };
+    std::optional<Progress> progress;
+    so.base.progress = [&](std::size_t done, std::size_t total) {
+      if (!progress) progress.emplace("sweep " + c->task + " " + c->method, total);
+      progress->update(done);
+    };
     const auto out = eval::run_sweep(model, so);
-    progress.finish();
+    if (progress) progress->finish();
     for (const auto& s : out.at("settings")) {
       if (s.contains("layer")) {
         std::printf("layer %-3d c %-6g", s.at("layer").get<int>(), s.at("c").get<double>());

@@ -71,5 +71,7 @@ void add_kv_dump(CLI::App& app);
 void add_info(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_organism(CLI::App& app);
+void add_eval(CLI::App& app);
+void add_sweep(CLI::App& app);
 
 }  // namespace kvsteer::cli

@@ -17,6 +17,8 @@ int run(int argc, char** argv) {
   kvsteer::cli::add_info(app);
   kvsteer::cli::add_bench(app);
   kvsteer::cli::add_organism(app);
+  kvsteer::cli::add_eval(app);
+  kvsteer::cli::add_sweep(app);
   {
     kvsteer::Backend backend(kvsteer::LogLevel::Silent);
     try {
