@@ -105,7 +105,7 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-class Report : public ::testing::Test {
+class EvalReport : public ::testing::Test {
  protected:
   std::string put(const std::string& name, const json& value) {
     const std::string path = dir_.file(name);
@@ -136,7 +136,7 @@ class Report : public ::testing::Test {
   test::TempDir dir_;
 };
 
-TEST_F(Report, MarkdownTablesHoldEveryMethodAndTask) {
+TEST_F(EvalReport, MarkdownTablesHoldEveryMethodAndTask) {
   write(full_inputs());
   const std::string md = test::read_file(out_file("report.md"));
   EXPECT_TRUE(contains(md, "| method | organism-choice | organism-numeric |")) << md;
@@ -170,7 +170,7 @@ TEST_F(Report, MarkdownTablesHoldEveryMethodAndTask) {
   EXPECT_TRUE(contains(md, "`abc123` (5 summaries)"));
 }
 
-TEST_F(Report, WritesWellFormedSvgFiguresAndReturnsThePaths) {
+TEST_F(EvalReport, WritesWellFormedSvgFiguresAndReturnsThePaths) {
   const auto written = write(full_inputs());
   const std::vector<std::string> expected = {
       out_file("lengths-organism-choice.svg"), out_file("stability-organism-numeric.svg"),
@@ -198,7 +198,7 @@ TEST_F(Report, WritesWellFormedSvgFiguresAndReturnsThePaths) {
   }
 }
 
-TEST_F(Report, HtmlIsSelfContainedWithInlineSvgs) {
+TEST_F(EvalReport, HtmlIsSelfContainedWithInlineSvgs) {
   write(full_inputs());
   const std::string html = test::read_file(out_file("report.html"));
   EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
@@ -220,7 +220,7 @@ TEST_F(Report, HtmlIsSelfContainedWithInlineSvgs) {
   EXPECT_FALSE(contains(html, "id='gpPt0'"));
 }
 
-TEST_F(Report, FolderIsScannedForSummariesAndSweepsOnly) {
+TEST_F(EvalReport, FolderIsScannedForSummariesAndSweepsOnly) {
   full_inputs();
   put("other.json", {{"kind", "something-else"}, {"version", 1}});
   put("array.json", json::array({1, 2}));
@@ -241,7 +241,7 @@ TEST_F(Report, FolderIsScannedForSummariesAndSweepsOnly) {
   EXPECT_EQ(again.sweeps.size(), 2u);
 }
 
-TEST_F(Report, SweepsAloneMakeAReport) {
+TEST_F(EvalReport, SweepsAloneMakeAReport) {
   const auto written = write({put("s.json", cache_sweep("gsm8k"))});
   EXPECT_EQ(written.size(), 3u);
   const std::string svg = test::read_file(out_file("stability-gsm8k.svg"));
@@ -250,14 +250,14 @@ TEST_F(Report, SweepsAloneMakeAReport) {
   EXPECT_TRUE(contains(test::read_file(out_file("report.md")), "No evaluation summaries"));
 }
 
-TEST_F(Report, MissingFileIsNotFound) {
+TEST_F(EvalReport, MissingFileIsNotFound) {
   const std::string path = dir_.file("nope.json");
   const Error e = error_of([&] { load_report_inputs({path}); });
   EXPECT_EQ(e.code(), ErrorCode::NotFound);
   EXPECT_TRUE(contains(e.what(), path)) << e.what();
 }
 
-TEST_F(Report, InvalidJsonNamesTheFile) {
+TEST_F(EvalReport, InvalidJsonNamesTheFile) {
   const std::string path = dir_.file("bad.json");
   test::write_file(path, "{\"kind\": \"kvsteer-sweep\",\n \"version\": ");
   for (const auto& paths : {std::vector<std::string>{path}, {dir_.path()}}) {
@@ -269,7 +269,7 @@ TEST_F(Report, InvalidJsonNamesTheFile) {
   }
 }
 
-TEST_F(Report, UnknownKindIsRefusedWhenGivenExplicitly) {
+TEST_F(EvalReport, UnknownKindIsRefusedWhenGivenExplicitly) {
   const std::string path = put("other.json", {{"kind", "kvsteer-bench"}, {"version", 1}});
   const Error e = error_of([&] { load_report_inputs({path}); });
   EXPECT_EQ(e.code(), ErrorCode::Format);
@@ -281,7 +281,7 @@ TEST_F(Report, UnknownKindIsRefusedWhenGivenExplicitly) {
   EXPECT_TRUE(contains(e2.what(), "missing field 'kind'")) << e2.what();
 }
 
-TEST_F(Report, NewerVersionIsRefused) {
+TEST_F(EvalReport, NewerVersionIsRefused) {
   json s = summary("t", "baseline", 40.0, 10, {1, 2});
   s["version"] = 2;
   const std::string path = put("v2.json", s);
@@ -291,7 +291,7 @@ TEST_F(Report, NewerVersionIsRefused) {
   EXPECT_TRUE(contains(e.what(), "version 2 is newer")) << e.what();
 }
 
-TEST_F(Report, MissingFieldNamesFileAndField) {
+TEST_F(EvalReport, MissingFieldNamesFileAndField) {
   json s = summary("t", "baseline", 40.0, 10, {1, 2});
   s.erase("accuracy");
   const std::string path = put("nofield.json", s);
@@ -318,7 +318,7 @@ TEST_F(Report, MissingFieldNamesFileAndField) {
   EXPECT_TRUE(contains(e.what(), "field 'n' is string, expected a number")) << e.what();
 }
 
-TEST_F(Report, NoInputsIsAUsageError) {
+TEST_F(EvalReport, NoInputsIsAUsageError) {
   Error e = error_of([] { load_report_inputs({}); });
   EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
   EXPECT_TRUE(contains(e.what(), "no inputs")) << e.what();
@@ -329,7 +329,7 @@ TEST_F(Report, NoInputsIsAUsageError) {
   EXPECT_TRUE(contains(e.what(), "no inputs")) << e.what();
 }
 
-TEST_F(Report, DuplicateRunsAreRefused) {
+TEST_F(EvalReport, DuplicateRunsAreRefused) {
   const std::string a = put("a.json", summary("t", "cache", 40.0, 10, {1}));
   const std::string b = put("b.json", summary("t", "cache", 41.0, 10, {1}));
   const Error e = error_of([&] { load_report_inputs({a, b}); });
@@ -344,7 +344,7 @@ TEST_F(Report, DuplicateRunsAreRefused) {
   EXPECT_TRUE(contains(md, "| cache c_v=4 | 45.0 [39.5, 50.7] (n=10) |")) << md;
 }
 
-TEST_F(Report, MissingGnuplotWritesNothing) {
+TEST_F(EvalReport, MissingGnuplotWritesNothing) {
   const ReportInputs inputs = load_report_inputs(full_inputs());
   for (const char* gnuplot : {"/nonexistent/gnuplot", "kvsteer-no-such-gnuplot"}) {
     ReportOptions options;
@@ -357,7 +357,7 @@ TEST_F(Report, MissingGnuplotWritesNothing) {
   }
 }
 
-TEST_F(Report, FailingGnuplotLeavesNoPartialReport) {
+TEST_F(EvalReport, FailingGnuplotLeavesNoPartialReport) {
   const std::string fake = dir_.file("fake-gnuplot");
   test::write_file(fake, "#!/bin/sh\necho 'line 3: boom' >&2\nexit 1\n");
   ::chmod(fake.c_str(), 0755);
