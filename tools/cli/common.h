@@ -71,5 +71,6 @@ void add_kv_dump(CLI::App& app);
 void add_info(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_organism(CLI::App& app);
+void add_report(CLI::App& app);
 
 }  // namespace kvsteer::cli

@@ -17,6 +17,7 @@ int run(int argc, char** argv) {
   kvsteer::cli::add_info(app);
   kvsteer::cli::add_bench(app);
   kvsteer::cli::add_organism(app);
+  kvsteer::cli::add_report(app);
   {
     kvsteer::Backend backend(kvsteer::LogLevel::Silent);
     try {
