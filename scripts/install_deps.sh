@@ -5,7 +5,7 @@ set -euo pipefail
 what="${1:-all}"
 llama_pkgs=(build-essential cmake ninja-build git pkg-config)
 build_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev
-            libcpp-httplib-dev nettle-dev clang-format clang-tidy)
+            libcpp-httplib-dev nettle-dev clang-format clang-tidy gnuplot-nox)
 case "$what" in
   llama) pkgs=("${llama_pkgs[@]}") ;;
   build|all) pkgs=("${llama_pkgs[@]}" "${build_pkgs[@]}") ;;

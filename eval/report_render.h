@@ -1,0 +1,53 @@
+// Internals of the report (eval/report.cpp): gnuplot scripts and the markdown and HTML texts.
+// Not installed; exposed to the report's translation units only.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "eval/report.h"
+
+namespace kvsteer::eval::detail {
+
+// A figure drawn into the output folder.
+struct Figure {
+  std::string task;
+  std::string caption;
+  std::string file;  // name inside the output folder, e.g. "stability-gsm8k.svg"
+  std::string svg;   // the file's contents
+};
+
+// A gnuplot script without its terminal and output lines.
+struct PlotScript {
+  std::string size;  // "width,height" in SVG pixels
+  std::string body;
+};
+
+// Numbers as the report prints them: percentages and means with one decimal ("41.3"), others in the
+// shortest form, up to 6 significant digits ("4", "0.25", "33.5").
+std::string fmt_fixed(double x);
+std::string fmt_num(double x);
+
+// Known methods in the order tables list them, then any other method by name.
+int method_rank(const std::string& method);
+// Every task of the inputs, sorted by name.
+std::vector<std::string> report_tasks(const ReportInputs& inputs);
+
+// The stability figure of a task (accuracy against c_v for cache steering, against c for
+// activation steering, two panels); nullopt when the task has no sweep.
+std::optional<PlotScript> stability_script(const ReportInputs& inputs, const std::string& task);
+// The answer-length histograms of a task, one line per summary; nullopt when no summary of the
+// task has lengths.
+std::optional<PlotScript> lengths_script(const ReportInputs& inputs, const std::string& task);
+
+// Titles of the stability figure's panels (the tests look for them in the SVG).
+inline constexpr const char* kCachePanelTitle = "Cache steering: accuracy vs c_v";
+inline constexpr const char* kActivationPanelTitle = "Activation steering: accuracy vs c";
+
+std::string render_markdown(const ReportInputs& inputs, const std::vector<Figure>& figures,
+                            const std::string& title);
+std::string render_html(const ReportInputs& inputs, const std::vector<Figure>& figures,
+                        const std::string& title);
+
+}  // namespace kvsteer::eval::detail
