@@ -93,10 +93,12 @@ class Evaluator {
   const std::string& prompt_text(std::size_t i) const { return prompts_[i].text; }
   std::uint32_t per_seq() const { return per_seq_; }
 
-  Session make_session(std::uint32_t n_seq, bool capture = false) const {
+  // per_seq: cells each sequence may need (0: an evaluation prompt plus generation).
+  Session make_session(std::uint32_t n_seq, bool capture = false, std::uint32_t per_seq = 0) const {
     SessionParams sp;
     sp.n_seq = n_seq;
-    sp.n_ctx = n_seq * per_seq_;
+    sp.n_ctx = n_seq * (per_seq > 0 ? per_seq : per_seq_);
+    sp.n_batch = std::min<std::uint32_t>(512, sp.n_ctx);
     sp.n_threads = o_.n_threads;
     sp.capture_residual = capture;
     return Session(model_, sp);
@@ -313,11 +315,16 @@ class Evaluator {
   mutable std::string traces_sha_;
 };
 
+std::uint32_t longest_pair(const std::vector<ContrastivePair>& pairs) {
+  std::size_t longest = 0;
+  for (const auto& p : pairs) longest = std::max({longest, p.positive.size(), p.negative.size()});
+  return static_cast<std::uint32_t>(longest + 4);
+}
+
 // Mean residual difference (positive - negative) per layer at the last prompt token.
 std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
                                                         const std::vector<ContrastivePair>& pairs) {
-  SessionParams sp;
-  Session session = ev.make_session(1, true);
+  Session session = ev.make_session(1, true, longest_pair(pairs));
   std::vector<std::vector<double>> sum;
   for (const ContrastivePair& pair : pairs) {
     for (int sign : {1, -1}) {
@@ -336,6 +343,12 @@ std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
     for (double x : sum[l]) mean[l].push_back(static_cast<float>(x / double(pairs.size())));
   }
   return mean;
+}
+
+// A session that extracts from these pairs, n_seq prompts at a time.
+Session extraction_session(const Evaluator& ev, const std::vector<ContrastivePair>& pairs) {
+  const auto n_seq = std::min<std::uint32_t>(8, static_cast<std::uint32_t>(pairs.size() * 2));
+  return ev.make_session(n_seq, false, longest_pair(pairs));
 }
 
 std::vector<std::vector<float>> scaled(const std::vector<std::vector<float>>& v, float c) {
@@ -572,6 +585,11 @@ int count_reasoning_steps(Task task, const std::string& response) {
   const std::string low = lower(response);
   const std::size_t at = low.rfind("answer is");
   std::string before = response.substr(0, at == std::string::npos ? response.size() : at);
+  if (at != std::string::npos) {
+    // Drop the start of the answer sentence itself ("So the").
+    const std::size_t end = before.find_last_of(".!?\n");
+    before = end == std::string::npos ? "" : before.substr(0, end + 1);
+  }
   int n = 0;
   std::string sentence;
   auto flush = [&] {
@@ -666,7 +684,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
                      {"n_pairs", vector->info.n_pairs}};
     } else {
       const auto pairs = ev.contrastive_pairs(o.method == Method::CacheCot);
-      Session s = ev.make_session(std::min<std::uint32_t>(8, static_cast<std::uint32_t>(pairs.size() * 2)));
+      Session s = extraction_session(ev, pairs);
       vector = extract_steering_vector(s, pairs);
       vector_info = {{"extracted_from", o.traces}, {"traces_sha256", ev.traces_sha()},
                      {"n_pairs", pairs.size()}, {"shots", o.shots}};
@@ -783,7 +801,7 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
       vector = load_steering_vector(o.vector_path);
     } else {
       const auto pairs = ev.contrastive_pairs(o.method == Method::CacheCot);
-      Session s = ev.make_session(std::min<std::uint32_t>(8, static_cast<std::uint32_t>(pairs.size() * 2)));
+      Session s = extraction_session(ev, pairs);
       vector = extract_steering_vector(s, pairs);
     }
     std::vector<Setting> settings;

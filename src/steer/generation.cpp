@@ -123,14 +123,32 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
     runs.push_back(std::move(run));
   }
 
+  // Requests with the same prefill (a sweep: one question, many steering settings) share one
+  // prefill: the first is decoded, the others get copies of its cells (no recompute).
   std::vector<DecodeItem> items;
-  for (const auto& run : runs) {
-    if (!run.prefill.empty()) {
-      items.push_back({run.request->seq, run.prefill, false});
+  std::vector<std::pair<SeqId, SeqId>> copies;  // (source, destination)
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    if (runs[i].prefill.empty()) {
+      continue;
+    }
+    std::size_t first = i;
+    for (std::size_t j = 0; j < i; ++j) {
+      if (runs[j].prefill == runs[i].prefill) {
+        first = j;
+        break;
+      }
+    }
+    if (first == i) {
+      items.push_back({runs[i].request->seq, runs[i].prefill, false});
+    } else {
+      copies.emplace_back(runs[first].request->seq, runs[i].request->seq);
     }
   }
   if (!items.empty()) {
     session.decode(items);
+  }
+  for (const auto& [src, dst] : copies) {
+    session.copy_sequence(src, dst);
   }
   for (const auto& run : runs) {
     if (run.request->steering == nullptr) {

@@ -50,6 +50,10 @@ std::string tiny_model_path(const std::string& name) {
 
 std::string shared_dir() { return configured("KVSTEER_SHARED_DIR", KVSTEER_SHARED_DIR); }
 
+std::string organism_model_path() {
+  return configured("KVSTEER_ORGANISM_GGUF", KVSTEER_ORGANISM_GGUF);
+}
+
 std::string cli_path() { return configured("KVSTEER_CLI", KVSTEER_CLI); }
 
 std::string llama_source_dir() {

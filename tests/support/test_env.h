@@ -18,6 +18,9 @@ std::string stories_model_path();
 std::string tiny_model_path(const std::string& name);
 // ../shared next to the checkout.
 std::string shared_dir();
+// The project's trained reasoning organism (models/organism/organism.gguf).
+std::string organism_model_path();
+
 // The kvsteer CLI binary.
 std::string cli_path();
 // The llama.cpp source tree (vocabulary-only GGUFs in models/).
