@@ -6,7 +6,7 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc)
 CACHE ?= $(HOME)/.cache/kvsteer
 
-.PHONY: setup configure build test test-asan demo format format-check tidy bench clean
+.PHONY: setup configure build test test-asan demo demo-mechanics format format-check tidy bench clean
 
 setup:
 	@scripts/install_deps.sh all
@@ -29,6 +29,9 @@ test-asan:
 	@$(MAKE) --no-print-directory test PRESET=asan
 
 demo: build
+	@scripts/organism_study.sh $(BUILD)
+
+demo-mechanics: build
 	@scripts/demo.sh $(BUILD)
 
 format:

@@ -145,8 +145,9 @@ ModelFingerprint make_fingerprint(const llama_model* model, const llama_vocab* v
   ModelFingerprint fp;
   fp.arch = arch;
   fp.n_layer = llama_model_n_layer(model);
-  fp.n_head = llama_model_n_head(model);
-  fp.n_head_kv = llama_model_n_head_kv(model);
+  // A vocabulary-only load has no layers, and llama.cpp aborts when asked for their head counts.
+  fp.n_head = fp.n_layer > 0 ? llama_model_n_head(model) : 0;
+  fp.n_head_kv = fp.n_layer > 0 ? llama_model_n_head_kv(model) : 0;
   fp.n_embd = llama_model_n_embd(model);
   const std::int32_t head = fp.n_head > 0 ? fp.n_embd / fp.n_head : 0;
   fp.n_embd_head_k = meta_int(model, arch + ".attention.key_length", head);

@@ -5,6 +5,7 @@
 #include "eval/contrastive.h"
 #include "kvsteer/steering.h"
 #include "support/model_cases.h"
+#include "support/test_env.h"
 
 namespace kvsteer {
 namespace {
@@ -92,6 +93,24 @@ TEST(RealVocab, FingerprintsTellVocabulariesApart) {
   auto qwen2 = test::shared_model("qwen2vocab-f16.gguf");
   EXPECT_NE(llama3->fingerprint().vocab_hash, qwen2->fingerprint().vocab_hash);
   EXPECT_FALSE(llama3->fingerprint().mismatch(qwen2->fingerprint()).empty());
+}
+
+}  // namespace
+}  // namespace kvsteer
+
+namespace kvsteer {
+namespace {
+
+// A vocabulary-only load (no layers) must not reach llama.cpp's per-layer head counts, which
+// abort for a model without layers.
+TEST(RealVocab, VocabularyOnlyFilesLoadAndTokenize) {
+  ModelParams params;
+  params.vocab_only = true;
+  const auto m = load_model(test::llama_source_dir() + "/models/ggml-vocab-llama-bpe.gguf", params);
+  EXPECT_TRUE(m->vocab_only());
+  EXPECT_EQ(m->fingerprint().n_layer, 0);
+  EXPECT_EQ(m->fingerprint().n_head, 0);
+  EXPECT_EQ(m->tokenize("\n", false, false), (std::vector<Token>{198}));
 }
 
 }  // namespace
