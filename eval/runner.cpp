@@ -166,6 +166,7 @@ class Evaluator {
       res.response = out[r].text;
       res.target = items_[i].target;
       res.n_tokens = static_cast<std::int32_t>(out[r].tokens.size());
+      res.ttft_ms = out[r].ttft_ms;
       res.n_steps = count_reasoning_steps(o_.task, res.response);
       res.reasoning = res.n_steps > 0;
       flat.push_back(std::move(res));
@@ -549,7 +550,8 @@ ordered_json ItemResult::to_json() const {
   return ordered_json{{"index", index},       {"id", id},           {"prompt", prompt},
                       {"response", response}, {"extracted", extracted}, {"target", target},
                       {"correct", correct},   {"n_tokens", n_tokens}, {"n_steps", n_steps},
-                      {"reasoning", reasoning}, {"forced", forced}};
+                      {"reasoning", reasoning}, {"forced", forced},
+                      {"ttft_ms", std::round(ttft_ms * 100.0) / 100.0}};
 }
 
 ItemResult ItemResult::from_json(const ordered_json& j) {
@@ -565,6 +567,7 @@ ItemResult ItemResult::from_json(const ordered_json& j) {
   r.n_steps = j.at("n_steps").get<int>();
   r.reasoning = j.at("reasoning").get<bool>();
   r.forced = j.at("forced").get<bool>();
+  r.ttft_ms = j.value("ttft_ms", 0.0);
   return r;
 }
 
@@ -623,8 +626,9 @@ std::pair<double, double> wilson_interval(std::size_t correct, std::size_t n) {
 ordered_json summarize(const std::vector<ItemResult>& results) {
   std::size_t correct = 0, reasoning = 0, forced = 0;
   std::vector<std::int32_t> lengths;
-  double total_tokens = 0;
+  double total_tokens = 0, total_ttft = 0;
   for (const ItemResult& r : results) {
+    total_ttft += r.ttft_ms;
     correct += r.correct ? 1 : 0;
     reasoning += r.reasoning ? 1 : 0;
     forced += r.forced ? 1 : 0;
@@ -647,6 +651,7 @@ ordered_json summarize(const std::vector<ItemResult>& results) {
                       {"forced", forced},
                       {"mean_tokens", r2(n ? total_tokens / double(n) : 0.0)},
                       {"median_tokens", median},
+                      {"mean_ttft_ms", r2(n ? total_ttft / double(n) : 0.0)},
                       {"lengths", lengths}};
 }
 

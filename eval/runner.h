@@ -105,6 +105,7 @@ struct ItemResult {
   int n_steps = 0;            // reasoning steps in the response
   bool reasoning = false;     // the answer comes after at least one reasoning step
   bool forced = false;        // MC: decided by the forced one-token choice
+  double ttft_ms = 0.0;       // time to first token of the batch the item was decoded in
   nlohmann::ordered_json to_json() const;
   static ItemResult from_json(const nlohmann::ordered_json& j);
 };

@@ -41,6 +41,8 @@ struct Generation {
   std::vector<Token> tokens;  // generated tokens (offset token excluded)
   StopReason stop_reason = StopReason::Length;
   std::int32_t n_prompt = 0;  // prompt tokens (offset token excluded)
+  double ttft_ms = 0.0;       // time to first token: from the call to the first sampled token's
+                              // logits (prefill, edit, tail decode; shared by the whole batch)
 };
 
 // One sequence to generate. `steering` may be null (no edit); the offset token in

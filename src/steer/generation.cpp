@@ -3,6 +3,7 @@
 #include "kvsteer/generation.h"
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -103,6 +104,7 @@ void validate(const Session& session, std::span<const GenerationRequest> request
 
 std::vector<Generation> generate(Session& session, std::span<const GenerationRequest> requests,
                                  const GenerationParams& params) {
+  const auto start = std::chrono::steady_clock::now();
   validate(session, requests, params);
   const Model& model = session.model();
   std::vector<Running> runs;
@@ -165,6 +167,11 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
     items.push_back({run.request->seq, {&run.tail, 1}, true});
   }
   session.decode(items);
+  const double ttft_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  for (auto& run : runs) {
+    run.result.ttft_ms = ttft_ms;
+  }
 
   for (std::int32_t step = 0; step < params.n_predict; ++step) {
     items.clear();
