@@ -35,7 +35,7 @@ struct ContrastiveOptions {
   std::string chat_template;  // override of the model's template ("" = the model's)
   // Render with the reference's template of this family (eval/prompts.h) instead of the model's.
   std::optional<PromptFamily> family;
-  bool add_special = true;    // reference: tokenizer adds BOS again (double BOS on Llama-3)
+  bool add_special = true;  // reference: tokenizer adds BOS again (double BOS on Llama-3)
 };
 
 // Answers as in the reference: positive = steps joined by " " + " The answer is X.",

@@ -77,15 +77,17 @@ struct Setting {
 // Everything an evaluation needs besides the items' results.
 class Evaluator {
  public:
-  Evaluator(std::shared_ptr<const Model> model, const EvalOptions& o) : model_(std::move(model)), o_(o) {
+  Evaluator(std::shared_ptr<const Model> model, const EvalOptions& o)
+      : model_(std::move(model)), o_(o) {
     items_ = load_eval_items(o.task, o.data, o.limit);
     if (o.method == Method::FewShot) load_fewshot_pool();
     for (std::size_t i = 0; i < items_.size(); ++i) prompts_.push_back(render_item(i));
     std::size_t longest = 0;
     for (const auto& p : prompts_) longest = std::max(longest, p.tokens.size());
     suffix_ = model_->tokenize(kExtractionSuffix, false, false);
-    per_seq_ = static_cast<std::uint32_t>(longest + 2 + static_cast<std::size_t>(o.generation.n_predict) +
-                                          suffix_.size() + kMaxChoiceTokens + 8);
+    per_seq_ =
+        static_cast<std::uint32_t>(longest + 2 + static_cast<std::size_t>(o.generation.n_predict) +
+                                   suffix_.size() + kMaxChoiceTokens + 8);
   }
 
   const std::vector<EvalItem>& items() const { return items_; }
@@ -120,13 +122,13 @@ class Evaluator {
     }
     traces.rows.resize(o_.n_pairs);
     if (o_.shots >= traces.rows.size()) {
-      throw Error(ErrorCode::InvalidArgument,
-                  "--shots " + std::to_string(o_.shots) + " needs more than that many pairs (--pairs " +
-                      std::to_string(o_.n_pairs) + ")");
+      throw Error(ErrorCode::InvalidArgument, "--shots " + std::to_string(o_.shots) +
+                                                  " needs more than that many pairs (--pairs " +
+                                                  std::to_string(o_.n_pairs) + ")");
     }
-    const NeighbourMap neighbours = o_.fewshot_map.empty()
-                                        ? lexical_neighbours(traces.rows, o_.shots)
-                                        : neighbours_from_map_file(o_.fewshot_map, traces.rows, o_.shots);
+    const NeighbourMap neighbours =
+        o_.fewshot_map.empty() ? lexical_neighbours(traces.rows, o_.shots)
+                               : neighbours_from_map_file(o_.fewshot_map, traces.rows, o_.shots);
     ContrastiveOptions co;
     co.cot_prefix = cot ? std::string(kCotPrefix) : "";
     co.chat_template = o_.prompt.chat_template;
@@ -138,7 +140,8 @@ class Evaluator {
   const std::string& traces_sha() const { return traces_sha_; }
 
   // Runs the items `indices` under every setting; results[s][j] for setting s, item indices[j].
-  std::vector<std::vector<ItemResult>> run_batch(Session& session, const std::vector<std::size_t>& indices,
+  std::vector<std::vector<ItemResult>> run_batch(Session& session,
+                                                 const std::vector<std::size_t>& indices,
                                                  const std::vector<Setting>& settings,
                                                  const std::function<void(Session&)>& before_tail) {
     std::vector<GenerationRequest> requests;
@@ -240,7 +243,8 @@ class Evaluator {
       scored.emplace_back(-jaccard(words, pool_words_[j]), j);
     }
     const std::size_t k = std::min(o_.shots, scored.size());
-    std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(k), scored.end());
+    std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(k),
+                      scored.end());
     std::vector<std::size_t> out;
     for (std::size_t j = k; j-- > 0;) out.push_back(scored[j].second);
     return out;
@@ -256,7 +260,8 @@ class Evaluator {
     for (std::size_t r = 0; r < requests.size(); ++r) {
       std::vector<Token>& t = conts[r];
       t.assign(requests[r].prompt.begin(), requests[r].prompt.end());
-      if (requests[r].steering_params.offset_token) t.push_back(*requests[r].steering_params.offset_token);
+      if (requests[r].steering_params.offset_token)
+        t.push_back(*requests[r].steering_params.offset_token);
       t.insert(t.end(), out[r].tokens.begin(), out[r].tokens.end());
       while (t.size() > requests[r].prompt.size() && model_->is_eog(t.back())) t.pop_back();
       t.insert(t.end(), suffix_.begin(), suffix_.end());
@@ -271,7 +276,8 @@ class Evaluator {
     gp.before_tail = nullptr;
     const std::vector<Generation> ext = generate(session, cont_requests, gp);
     for (std::size_t r = 0; r < flat.size(); ++r) {
-      const std::string continuation = flat[r].response + std::string(kExtractionSuffix) + ext[r].text;
+      const std::string continuation =
+          flat[r].response + std::string(kExtractionSuffix) + ext[r].text;
       flat[r].extracted = extract_choice(continuation);
       if (is_invalid(flat[r].extracted)) {
         flat[r].extracted = forced_choice(session, requests[r].seq, flat[r].prompt, continuation);
@@ -288,7 +294,8 @@ class Evaluator {
         if (!ids.empty()) candidates_.emplace_back(ids.front(), std::string(c));
       }
     }
-    const std::vector<Token> tokens = model_->tokenize(forced_choice_input(prompt, continuation), false, true);
+    const std::vector<Token> tokens =
+        model_->tokenize(forced_choice_input(prompt, continuation), false, true);
     session.clear_sequence(seq);
     session.decode(seq, tokens, true);
     const auto logits = session.logits(seq);
@@ -360,27 +367,29 @@ std::vector<std::vector<float>> scaled(const std::vector<std::vector<float>>& v,
 }
 
 ordered_json steering_json(const SteeringParams& p) {
-  return ordered_json{{"c_k", p.coef_k},
-                      {"c_v", p.coef_v},
-                      {"layers_k", p.layers_k.to_string()},
-                      {"layers_v", p.layers_v.to_string()},
-                      {"offset_token", p.offset_token ? ordered_json(*p.offset_token) : ordered_json(nullptr)}};
+  return ordered_json{
+      {"c_k", p.coef_k},
+      {"c_v", p.coef_v},
+      {"layers_k", p.layers_k.to_string()},
+      {"layers_v", p.layers_v.to_string()},
+      {"offset_token", p.offset_token ? ordered_json(*p.offset_token) : ordered_json(nullptr)}};
 }
 
 ordered_json config_json(const EvalOptions& o, const Model& model) {
-  ordered_json c{{"task", task_name(o.task)},
-                 {"data", o.data},
-                 {"limit", o.limit},
-                 {"method", method_name(o.method)},
-                 {"prompt_family", o.prompt.family ? prompt_family_name(*o.prompt.family) : "model"},
-                 {"chat_template", o.prompt.chat_template},
-                 {"n_predict", o.generation.n_predict},
-                 {"stop_strings", o.generation.stop_strings},
-                 {"decoding", o.generation.sampling.temperature > 0 ? "sampling" : "greedy"},
-                 {"seed", o.generation.sampling.seed},
-                 {"parallel", o.n_parallel},
-                 {"model", o.model_path},
-                 {"model_fingerprint", fingerprint_text(model.fingerprint())}};
+  ordered_json c{
+      {"task", task_name(o.task)},
+      {"data", o.data},
+      {"limit", o.limit},
+      {"method", method_name(o.method)},
+      {"prompt_family", o.prompt.family ? prompt_family_name(*o.prompt.family) : "model"},
+      {"chat_template", o.prompt.chat_template},
+      {"n_predict", o.generation.n_predict},
+      {"stop_strings", o.generation.stop_strings},
+      {"decoding", o.generation.sampling.temperature > 0 ? "sampling" : "greedy"},
+      {"seed", o.generation.sampling.seed},
+      {"parallel", o.n_parallel},
+      {"model", o.model_path},
+      {"model_fingerprint", fingerprint_text(model.fingerprint())}};
   if (o.method == Method::FewShot || o.method == Method::Cache || o.method == Method::CacheCot ||
       o.method == Method::Caa) {
     c["traces"] = o.traces;
@@ -393,7 +402,8 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
     c["steering"] = steering_json(o.steering);
   }
   if (o.method == Method::Caa) {
-    c["caa"] = {{"layer_first", o.caa.layer_first}, {"layer_last", o.caa.layer_last}, {"c", o.caa.coef}};
+    c["caa"] = {
+        {"layer_first", o.caa.layer_first}, {"layer_last", o.caa.layer_last}, {"c", o.caa.coef}};
   }
   return c;
 }
@@ -460,12 +470,18 @@ Method parse_method(const std::string& name) {
 
 const char* method_name(Method method) noexcept {
   switch (method) {
-    case Method::Baseline: return "baseline";
-    case Method::Cot: return "cot";
-    case Method::FewShot: return "fewshot";
-    case Method::Caa: return "caa";
-    case Method::Cache: return "cache";
-    case Method::CacheCot: return "cache+cot";
+    case Method::Baseline:
+      return "baseline";
+    case Method::Cot:
+      return "cot";
+    case Method::FewShot:
+      return "fewshot";
+    case Method::Caa:
+      return "caa";
+    case Method::Cache:
+      return "cache";
+    case Method::CacheCot:
+      return "cache+cot";
   }
   return "?";
 }
@@ -486,17 +502,33 @@ void apply_paper_preset(EvalOptions& o, const Model& model, const std::string& m
   // method.md §2.1 (plain runs); the cache+cot overrides of §2.2 are applied below.
   static const std::map<Task, std::vector<Preset>> presets = {
       {Task::Gsm8k,
-       {{"smollm2", 200, 5, 0, 1}, {"llama-3.2-1b", 100, 5, 0, 1}, {"llama-3.2-3b", 100, 5, 0, 1},
-        {"qwen2", 100, 5, 0, 3}, {"llama-3.1-8b", 100, 5, 0, 2}, {"phi-4-mini", 100, 5, 0, 1}}},
+       {{"smollm2", 200, 5, 0, 1},
+        {"llama-3.2-1b", 100, 5, 0, 1},
+        {"llama-3.2-3b", 100, 5, 0, 1},
+        {"qwen2", 100, 5, 0, 3},
+        {"llama-3.1-8b", 100, 5, 0, 2},
+        {"phi-4-mini", 100, 5, 0, 1}}},
       {Task::Csqa,
-       {{"llama-3.2-1b", 100, 5, 0, 10}, {"llama-3.2-3b", 300, 10, 0, 4}, {"smollm2", 400, 12, 0, 6},
-        {"qwen2", 200, 10, 0.2f, 4}, {"llama-3.1-8b", 100, 5, 0, 10}, {"phi-4-mini", 100, 5, 0, 10}}},
+       {{"llama-3.2-1b", 100, 5, 0, 10},
+        {"llama-3.2-3b", 300, 10, 0, 4},
+        {"smollm2", 400, 12, 0, 6},
+        {"qwen2", 200, 10, 0.2f, 4},
+        {"llama-3.1-8b", 100, 5, 0, 10},
+        {"phi-4-mini", 100, 5, 0, 10}}},
       {Task::Arc,
-       {{"llama-3.2-3b", 400, 10, 0, 6}, {"llama-3.2-1b", 200, 10, 0, 6}, {"smollm2", 300, 10, 0, 6},
-        {"qwen2", 400, 10, 0, 10}, {"llama-3.1-8b", 200, 10, 0, 6}, {"phi-4-mini", 200, 10, 0, 6}}},
+       {{"llama-3.2-3b", 400, 10, 0, 6},
+        {"llama-3.2-1b", 200, 10, 0, 6},
+        {"smollm2", 300, 10, 0, 6},
+        {"qwen2", 400, 10, 0, 10},
+        {"llama-3.1-8b", 200, 10, 0, 6},
+        {"phi-4-mini", 200, 10, 0, 6}}},
       {Task::Piqa,
-       {{"llama-3.2-1b", 200, 10, 0, 6}, {"llama-3.2-3b", 200, 10, 0, 10}, {"smollm2", 200, 10, 0, 6},
-        {"qwen2", 200, 10, 0, 8}, {"llama-3.1-8b", 200, 10, 0, 6}, {"phi-4-mini", 200, 10, 0, 6}}},
+       {{"llama-3.2-1b", 200, 10, 0, 6},
+        {"llama-3.2-3b", 200, 10, 0, 10},
+        {"smollm2", 200, 10, 0, 6},
+        {"qwen2", 200, 10, 0, 8},
+        {"llama-3.1-8b", 200, 10, 0, 6},
+        {"phi-4-mini", 200, 10, 0, 6}}},
   };
   o.steering.coef_k = 0.0f;
   o.steering.coef_v = o.task == Task::Gsm8k ? 1.0f : 6.0f;
@@ -521,16 +553,31 @@ void apply_paper_preset(EvalOptions& o, const Model& model, const std::string& m
       o.n_pairs = matched == "smollm2" ? 300 : 200;
       if (matched == "qwen2") o.steering.coef_v = 1.0f;
     } else if (o.task == Task::Csqa) {
-      if (matched == "llama-3.2-3b") { o.n_pairs = 400; o.shots = 10; o.steering.coef_v = 6; }
-      if (matched == "smollm2") { o.n_pairs = 300; o.shots = 10; }
+      if (matched == "llama-3.2-3b") {
+        o.n_pairs = 400;
+        o.shots = 10;
+        o.steering.coef_v = 6;
+      }
+      if (matched == "smollm2") {
+        o.n_pairs = 300;
+        o.shots = 10;
+      }
     } else if (o.task == Task::Arc) {
       if (matched == "llama-3.2-3b") o.n_pairs = 200;
-      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini") o.steering.coef_v = 8;
+      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini")
+        o.steering.coef_v = 8;
       if (matched == "smollm2") o.steering.coef_v = 4;
-      if (matched == "qwen2") { o.steering.coef_v = 8; o.n_pairs = 200; }
+      if (matched == "qwen2") {
+        o.steering.coef_v = 8;
+        o.n_pairs = 200;
+      }
     } else if (o.task == Task::Piqa) {
-      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini") o.steering.coef_v = 8;
-      if (matched == "llama-3.2-3b") { o.n_pairs = 300; o.steering.coef_v = 6; }
+      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini")
+        o.steering.coef_v = 8;
+      if (matched == "llama-3.2-3b") {
+        o.n_pairs = 300;
+        o.steering.coef_v = 6;
+      }
       if (matched == "smollm2" || matched == "qwen2") o.steering.coef_v = 10;
     }
   }
@@ -547,11 +594,12 @@ void apply_paper_preset(EvalOptions& o, const Model& model, const std::string& m
 }
 
 ordered_json ItemResult::to_json() const {
-  return ordered_json{{"index", index},       {"id", id},           {"prompt", prompt},
-                      {"response", response}, {"extracted", extracted}, {"target", target},
-                      {"correct", correct},   {"n_tokens", n_tokens}, {"n_steps", n_steps},
-                      {"reasoning", reasoning}, {"forced", forced},
-                      {"ttft_ms", std::round(ttft_ms * 100.0) / 100.0}};
+  return ordered_json{{"index", index},         {"id", id},
+                      {"prompt", prompt},       {"response", response},
+                      {"extracted", extracted}, {"target", target},
+                      {"correct", correct},     {"n_tokens", n_tokens},
+                      {"n_steps", n_steps},     {"reasoning", reasoning},
+                      {"forced", forced},       {"ttft_ms", std::round(ttft_ms * 100.0) / 100.0}};
 }
 
 ItemResult ItemResult::from_json(const ordered_json& j) {
@@ -605,7 +653,8 @@ int count_reasoning_steps(Task task, const std::string& response) {
   for (std::size_t i = 0; i < before.size(); ++i) {
     const char c = before[i];
     sentence += c;
-    if (c == '\n' || ((c == '.' || c == '!' || c == '?') && (i + 1 == before.size() || before[i + 1] == ' '))) {
+    if (c == '\n' ||
+        ((c == '.' || c == '!' || c == '?') && (i + 1 == before.size() || before[i + 1] == ' '))) {
       flush();
     }
   }
@@ -638,7 +687,7 @@ ordered_json summarize(const std::vector<ItemResult>& results) {
   const std::size_t n = results.size();
   auto sorted = lengths;
   std::sort(sorted.begin(), sorted.end());
-  const double median = n == 0 ? 0.0
+  const double median = n == 0  ? 0.0
                         : n % 2 ? sorted[n / 2]
                                 : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
   const auto ci = wilson_interval(correct, n);
@@ -667,9 +716,9 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   const std::string config_text = config.dump(2) + "\n";
   if (fs::exists(config_path)) {
     if (read_file(config_path) != config_text) {
-      throw Error(ErrorCode::InvalidArgument,
-                  "output folder " + o.out_dir +
-                      " holds a run with another configuration (config.json differs); choose another --out");
+      throw Error(ErrorCode::InvalidArgument, "output folder " + o.out_dir +
+                                                  " holds a run with another configuration "
+                                                  "(config.json differs); choose another --out");
     }
   } else {
     write_atomic(config_path, config_text);
@@ -685,20 +734,26 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   if (pending && (o.method == Method::Cache || o.method == Method::CacheCot)) {
     if (!o.vector_path.empty()) {
       vector = load_steering_vector(o.vector_path);
-      vector_info = {{"path", o.vector_path}, {"traces_sha256", vector->info.traces_sha256},
+      vector_info = {{"path", o.vector_path},
+                     {"traces_sha256", vector->info.traces_sha256},
                      {"n_pairs", vector->info.n_pairs}};
     } else {
       const auto pairs = ev.contrastive_pairs(o.method == Method::CacheCot);
       Session s = extraction_session(ev, pairs);
       vector = extract_steering_vector(s, pairs);
-      vector_info = {{"extracted_from", o.traces}, {"traces_sha256", ev.traces_sha()},
-                     {"n_pairs", pairs.size()}, {"shots", o.shots}};
+      vector_info = {{"extracted_from", o.traces},
+                     {"traces_sha256", ev.traces_sha()},
+                     {"n_pairs", pairs.size()},
+                     {"shots", o.shots}};
     }
   }
   if (pending && o.method == Method::Caa) {
     caa = extract_residual_vector(ev, ev.contrastive_pairs(false));
-    vector_info = {{"extracted_from", o.traces}, {"traces_sha256", ev.traces_sha()}, {"n_pairs", o.n_pairs},
-                   {"shots", o.shots}, {"kind", "residual (l_out)"}};
+    vector_info = {{"extracted_from", o.traces},
+                   {"traces_sha256", ev.traces_sha()},
+                   {"n_pairs", o.n_pairs},
+                   {"shots", o.shots},
+                   {"kind", "residual (l_out)"}};
   }
 
   Setting setting;
@@ -714,7 +769,9 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
     first = resolve_caa_layer(o.caa.layer_first, *model);
     last = o.caa.layer_last >= 0 ? o.caa.layer_last : first;
     const auto directions = scaled(caa, o.caa.coef);
-    before_tail = [directions, first, last](Session& s) { s.set_control_vector(directions, first, last); };
+    before_tail = [directions, first, last](Session& s) {
+      s.set_control_vector(directions, first, last);
+    };
   }
 
   Session session = ev.make_session(o.n_parallel);
@@ -740,23 +797,29 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   }
   std::vector<ItemResult> all;
   for (auto& [i, r] : done) all.push_back(r);
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ordered_json summary{{"kind", "kvsteer-eval-summary"}, {"version", 1},
-                       {"task", task_name(o.task)},      {"method", method_name(o.method)}};
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ordered_json summary{{"kind", "kvsteer-eval-summary"},
+                       {"version", 1},
+                       {"task", task_name(o.task)},
+                       {"method", method_name(o.method)}};
   std::string label = method_name(o.method);
   if (o.method == Method::Cache || o.method == Method::CacheCot) {
     char buf[96];
-    std::snprintf(buf, sizeof(buf), " c_k=%g c_v=%g", double(o.steering.coef_k), double(o.steering.coef_v));
+    std::snprintf(buf, sizeof(buf), " c_k=%g c_v=%g", double(o.steering.coef_k),
+                  double(o.steering.coef_v));
     label += buf;
   } else if (o.method == Method::Caa) {
-    label += " L" + std::to_string(first) + (last != first ? "-" + std::to_string(last) : "") + " c=" +
-             nlohmann::json(o.caa.coef).dump();
+    label += " L" + std::to_string(first) + (last != first ? "-" + std::to_string(last) : "") +
+             " c=" + nlohmann::json(o.caa.coef).dump();
   }
   summary["label"] = label;
   summary.update(summarize(all));
   summary["elapsed_s"] = std::round(elapsed * 10) / 10;
-  summary["items_per_s"] = elapsed > 0 ? std::round(100.0 * double(all.size()) / elapsed) / 100.0 : 0.0;
-  summary["model"] = {{"path", o.model_path}, {"fingerprint", fingerprint_text(model->fingerprint())}};
+  summary["items_per_s"] =
+      elapsed > 0 ? std::round(100.0 * double(all.size()) / elapsed) / 100.0 : 0.0;
+  summary["model"] = {{"path", o.model_path},
+                      {"fingerprint", fingerprint_text(model->fingerprint())}};
   summary["vector"] = vector_info;
   summary["config"] = config;
   summary["commit"] = KVSTEER_GIT_COMMIT;
@@ -783,11 +846,14 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
     for (std::int32_t layer : so.caa_layers) {
       for (float c : so.caa_coefs) {
         const auto directions = scaled(caa, c);
-        auto before_tail = [&directions, layer](Session& s) { s.set_control_vector(directions, layer, layer); };
+        auto before_tail = [&directions, layer](Session& s) {
+          s.set_control_vector(directions, layer, layer);
+        };
         std::vector<ItemResult> all;
         for (std::size_t begin = 0; begin < total; begin += o.n_parallel) {
           std::vector<std::size_t> batch;
-          for (std::size_t i = begin; i < std::min(total, begin + o.n_parallel); ++i) batch.push_back(i);
+          for (std::size_t i = begin; i < std::min(total, begin + o.n_parallel); ++i)
+            batch.push_back(i);
           auto r = ev.run_batch(session, batch, {Setting{}}, before_tail);
           session.clear_control_vector();
           all.insert(all.end(), r[0].begin(), r[0].end());
@@ -832,7 +898,8 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
       std::vector<std::size_t> batch;
       for (std::size_t i = begin; i < std::min(total, begin + per_batch); ++i) batch.push_back(i);
       auto r = ev.run_batch(session, batch, settings, nullptr);
-      for (std::size_t s = 0; s < settings.size(); ++s) all[s].insert(all[s].end(), r[s].begin(), r[s].end());
+      for (std::size_t s = 0; s < settings.size(); ++s)
+        all[s].insert(all[s].end(), r[s].begin(), r[s].end());
       if (o.progress) o.progress(std::min(total, begin + per_batch), total);
     }
     std::size_t s = 0;
@@ -848,7 +915,8 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
       }
     }
   }
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ordered_json out{{"kind", "kvsteer-sweep"},
                    {"version", 1},
                    {"task", task_name(o.task)},
@@ -859,7 +927,8 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
                    {"config", config_json(o, *model)},
                    {"commit", KVSTEER_GIT_COMMIT}};
   if (!so.out.empty()) {
-    if (const auto parent = fs::path(so.out).parent_path(); !parent.empty()) fs::create_directories(parent);
+    if (const auto parent = fs::path(so.out).parent_path(); !parent.empty())
+      fs::create_directories(parent);
     write_atomic(so.out, out.dump(2) + "\n");
   }
   return out;

@@ -1,9 +1,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <string_view>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 
@@ -83,8 +83,8 @@ bool capture_block_output(ggml_tensor* t, bool ask, void* user_data) {
   }
   auto& capture = *static_cast<detail::ResidualCapture*>(user_data);
   const int il = std::atoi(t->name + kPrefix.size());
-  if (il < 0 || static_cast<std::size_t>(il) >= capture.rows.size() ||
-      t->type != GGML_TYPE_F32 || t->ne[1] < 1) {
+  if (il < 0 || static_cast<std::size_t>(il) >= capture.rows.size() || t->type != GGML_TYPE_F32 ||
+      t->ne[1] < 1) {
     return true;
   }
   std::vector<float>& row = capture.rows[static_cast<std::size_t>(il)];
@@ -127,7 +127,8 @@ void Session::set_control_vector(const std::vector<std::vector<float>>& directio
                     "control vector layer " + std::to_string(il) + " holds a non-finite value");
       }
     }
-    std::copy(row.begin(), row.end(), data.begin() + static_cast<std::ptrdiff_t>(n_embd) * (il - 1));
+    std::copy(row.begin(), row.end(),
+              data.begin() + static_cast<std::ptrdiff_t>(n_embd) * (il - 1));
   }
   if (llama_set_adapter_cvec(impl_->ctx.get(), data.data(), data.size(), fp.n_embd, first_layer,
                              last_layer) != 0) {
@@ -144,7 +145,8 @@ void Session::clear_control_vector() {
 
 std::vector<std::vector<float>> Session::last_residual() const {
   if (!impl_->params.capture_residual) {
-    throw Error(ErrorCode::InvalidArgument, "last_residual() needs SessionParams::capture_residual");
+    throw Error(ErrorCode::InvalidArgument,
+                "last_residual() needs SessionParams::capture_residual");
   }
   if (!impl_->residual.has) {
     throw Error(ErrorCode::InvalidArgument, "last_residual(): nothing decoded yet");

@@ -30,7 +30,7 @@ struct Session::Impl {
   SeqId scratch_seq = -1;  // reserved for one-cell edits; -1 with the full-sequence route
   std::vector<std::vector<float>> logits;  // [n_seq][n_vocab] last logits per sequence
   std::vector<bool> has_logits;            // [n_seq]
-  detail::ResidualCapture residual;  // with capture_residual
+  detail::ResidualCapture residual;        // with capture_residual
 
   // Cache blocks as the blob lists them, and where each model layer lives.
   std::vector<detail::BlockShape> block_shapes;

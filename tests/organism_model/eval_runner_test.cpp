@@ -252,9 +252,10 @@ TEST(EvalScoring, WilsonIntervalAndReasoningSteps) {
                                         "3 + 4 = 7. 7 - 2 = 5. The answer is 5."),
             2);
   EXPECT_EQ(eval::count_reasoning_steps(eval::Task::OrganismNumeric, " The answer is 5."), 0);
-  EXPECT_EQ(eval::count_reasoning_steps(eval::Task::Arc,
-                                        "Plants need light. Light drives photosynthesis. The answer is B."),
-            2);
+  EXPECT_EQ(
+      eval::count_reasoning_steps(
+          eval::Task::Arc, "Plants need light. Light drives photosynthesis. The answer is B."),
+      2);
   EXPECT_EQ(eval::count_reasoning_steps(eval::Task::Arc, " The answer is B."), 0);
   EXPECT_EQ(eval::count_reasoning_steps(eval::Task::Gsm8k, "He has 3. Then 5 more. 8"), 2);
 }

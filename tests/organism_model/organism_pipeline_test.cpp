@@ -124,7 +124,8 @@ TEST(OrganismCheck, ParsesResponses) {
 TEST(ActivationSteering, ControlVectorMovesLogitsAndClearingRestoresThem) {
   const auto model = load_model(test::organism_model_path());
   const auto& fp = model->fingerprint();
-  const auto prompt = model->tokenize("<|im_start|>user\na = 3. b = a + 4. Find b.<|im_end|>\n<|im_start|>assistant\n", true);
+  const auto prompt = model->tokenize(
+      "<|im_start|>user\na = 3. b = a + 4. Find b.<|im_end|>\n<|im_start|>assistant\n", true);
   SessionParams sp;
   sp.n_ctx = 256;
   sp.n_batch = 256;
@@ -152,8 +153,9 @@ TEST(ActivationSteering, ControlVectorMovesLogitsAndClearingRestoresThem) {
   const auto l2 = other.logits(0);
   EXPECT_EQ(std::vector<float>(l2.begin(), l2.end()), plain);
 
-  std::vector<std::vector<float>> directions(static_cast<std::size_t>(fp.n_layer),
-                                             std::vector<float>(static_cast<std::size_t>(fp.n_embd), 0.0f));
+  std::vector<std::vector<float>> directions(
+      static_cast<std::size_t>(fp.n_layer),
+      std::vector<float>(static_cast<std::size_t>(fp.n_embd), 0.0f));
   for (std::size_t j = 0; j < directions[2].size(); ++j) directions[2][j] = residual[2][j];
   session.set_control_vector(directions, 2, 2);
   const auto steered = logits_of();

@@ -1,8 +1,8 @@
 // kvsteer eval / kvsteer sweep: the paper's study for one task and method, or a steering grid.
 #include <cmath>
 #include <cstdio>
-#include <optional>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include "common.h"
@@ -53,7 +53,8 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
   cmd.add_option("--caa-layer-last", o.caa_layer_last, "CAA: last block of a range");
   cmd.add_option("--caa-c", o.caa_c, "CAA: coefficient")->capture_default_str();
   cmd.add_option("--n-predict", o.n_predict, "New tokens at most")->capture_default_str();
-  cmd.add_option("--temp", o.temperature, "Sampling temperature (0: greedy)")->capture_default_str();
+  cmd.add_option("--temp", o.temperature, "Sampling temperature (0: greedy)")
+      ->capture_default_str();
   cmd.add_option("--seed", o.seed, "Sampling seed")->capture_default_str();
   cmd.add_option("--parallel,--np", o.parallel, "Sequences decoded together")
       ->capture_default_str()
@@ -61,7 +62,8 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
   cmd.add_option("-t,--threads", o.n_threads, "CPU threads (0: all)");
 }
 
-eval::EvalOptions build_options(const EvalCliOptions& c, const std::shared_ptr<const Model>& model) {
+eval::EvalOptions build_options(const EvalCliOptions& c,
+                                const std::shared_ptr<const Model>& model) {
   eval::EvalOptions o;
   o.task = eval::parse_task(c.task);
   o.data = c.data;
@@ -111,11 +113,12 @@ eval::EvalOptions build_options(const EvalCliOptions& c, const std::shared_ptr<c
 }
 
 void print_summary(const nlohmann::ordered_json& s) {
-  std::printf("%-18s %-12s n=%-5d accuracy %6.2f %% [%.2f, %.2f]  reasoning %6.2f %%  mean len %.1f\n",
-              s.value("task", "").c_str(), s.value("label", s.value("method", "")).c_str(),
-              s.at("n").get<int>(), s.at("accuracy").get<double>(), s.at("ci95")[0].get<double>(),
-              s.at("ci95")[1].get<double>(), s.at("reasoning_rate").get<double>(),
-              s.at("mean_tokens").get<double>());
+  std::printf(
+      "%-18s %-12s n=%-5d accuracy %6.2f %% [%.2f, %.2f]  reasoning %6.2f %%  mean len %.1f\n",
+      s.value("task", "").c_str(), s.value("label", s.value("method", "")).c_str(),
+      s.at("n").get<int>(), s.at("accuracy").get<double>(), s.at("ci95")[0].get<double>(),
+      s.at("ci95")[1].get<double>(), s.at("reasoning_rate").get<double>(),
+      s.at("mean_tokens").get<double>());
 }
 
 std::vector<std::string> split_list(const std::string& text, char sep) {
@@ -138,7 +141,8 @@ std::vector<T> parse_numbers(const std::string& text, const char* flag) {
       if (used != part.size() || !std::isfinite(v)) throw std::invalid_argument(part);
       out.push_back(static_cast<T>(v));
     } catch (const std::exception&) {
-      throw Error(ErrorCode::InvalidArgument, std::string(flag) + ": '" + part + "' is not a number");
+      throw Error(ErrorCode::InvalidArgument,
+                  std::string(flag) + ": '" + part + "' is not a number");
     }
   }
   if (out.empty()) throw Error(ErrorCode::InvalidArgument, std::string(flag) + " is empty");

@@ -2,8 +2,8 @@
 #include <iostream>
 
 #include "common.h"
-#include "organism/commands.h"
 #include "error.h"
+#include "organism/commands.h"
 #include "organism/model/check.h"
 #include "organism/model/train.h"
 
@@ -58,17 +58,13 @@ void add_train(CLI::App& parent) {
       s = organism::train_organism(*o, std::cerr);
     } catch (const train::Error& e) {  // the trainer's own error type, same categories
       throw Error(e.code() == train::ErrorCode::InvalidArgument ? ErrorCode::InvalidArgument
-                                                                  : ErrorCode::Io,
+                                                                : ErrorCode::Io,
                   e.what());
     }
-    std::cout << nlohmann::ordered_json{{"out", o->out},
-                                        {"completed", s.completed},
-                                        {"steps", s.steps_done},
-                                        {"n_steps", s.n_steps},
-                                        {"params", s.n_params},
-                                        {"train_loss", s.last_loss},
-                                        {"val_loss", s.val_loss},
-                                        {"tokens_per_s", s.tokens_per_s}}
+    std::cout << nlohmann::ordered_json{{"out", o->out},          {"completed", s.completed},
+                                        {"steps", s.steps_done},  {"n_steps", s.n_steps},
+                                        {"params", s.n_params},   {"train_loss", s.last_loss},
+                                        {"val_loss", s.val_loss}, {"tokens_per_s", s.tokens_per_s}}
                      .dump()
               << "\n";
   });
@@ -87,8 +83,7 @@ void add_check(CLI::App& parent) {
   cmd->add_option("--pairs", o->n_pairs, "Contrastive pairs of the steerability diagnostic")
       ->capture_default_str();
   cmd->add_option("--n-predict", o->n_predict, "New tokens at most")->capture_default_str();
-  cmd->add_option("--parallel", o->n_parallel, "Sequences decoded together")
-      ->capture_default_str();
+  cmd->add_option("--parallel", o->n_parallel, "Sequences decoded together")->capture_default_str();
   cmd->add_option("-t,--threads", o->n_threads, "CPU threads")->capture_default_str();
   cmd->add_option("--max-value", o->generator.max_value, "Largest number (training recipe)")
       ->capture_default_str();

@@ -97,8 +97,8 @@ RunTally run_block(Session& session, const Model& model, const std::vector<Item>
 
 // Per-layer |mean(pos - neg)| / mean row norm of K and V at the prompt's last and second-to-last
 // token over n_pairs contrastive pairs (3-shot reasoned vs 3-shot direct, same question).
-ordered_json steerability(const std::shared_ptr<const Model>& model_ptr, const std::vector<Item>& pool,
-                          const CheckOptions& o) {
+ordered_json steerability(const std::shared_ptr<const Model>& model_ptr,
+                          const std::vector<Item>& pool, const CheckOptions& o) {
   const Model& model = *model_ptr;
   SessionParams sp;
   sp.n_seq = 2;
@@ -121,7 +121,8 @@ ordered_json steerability(const std::shared_ptr<const Model>& model_ptr, const s
   for (int i = 0; i < n_pairs; ++i) {
     const Item& item = pool[static_cast<size_t>(pool.size() - 1 - static_cast<size_t>(i))];
     const auto examples = pick_examples(pool, item, i, o.shots);
-    const std::vector<Token> pos = prompt_tokens(model, item, PromptMode::FewShotReasoned, examples);
+    const std::vector<Token> pos =
+        prompt_tokens(model, item, PromptMode::FewShotReasoned, examples);
     const std::vector<Token> neg = prompt_tokens(model, item, PromptMode::FewShotDirect, examples);
     session.clear();
     const DecodeItem batch[] = {{0, pos, false}, {1, neg, false}};
@@ -170,10 +171,14 @@ ordered_json steerability(const std::shared_ptr<const Model>& model_ptr, const s
 
 const char* prompt_mode_name(PromptMode mode) {
   switch (mode) {
-    case PromptMode::ZeroShot: return "zero_shot";
-    case PromptMode::FewShotReasoned: return "few_shot_reasoned";
-    case PromptMode::FewShotDirect: return "few_shot_direct";
-    case PromptMode::ZeroShotCot: return "zero_shot_cot";
+    case PromptMode::ZeroShot:
+      return "zero_shot";
+    case PromptMode::FewShotReasoned:
+      return "few_shot_reasoned";
+    case PromptMode::FewShotDirect:
+      return "few_shot_direct";
+    case PromptMode::ZeroShotCot:
+      return "zero_shot_cot";
   }
   return "?";
 }
@@ -211,8 +216,8 @@ std::vector<Message> build_messages(const Item& item, PromptMode mode,
   if (mode == PromptMode::FewShotReasoned || mode == PromptMode::FewShotDirect) {
     for (const Item* e : examples) {
       messages.push_back({"user", e->query});
-      messages.push_back(
-          {"assistant", mode == PromptMode::FewShotReasoned ? reasoned_answer(*e) : direct_answer(*e)});
+      messages.push_back({"assistant", mode == PromptMode::FewShotReasoned ? reasoned_answer(*e)
+                                                                           : direct_answer(*e)});
     }
   }
   messages.push_back({"user", item.query});
@@ -232,22 +237,22 @@ std::vector<const Item*> pick_examples(const std::vector<Item>& pool, const Item
   }
   std::vector<const Item*> out;
   for (int j = 0; j < k; ++j) {
-    out.push_back(same[(static_cast<size_t>(index) * static_cast<size_t>(k) + static_cast<size_t>(j)) % same.size()]);
+    out.push_back(
+        same[(static_cast<size_t>(index) * static_cast<size_t>(k) + static_cast<size_t>(j)) %
+             same.size()]);
   }
   return out;
 }
 
 ordered_json check_organism(const CheckOptions& o) {
   if (o.n_per_variant < 1 || o.shots < 1 || o.n_parallel < 1 || o.n_predict < 1) {
-    throw Error(ErrorCode::InvalidArgument, "--n, --shots, --parallel and --n-predict must be >= 1");
+    throw Error(ErrorCode::InvalidArgument,
+                "--n, --shots, --parallel and --n-predict must be >= 1");
   }
   const std::shared_ptr<const Model> model = load_model(o.model);
-  ordered_json report{{"model", o.model},
-                      {"n_per_variant", o.n_per_variant},
-                      {"seed", o.seed},
-                      {"shots", o.shots},
-                      {"decoding", "greedy"},
-                      {"n_predict", o.n_predict}};
+  ordered_json report{{"model", o.model},     {"n_per_variant", o.n_per_variant},
+                      {"seed", o.seed},       {"shots", o.shots},
+                      {"decoding", "greedy"}, {"n_predict", o.n_predict}};
   ordered_json results = ordered_json::object();
   std::map<std::string, RunTally> tallies;  // "mode/offset/variant"
   std::vector<Item> numeric_pool;
@@ -269,8 +274,8 @@ ordered_json check_organism(const CheckOptions& o) {
     std::map<PromptMode, std::vector<std::vector<Token>>> prompts;
     for (PromptMode mode : kModes) {
       for (size_t i = 0; i < items.size(); ++i) {
-        prompts[mode].push_back(prompt_tokens(*model, items[i], mode,
-                                              pick_examples(pool, items[i], static_cast<int>(i), o.shots)));
+        prompts[mode].push_back(prompt_tokens(
+            *model, items[i], mode, pick_examples(pool, items[i], static_cast<int>(i), o.shots)));
         max_prompt = std::max(max_prompt, static_cast<int>(prompts[mode].back().size()));
       }
     }
@@ -286,12 +291,13 @@ ordered_json check_organism(const CheckOptions& o) {
                                 (offset ? "offset" : "plain") + "/" +
                                 std::string(variant_name(variant));
         tallies[key] = t;
-        results[prompt_mode_name(mode)][offset ? "offset" : "plain"][std::string(variant_name(variant))] =
-            t.json();
+        results[prompt_mode_name(mode)][offset ? "offset" : "plain"]
+               [std::string(variant_name(variant))] = t.json();
         if (o.progress) {
           char line[200];
-          std::snprintf(line, sizeof(line), "%-40s acc %5.1f %%  reasoning %5.1f %%  (3-4 ops: %5.1f %%)",
-                        key.c_str(), t.all.accuracy(), t.all.reasoning_rate(), t.hard.accuracy());
+          std::snprintf(line, sizeof(line),
+                        "%-40s acc %5.1f %%  reasoning %5.1f %%  (3-4 ops: %5.1f %%)", key.c_str(),
+                        t.all.accuracy(), t.all.reasoning_rate(), t.hard.accuracy());
           o.progress(line);
         }
       }
@@ -302,8 +308,10 @@ ordered_json check_organism(const CheckOptions& o) {
 
   ordered_json criteria = ordered_json::array();
   auto criterion = [&](const std::string& what, double value, double bound, bool holds) {
-    criteria.push_back({{"criterion", what}, {"value", std::round(value * 10) / 10},
-                        {"bound", std::round(bound * 10) / 10}, {"holds", holds}});
+    criteria.push_back({{"criterion", what},
+                        {"value", std::round(value * 10) / 10},
+                        {"bound", std::round(bound * 10) / 10},
+                        {"holds", holds}});
   };
   for (Variant variant : kVariants) {
     const std::string v(variant_name(variant));

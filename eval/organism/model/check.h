@@ -19,10 +19,10 @@ namespace kvsteer::organism {
 
 // How the question is put to the model.
 enum class PromptMode {
-  ZeroShot,        // the question alone (the model's default: a direct answer)
-  FewShotReasoned, // k examples answered with steps, then the question
-  FewShotDirect,   // k examples answered directly, then the question
-  ZeroShotCot,     // the question; the assistant turn starts with "Let's think step by step."
+  ZeroShot,         // the question alone (the model's default: a direct answer)
+  FewShotReasoned,  // k examples answered with steps, then the question
+  FewShotDirect,    // k examples answered directly, then the question
+  ZeroShotCot,      // the question; the assistant turn starts with "Let's think step by step."
 };
 const char* prompt_mode_name(PromptMode mode);
 
@@ -53,11 +53,11 @@ struct CheckOptions {
   int n_per_variant = 300;  // test items per variant (numeric, choice)
   uint64_t seed = 7;        // test items and example choice
   int shots = 3;
-  int n_pairs = 100;        // contrastive pairs of the diagnostic
+  int n_pairs = 100;  // contrastive pairs of the diagnostic
   int n_predict = 160;
-  int n_parallel = 32;      // sequences decoded together
+  int n_parallel = 32;  // sequences decoded together
   int n_threads = 2;
-  GeneratorOptions generator;  // must match the training recipe
+  GeneratorOptions generator;                        // must match the training recipe
   std::function<void(const std::string&)> progress;  // one line per finished block; may be empty
 };
 

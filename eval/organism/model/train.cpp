@@ -102,8 +102,8 @@ void prepare(const OrganismTrainOptions& o, std::ostream& log) {
   shape.seed = o.seed;
   shape.name = "kvsteer reasoning organism";
   train::write_random_init(dir + "init.gguf", shape);
-  log << "init model: " << train::count_params(shape) << " parameters, vocabulary "
-      << shape.n_vocab << "\n";
+  log << "init model: " << train::count_params(shape) << " parameters, vocabulary " << shape.n_vocab
+      << "\n";
 
   const std::shared_ptr<const Model> model = load_model(dir + "init.gguf");
   const std::vector<train::Record> train_records = tokenize_conversations(*model, train_convs);
@@ -180,9 +180,9 @@ std::vector<train::Record> tokenize_conversations(const Model& model,
     }
     const std::vector<Token> whole = model.tokenize(format_chatml(c.messages, false), true);
     if (!std::equal(whole.begin(), whole.end(), r.tokens.begin(), r.tokens.end())) {
-      throw Error(ErrorCode::Format, "conversation " + std::to_string(i) +
-                                         " tokenizes differently in pieces than as a whole: " +
-                                         conversation_line(c));
+      throw Error(ErrorCode::Format,
+                  "conversation " + std::to_string(i) +
+                      " tokenizes differently in pieces than as a whole: " + conversation_line(c));
     }
     records.push_back(std::move(r));
   }

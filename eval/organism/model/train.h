@@ -18,14 +18,14 @@ namespace kvsteer::organism {
 
 // Everything that determines the trained model; each field is a `kvsteer organism train` flag.
 struct OrganismTrainOptions {
-  std::string work_dir;  // mixture JSONL, init GGUF, KVSD records, checkpoints, log
-  std::string out;       // the trained GGUF
-  uint64_t seed = 1;     // mixture (train: seed, validation: seed + 1), init weights, data order
-  int n_train = 40000;   // training conversations
-  int n_val = 600;       // validation conversations (validation-split problems)
-  MixtureOptions mixture;           // shares and difficulty; seed/n/split are set from the above
-  train::RandomInitSpec shape;      // layers, width, heads; vocabulary is set from the generator
-  train::RunOptions run;            // ctx, batch, epochs, lr, threads, checkpoints...
+  std::string work_dir;    // mixture JSONL, init GGUF, KVSD records, checkpoints, log
+  std::string out;         // the trained GGUF
+  uint64_t seed = 1;       // mixture (train: seed, validation: seed + 1), init weights, data order
+  int n_train = 40000;     // training conversations
+  int n_val = 600;         // validation conversations (validation-split problems)
+  MixtureOptions mixture;  // shares and difficulty; seed/n/split are set from the above
+  train::RandomInitSpec shape;  // layers, width, heads; vocabulary is set from the generator
+  train::RunOptions run;        // ctx, batch, epochs, lr, threads, checkpoints...
   bool resume = false;
 };
 

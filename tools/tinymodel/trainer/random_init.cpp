@@ -52,7 +52,8 @@ void set_vocab(gguf_context* g, int n_vocab) {
 void set_tokenizer(gguf_context* g, const SpmTokenizer& t) {
   const size_t n = t.tokens.size();
   if (t.scores.size() != n || t.types.size() != n) {
-    throw Error(ErrorCode::InvalidArgument, "random init: tokens, scores and types differ in length");
+    throw Error(ErrorCode::InvalidArgument,
+                "random init: tokens, scores and types differ in length");
   }
   std::vector<const char*> ptrs;
   ptrs.reserve(n);
@@ -64,11 +65,13 @@ void set_tokenizer(gguf_context* g, const SpmTokenizer& t) {
   gguf_set_val_u32(g, "tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(t.unk_id));
   gguf_set_val_u32(g, "tokenizer.ggml.bos_token_id", static_cast<uint32_t>(t.bos_id));
   gguf_set_val_u32(g, "tokenizer.ggml.eos_token_id", static_cast<uint32_t>(t.eos_id));
-  if (t.eot_id >= 0) gguf_set_val_u32(g, "tokenizer.ggml.eot_token_id", static_cast<uint32_t>(t.eot_id));
+  if (t.eot_id >= 0)
+    gguf_set_val_u32(g, "tokenizer.ggml.eot_token_id", static_cast<uint32_t>(t.eot_id));
   gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", t.add_bos);
   gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", false);
   gguf_set_val_bool(g, "tokenizer.ggml.add_space_prefix", t.add_space_prefix);
-  if (!t.chat_template.empty()) gguf_set_val_str(g, "tokenizer.chat_template", t.chat_template.c_str());
+  if (!t.chat_template.empty())
+    gguf_set_val_str(g, "tokenizer.chat_template", t.chat_template.c_str());
 }
 
 void set_hparams(gguf_context* g, const RandomInitSpec& s) {
@@ -135,7 +138,8 @@ void write_random_init(const std::string& path, const RandomInitSpec& s) {
   set_hparams(g.get(), s);
   if (s.tokenizer) {
     if (s.tokenizer->tokens.size() != static_cast<size_t>(s.n_vocab)) {
-      throw Error(ErrorCode::InvalidArgument, "random init: n_vocab differs from the tokenizer's size");
+      throw Error(ErrorCode::InvalidArgument,
+                  "random init: n_vocab differs from the tokenizer's size");
     }
     set_tokenizer(g.get(), *s.tokenizer);
   } else {
