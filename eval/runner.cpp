@@ -787,7 +787,9 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
     if (o.method == Method::Caa) session.clear_control_vector();
     std::string lines;
     for (ItemResult& r : results[0]) {
-      lines += r.to_json().dump() + "\n";
+      // Byte-fallback tokens can leave invalid UTF-8 in a response: replace it (U+FFFD) rather
+      // than fail the run.
+      lines += r.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
       done[r.index] = std::move(r);
     }
     items_out << lines;

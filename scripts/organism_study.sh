@@ -27,7 +27,9 @@ done
 
 # Steering settings for the organism (not a paper model, so no preset): 100 contrastive pairs of
 # 3-shot prompts, the offset token "\n" for both variants (the organism was trained to take it,
-# and it puts the edit on the token the vector was read from), layers >= 1.
+# and it puts the edit on the token the vector was read from), layers >= 1. Activation steering
+# uses the best setting of its sweep on the numeric variant (layer 5, c = 0.5), as the paper chose
+# its CAA settings by a grid on test items; no cache-steering setting helps (see the sweeps).
 common=(-m "$model" -t "$threads" --parallel 32 --n-predict 128 --no-preset --pairs 100 --shots 3
         --offset $'\n')
 for variant in numeric choice; do
@@ -38,7 +40,7 @@ for variant in numeric choice; do
     case "$method" in
       cache) extra=(--cv "${KVSTEER_STUDY_CV:-4}") ;;
       cache+cot) extra=(--cv "${KVSTEER_STUDY_CV_COT:-2}") ;;
-      caa) extra=(--caa-layer "${KVSTEER_STUDY_CAA_LAYER:-3}" --caa-c "${KVSTEER_STUDY_CAA_C:-1}") ;;
+      caa) extra=(--caa-layer "${KVSTEER_STUDY_CAA_LAYER:-5}" --caa-c "${KVSTEER_STUDY_CAA_C:-0.5}") ;;
     esac
     "$kvsteer" eval "${common[@]}" "${data[@]}" --method "$method" "${extra[@]}" \
       -o "$out/runs/$variant-${method/+/-}"

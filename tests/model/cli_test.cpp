@@ -177,7 +177,7 @@ TEST_F(Cli, FailedExtractionKeepsThePreviousOutput) {
   ASSERT_EQ(extract(dir_.file("v.gguf")).exit_code, 0);
   const std::string before = test::read_file(dir_.file("v.gguf"));
   test::write_file(dir_.file("bad.jsonl"),
-                   "{\"query\": \"x\", \"steps\": [], \"solution\": \"1\"}\n");
+                   "{\"query\": \"x\", \"steps\": \"not a list\", \"solution\": \"1\"}\n");
   auto args = base("extract");
   args.insert(args.end(), {"--traces", dir_.file("bad.jsonl"), "-N", "1", "-k", "0", "-o",
                            dir_.file("v.gguf")});

@@ -480,7 +480,7 @@ TEST(EvalDatasetsShared, Gsm8kLayoutMatchesReferenceTraces) {
 
 // The PIQA train questions are not in ../shared, so the traces go the other way: split each
 // trace question into goal/sol1/sol2, write them as a PIQA file, and read it back. The traces are
-// read as plain JSON: load_traces rejects this file (one trace has no steps).
+// read as plain JSON here, as the reference reads them.
 TEST(EvalDatasetsShared, PiqaLayoutMatchesReferenceTraces) {
   const std::string traces = test::read_file(data_path("paper_traces/traces/piqa_oai.jsonl"));
   std::istringstream lines(traces);
@@ -544,6 +544,23 @@ TEST(EvalDatasetsShared, ArcTestLayoutMatchesReferencePrompts) {
     }
   }
   EXPECT_EQ(checked, 100u);  // 5 styles x 20 questions
+}
+
+}  // namespace
+}  // namespace kvsteer::eval
+
+namespace kvsteer::eval {
+namespace {
+
+// The paper's PIQA traces hold one row with an empty steps list (source 60); the reference joins
+// it to "", so the whole file must load.
+TEST(EvalDatasetsShared, PiqaTracesLoadIncludingTheRowWithoutSteps) {
+  const auto traces = load_traces(test::shared_dir() + "/data/paper_traces/traces/piqa_oai.jsonl",
+                                  TaskFormat::Piqa);
+  ASSERT_EQ(traces.rows.size(), 1028u);
+  const auto empty = std::count_if(traces.rows.begin(), traces.rows.end(),
+                                   [](const TraceRow& r) { return r.steps.empty(); });
+  EXPECT_EQ(empty, 1);
 }
 
 }  // namespace
