@@ -26,8 +26,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::ordered_json;
 
-constexpr int kMaxChoiceTokens = kExtractionMaxNewTokens;
-
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -87,7 +85,7 @@ class Evaluator {
     suffix_ = model_->tokenize(kExtractionSuffix, false, false);
     per_seq_ =
         static_cast<std::uint32_t>(longest + 2 + static_cast<std::size_t>(o.generation.n_predict) +
-                                   suffix_.size() + kMaxChoiceTokens + 8);
+                                   suffix_.size() + kExtractionMaxNewTokens + 8);
   }
 
   const std::vector<EvalItem>& items() const { return items_; }
@@ -271,7 +269,7 @@ class Evaluator {
       cont_requests.push_back(c);
     }
     GenerationParams gp = o_.generation;
-    gp.n_predict = kMaxChoiceTokens;
+    gp.n_predict = kExtractionMaxNewTokens;
     gp.sampling = SamplingParams{};
     gp.before_tail = nullptr;
     const std::vector<Generation> ext = generate(session, cont_requests, gp);

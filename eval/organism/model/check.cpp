@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 
+#include "eval/runner.h"
 #include "kvsteer/error.h"
 #include "kvsteer/generation.h"
 #include "kvsteer/session.h"
@@ -194,14 +195,9 @@ ResponseParse parse_response(std::string_view response) {
   const bool letter = answer.size() == 1 && answer[0] >= 'A' && answer[0] <= 'D';
   p.answer = std::string(answer);
   p.well_formed = dot != std::string_view::npos && (letter || is_number(answer));
-  std::string_view before = response.substr(0, at);
-  size_t start = 0;
-  while (start < before.size()) {
-    size_t stop = before.find(". ", start);
-    if (stop == std::string_view::npos) stop = before.size();
-    if (before.substr(start, stop - start).find(" = ") != std::string_view::npos) ++p.n_steps;
-    start = stop + 2;
-  }
+  // The steps before the answer, counted as the eval harness counts them for organism tasks.
+  p.n_steps =
+      eval::count_reasoning_steps(eval::Task::OrganismNumeric, std::string(response.substr(0, at)));
   p.reasoning = p.n_steps > 0;
   return p;
 }
