@@ -141,4 +141,19 @@ struct SweepOptions {
 nlohmann::ordered_json run_sweep(const std::shared_ptr<const Model>& model,
                                  const SweepOptions& options);
 
+// Why cache steering does or does not act (kvsteer diagnose): on the task's prompts, the edit's
+// size against the cache per layer, the attention the following tokens pay to the steered cell per
+// layer and head (without and with the edit), the share of each head's output the V edit makes,
+// and the next-token KL and greedy divergence; optionally for scaled coefficients and for each
+// steered layer alone. Method must be cache or cache+cot.
+struct DiagnoseOptions {
+  EvalOptions base;           // task, data, limit, prompts, extraction or vector, steering
+  std::int32_t n_follow = 8;  // decoded tokens measured after the edit
+  std::vector<float> scales;  // multipliers of c_k and c_v for the scale sweep (empty: none)
+  bool per_layer = false;     // also steer each selected layer alone
+  std::string out;            // JSON ("" = not written)
+};
+nlohmann::ordered_json run_diagnosis(const std::shared_ptr<const Model>& model,
+                                     const DiagnoseOptions& options);
+
 }  // namespace kvsteer::eval

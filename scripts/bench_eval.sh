@@ -13,9 +13,9 @@ model="${KVSTEER_STUDY_MODEL:-$here/models/organism/organism.gguf}"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 export OMP_WAIT_POLICY=passive
-"$kvsteer" organism gen --seed 1 --n "$n" --split test --variant numeric --max-value 39 \
+"$kvsteer" organism gen --seed 1 --n "$n" --split test --variant numeric --family arith --max-value 39 \
   --max-operand 9 --out "$out/test.jsonl" >/dev/null
-"$kvsteer" organism gen --seed 2 --n 200 --split train --variant numeric --max-value 39 \
+"$kvsteer" organism gen --seed 2 --n 200 --split train --variant numeric --family arith --max-value 39 \
   --max-operand 9 --out "$out/traces.jsonl" >/dev/null
 common=(-m "$model" -t "${KVSTEER_THREADS:-2}" --task organism-numeric --data "$out/test.jsonl"
         --traces "$out/traces.jsonl" --no-preset --pairs 100 --shots 3 --n-predict 128 --offset $'\n')

@@ -12,8 +12,9 @@ model="${KVSTEER_STUDY_MODEL:-$here/models/organism/organism.gguf}"
 out="${KVSTEER_STUDY_OUT:-$here/out/study}"
 n="${KVSTEER_STUDY_N:-200}"
 threads="${KVSTEER_THREADS:-2}"
-# The organism's recipe (models/organism/README.md): numbers up to 39, amounts up to 9.
-recipe=(--max-value 39 --max-operand 9)
+# The organism's recipe (models/organism/README.md): arithmetic problems, numbers up to 39, amounts
+# up to 9.
+recipe=(--family arith --max-value 39 --max-operand 9)
 export OMP_WAIT_POLICY=passive
 mkdir -p "$out/data" "$out/runs" "$out/sweeps"
 

@@ -65,7 +65,13 @@ void add_mixture_command(CLI::App& app) {
   cmd->add_option("--family", state->family, "arith, chain or mixed")->capture_default_str();
   cmd->add_option("--share-offset", o.share_offset, "Final answers with the extra \\n")
       ->capture_default_str();
+  cmd->add_option("--share-offset-examples", o.share_offset_examples,
+                  "Example answers of few-shot conversations with the extra \\n")
+      ->capture_default_str();
   cmd->add_option("--share-choice", o.share_choice, "Multiple-choice conversations")
+      ->capture_default_str();
+  cmd->add_option("--share-lookup", o.share_choice_lookup,
+                  "Choice-lookup drills (\"What is the choice of V?\")")
       ->capture_default_str();
   cmd->add_option("--max-shots", o.max_shots, "Largest k of few-shot conversations")
       ->capture_default_str();

@@ -44,6 +44,16 @@ std::string hex16(uint64_t value) {
   return buffer;
 }
 
+void check_gen_options(const GenOptions& options) {
+  validate(options.generator);
+  if (options.n < 1 || options.n > 1'000'000) {
+    throw Error(ErrorCode::InvalidArgument,
+                "n = " + std::to_string(options.n) + " is out of range; expected 1..1000000");
+  }
+}
+
+}  // namespace
+
 std::string choice_query(const std::string& question, const ChoiceSet& choices) {
   std::string query = "Question: " + question + "\n\nChoices:";
   for (int i = 0; i < kNumChoices; ++i) {
@@ -54,15 +64,9 @@ std::string choice_query(const std::string& question, const ChoiceSet& choices) 
   return query;
 }
 
-void check_gen_options(const GenOptions& options) {
-  validate(options.generator);
-  if (options.n < 1 || options.n > 1'000'000) {
-    throw Error(ErrorCode::InvalidArgument,
-                "n = " + std::to_string(options.n) + " is out of range; expected 1..1000000");
-  }
+std::string choice_step(int value, int index) {
+  return std::to_string(value) + " is choice " + std::string(1, choice_label(index)) + ".";
 }
-
-}  // namespace
 
 Split split_of(std::string_view question) {
   const uint64_t bucket = hash64(question) % 100;
@@ -107,7 +111,7 @@ Item make_item(Problem problem, Variant variant, uint64_t seed, const GeneratorO
     item.choices = make_choices(problem, options, seed);
     item.query = choice_query(problem.question, item.choices);
     item.solution = std::string(1, choice_label(item.choices.correct));
-    item.steps.push_back(std::to_string(problem.answer()) + " is choice " + item.solution + ".");
+    item.steps.push_back(choice_step(problem.answer(), item.choices.correct));
   }
   item.problem = std::move(problem);
   return item;

@@ -45,6 +45,12 @@ char choice_label(int index);
 // random values), in random order. Deterministic in (problem.question, seed).
 ChoiceSet make_choices(const Problem& problem, const GeneratorOptions& options, uint64_t seed);
 
+// The ARC layout of a choice question: "Question: {question}\n\nChoices:\nA: v0\nB: v1...".
+std::string choice_query(const std::string& question, const ChoiceSet& choices);
+
+// The last reasoning step of a choice item: "{value} is choice {label of index}.".
+std::string choice_step(int value, int index);
+
 // Renders `problem` as an item of `variant`; `seed` only affects the choices.
 Item make_item(Problem problem, Variant variant, uint64_t seed, const GeneratorOptions& options);
 

@@ -36,6 +36,10 @@ void validate_mixture(const MixtureOptions& o) {
   require(std::fabs(sum - 1.0) <= 1e-6, "sum of kind shares", std::to_string(sum), "1");
   require(is_share(o.share_offset), "share_offset", std::to_string(o.share_offset), "0..1");
   require(is_share(o.share_choice), "share_choice", std::to_string(o.share_choice), "0..1");
+  require(is_share(o.share_offset_examples), "share_offset_examples",
+          std::to_string(o.share_offset_examples), "0..1");
+  require(is_share(o.share_choice_lookup), "share_choice_lookup",
+          std::to_string(o.share_choice_lookup), "0..1");
 }
 
 ConversationKind choose_kind(const MixtureOptions& o, Rng& rng) {
@@ -78,7 +82,29 @@ std::vector<Item> draw_items(const Conversation& c, ProblemSource& source, uint6
   return items;
 }
 
+// k + 1 rounds, each a fresh choice set of a train-split problem; the asked value is uniform over
+// the four, so the letter cannot be guessed from the position of the answer in the problems.
+Conversation build_lookup(const MixtureOptions& o, ProblemSource& source, Rng& rng) {
+  Conversation c;
+  c.kind = ConversationKind::ChoiceLookup;
+  c.k = rng.uniform(o.min_shots, o.max_shots) - 1;
+  c.family = o.family == FamilyMix::Chain ? Family::Chain : Family::Arith;
+  c.variant = Variant::Choice;
+  c.offset = rng.bernoulli(o.share_offset);
+  for (int round = 0; round <= c.k; ++round) {
+    const Item item = make_item(source.next(c.family), Variant::Choice, o.seed, source.options());
+    const int asked = rng.uniform(0, kNumChoices - 1);
+    const bool offset = round == c.k ? c.offset : rng.bernoulli(o.share_offset_examples);
+    c.messages.push_back({"user", lookup_query(item.choices, asked)});
+    c.messages.push_back({"assistant", (offset ? "\n" : "") + lookup_answer(item.choices, asked)});
+  }
+  return c;
+}
+
 Conversation build_conversation(const MixtureOptions& o, ProblemSource& source, Rng& rng) {
+  if (o.share_choice_lookup > 0.0 && rng.bernoulli(o.share_choice_lookup)) {
+    return build_lookup(o, source, rng);
+  }
   Conversation c;
   c.kind = choose_kind(o, rng);
   c.k = is_fewshot(c.kind) ? rng.uniform(o.min_shots, o.max_shots) : 0;
@@ -92,9 +118,12 @@ Conversation build_conversation(const MixtureOptions& o, ProblemSource& source, 
   for (int i = 0; i < c.k; ++i) {
     const Item& example = items[static_cast<size_t>(i)];
     c.messages.push_back({"user", example.query});
-    c.messages.push_back({"assistant", c.kind == ConversationKind::FewShotReasoned
-                                           ? reasoned_answer(example)
-                                           : direct_answer(example)});
+    // Drawn only when enabled, so that a mixture without example offsets keeps its bytes.
+    const bool offset = o.share_offset_examples > 0.0 && rng.bernoulli(o.share_offset_examples);
+    c.messages.push_back(
+        {"assistant", (offset ? "\n" : "") + (c.kind == ConversationKind::FewShotReasoned
+                                                  ? reasoned_answer(example)
+                                                  : direct_answer(example))});
   }
   c.messages.push_back({"user", items.back().query});
   c.messages.push_back({"assistant", final_answer(c, items.back())});
@@ -113,6 +142,8 @@ std::string_view conversation_kind_name(ConversationKind kind) {
       return "zeroshot_direct";
     case ConversationKind::ZeroShotCot:
       return "zeroshot_cot";
+    case ConversationKind::ChoiceLookup:
+      return "choice_lookup";
   }
   return "zeroshot_direct";
 }
@@ -144,6 +175,16 @@ std::string conversation_line(const Conversation& conversation) {
                   {"variant", variant_name(conversation.variant)},
                   {"offset", conversation.offset}};
   return line.dump();
+}
+
+std::string lookup_query(const ChoiceSet& choices, int asked) {
+  const int value = choices.values.at(static_cast<size_t>(asked));
+  return choice_query("What is the choice of " + std::to_string(value) + "?", choices);
+}
+
+std::string lookup_answer(const ChoiceSet& choices, int asked) {
+  const int value = choices.values.at(static_cast<size_t>(asked));
+  return choice_step(value, asked) + " The answer is " + std::string(1, choice_label(asked)) + ".";
 }
 
 std::string format_chatml(const std::vector<Message>& messages, bool add_generation_prompt) {

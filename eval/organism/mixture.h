@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "organism/dataset.h"
 #include "organism/problem.h"
 
 namespace kvsteer::organism {
@@ -16,11 +17,15 @@ enum class ConversationKind {
   FewShotDirect,    // k examples answered " The answer is X.", then a direct answer
   ZeroShotDirect,   // one question answered directly: the model's default behaviour
   ZeroShotCot,      // one question; the answer starts "Let's think step by step." then reasons
+  ChoiceLookup,     // k + 1 rounds of "Question: What is the choice of V?" over a choice set,
+                    // answered "V is choice L. The answer is L.": the last step of the
+                    // multiple-choice traces, drilled on its own (a lookup the model must learn)
 };
 
 inline constexpr std::string_view kCotPrefix = "Let's think step by step.";
 
-// Shares are probabilities per conversation; the four kind shares must sum to 1 (+-1e-6).
+// Shares are probabilities per conversation; the four kind shares must sum to 1 (+-1e-6). A
+// share_choice_lookup of the conversations are lookup drills instead (drawn first).
 struct MixtureOptions {
   uint64_t seed = 0;                     // same seed, same options: identical output bytes
   int n = 1000;                          // conversations, [1, 1'000'000]
@@ -32,7 +37,10 @@ struct MixtureOptions {
   int max_shots = 5;                     // issue 3: k = 1..5
   double share_offset = 0.30;            // final answer starts with one extra "\n" (the paper's
                                          // offset token; issue 3 "Lessons": 30 %)
+  double share_offset_examples = 0.0;    // each example answer of a few-shot conversation starts
+                                         // with the extra "\n" (independently)
   double share_choice = 0.5;             // multiple-choice conversations, rest numeric
+  double share_choice_lookup = 0.0;      // ChoiceLookup drills (not counted in share_choice)
   FamilyMix family = FamilyMix::Mixed;   // which families; Mixed draws 50/50 per conversation
   GeneratorOptions generator;            // difficulty
   Split split = Split::Train;            // problems of this split only (validation: held-out loss)
@@ -45,7 +53,7 @@ struct Message {
 
 struct Conversation {
   ConversationKind kind = ConversationKind::ZeroShotDirect;
-  int k = 0;  // number of example pairs before the final question; 0 for zero-shot kinds
+  int k = 0;  // example pairs (lookup: earlier rounds) before the final question; 0 for zero-shot
   Family family = Family::Arith;
   Variant variant = Variant::Numeric;
   bool offset = false;            // the final assistant turn starts with the extra "\n"
@@ -53,7 +61,7 @@ struct Conversation {
 };
 
 // Stable names used in the JSONL "meta" object: "fewshot_reasoned", "fewshot_direct",
-// "zeroshot_direct", "zeroshot_cot".
+// "zeroshot_direct", "zeroshot_cot", "choice_lookup".
 std::string_view conversation_kind_name(ConversationKind kind);
 
 // n conversations over train-split problems only; within a conversation all problems share the
@@ -66,6 +74,11 @@ std::vector<Conversation> build_mixture(const MixtureOptions& options);
 //  "meta":{"kind":...,"k":...,"family":...,"variant":...,"offset":...}}.
 // The loss is meant for every assistant turn (issue 3 "Lessons").
 std::string conversation_line(const Conversation& conversation);
+
+// The user question of a lookup round: "Question: What is the choice of V?" with the choices of
+// `choices` in the ARC layout of dataset.h, and its answer "V is choice L. The answer is L.".
+std::string lookup_query(const ChoiceSet& choices, int asked);
+std::string lookup_answer(const ChoiceSet& choices, int asked);
 
 // The conversation as llama.cpp's ChatML formatter renders it (and kChatTemplate in vocab.h):
 // "<|im_start|>{role}\n{content}<|im_end|>\n" per message, then "<|im_start|>assistant\n" when

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "kvsteer/backend.h"
+#include "kvsteer/diagnosis.h"
 #include "kvsteer/error.h"
 #include "kvsteer/generation.h"
 #include "kvsteer/model.h"

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "kvsteer/model.h"
@@ -33,6 +35,12 @@ struct SessionParams {
   // of every decode, for activation-steering extraction (last_residual()). Costs a graph split
   // per layer; leave off otherwise.
   bool capture_residual = false;
+  // More graph tensors to record the same way, by llama.cpp name without the "-<il>" suffix
+  // (e.g. "Qcur", "kqv_out"); when a name occurs several times in a layer (Qcur before and after
+  // RoPE) the last node wins. Values per token: n_head * head size for "Qcur" and "kqv_out",
+  // the K/V row for "Kcur"/"Vcur", n_embd for any other name. Read them with last_captured().
+  // Each costs graph splits.
+  std::vector<std::string> capture_tensors;
 };
 
 // Change to add to one cell: per model layer, a K row and a V row. An empty row leaves that
@@ -88,6 +96,8 @@ class Session {
 
   // K and V of the cell at pos in seq, for every layer, as floats.
   KvCell read_cell(SeqId seq, Pos pos);
+  // Every cell of seq, ordered by position, from one read of the sequence's state.
+  std::vector<KvCell> read_cells(SeqId seq);
 
   // Activation steering (CAA) through llama.cpp's control-vector API: from now on every decoded
   // token gets directions[l] added to the output of block l, for first_layer <= l <= last_layer.
@@ -102,6 +112,11 @@ class Session {
   // at a time for extraction. Throws Error(InvalidArgument) unless capture_residual is set and a
   // decode happened.
   std::vector<std::vector<float>> last_residual() const;
+  // The rows of a tensor named in SessionParams::capture_tensors ("l_out" with
+  // capture_residual) for the last token of the last decode call: [n_layer][row]; a layer whose
+  // tensor the graph did not hold is empty. Throws Error(InvalidArgument) for a name not captured
+  // or before the first decode.
+  std::vector<std::vector<float>> last_captured(std::string_view name) const;
   // Adds delta to the cell at pos in seq, in one edit, leaving every other cell and layer
   // byte-identical. Throws Error(InvalidArgument) for a position seq does not hold, rows of the
   // wrong size or non-finite values.

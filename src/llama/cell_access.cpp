@@ -2,6 +2,7 @@
 // (llama-internals.md §1.4): the one-cell route copies the cell into the scratch sequence and
 // patches that one-cell blob; the full-sequence route patches the whole sequence blob.
 #include <cmath>
+#include <map>
 #include <string>
 
 #include "kvsteer/error.h"
@@ -119,6 +120,32 @@ KvCell Session::Impl::read_cell(SeqId seq, Pos pos) {
                                                 " has no cell at position " + std::to_string(pos));
   }
   return cell;
+}
+
+std::vector<KvCell> Session::Impl::read_cells(SeqId seq) {
+  const std::vector<std::uint8_t> blob = get_state(seq);
+  const auto parsed = detail::parse_seq_blob(blob, block_shapes);
+  const auto n_layer = static_cast<std::size_t>(model->fingerprint().n_layer);
+  std::map<Pos, KvCell> by_pos;
+  for (std::size_t il = 0; il < layer_slots.size(); ++il) {
+    const auto [b, index] = layer_slots[il];
+    for (const auto& stream : parsed.blocks[b].streams) {
+      for (std::size_t i = 0; i < stream.cells.size(); ++i) {
+        KvCell& cell = by_pos[stream.cells[i].pos];
+        cell.pos = stream.cells[i].pos;
+        cell.k.resize(n_layer);
+        cell.v.resize(n_layer);
+        cell.k[il].resize(stream.k[index].n_embd);
+        cell.v[il].resize(stream.v[index].n_embd);
+        detail::read_cell_row(blob, stream.k[index], stream.cells.size(), i, cell.k[il]);
+        detail::read_cell_row(blob, stream.v[index], stream.cells.size(), i, cell.v[il]);
+      }
+    }
+  }
+  std::vector<KvCell> cells;
+  cells.reserve(by_pos.size());
+  for (auto& [pos, cell] : by_pos) cells.push_back(std::move(cell));
+  return cells;
 }
 
 void Session::Impl::add_to_cell(SeqId seq, Pos pos, const CellDelta& delta) {

@@ -70,29 +70,47 @@ void validate(const Model& model, const SessionParams& p) {
   }
 }
 
-// ggml scheduler callback: asks for every "l_out-<il>" tensor and keeps its last row, the block
-// output of the last token of the ubatch (the last layer has only the output rows).
-bool capture_block_output(ggml_tensor* t, bool ask, void* user_data) {
-  constexpr std::string_view kPrefix = "l_out-";
+// ggml scheduler callback: asks for every "<name>-<il>" tensor of a captured name and keeps the
+// values of the ubatch's last token (the last layer's l_out has only the output rows). The token
+// count comes from the known values per token: shapes alone cannot tell a one-token
+// [head dim, n_head, 1] from a [row, n_tokens] tensor.
+bool capture_tensor(ggml_tensor* t, bool ask, void* user_data) {
+  auto& capture = *static_cast<detail::TensorCapture*>(user_data);
   const std::string_view name(t->name);
-  if (name.substr(0, kPrefix.size()) != kPrefix) {
-    return ask ? false : true;
+  const std::size_t dash = name.rfind('-');
+  if (dash == std::string_view::npos || dash + 1 >= name.size() ||
+      name.find_first_not_of("0123456789", dash + 1) != std::string_view::npos) {
+    return !ask;
+  }
+  const auto it = capture.rows.find(name.substr(0, dash));
+  if (it == capture.rows.end()) {
+    return !ask;
   }
   if (ask) {
     return true;
   }
-  auto& capture = *static_cast<detail::ResidualCapture*>(user_data);
-  const int il = std::atoi(t->name + kPrefix.size());
-  if (il < 0 || static_cast<std::size_t>(il) >= capture.rows.size() || t->type != GGML_TYPE_F32 ||
-      t->ne[1] < 1) {
+  const int il = std::atoi(t->name + dash + 1);
+  const std::size_t width = capture.width.find(it->first)->second;
+  const auto n_values = static_cast<std::size_t>(ggml_nelements(t));
+  if (il < 0 || static_cast<std::size_t>(il) >= it->second.size() || t->type != GGML_TYPE_F32 ||
+      !ggml_is_contiguous(t) || n_values < width || n_values % width != 0) {
     return true;
   }
-  std::vector<float>& row = capture.rows[static_cast<std::size_t>(il)];
-  row.resize(static_cast<std::size_t>(t->ne[0]));
-  const std::size_t offset = static_cast<std::size_t>(t->ne[1] - 1) * t->nb[1];
-  ggml_backend_tensor_get(t, row.data(), offset, row.size() * sizeof(float));
+  std::vector<float>& row = it->second[static_cast<std::size_t>(il)];
+  row.resize(width);
+  ggml_backend_tensor_get(t, row.data(), (n_values - width) * sizeof(float), width * sizeof(float));
   capture.has = true;
   return true;
+}
+
+// Values per token of a captured tensor: queries and attention outputs span every query head,
+// K/V rows the KV heads, everything else (l_out, attn_norm...) the residual width.
+std::size_t capture_width(const ModelFingerprint& fp, std::string_view name) {
+  if (name == "Qcur") return static_cast<std::size_t>(fp.n_head * fp.n_embd_head_k);
+  if (name == "kqv_out") return static_cast<std::size_t>(fp.n_head * fp.n_embd_head_v);
+  if (name == "Kcur") return static_cast<std::size_t>(fp.n_embd_k_gqa);
+  if (name == "Vcur") return static_cast<std::size_t>(fp.n_embd_v_gqa);
+  return static_cast<std::size_t>(fp.n_embd);
 }
 
 }  // namespace
@@ -148,10 +166,20 @@ std::vector<std::vector<float>> Session::last_residual() const {
     throw Error(ErrorCode::InvalidArgument,
                 "last_residual() needs SessionParams::capture_residual");
   }
-  if (!impl_->residual.has) {
-    throw Error(ErrorCode::InvalidArgument, "last_residual(): nothing decoded yet");
+  return last_captured("l_out");
+}
+
+std::vector<std::vector<float>> Session::last_captured(std::string_view name) const {
+  const auto it = impl_->capture.rows.find(name);
+  if (it == impl_->capture.rows.end()) {
+    throw Error(
+        ErrorCode::InvalidArgument,
+        "tensor " + std::string(name) + " is not captured (SessionParams::capture_tensors)");
   }
-  return impl_->residual.rows;
+  if (!impl_->capture.has) {
+    throw Error(ErrorCode::InvalidArgument, "last_captured(): nothing decoded yet");
+  }
+  return it->second;
 }
 
 Session::Session(std::shared_ptr<const Model> model, const SessionParams& params)
@@ -183,10 +211,15 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
   // copy_sequence) needs it.
   cp.kv_unified = true;
   cp.no_perf = true;
-  if (params.capture_residual) {
-    s.residual.rows.assign(static_cast<std::size_t>(s.model->fingerprint().n_layer), {});
-    cp.cb_eval = &capture_block_output;
-    cp.cb_eval_user_data = &s.residual;
+  std::vector<std::string> captured = params.capture_tensors;
+  if (params.capture_residual) captured.emplace_back("l_out");
+  for (const std::string& name : captured) {
+    s.capture.rows[name].assign(static_cast<std::size_t>(s.model->fingerprint().n_layer), {});
+    s.capture.width[name] = capture_width(s.model->fingerprint(), name);
+  }
+  if (!captured.empty()) {
+    cp.cb_eval = &capture_tensor;
+    cp.cb_eval_user_data = &s.capture;
   }
   detail::clear_last_llama_error();
   s.ctx.reset(llama_init_from_model(const_cast<llama_model*>(raw_model(*s.model)), cp));
@@ -217,6 +250,10 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     s.block_shapes[b].n_embd_v.push_back(static_cast<std::uint32_t>(fp.n_embd_v_gqa));
   }
   s.self_test();
+  // The self-test decodes; what it captured is not the caller's.
+  s.capture.has = false;
+  for (auto& [name, rows] : s.capture.rows)
+    for (auto& row : rows) row.clear();
 }
 
 Session::~Session() = default;
@@ -368,6 +405,11 @@ std::span<const float> Session::logits(SeqId seq) const {
                 "sequence " + std::to_string(seq) + " has no logits: decode it with logits_last");
   }
   return impl_->logits[seq];
+}
+
+std::vector<KvCell> Session::read_cells(SeqId seq) {
+  impl_->check_seq(seq);
+  return impl_->read_cells(seq);
 }
 
 KvCell Session::read_cell(SeqId seq, Pos pos) {

@@ -1,7 +1,9 @@
 // Session::Impl, shared by session.cpp (context, decoding) and cell_access.cpp (KV cells).
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kv/seq_blob.h"
@@ -12,9 +14,11 @@
 namespace kvsteer {
 namespace detail {
 
-// Block outputs recorded by the scheduler callback (SessionParams::capture_residual).
-struct ResidualCapture {
-  std::vector<std::vector<float>> rows;  // [n_layer][n_embd]
+// Graph tensors recorded by the scheduler callback (SessionParams::capture_residual and
+// capture_tensors): per name, the last token's row of every layer.
+struct TensorCapture {
+  std::map<std::string, std::vector<std::vector<float>>, std::less<>> rows;  // name -> [n_layer]
+  std::map<std::string, std::size_t, std::less<>> width;  // name -> values per token
   bool has = false;
 };
 
@@ -30,7 +34,7 @@ struct Session::Impl {
   SeqId scratch_seq = -1;  // reserved for one-cell edits; -1 with the full-sequence route
   std::vector<std::vector<float>> logits;  // [n_seq][n_vocab] last logits per sequence
   std::vector<bool> has_logits;            // [n_seq]
-  detail::ResidualCapture residual;        // with capture_residual
+  detail::TensorCapture capture;           // with capture_residual / capture_tensors
 
   // Cache blocks as the blob lists them, and where each model layer lives.
   std::vector<detail::BlockShape> block_shapes;
@@ -46,6 +50,7 @@ struct Session::Impl {
   std::vector<std::uint8_t> get_state(SeqId seq);
   void set_state(SeqId seq, std::span<const std::uint8_t> blob);
   KvCell read_cell(SeqId seq, Pos pos);
+  std::vector<KvCell> read_cells(SeqId seq);
   void add_to_cell(SeqId seq, Pos pos, const CellDelta& delta);
   void self_test();
 };

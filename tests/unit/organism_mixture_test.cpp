@@ -90,6 +90,9 @@ TEST(OrganismMixture, AnswersFollowTheirKind) {
       case ConversationKind::ZeroShotCot:
         EXPECT_TRUE(starts_with(body, std::string(kCotPrefix) + (c.offset ? "\n " : " "))) << body;
         break;
+      case ConversationKind::ChoiceLookup:
+        ADD_FAILURE() << "the default mixture holds no lookup drills";
+        break;
     }
     for (int i = 0; i < c.k; ++i) {
       const std::string& example = c.messages[static_cast<size_t>(2 * i + 1)].content;
@@ -153,6 +156,75 @@ TEST(OrganismMixture, RejectsSharesThatDoNotSumToOne) {
     EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
     EXPECT_NE(std::string(e.what()).find("sum of kind shares"), std::string::npos);
   }
+}
+
+TEST(OrganismMixture, LookupDrillsAskOneListedValueAndAnswerItsLabel) {
+  MixtureOptions o;
+  o.seed = 8;
+  o.n = 300;
+  o.share_choice_lookup = 1.0;
+  o.family = FamilyMix::Arith;
+  std::map<char, int> asked_labels;
+  for (const Conversation& c : build_mixture(o)) {
+    ASSERT_EQ(c.kind, ConversationKind::ChoiceLookup);
+    EXPECT_EQ(c.variant, Variant::Choice);
+    EXPECT_GE(c.k, o.min_shots - 1);
+    EXPECT_LE(c.k, o.max_shots - 1);
+    ASSERT_EQ(c.messages.size(), static_cast<size_t>(2 * (c.k + 1)));
+    for (size_t i = 0; i < c.messages.size(); i += 2) {
+      const std::string& user = c.messages[i].content;
+      const std::string head = "Question: What is the choice of ";
+      ASSERT_TRUE(starts_with(user, head)) << user;
+      const int value = std::stoi(user.substr(head.size()));
+      // The label whose line holds the value ("\nB: 14").
+      char label = 0;
+      for (char l : {'A', 'B', 'C', 'D'}) {
+        const std::string line = std::string("\n") + l + ": " + std::to_string(value);
+        const size_t at = user.find(line);
+        if (at != std::string::npos &&
+            (at + line.size() == user.size() || user[at + line.size()] == '\n')) {
+          label = l;
+        }
+      }
+      ASSERT_NE(label, 0) << "the asked value is not among the choices: " << user;
+      ++asked_labels[label];
+      std::string answer = c.messages[i + 1].content;
+      if (starts_with(answer, "\n")) answer = answer.substr(1);
+      EXPECT_EQ(answer,
+                std::to_string(value) + " is choice " + label + ". The answer is " + label + ".");
+    }
+  }
+  // The asked position is uniform, so the letter carries no prior.
+  for (char l : {'A', 'B', 'C', 'D'}) EXPECT_GT(asked_labels[l], 150) << l;
+}
+
+TEST(OrganismMixture, ExampleOffsetsFollowTheirShareAndDefaultToNone) {
+  MixtureOptions o;
+  o.seed = 9;
+  o.n = 400;
+  int examples = 0, with_offset = 0;
+  for (const Conversation& c : build_mixture(o)) {
+    for (int i = 0; i < c.k; ++i)
+      EXPECT_FALSE(starts_with(c.messages[static_cast<size_t>(2 * i + 1)].content, "\n"));
+  }
+  o.share_offset_examples = 0.3;
+  for (const Conversation& c : build_mixture(o)) {
+    for (int i = 0; i < c.k; ++i) {
+      ++examples;
+      with_offset += starts_with(c.messages[static_cast<size_t>(2 * i + 1)].content, "\n") ? 1 : 0;
+    }
+  }
+  ASSERT_GT(examples, 300);
+  EXPECT_NEAR(with_offset / double(examples), 0.3, 0.05);
+}
+
+TEST(OrganismMixture, RejectsDrillAndExampleOffsetSharesOutOfRange) {
+  MixtureOptions o;
+  o.share_choice_lookup = 1.5;
+  EXPECT_THROW(build_mixture(o), Error);
+  o.share_choice_lookup = 0.1;
+  o.share_offset_examples = -0.1;
+  EXPECT_THROW(build_mixture(o), Error);
 }
 
 }  // namespace

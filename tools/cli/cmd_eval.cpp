@@ -1,4 +1,5 @@
-// kvsteer eval / kvsteer sweep: the paper's study for one task and method, or a steering grid.
+// kvsteer eval / sweep / diagnose: the paper's study for one task and method, a steering grid, or
+// why a cache edit acts (or not).
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -225,6 +226,66 @@ void add_sweep(CLI::App& app) {
                   s.at("accuracy").get<double>(), s.at("ci95")[0].get<double>(),
                   s.at("ci95")[1].get<double>(), s.at("reasoning_rate").get<double>(),
                   s.at("mean_tokens").get<double>());
+    }
+  });
+}
+
+void add_diagnose(CLI::App& app) {
+  auto c = std::make_shared<EvalCliOptions>();
+  auto d = std::make_shared<eval::DiagnoseOptions>();
+  auto scales = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand(
+      "diagnose",
+      "Why cache steering acts or not: edit size, attention on the steered cell per layer and "
+      "head, V share of head outputs, next-token KL");
+  add_eval_flags(*cmd, *c);
+  c->method = "cache";
+  c->limit = 50;
+  cmd->add_option("--method", c->method, "cache or cache+cot")->capture_default_str();
+  cmd->add_option("--follow", d->n_follow, "Decoded tokens measured after the edit")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--scales", *scales, "Also multiply c_k and c_v by these, comma-separated");
+  cmd->add_flag("--per-layer", d->per_layer, "Also steer each selected layer alone");
+  cmd->add_option("-o,--out", d->out, "Diagnosis JSON");
+  cmd->callback([c, d, scales] {
+    auto model = load_model(c->model);
+    d->base = build_options(*c, model);
+    if (!scales->empty()) d->scales = parse_numbers<float>(*scales, "--scales");
+    std::optional<Progress> progress;
+    d->base.progress = [&](std::size_t done, std::size_t total) {
+      if (!progress) progress.emplace("diagnose " + c->task, total);
+      progress->update(done);
+    };
+    const auto out = eval::run_diagnosis(model, *d);
+    if (progress) progress->finish();
+    const auto& e = out.at("effect");
+    std::printf("prompts %zu  attention recompute error %.2e  uniform attention at the tail %.4f\n",
+                out.at("n_prompts").get<std::size_t>(),
+                out.at("attention_recompute_error").get<double>(),
+                out.at("uniform_attention_tail").get<double>());
+    std::printf("next-token KL %.4g  greedy output changed in %.1f %% of prompts\n",
+                e.at("kl_first").get<double>(), 100.0 * e.at("diverged_share").get<double>());
+    std::printf("%-5s %9s %9s %11s %11s %11s %11s %9s %9s\n", "layer", "K edit", "V edit",
+                "attn tail", "attn tail'", "attn next", "attn next'", "V share", "V share+");
+    for (const auto& l : out.at("layers")) {
+      std::printf("%-5d %9.4f %9.4f %11.4f %11.4f %11.4f %11.4f %9.4f %9.4f\n",
+                  l.at("layer").get<int>(), l.at("k_edit_ratio").get<double>(),
+                  l.at("v_edit_ratio").get<double>(), l.at("tail_plain").get<double>(),
+                  l.at("tail_steered").get<double>(), l.at("following_plain").get<double>(),
+                  l.at("following_steered").get<double>(), l.at("v_share_tail").get<double>(),
+                  l.at("v_share_following").get<double>());
+    }
+    for (const auto& s : out.at("scales")) {
+      std::printf(
+          "scale %-6g c_k %-6g c_v %-6g KL %.4g  changed %.1f %%  attn tail' %.4f  V share %.4f\n",
+          s.at("scale").get<double>(), s.at("c_k").get<double>(), s.at("c_v").get<double>(),
+          s.at("kl_first").get<double>(), 100.0 * s.at("diverged_share").get<double>(),
+          s.at("tail_steered_attention").get<double>(), s.at("v_share_tail").get<double>());
+    }
+    for (const auto& s : out.at("per_layer")) {
+      std::printf("layer %-3d alone: KL %.4g  changed %.1f %%\n", s.at("layer").get<int>(),
+                  s.at("kl_first").get<double>(), 100.0 * s.at("diverged_share").get<double>());
     }
   });
 }

@@ -1,5 +1,6 @@
 // kvsteer organism gen|mixture|vocab|train|check: the reasoning organism of issue 3.
 #include <iostream>
+#include <map>
 
 #include "common.h"
 #include "error.h"
@@ -9,6 +10,12 @@
 
 namespace kvsteer::cli {
 namespace {
+
+std::map<std::string, organism::FamilyMix> family_names() {
+  return {{"arith", organism::FamilyMix::Arith},
+          {"chain", organism::FamilyMix::Chain},
+          {"mixed", organism::FamilyMix::Mixed}};
+}
 
 void add_train(CLI::App& parent) {
   auto o = std::make_shared<organism::OrganismTrainOptions>(organism::default_organism_options());
@@ -28,6 +35,16 @@ void add_train(CLI::App& parent) {
                   "Largest amount added or subtracted")
       ->capture_default_str();
   cmd->add_option("--max-shots", o->mixture.max_shots, "Largest k of few-shot conversations")
+      ->capture_default_str();
+  cmd->add_option("--family", o->mixture.family, "Problem families: arith, chain or mixed")
+      ->transform(CLI::CheckedTransformer(family_names(), CLI::ignore_case))
+      ->capture_default_str();
+  cmd->add_option("--share-offset", o->mixture.share_offset, "Final answers with the extra \\n")
+      ->capture_default_str();
+  cmd->add_option("--share-offset-examples", o->mixture.share_offset_examples,
+                  "Example answers with the extra \\n")
+      ->capture_default_str();
+  cmd->add_option("--share-lookup", o->mixture.share_choice_lookup, "Choice-lookup drills")
       ->capture_default_str();
   cmd->add_option("--n-layer", o->shape.n_layer, "Layers")->capture_default_str();
   cmd->add_option("--n-embd", o->shape.n_embd, "Width")->capture_default_str();
@@ -73,6 +90,7 @@ void add_train(CLI::App& parent) {
 void add_check(CLI::App& parent) {
   auto o = std::make_shared<organism::CheckOptions>();
   o->generator = organism::default_organism_options().mixture.generator;
+  o->family = organism::default_organism_options().mixture.family;
   auto out = std::make_shared<std::string>();
   CLI::App* cmd = parent.add_subcommand(
       "check", "Measure the organism on the test split and print the issue-3 figures as JSON");
@@ -88,6 +106,9 @@ void add_check(CLI::App& parent) {
   cmd->add_option("--max-value", o->generator.max_value, "Largest number (training recipe)")
       ->capture_default_str();
   cmd->add_option("--max-operand", o->generator.max_operand, "Largest amount (training recipe)")
+      ->capture_default_str();
+  cmd->add_option("--family", o->family, "Problem families (training recipe)")
+      ->transform(CLI::CheckedTransformer(family_names(), CLI::ignore_case))
       ->capture_default_str();
   cmd->add_option("-o,--out", *out, "Also write the JSON report here (atomically)");
   cmd->callback([o, out] {

@@ -73,6 +73,7 @@ void add_bench(CLI::App& app);
 void add_organism(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_sweep(CLI::App& app);
+void add_diagnose(CLI::App& app);
 void add_report(CLI::App& app);
 
 }  // namespace kvsteer::cli

@@ -19,6 +19,7 @@ int run(int argc, char** argv) {
   kvsteer::cli::add_organism(app);
   kvsteer::cli::add_eval(app);
   kvsteer::cli::add_sweep(app);
+  kvsteer::cli::add_diagnose(app);
   kvsteer::cli::add_report(app);
   {
     kvsteer::Backend backend(kvsteer::LogLevel::Silent);

@@ -246,9 +246,13 @@ ordered_json check_organism(const CheckOptions& o) {
                 "--n, --shots, --parallel and --n-predict must be >= 1");
   }
   const std::shared_ptr<const Model> model = load_model(o.model);
-  ordered_json report{{"model", o.model},     {"n_per_variant", o.n_per_variant},
-                      {"seed", o.seed},       {"shots", o.shots},
-                      {"decoding", "greedy"}, {"n_predict", o.n_predict}};
+  ordered_json report{{"model", o.model},
+                      {"n_per_variant", o.n_per_variant},
+                      {"seed", o.seed},
+                      {"shots", o.shots},
+                      {"decoding", "greedy"},
+                      {"n_predict", o.n_predict},
+                      {"family", family_mix_name(o.family)}};
   ordered_json results = ordered_json::object();
   std::map<std::string, RunTally> tallies;  // "mode/offset/variant"
   std::vector<Item> numeric_pool;
@@ -259,6 +263,7 @@ ordered_json check_organism(const CheckOptions& o) {
     test.split = Split::Test;
     test.variant = variant;
     test.generator = o.generator;
+    test.family = o.family;
     const std::vector<Item> items = generate_items(test);
     GenOptions train = test;
     train.split = Split::Train;

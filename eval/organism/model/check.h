@@ -58,6 +58,7 @@ struct CheckOptions {
   int n_parallel = 32;  // sequences decoded together
   int n_threads = 2;
   GeneratorOptions generator;                        // must match the training recipe
+  FamilyMix family = FamilyMix::Mixed;               // test and example problems' families
   std::function<void(const std::string&)> progress;  // one line per finished block; may be empty
 };
 

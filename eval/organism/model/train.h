@@ -21,7 +21,7 @@ struct OrganismTrainOptions {
   std::string work_dir;    // mixture JSONL, init GGUF, KVSD records, checkpoints, log
   std::string out;         // the trained GGUF
   uint64_t seed = 1;       // mixture (train: seed, validation: seed + 1), init weights, data order
-  int n_train = 40000;     // training conversations
+  int n_train = 48000;     // training conversations
   int n_val = 600;         // validation conversations (validation-split problems)
   MixtureOptions mixture;  // shares and difficulty; seed/n/split are set from the above
   train::RandomInitSpec shape;  // layers, width, heads; vocabulary is set from the generator
