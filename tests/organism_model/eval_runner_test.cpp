@@ -260,5 +260,42 @@ TEST(EvalScoring, WilsonIntervalAndReasoningSteps) {
   EXPECT_EQ(eval::count_reasoning_steps(eval::Task::Gsm8k, "He has 3. Then 5 more. 8"), 2);
 }
 
+TEST_F(EvalRunner, DiagnosisMeasuresTheEditAndAZeroEditChangesNothing) {
+  test::TempDir out;
+  eval::DiagnoseOptions d;
+  d.base = options("cache");
+  d.base.limit = 4;
+  d.n_follow = 4;
+  d.scales = {0.0f, 8.0f};
+  d.per_layer = true;
+  d.out = out.file("diag.json");
+  const ordered_json r = eval::run_diagnosis(model_, d);
+  EXPECT_EQ(r.at("n_prompts"), 4);
+  EXPECT_LT(r.at("attention_recompute_error").get<double>(), 1e-2);
+  const int n_layer = model_->fingerprint().n_layer;
+  ASSERT_EQ(r.at("layers").size(), static_cast<std::size_t>(n_layer));
+  EXPECT_EQ(r.at("layers")[0].at("v_edit_ratio"), 0.0) << "layer 0 is not steered";
+  EXPECT_GT(r.at("layers")[1].at("v_edit_ratio").get<double>(), 0.0);
+  EXPECT_EQ(r.at("layers")[1].at("heads").size(),
+            static_cast<std::size_t>(model_->fingerprint().n_head));
+  // Scale 0 is the unsteered model: no KL, no changed output, no V share.
+  const auto& zero = r.at("scales")[0];
+  EXPECT_EQ(zero.at("scale"), 0.0);
+  EXPECT_LT(zero.at("kl_first").get<double>(), 1e-9);
+  EXPECT_EQ(zero.at("diverged_share"), 0.0);
+  EXPECT_EQ(zero.at("v_share_tail"), 0.0);
+  // A large coefficient moves the next-token distribution more than the base one.
+  EXPECT_GT(r.at("scales")[1].at("kl_first").get<double>(),
+            r.at("effect").at("kl_first").get<double>());
+  EXPECT_EQ(r.at("per_layer").size(), static_cast<std::size_t>(n_layer - 1));
+  EXPECT_EQ(ordered_json::parse(test::read_file(d.out)), r);
+
+  d.base = options("baseline");
+  EXPECT_THROW(eval::run_diagnosis(model_, d), Error);
+  d.base = options("cache");
+  d.n_follow = 0;
+  EXPECT_THROW(eval::run_diagnosis(model_, d), Error);
+}
+
 }  // namespace
 }  // namespace kvsteer
