@@ -14,6 +14,7 @@
 #include "eval/traces.h"
 #include "kvsteer/diagnosis.h"
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 #include "kvsteer/session.h"
 #include "kvsteer/vector_file.h"
 
@@ -428,30 +429,11 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
   return c;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw Error(ErrorCode::Io, "cannot write " + tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error(ErrorCode::Io, "cannot rename " + tmp + " to " + path + ": " + ec.message());
-}
-
 // Results already in items.jsonl; a torn last line (a kill mid-write) is cut off.
 std::map<std::size_t, ItemResult> load_done(const std::string& path) {
   std::map<std::size_t, ItemResult> done;
   if (!fs::exists(path)) return done;
-  const std::string text = read_file(path);
+  const std::string text = read_text_file(path);
   std::size_t good_end = 0, start = 0, line_no = 0;
   while (start < text.size()) {
     const std::size_t nl = text.find('\n', start);
@@ -735,13 +717,13 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   ordered_json config = config_json(o, *model);
   const std::string config_text = config.dump(2) + "\n";
   if (fs::exists(config_path)) {
-    if (read_file(config_path) != config_text) {
+    if (read_text_file(config_path) != config_text) {
       throw Error(ErrorCode::InvalidArgument, "output folder " + o.out_dir +
                                                   " holds a run with another configuration "
                                                   "(config.json differs); choose another --out");
     }
   } else {
-    write_atomic(config_path, config_text);
+    write_file_atomic(config_path, config_text);
   }
   std::map<std::size_t, ItemResult> done = load_done(items_path);
 
@@ -832,7 +814,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   summary["vector"] = vector_info;
   summary["config"] = config;
   summary["commit"] = KVSTEER_GIT_COMMIT;
-  write_atomic(o.out_dir + "/summary.json", summary.dump(2) + "\n");
+  write_file_atomic(o.out_dir + "/summary.json", summary.dump(2) + "\n");
   return summary;
 }
 
@@ -933,7 +915,7 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
   if (!so.out.empty()) {
     if (const auto parent = fs::path(so.out).parent_path(); !parent.empty())
       fs::create_directories(parent);
-    write_atomic(so.out, out.dump(2) + "\n");
+    write_file_atomic(so.out, out.dump(2) + "\n");
   }
   return out;
 }
@@ -1155,7 +1137,7 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
   if (!d.out.empty()) {
     if (const auto parent = fs::path(d.out).parent_path(); !parent.empty())
       fs::create_directories(parent);
-    write_atomic(d.out, out.dump(2) + "\n");
+    write_file_atomic(d.out, out.dump(2) + "\n");
   }
   return out;
 }

@@ -119,25 +119,6 @@ SteeringParams SteerOptions::params(const Model& model) const {
   return p;
 }
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      std::filesystem::remove(tmp);
-      throw Error(ErrorCode::Io, "cannot write '" + path + "'");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    throw Error(ErrorCode::Io, "cannot write '" + path + "': " + ec.message());
-  }
-}
-
 nlohmann::json fingerprint_json(const ModelFingerprint& fp) {
   return {{"arch", fp.arch},
           {"n_layer", fp.n_layer},

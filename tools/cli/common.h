@@ -59,8 +59,6 @@ struct SteerOptions {
   SteeringParams params(const Model& model) const;
 };
 
-// Writes text to path atomically (temporary file in the same folder, then rename).
-void write_file_atomic(const std::string& path, const std::string& text);
 // JSON object describing a fingerprint.
 nlohmann::json fingerprint_json(const ModelFingerprint& fp);
 

@@ -1,0 +1,48 @@
+// Whole-file writes and reads: atomic replacement and errors that name the file.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
+#include "support/test_env.h"
+
+namespace kvsteer {
+namespace {
+
+TEST(FileIo, WritesReplacesAndReadsBackWithoutLeavingTemporaries) {
+  test::TempDir dir;
+  const std::string path = dir.file("out.json");
+  write_file_atomic(path, "first\n");
+  write_file_atomic(path, std::string("second\0binary", 13));
+  EXPECT_EQ(read_text_file(path), std::string("second\0binary", 13));
+  std::size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    (void)entry;
+    ++files;
+  }
+  EXPECT_EQ(files, 1u) << "a temporary file was left behind";
+}
+
+TEST(FileIo, ErrorsNameTheFile) {
+  test::TempDir dir;
+  const std::string missing = dir.file("no/such/folder/out.json");
+  try {
+    write_file_atomic(missing, "x");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Io);
+    EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
+  }
+  try {
+    (void)read_text_file(missing);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Io);
+    EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(write_file_atomic("", "x"), Error);
+}
+
+}  // namespace
+}  // namespace kvsteer
