@@ -332,10 +332,13 @@ std::uint32_t longest_pair(const std::vector<ContrastivePair>& pairs) {
 
 // Mean residual difference (positive - negative) per layer at the last prompt token.
 std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
-                                                        const std::vector<ContrastivePair>& pairs) {
+                                                        const std::vector<ContrastivePair>& pairs,
+                                                        const EvalOptions& o) {
   Session session = ev.make_session(1, true, longest_pair(pairs));
   std::vector<std::vector<double>> sum;
-  for (const ContrastivePair& pair : pairs) {
+  for (std::size_t p = 0; p < pairs.size(); ++p) {
+    const ContrastivePair& pair = pairs[p];
+    if (o.extraction_progress) o.extraction_progress(p, pairs.size());
     for (int sign : {1, -1}) {
       session.clear();
       session.decode(0, sign > 0 ? pair.positive : pair.negative, true);
@@ -347,6 +350,7 @@ std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
       }
     }
   }
+  if (o.extraction_progress) o.extraction_progress(pairs.size(), pairs.size());
   std::vector<std::vector<float>> mean(sum.size());
   for (std::size_t l = 0; l < sum.size(); ++l) {
     for (double x : sum[l]) mean[l].push_back(static_cast<float>(x / double(pairs.size())));
@@ -372,7 +376,9 @@ SteeringVector cache_vector(const Evaluator& ev, const EvalOptions& o, ordered_j
   }
   const auto pairs = ev.contrastive_pairs(o.method == Method::CacheCot);
   Session s = extraction_session(ev, pairs);
-  SteeringVector v = extract_steering_vector(s, pairs);
+  ExtractionParams ep;
+  ep.progress = o.extraction_progress;
+  SteeringVector v = extract_steering_vector(s, pairs, ep);
   info = {{"extracted_from", o.traces},
           {"traces_sha256", ev.traces_sha()},
           {"n_pairs", pairs.size()},
@@ -737,7 +743,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
     vector = cache_vector(ev, o, vector_info);
   }
   if (pending && o.method == Method::Caa) {
-    caa = extract_residual_vector(ev, ev.contrastive_pairs(false));
+    caa = extract_residual_vector(ev, ev.contrastive_pairs(false), o);
     vector_info = {{"extracted_from", o.traces},
                    {"traces_sha256", ev.traces_sha()},
                    {"n_pairs", o.n_pairs},
@@ -764,6 +770,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   }
 
   Session session = ev.make_session(o.n_parallel);
+  if (o.progress) o.progress(done.size(), total);  // the start: resumed items are not new work
   std::ofstream items_out(items_path, std::ios::app | std::ios::binary);
   if (!items_out) throw Error(ErrorCode::Io, "cannot open " + items_path + " for appending");
   for (std::size_t begin = 0; begin < total; begin += o.n_parallel) {
@@ -831,9 +838,10 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
     if (so.caa_layers.empty() || so.caa_coefs.empty()) {
       throw Error(ErrorCode::InvalidArgument, "a CAA sweep needs --caa-layers and --caa-coefs");
     }
-    const auto caa = extract_residual_vector(ev, ev.contrastive_pairs(false));
+    const auto caa = extract_residual_vector(ev, ev.contrastive_pairs(false), o);
     Session session = ev.make_session(o.n_parallel);
     std::size_t done_settings = 0;
+    if (o.progress) o.progress(0, so.caa_layers.size() * so.caa_coefs.size());
     for (std::int32_t layer : so.caa_layers) {
       for (float c : so.caa_coefs) {
         const auto directions = scaled(caa, c);
@@ -880,6 +888,7 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
     const std::size_t per_batch = std::max<std::size_t>(1, o.n_parallel / settings.size());
     Session session = ev.make_session(static_cast<std::uint32_t>(per_batch * settings.size()));
     std::vector<std::vector<ItemResult>> all(settings.size());
+    if (o.progress) o.progress(0, total);
     for (std::size_t begin = 0; begin < total; begin += per_batch) {
       std::vector<std::size_t> batch;
       for (std::size_t i = begin; i < std::min(total, begin + per_batch); ++i) batch.push_back(i);
@@ -1079,6 +1088,7 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
     }
   }
   const std::size_t total = ev.items().size();
+  if (o.progress) o.progress(0, ev.items().size());
   std::vector<DiagnosisTally> tallies(
       settings.size(),
       DiagnosisTally(static_cast<std::size_t>(fp.n_layer), static_cast<std::size_t>(fp.n_head)));

@@ -81,6 +81,8 @@ struct EvalOptions {
   std::string model_path;  // recorded in config/summary
   // (done, total) after every batch; may be empty.
   std::function<void(std::size_t, std::size_t)> progress;
+  // (pairs done, pairs total) while a steering vector is extracted; may be empty.
+  std::function<void(std::size_t, std::size_t)> extraction_progress;
 };
 
 // The reference's stop strings (method.md §1.5) plus the model's EOS text.

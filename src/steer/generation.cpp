@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "kvsteer/error.h"
@@ -25,6 +27,13 @@ const char* stop_reason_name(StopReason reason) noexcept {
 }
 
 namespace {
+
+// Orders token sequences lexicographically (the map key of shared prefills).
+struct TokenSpanLess {
+  bool operator()(std::span<const Token> a, std::span<const Token> b) const {
+    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+  }
+};
 
 struct Running {
   const GenerationRequest* request = nullptr;
@@ -128,18 +137,13 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
   // Requests with the same prefill (a sweep: one question, many steering settings) share one
   // prefill: the first is decoded, the others get copies of its cells (no recompute).
   std::vector<DecodeItem> items;
-  std::vector<std::pair<SeqId, SeqId>> copies;  // (source, destination)
+  std::vector<std::pair<SeqId, SeqId>> copies;                              // (source, destination)
+  std::map<std::span<const Token>, std::size_t, TokenSpanLess> first_with;  // prefill -> run
   for (std::size_t i = 0; i < runs.size(); ++i) {
     if (runs[i].prefill.empty()) {
       continue;
     }
-    std::size_t first = i;
-    for (std::size_t j = 0; j < i; ++j) {
-      if (runs[j].prefill == runs[i].prefill) {
-        first = j;
-        break;
-      }
-    }
+    const std::size_t first = first_with.try_emplace(runs[i].prefill, i).first->second;
     if (first == i) {
       items.push_back({runs[i].request->seq, runs[i].prefill, false});
     } else {

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <sstream>
 
@@ -63,6 +65,17 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
   cmd.add_option("-t,--threads", o.n_threads, "CPU threads (0: all)");
 }
 
+// A progress callback that draws its own bar, created on first use (when the total is known) and
+// finished when done reaches the total.
+std::function<void(std::size_t, std::size_t)> progress_bar(const std::string& label) {
+  auto bar = std::make_shared<std::optional<Progress>>();
+  return [bar, label](std::size_t done, std::size_t total) {
+    if (!*bar) bar->emplace(label, total);
+    (*bar)->update(done);
+    if (done >= total) (*bar)->finish();
+  };
+}
+
 eval::EvalOptions build_options(const EvalCliOptions& c,
                                 const std::shared_ptr<const Model>& model) {
   eval::EvalOptions o;
@@ -110,6 +123,7 @@ eval::EvalOptions build_options(const EvalCliOptions& c,
   }
   o.n_parallel = c.parallel;
   o.n_threads = c.n_threads;
+  o.extraction_progress = progress_bar("extract " + c.task + " (pairs)");
   return o;
 }
 

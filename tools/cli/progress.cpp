@@ -13,9 +13,16 @@ Progress::Progress(std::string label, std::size_t total)
       start_(std::chrono::steady_clock::now()) {}
 
 void Progress::update(std::size_t done) {
+  // The first update is the baseline: work done before it (resumed items, a batch that finished
+  // before the bar existed) does not count towards the rate.
+  if (!first_done_) {
+    first_done_ = done;
+    start_ = std::chrono::steady_clock::now();
+  }
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const double rate = secs > 0 ? static_cast<double>(done) / secs : 0.0;
+  const std::size_t since = done >= *first_done_ ? done - *first_done_ : 0;
+  const double rate = secs > 0 ? static_cast<double>(since) / secs : 0.0;
   const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0;
   const std::size_t decile = total_ == 0 ? 10 : done * 10 / total_;
   if (!tty_ && decile == last_decile_ && done != total_) return;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <optional>
 #include <string>
 
 namespace kvsteer::cli {
@@ -20,6 +21,7 @@ class Progress {
   std::size_t last_decile_ = 0;
   bool tty_;
   bool finished_ = false;
+  std::optional<std::size_t> first_done_;
   std::chrono::steady_clock::time_point start_;
 };
 
