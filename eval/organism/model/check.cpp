@@ -47,16 +47,35 @@ struct Tally {
 };
 
 // Accuracy etc. of one mode x offset x variant run, overall, per n_ops and for 3-4 operations.
+// Multiple choice also counts the lookup step: among responses with a "V is choice L." step whose
+// V is one of the listed values, how often L is V's label (25 % = chance).
 struct RunTally {
   Tally all, hard;
   std::map<int, Tally> by_ops;
+  int lookups = 0, lookups_right = 0;
 
   ordered_json json() const {
     ordered_json ops = ordered_json::object();
     for (const auto& [k, t] : by_ops) ops[std::to_string(k)] = t.json();
-    return ordered_json{{"all", all.json()}, {"ops_3_4", hard.json()}, {"by_ops", ops}};
+    ordered_json j{{"all", all.json()}, {"ops_3_4", hard.json()}, {"by_ops", ops}};
+    if (lookups > 0) {
+      j["lookup"] = {{"n", lookups},
+                     {"consistent_rate", std::round(1000.0 * lookups_right / lookups) / 10.0}};
+    }
+    return j;
   }
 };
+
+// The last "V is choice L." step of a response: (V, L), or (-1, 0) when there is none.
+std::pair<int, char> last_lookup_step(std::string_view text) {
+  constexpr std::string_view kMarker = " is choice ";
+  const size_t at = text.rfind(kMarker);
+  if (at == std::string_view::npos || at == 0 || at + kMarker.size() >= text.size()) return {-1, 0};
+  size_t begin = at;
+  while (begin > 0 && text[begin - 1] >= '0' && text[begin - 1] <= '9') --begin;
+  if (begin == at) return {-1, 0};
+  return {std::stoi(std::string(text.substr(begin, at - begin))), text[at + kMarker.size()]};
+}
 
 std::vector<Token> prompt_tokens(const Model& model, const Item& item, PromptMode mode,
                                  const std::vector<const Item*>& examples) {
@@ -91,6 +110,16 @@ RunTally run_block(Session& session, const Model& model, const std::vector<Item>
       tally.all.add(p, ok, g.tokens.size());
       tally.by_ops[n_ops].add(p, ok, g.tokens.size());
       if (n_ops >= 3) tally.hard.add(p, ok, g.tokens.size());
+      if (items[i].variant == Variant::Choice) {
+        const auto [value, label] = last_lookup_step(g.text);
+        const auto& values = items[i].choices.values;
+        const auto it = std::find(values.begin(), values.end(), value);
+        if (value >= 0 && it != values.end()) {
+          ++tally.lookups;
+          tally.lookups_right +=
+              label == choice_label(static_cast<int>(it - values.begin())) ? 1 : 0;
+        }
+      }
     }
   }
   return tally;
