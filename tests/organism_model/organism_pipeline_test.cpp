@@ -170,5 +170,41 @@ TEST(ActivationSteering, ControlVectorMovesLogitsAndClearingRestoresThem) {
   EXPECT_THROW(no_cap.last_residual(), Error);
 }
 
+TEST(OrganismCheck, ReportsEveryModeOffsetAndVariantWithCriteriaAndSteerability) {
+  organism::CheckOptions o;
+  o.model = test::organism_model_path();
+  o.n_per_variant = 12;
+  o.n_pairs = 6;
+  o.n_parallel = 12;
+  o.n_threads = 1;
+  o.generator = organism::default_organism_options().mixture.generator;
+  o.family = organism::default_organism_options().mixture.family;
+  const auto report = organism::check_organism(o);
+  EXPECT_EQ(report.at("family"), "arith");
+  for (const char* mode : {"zero_shot", "few_shot_reasoned", "few_shot_direct", "zero_shot_cot"}) {
+    for (const char* offset : {"plain", "offset"}) {
+      for (const char* variant : {"numeric", "choice"}) {
+        const auto& cell = report.at("results").at(mode).at(offset).at(variant);
+        EXPECT_EQ(cell.at("all").at("n"), 12) << mode << offset << variant;
+      }
+    }
+  }
+  // Reasoned examples switch the shipped model to reasoning; direct ones do not.
+  EXPECT_GE(report["results"]["few_shot_reasoned"]["plain"]["numeric"]["all"]["reasoning_rate"]
+                .get<double>(),
+            90.0);
+  EXPECT_EQ(report["results"]["few_shot_direct"]["plain"]["numeric"]["all"]["reasoning_rate"]
+                .get<double>(),
+            0.0);
+  // Reasoned multiple-choice answers end with a lookup step, which is counted.
+  EXPECT_GT(report["results"]["few_shot_reasoned"]["plain"]["choice"]["lookup"]["n"].get<int>(), 0);
+  EXPECT_FALSE(report.at("criteria").empty());
+  for (const auto& c : report.at("criteria")) EXPECT_TRUE(c.at("holds").is_boolean());
+  const auto n_layer = static_cast<std::size_t>(load_model(o.model)->fingerprint().n_layer);
+  EXPECT_EQ(report.at("steerability").at("last_token").size(), n_layer);
+  EXPECT_EQ(report["steerability"]["last_token"][0]["v_ratio"], 0.0)
+      << "layer 0's V depends on the token alone";
+}
+
 }  // namespace
 }  // namespace kvsteer
