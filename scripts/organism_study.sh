@@ -52,6 +52,13 @@ for variant in numeric choice; do
     --caa-layers 1,3,5 --caa-coefs 0.5,1,2,4 -o "$out/sweeps/$variant-caa.json" >/dev/null
 done
 
+# Why cache steering acts (or not): edit size, attention on the steered cell per layer and head,
+# V share of the head outputs and next-token KL, for the study's setting, larger coefficients and
+# each layer alone (numeric variant, 30 questions).
+"$kvsteer" diagnose "${common[@]}" --task organism-numeric --data "$out/data/test-numeric.jsonl" \
+  --traces "$out/data/traces-numeric.jsonl" --limit 30 --cv "${KVSTEER_STUDY_CV:-4}" \
+  --scales 4,16 --per-layer -o "$out/diagnose-numeric.json" > "$out/diagnose-numeric.txt"
+
 "$kvsteer" report --out "$out/report" --title "kvsteer on the reasoning organism" \
   "$out"/runs/*/summary.json "$out"/sweeps/*.json >/dev/null
 echo
@@ -72,5 +79,9 @@ for label, by_task in rows.items():
         cells.append(f"{s['accuracy']:6.1f} [{s['ci95'][0]:5.1f},{s['ci95'][1]:5.1f}] r={s['reasoning_rate']:5.1f}" if s else "-")
     print(f"{label:<24}" + "".join(f"{c:>36}" for c in cells))
 PY
+echo
+echo
+echo "== why cache steering acts or not (numeric, c_v ${KVSTEER_STUDY_CV:-4}; ' = with the edit)"
+cat "$out/diagnose-numeric.txt"
 echo
 echo "== report: $out/report/report.md and $out/report/report.html"
