@@ -32,8 +32,10 @@ struct GenState {
   std::string out, split = "train", variant = "numeric", family = "mixed";
 };
 
-void add_gen_command(CLI::App& app) {
+void add_gen_command(CLI::App& app, const MixtureOptions& defaults) {
   auto state = std::make_shared<GenState>();
+  state->options.generator = defaults.generator;
+  state->family = std::string(family_mix_name(defaults.family));
   CLI::App* cmd = app.add_subcommand("gen", "Write problems and teacher traces as JSONL");
   cmd->add_option("-s,--seed", state->options.seed, "Random seed")->capture_default_str();
   cmd->add_option("--n", state->options.n, "Number of problems")->capture_default_str();
@@ -56,8 +58,10 @@ struct MixtureState {
   std::string out, family = "mixed";
 };
 
-void add_mixture_command(CLI::App& app) {
+void add_mixture_command(CLI::App& app, const MixtureOptions& defaults) {
   auto state = std::make_shared<MixtureState>();
+  state->options = defaults;
+  state->family = std::string(family_mix_name(defaults.family));
   MixtureOptions& o = state->options;
   CLI::App* cmd = app.add_subcommand("mixture", "Write the training mixture as chat JSONL");
   cmd->add_option("-s,--seed", o.seed, "Random seed")->capture_default_str();
@@ -84,8 +88,8 @@ void add_mixture_command(CLI::App& app) {
   });
 }
 
-void add_vocab_command(CLI::App& app) {
-  auto state = std::make_shared<std::pair<int, std::string>>(GeneratorOptions{}.max_value, "");
+void add_vocab_command(CLI::App& app, const MixtureOptions& defaults) {
+  auto state = std::make_shared<std::pair<int, std::string>>(defaults.generator.max_value, "");
   CLI::App* cmd =
       app.add_subcommand("vocab", "Write the tokenizer vocabulary and template as JSON");
   cmd->add_option("--max-value", state->first, "Largest number that is one piece (9..999)")
@@ -119,10 +123,10 @@ int run_vocab(int max_number, const std::string& out) {
   return n;
 }
 
-void add_organism_commands(CLI::App& app) {
-  add_gen_command(app);
-  add_mixture_command(app);
-  add_vocab_command(app);
+void add_organism_commands(CLI::App& app, const MixtureOptions& defaults) {
+  add_gen_command(app, defaults);
+  add_mixture_command(app, defaults);
+  add_vocab_command(app, defaults);
 }
 
 int organism_main(int argc, const char* const* argv) {

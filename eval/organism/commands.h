@@ -25,8 +25,10 @@ int run_mixture(const MixtureOptions& options, const std::string& out);
 int run_vocab(int max_number, const std::string& out);
 
 // Adds the subcommands gen, mixture and vocab to `app`; each runs its command from its parse
-// callback (so kvsteer::Error escapes from app.parse()).
-void add_organism_commands(CLI::App& app);
+// callback (so kvsteer::Error escapes from app.parse()). `defaults` are the flags' defaults
+// (family, difficulty, shares; seed and n excepted): `kvsteer organism` passes the shipped
+// model's recipe, the standalone driver the generic MixtureOptions{}.
+void add_organism_commands(CLI::App& app, const MixtureOptions& defaults = {});
 
 // The whole driver: parses argv, runs the command, prints "kvsteer: error: <message>" on
 // failure. Returns 0 on success (and for --help), 2 for usage errors (bad flags, invalid

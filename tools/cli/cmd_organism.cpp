@@ -125,7 +125,8 @@ void add_organism(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "organism", "The reasoning organism: problems, traces, mixture, vocabulary, training");
   cmd->require_subcommand(1);
-  organism::add_organism_commands(*cmd);
+  // gen, mixture and vocab default to the shipped model's recipe, so that their output matches it.
+  organism::add_organism_commands(*cmd, organism::default_organism_options().mixture);
   add_train(*cmd);
   add_check(*cmd);
 }
