@@ -3,8 +3,8 @@
 
 #include "kvsteer/backend.h"
 #include "kvsteer/diagnosis.h"
-#include "kvsteer/file_io.h"
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 #include "kvsteer/generation.h"
 #include "kvsteer/model.h"
 #include "kvsteer/session.h"
