@@ -11,7 +11,9 @@
 namespace kvsteer {
 
 void write_file_atomic(const std::string& path, std::string_view text) {
-  if (path.empty()) throw Error(ErrorCode::InvalidArgument, "output path is empty");
+  if (path.empty()) {
+    throw Error(ErrorCode::InvalidArgument, "output path is empty");
+  }
   // The process id keeps two writers of the same path from sharing a temporary file.
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
@@ -35,10 +37,14 @@ void write_file_atomic(const std::string& path, std::string_view text) {
 
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::Io, "cannot open '" + path + "'");
+  if (!in) {
+    throw Error(ErrorCode::Io, "cannot open '" + path + "'");
+  }
   std::ostringstream text;
   text << in.rdbuf();
-  if (in.bad()) throw Error(ErrorCode::Io, "cannot read '" + path + "'");
+  if (in.bad()) {
+    throw Error(ErrorCode::Io, "cannot read '" + path + "'");
+  }
   return text.str();
 }
 

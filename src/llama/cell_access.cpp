@@ -144,7 +144,9 @@ std::vector<KvCell> Session::Impl::read_cells(SeqId seq) {
   }
   std::vector<KvCell> cells;
   cells.reserve(by_pos.size());
-  for (auto& [pos, cell] : by_pos) cells.push_back(std::move(cell));
+  for (auto& [pos, cell] : by_pos) {
+    cells.push_back(std::move(cell));
+  }
   return cells;
 }
 

@@ -106,10 +106,18 @@ bool capture_tensor(ggml_tensor* t, bool ask, void* user_data) {
 // Values per token of a captured tensor: queries and attention outputs span every query head,
 // K/V rows the KV heads, everything else (l_out, attn_norm...) the residual width.
 std::size_t capture_width(const ModelFingerprint& fp, std::string_view name) {
-  if (name == "Qcur") return static_cast<std::size_t>(fp.n_head * fp.n_embd_head_k);
-  if (name == "kqv_out") return static_cast<std::size_t>(fp.n_head * fp.n_embd_head_v);
-  if (name == "Kcur") return static_cast<std::size_t>(fp.n_embd_k_gqa);
-  if (name == "Vcur") return static_cast<std::size_t>(fp.n_embd_v_gqa);
+  if (name == "Qcur") {
+    return static_cast<std::size_t>(fp.n_head) * static_cast<std::size_t>(fp.n_embd_head_k);
+  }
+  if (name == "kqv_out") {
+    return static_cast<std::size_t>(fp.n_head) * static_cast<std::size_t>(fp.n_embd_head_v);
+  }
+  if (name == "Kcur") {
+    return static_cast<std::size_t>(fp.n_embd_k_gqa);
+  }
+  if (name == "Vcur") {
+    return static_cast<std::size_t>(fp.n_embd_v_gqa);
+  }
   return static_cast<std::size_t>(fp.n_embd);
 }
 
@@ -212,7 +220,9 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
   cp.kv_unified = true;
   cp.no_perf = true;
   std::vector<std::string> captured = params.capture_tensors;
-  if (params.capture_residual) captured.emplace_back("l_out");
+  if (params.capture_residual) {
+    captured.emplace_back("l_out");
+  }
   for (const std::string& name : captured) {
     s.capture.rows[name].assign(static_cast<std::size_t>(s.model->fingerprint().n_layer), {});
     s.capture.width[name] = capture_width(s.model->fingerprint(), name);
@@ -252,8 +262,11 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
   s.self_test();
   // The self-test decodes; what it captured is not the caller's.
   s.capture.has = false;
-  for (auto& [name, rows] : s.capture.rows)
-    for (auto& row : rows) row.clear();
+  for (auto& [name, rows] : s.capture.rows) {
+    for (auto& row : rows) {
+      row.clear();
+    }
+  }
 }
 
 Session::~Session() = default;

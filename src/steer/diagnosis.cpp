@@ -35,13 +35,19 @@ AttentionRecipe attention_recipe(const Model& model) {
     r.scale = 1.0;  // phi3.cpp scales Q and names the result "Qcur" again
   } else if (fp.arch == "gemma2") {
     // gemma2.cpp scales Q after the named node and always caps the logits (default 50).
-    if (fp.n_layer == 46) r.scale = 1.0 / std::sqrt(double(fp.n_embd / fp.n_head));  // 27B
+    if (fp.n_layer == 46) {  // 27B: llama.cpp divides the integers n_embd / n_head
+      const std::int32_t head_width = fp.n_embd / fp.n_head;
+      r.scale = 1.0 / std::sqrt(static_cast<double>(head_width));
+    }
     r.softcap = 50.0;
-    if (const auto cap = model.try_meta("gemma2.attn_logit_softcapping"))
+    if (const auto cap = model.try_meta("gemma2.attn_logit_softcapping")) {
       r.softcap = std::stod(*cap);
+    }
   } else if (fp.arch == "llama") {
     if (const auto scale = model.try_meta("llama.attention.scale")) {
-      if (std::stod(*scale) != 0.0) r.scale = std::stod(*scale);
+      if (std::stod(*scale) != 0.0) {
+        r.scale = std::stod(*scale);
+      }
     }
   }
   return r;
@@ -49,7 +55,9 @@ AttentionRecipe attention_recipe(const Model& model) {
 
 double norm(std::span<const float> x) {
   double sum = 0.0;
-  for (const float v : x) sum += double(v) * double(v);
+  for (const float v : x) {
+    sum += double(v) * double(v);
+  }
   return std::sqrt(sum);
 }
 
@@ -59,7 +67,9 @@ double mean_row_norm(const std::vector<KvCell>& cells, std::size_t il, bool keys
   std::size_t n = 0;
   for (const KvCell& c : cells) {
     const auto& row = keys ? c.k[il] : c.v[il];
-    if (row.empty()) continue;
+    if (row.empty()) {
+      continue;
+    }
     sum += norm(row);
     ++n;
   }
@@ -70,8 +80,12 @@ std::vector<double> softmax(std::span<const float> logits) {
   const float top = *std::max_element(logits.begin(), logits.end());
   std::vector<double> p(logits.size());
   double sum = 0.0;
-  for (std::size_t i = 0; i < p.size(); ++i) sum += p[i] = std::exp(double(logits[i] - top));
-  for (double& x : p) x /= sum;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    sum += p[i] = std::exp(double(logits[i] - top));
+  }
+  for (double& x : p) {
+    x /= sum;
+  }
   return p;
 }
 
@@ -126,20 +140,29 @@ StepAttention attend(const ModelFingerprint& fp, const AttentionRecipe& recipe,
           continue;
         }
         double dot = 0.0;
-        for (std::size_t d = 0; d < dk; ++d) dot += double(q[h * dk + d]) * double(k[g * dk + d]);
+        for (std::size_t d = 0; d < dk; ++d) {
+          dot += double(q[h * dk + d]) * double(k[g * dk + d]);
+        }
         logits[j] = dot * recipe.scale;
-        if (recipe.softcap > 0.0)
+        if (recipe.softcap > 0.0) {
           logits[j] = recipe.softcap * std::tanh(logits[j] / recipe.softcap);
+        }
         top = std::max(top, logits[j]);
       }
       double sum = 0.0;
-      for (double& x : logits) sum += x = std::isinf(x) ? 0.0 : std::exp(x - top);
+      for (double& x : logits) {
+        sum += x = std::isinf(x) ? 0.0 : std::exp(x - top);
+      }
       std::fill(head_out.begin(), head_out.end(), 0.0);
       for (std::size_t j = 0; j < cells.size(); ++j) {
         const double a = logits[j] / sum;
-        if (a == 0.0) continue;
+        if (a == 0.0) {
+          continue;
+        }
         const auto& v = cells[j].v[il];
-        for (std::size_t d = 0; d < dv; ++d) head_out[d] += a * double(v[g * dv + d]);
+        for (std::size_t d = 0; d < dv; ++d) {
+          head_out[d] += a * double(v[g * dv + d]);
+        }
       }
       const double a_steered = logits[steered] / sum;
       out.on_steered[il][h] = a_steered;
@@ -220,13 +243,19 @@ PromptDiagnosis diagnose_prompt(Session& session, std::span<const Token> prompt,
   for (std::size_t il = 0; il < n_layer; ++il) {
     const double k_norm = mean_row_norm(plain_cells, il, true);
     const double v_norm = mean_row_norm(plain_cells, il, false);
-    if (il < delta.k.size() && k_norm > 0.0) out.k_edit_ratio[il] = norm(delta.k[il]) / k_norm;
-    if (il < delta.v.size() && v_norm > 0.0) out.v_edit_ratio[il] = norm(delta.v[il]) / v_norm;
+    if (il < delta.k.size() && k_norm > 0.0) {
+      out.k_edit_ratio[il] = norm(delta.k[il]) / k_norm;
+    }
+    if (il < delta.v.size() && v_norm > 0.0) {
+      out.v_edit_ratio[il] = norm(delta.v[il]) / v_norm;
+    }
     const auto& before = plain_cells[steered].v[il];
     const auto& after = steered_cells[steered].v[il];
     if (!before.empty()) {
       v_delta[il].resize(before.size());
-      for (std::size_t d = 0; d < before.size(); ++d) v_delta[il][d] = after[d] - before[d];
+      for (std::size_t d = 0; d < before.size(); ++d) {
+        v_delta[il][d] = after[d] - before[d];
+      }
     }
   }
 
@@ -246,7 +275,9 @@ PromptDiagnosis diagnose_prompt(Session& session, std::span<const Token> prompt,
           attend(fp, recipe, cells, steered, session.last_captured(kQuery),
                  session.last_captured(kAttnOut), is_steered ? &v_delta : nullptr);
       attention.push_back(a.on_steered);
-      if (is_steered) out.v_contribution.push_back(a.v_contribution);
+      if (is_steered) {
+        out.v_contribution.push_back(a.v_contribution);
+      }
       out.recompute_error = std::max(out.recompute_error, a.recompute_error);
       const std::span<const float> logits = session.logits(seq);
       if (step == 0) {
@@ -256,14 +287,18 @@ PromptDiagnosis diagnose_prompt(Session& session, std::span<const Token> prompt,
         } else {
           double kl = 0.0;
           for (std::size_t i = 0; i < p.size(); ++i) {
-            if (p[i] > 0.0) kl += p[i] * std::log(p[i] / std::max(first_plain[i], 1e-300));
+            if (p[i] > 0.0) {
+              kl += p[i] * std::log(p[i] / std::max(first_plain[i], 1e-300));
+            }
           }
           out.kl_first = kl;
         }
       }
       token = argmax(logits);
       tokens.push_back(token);
-      if (session.model().is_eog(token)) break;
+      if (session.model().is_eog(token)) {
+        break;
+      }
     }
   }
   const std::size_t common = std::min(out.tokens_plain.size(), out.tokens_steered.size());
