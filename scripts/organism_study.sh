@@ -2,7 +2,8 @@
 # The main job: the paper's study on the embedded reasoning organism (models/organism/). Generates
 # held-out test problems and teacher traces, evaluates every method on both variants, runs the
 # stability sweeps (cache steering over c_v, activation steering over layer x c), writes the
-# report and prints the results table. About 6 minutes on 2 cores (measured 5 min 50 s).
+# report, prints the results table and a diagnose summary. About 6 minutes on 2 cores (measured
+# 5 min 40 s with organism v2).
 # Usage: organism_study.sh BUILD_DIR   (env: KVSTEER_STUDY_OUT, KVSTEER_STUDY_N, KVSTEER_THREADS)
 set -euo pipefail
 build="$1"
