@@ -32,8 +32,8 @@ done
 # and it puts the edit on the token the vector was read from), layers >= 1. Activation steering
 # uses the best setting of its sweep on the numeric variant (layer 5, c = 0.5), as the paper chose
 # its CAA settings by a grid on test items; no cache-steering setting helps (see the sweeps).
-common=(-m "$model" -t "$threads" --parallel 32 --n-predict 128 --no-preset --pairs 100 --shots 3
-        --offset $'\n')
+base=(-m "$model" -t "$threads" --parallel 32 --n-predict 128 --no-preset --pairs 100 --shots 3)
+common=("${base[@]}" --offset $'\n')
 for variant in numeric choice; do
   data=(--task "organism-$variant" --data "$out/data/test-$variant.jsonl"
         --traces "$out/data/traces-$variant.jsonl")
@@ -52,6 +52,16 @@ for variant in numeric choice; do
   "$kvsteer" sweep "${common[@]}" "${data[@]}" --limit 100 --method caa \
     --caa-layers 1,3,5 --caa-coefs 0.5,1,2,4 -o "$out/sweeps/$variant-caa.json" >/dev/null
 done
+
+# The sign of the cache edit and the offset token (numeric): negative c_v with the paper's offset,
+# and positive c_v without it (the edit then lands on the "assistant" cell).
+mkdir -p "$out/sweeps-extra"
+numeric=(--task organism-numeric --data "$out/data/test-numeric.jsonl"
+         --traces "$out/data/traces-numeric.jsonl" --limit 100 --method cache --ck-grid 0)
+"$kvsteer" sweep "${common[@]}" "${numeric[@]}" --cv-grid=-16,-8,-4,-2,-1 \
+  -o "$out/sweeps-extra/numeric-cache-negative.json" >/dev/null
+"$kvsteer" sweep "${base[@]}" "${numeric[@]}" --offset none --cv-grid 0,1,2,4,8,16 \
+  -o "$out/sweeps-extra/numeric-cache-no-offset.json" >/dev/null
 
 # Why cache steering acts (or not): edit size, attention on the steered cell per layer and head,
 # V share of the head outputs and next-token KL, for the study's setting, larger coefficients and
