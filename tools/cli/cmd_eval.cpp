@@ -273,6 +273,13 @@ void add_diagnose(CLI::App& app) {
     };
     const auto out = eval::run_diagnosis(model, *d);
     if (progress) progress->finish();
+    if (out.at("attention_recompute_error").get<double>() > 5e-2) {
+      std::fprintf(stderr,
+                   "kvsteer: warning: the recomputed attention differs from llama.cpp's by %.2g "
+                   "(relative) on this architecture; the attention and V-share columns are not "
+                   "reliable, the KL and changed-output figures are\n",
+                   out.at("attention_recompute_error").get<double>());
+    }
     const auto& e = out.at("effect");
     std::printf("prompts %zu  attention recompute error %.2e  uniform attention at the tail %.4f\n",
                 out.at("n_prompts").get<std::size_t>(),
