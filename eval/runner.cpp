@@ -435,6 +435,14 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
   return c;
 }
 
+// A result JSON (sweep, diagnosis), its folder created when missing.
+void write_json_file(const std::string& path, const ordered_json& j) {
+  if (const auto parent = fs::path(path).parent_path(); !parent.empty()) {
+    fs::create_directories(parent);
+  }
+  write_file_atomic(path, j.dump(2) + "\n");
+}
+
 // Results already in items.jsonl; a torn last line (a kill mid-write) is cut off.
 std::map<std::size_t, ItemResult> load_done(const std::string& path) {
   std::map<std::size_t, ItemResult> done;
@@ -921,11 +929,7 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
                    {"settings", settings_json},
                    {"config", config_json(o, *model)},
                    {"commit", KVSTEER_GIT_COMMIT}};
-  if (!so.out.empty()) {
-    if (const auto parent = fs::path(so.out).parent_path(); !parent.empty())
-      fs::create_directories(parent);
-    write_file_atomic(so.out, out.dump(2) + "\n");
-  }
+  if (!so.out.empty()) write_json_file(so.out, out);
   return out;
 }
 
@@ -1144,11 +1148,7 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
                    {"per_layer", per_layer},
                    {"elapsed_s", std::round(elapsed * 10) / 10},
                    {"commit", KVSTEER_GIT_COMMIT}};
-  if (!d.out.empty()) {
-    if (const auto parent = fs::path(d.out).parent_path(); !parent.empty())
-      fs::create_directories(parent);
-    write_file_atomic(d.out, out.dump(2) + "\n");
-  }
+  if (!d.out.empty()) write_json_file(d.out, out);
   return out;
 }
 

@@ -39,6 +39,15 @@ class Diagnosis : public ::testing::TestWithParam<test::ModelCase> {
     }
     return v;
   }
+  // Steering with the given coefficients and an offset token, measured over n_follow tokens.
+  DiagnosisParams params(float coef_k, float coef_v, std::int32_t n_follow) const {
+    DiagnosisParams p;
+    p.steering.coef_k = coef_k;
+    p.steering.coef_v = coef_v;
+    p.steering.offset_token = test::sample_prompt(*model_, 1, 7).front();
+    p.n_follow = n_follow;
+    return p;
+  }
   std::shared_ptr<const Model> model_;
   SessionParams params_;
 };
@@ -49,11 +58,7 @@ TEST_P(Diagnosis, AttentionIsRecomputedExactlyAndAZeroEditChangesNothing) {
     EXPECT_THROW(diagnose_prompt(session, test::sample_prompt(*model_, 20), vector(1), {}), Error);
     return;
   }
-  DiagnosisParams p;
-  p.steering.coef_k = 0.0f;
-  p.steering.coef_v = 0.0f;
-  p.steering.offset_token = test::sample_prompt(*model_, 1, 7).front();
-  p.n_follow = 4;
+  const DiagnosisParams p = params(0.0f, 0.0f, 4);
   const auto prompt = test::sample_prompt(*model_, 20);
   const PromptDiagnosis d = diagnose_prompt(session, prompt, vector(1), p);
   const auto& fp = model_->fingerprint();
@@ -96,11 +101,7 @@ TEST_P(Diagnosis, AVEditKeepsTheFirstSteeredLayersAttentionAndShowsInItsHeadOutp
     EXPECT_THROW(diagnose_prompt(session, test::sample_prompt(*model_, 16), vector(1), {}), Error);
     return;
   }
-  DiagnosisParams p;
-  p.steering.coef_k = 0.0f;
-  p.steering.coef_v = 4.0f;
-  p.steering.offset_token = test::sample_prompt(*model_, 1, 7).front();
-  p.n_follow = 3;
+  const DiagnosisParams p = params(0.0f, 4.0f, 3);
   const PromptDiagnosis d =
       diagnose_prompt(session, test::sample_prompt(*model_, 16), vector(1), p);
   const auto& fp = model_->fingerprint();
