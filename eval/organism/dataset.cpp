@@ -64,8 +64,17 @@ std::string choice_query(const std::string& question, const ChoiceSet& choices) 
   return query;
 }
 
-std::string choice_step(int value, int index) {
-  return std::to_string(value) + " is choice " + std::string(1, choice_label(index)) + ".";
+std::vector<std::string> choice_scan(const ChoiceSet& choices, int value) {
+  std::vector<std::string> lines;
+  for (int i = 0; i < kNumChoices; ++i) {
+    const int listed = choices.values[static_cast<size_t>(i)];
+    const bool match = listed == value;
+    lines.push_back(std::string(1, choice_label(i)) + ": " + std::to_string(listed) + " vs " +
+                    std::to_string(value) + (match ? " yes." : " no."));
+    if (match) return lines;
+  }
+  throw Error(ErrorCode::InvalidArgument,
+              "value " + std::to_string(value) + " is not among the choices");
 }
 
 Split split_of(std::string_view question) {
@@ -111,7 +120,8 @@ Item make_item(Problem problem, Variant variant, uint64_t seed, const GeneratorO
     item.choices = make_choices(problem, options, seed);
     item.query = choice_query(problem.question, item.choices);
     item.solution = std::string(1, choice_label(item.choices.correct));
-    item.steps.push_back(choice_step(problem.answer(), item.choices.correct));
+    for (std::string& line : choice_scan(item.choices, problem.answer()))
+      item.steps.push_back(std::move(line));
   }
   item.problem = std::move(problem);
   return item;

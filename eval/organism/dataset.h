@@ -29,7 +29,7 @@ struct Item {
   Split split = Split::Train;
   ChoiceSet choices;               // Variant::Choice only
   std::string query;               // user text: the question, or the ARC layout with choices
-  std::vector<std::string> steps;  // problem.steps, plus "<answer> is choice <L>." for Choice
+  std::vector<std::string> steps;  // problem.steps, plus the choice scan (choice_scan) for Choice
   std::string solution;            // what the model must answer: "6" or "D"
 };
 
@@ -48,8 +48,16 @@ ChoiceSet make_choices(const Problem& problem, const GeneratorOptions& options, 
 // The ARC layout of a choice question: "Question: {question}\n\nChoices:\nA: v0\nB: v1...".
 std::string choice_query(const std::string& question, const ChoiceSet& choices);
 
-// The last reasoning step of a choice item: "{value} is choice {label of index}.".
-std::string choice_step(int value, int index);
+// The last reasoning steps of a choice item: the choices restated in label order, each next to
+// `value` and judged, up to the first that holds it: "A: 58 vs 64 no.", "B: 64 vs 64 yes.". The
+// answer is then the label just written. Each restated value is the token after its label in the
+// query (a plain copy: "A:" is one token), and `value` is a copy of the previous line's (or of the
+// last step's result), so the judgement compares two tokens two positions apart, like the
+// operands of an arithmetic step. Organism v2's single step "64 is choice B." asked for the label
+// *before* a value in the list and stayed at chance; a scan without the restated value ("A: 58
+// no.") copied the choices but never learned to judge them in 800 steps.
+// Throws kvsteer::Error(InvalidArgument) when `value` is not among the choices.
+std::vector<std::string> choice_scan(const ChoiceSet& choices, int value);
 
 // Renders `problem` as an item of `variant`; `seed` only affects the choices.
 Item make_item(Problem problem, Variant variant, uint64_t seed, const GeneratorOptions& options);

@@ -1,11 +1,13 @@
 #include "organism/mixture.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "kvsteer/error.h"
 #include "organism/dataset.h"
 #include "organism/rng.h"
+#include "organism/text.h"
 
 namespace kvsteer::organism {
 namespace {
@@ -120,10 +122,11 @@ Conversation build_conversation(const MixtureOptions& o, ProblemSource& source, 
     c.messages.push_back({"user", example.query});
     // Drawn only when enabled, so that a mixture without example offsets keeps its bytes.
     const bool offset = o.share_offset_examples > 0.0 && rng.bernoulli(o.share_offset_examples);
+    const bool reasoned = c.kind == ConversationKind::FewShotReasoned;
     c.messages.push_back(
-        {"assistant", (offset ? "\n" : "") + (c.kind == ConversationKind::FewShotReasoned
-                                                  ? reasoned_answer(example)
-                                                  : direct_answer(example))});
+        {"assistant",
+         (offset ? "\n" : "") + (reasoned ? reasoned_answer(example) : direct_answer(example)),
+         !(reasoned && i == 0 && !o.train_first_reasoned_example)});
   }
   c.messages.push_back({"user", items.back().query});
   c.messages.push_back({"assistant", final_answer(c, items.back())});
@@ -164,11 +167,15 @@ std::vector<Conversation> build_mixture(const MixtureOptions& options) {
 std::string conversation_line(const Conversation& conversation) {
   auto messages = nlohmann::ordered_json::array();
   for (const Message& m : conversation.messages) {
-    messages.push_back({{"role", m.role}, {"content", m.content}});
+    nlohmann::ordered_json message = {{"role", m.role}, {"content", m.content}};
+    if (!m.trained) message["train"] = false;
+    messages.push_back(std::move(message));
   }
   nlohmann::ordered_json line;
   line["messages"] = std::move(messages);
-  line["loss_on"] = "all_assistant";
+  const bool all_trained = std::all_of(conversation.messages.begin(), conversation.messages.end(),
+                                       [](const Message& m) { return m.trained; });
+  line["loss_on"] = all_trained ? "all_assistant" : "assistant_unless_marked";
   line["meta"] = {{"kind", conversation_kind_name(conversation.kind)},
                   {"k", conversation.k},
                   {"family", family_name(conversation.family)},
@@ -184,7 +191,8 @@ std::string lookup_query(const ChoiceSet& choices, int asked) {
 
 std::string lookup_answer(const ChoiceSet& choices, int asked) {
   const int value = choices.values.at(static_cast<size_t>(asked));
-  return choice_step(value, asked) + " The answer is " + std::string(1, choice_label(asked)) + ".";
+  return join(choice_scan(choices, value), " ") + " The answer is " +
+         std::string(1, choice_label(asked)) + ".";
 }
 
 std::string format_chatml(const std::vector<Message>& messages, bool add_generation_prompt) {

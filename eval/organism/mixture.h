@@ -18,8 +18,8 @@ enum class ConversationKind {
   ZeroShotDirect,   // one question answered directly: the model's default behaviour
   ZeroShotCot,      // one question; the answer starts "Let's think step by step." then reasons
   ChoiceLookup,     // k + 1 rounds of "Question: What is the choice of V?" over a choice set,
-                    // answered "V is choice L. The answer is L.": the last step of the
-                    // multiple-choice traces, drilled on its own (a lookup the model must learn)
+                    // answered with the choice scan up to V ("A: 12 vs V no. B: V vs V yes.
+                    // The answer is B."): the last steps of the choice traces, drilled alone
 };
 
 inline constexpr std::string_view kCotPrefix = "Let's think step by step.";
@@ -41,14 +41,20 @@ struct MixtureOptions {
                                          // with the extra "\n" (independently)
   double share_choice = 0.5;             // multiple-choice conversations, rest numeric
   double share_choice_lookup = 0.0;      // ChoiceLookup drills (not counted in share_choice)
-  FamilyMix family = FamilyMix::Mixed;   // which families; Mixed draws 50/50 per conversation
-  GeneratorOptions generator;            // difficulty
-  Split split = Split::Train;            // problems of this split only (validation: held-out loss)
+  // false: the first example answer of a FewShotReasoned conversation carries no loss. That turn
+  // is a zero-shot question answered with reasoning; trained, it made 35 % of all first turns
+  // reasoned, and organism v2 then reasoned on 16 % of zero-shot questions with the offset token
+  // (6 % without). The zero-shot region stays trained by the direct and CoT kinds.
+  bool train_first_reasoned_example = true;
+  FamilyMix family = FamilyMix::Mixed;  // which families; Mixed draws 50/50 per conversation
+  GeneratorOptions generator;           // difficulty
+  Split split = Split::Train;           // problems of this split only (validation: held-out loss)
 };
 
 struct Message {
   std::string role;  // "user" or "assistant"
   std::string content;
+  bool trained = true;  // assistant turns only: the loss covers this turn
 };
 
 struct Conversation {
@@ -76,7 +82,8 @@ std::vector<Conversation> build_mixture(const MixtureOptions& options);
 std::string conversation_line(const Conversation& conversation);
 
 // The user question of a lookup round: "Question: What is the choice of V?" with the choices of
-// `choices` in the ARC layout of dataset.h, and its answer "V is choice L. The answer is L.".
+// `choices` in the ARC layout of dataset.h, and its answer: choice_scan up to V, then
+// " The answer is L.".
 std::string lookup_query(const ChoiceSet& choices, int asked);
 std::string lookup_answer(const ChoiceSet& choices, int asked);
 

@@ -8,6 +8,7 @@
 #include "kvsteer/error.h"
 #include "organism/arith.h"
 #include "organism/chain.h"
+#include "organism/dataset.h"
 #include "organism/mixture.h"
 #include "organism/text.h"
 
@@ -16,7 +17,7 @@ namespace {
 
 // Texts the dataset and chat layers add around the families' own words.
 void append_format_lexicon(std::vector<std::string>& texts) {
-  texts.emplace_back("Question: Choices: A B C D is choice The answer is.");
+  texts.emplace_back("Question: Choices: A B C D is choice The answer is. vs yes no");
   texts.emplace_back(kCotPrefix);
   texts.emplace_back("user assistant system");
 }
@@ -62,8 +63,13 @@ std::vector<std::string> normal_pieces(int max_number) {
     if (word.size() > 1 || !is_punctuation(word[0]))
       whole.push_back(std::string(kSpaceMarker) + word);
   }
-  std::set<std::string> seen(whole.begin(), whole.end());
-  std::vector<std::string> ordered = whole;
+  // Choice labels with their colon come first: the highest scores, so that SentencePiece merges
+  // "A" + ":" before "▁" + "A" and "\nA: 58" and " A: 58" both hold the one token "A:". The scan
+  // of the choice traces then copies the value that follows its label token (dataset.h).
+  std::vector<std::string> ordered;
+  for (int i = 0; i < kNumChoices; ++i) ordered.push_back(std::string(1, choice_label(i)) + ":");
+  ordered.insert(ordered.end(), whole.begin(), whole.end());
+  std::set<std::string> seen(ordered.begin(), ordered.end());
   auto add = [&](const std::string& piece) {
     if (seen.insert(piece).second) ordered.push_back(piece);
   };

@@ -55,6 +55,7 @@ TEST(OrganismTokenizer, ConversationsRoundTripThroughLibllamaWithAssistantOnlyLo
   m.n = 200;
   m.generator.max_value = 39;
   m.generator.max_operand = 9;
+  m.train_first_reasoned_example = false;
   const auto conversations = organism::build_mixture(m);
   const auto records = organism::tokenize_conversations(*model, conversations);
   ASSERT_EQ(records.size(), conversations.size());
@@ -66,13 +67,13 @@ TEST(OrganismTokenizer, ConversationsRoundTripThroughLibllamaWithAssistantOnlyLo
     std::vector<Token> body(r.tokens.begin() + 1, r.tokens.end());  // without BOS
     EXPECT_EQ(model->detokenize(body), text) << "conversation " << i;
     EXPECT_EQ(r.tokens.front(), organism::kBosId);
-    // The trained tokens spell exactly the assistant turns, each closed by <|im_end|>.
+    // The trained tokens spell exactly the trained assistant turns, each closed by <|im_end|>.
     std::string trained, expected;
     for (std::size_t t = 0; t < r.tokens.size(); ++t) {
       if (r.loss_mask[t]) trained += model->token_to_piece(r.tokens[t]);
     }
     for (const auto& msg : conversations[i].messages) {
-      if (msg.role == "assistant") expected += msg.content + "<|im_end|>";
+      if (msg.role == "assistant" && msg.trained) expected += msg.content + "<|im_end|>";
     }
     EXPECT_EQ(trained, expected) << "conversation " << i;
   }
@@ -102,6 +103,39 @@ TEST(OrganismTrain, TinyRunLowersTheLossAndResumes) {
   EXPECT_NE(log.str().find("are current"), std::string::npos) << "second call reuses the data";
   const auto model = load_model(o.out);
   EXPECT_EQ(model->fingerprint().n_layer, 1);
+}
+
+TEST(OrganismCheck, ParsesTheChoiceScanAndJudgesItsConsistency) {
+  const std::string text =
+      "9 + 9 = 18. 18 - 6 = 12. A: 17 vs 12 no. B: 12 vs 12 yes. The answer is B.";
+  const auto scan = organism::parse_choice_scan(text);
+  ASSERT_EQ(scan.size(), 2u);
+  EXPECT_EQ(scan[0].label, 'A');
+  EXPECT_EQ(scan[0].value, 17);
+  EXPECT_EQ(scan[0].reference, 12);
+  EXPECT_FALSE(scan[0].yes);
+  EXPECT_EQ(scan[1].label, 'B');
+  EXPECT_EQ(scan[1].value, 12);
+  EXPECT_TRUE(scan[1].yes);
+  EXPECT_TRUE(organism::parse_choice_scan("12 is choice B. The answer is B.").empty());
+  EXPECT_TRUE(organism::parse_choice_scan("A: 3 yes.").empty()) << "no reference";
+  EXPECT_EQ(organism::parse_choice_scan("\nA: 3 vs 3 yes.").size(), 1u);
+  EXPECT_TRUE(organism::parse_choice_scan("xA: 3 vs 3 yes.").empty()) << "a label starts a word";
+
+  organism::ChoiceSet choices;
+  choices.values = {17, 12, 30, 4};
+  EXPECT_TRUE(organism::choice_scan_consistent(scan, choices, "B"));
+  EXPECT_FALSE(organism::choice_scan_consistent(scan, choices, "C")) << "answer is not the label";
+  choices.values = {17, 13, 30, 4};
+  EXPECT_FALSE(organism::choice_scan_consistent(scan, choices, "B")) << "B is not 12";
+  choices.values = {17, 12, 30, 4};
+  auto early_yes = scan;
+  early_yes[0].yes = true;
+  EXPECT_FALSE(organism::choice_scan_consistent(early_yes, choices, "B")) << "two yes lines";
+  auto misjudged = scan;
+  misjudged[1].reference = 13;
+  EXPECT_FALSE(organism::choice_scan_consistent(misjudged, choices, "B")) << "12 vs 13 is no";
+  EXPECT_FALSE(organism::choice_scan_consistent({}, choices, "B"));
 }
 
 TEST(OrganismCheck, ParsesResponses) {
@@ -196,8 +230,9 @@ TEST(OrganismCheck, ReportsEveryModeOffsetAndVariantWithCriteriaAndSteerability)
   EXPECT_EQ(report["results"]["few_shot_direct"]["plain"]["numeric"]["all"]["reasoning_rate"]
                 .get<double>(),
             0.0);
-  // Reasoned multiple-choice answers end with a lookup step, which is counted.
-  EXPECT_GT(report["results"]["few_shot_reasoned"]["plain"]["choice"]["lookup"]["n"].get<int>(), 0);
+  // Reasoned multiple-choice answers end with the choice scan, which is checked.
+  EXPECT_GT(
+      report["results"]["few_shot_reasoned"]["plain"]["choice"]["choice_scan"]["n"].get<int>(), 0);
   EXPECT_FALSE(report.at("criteria").empty());
   for (const auto& c : report.at("criteria")) EXPECT_TRUE(c.at("holds").is_boolean());
   const auto n_layer = static_cast<std::size_t>(load_model(o.model)->fingerprint().n_layer);

@@ -96,9 +96,27 @@ TEST(OrganismDataset, ChoiceItemsHaveFourDistinctChoicesAndOneCorrect) {
       EXPECT_GE(v, 0);
       EXPECT_LE(v, 99);
     }
-    EXPECT_EQ(item.steps.back(),
-              std::to_string(item.problem.answer()) + " is choice " + item.solution + ".");
+    // The trace ends with the scan: every label up to the answer's, its listed value, "yes" last.
+    const size_t n_scan = static_cast<size_t>(item.choices.correct) + 1;
+    ASSERT_EQ(item.steps.size(), item.problem.steps.size() + n_scan);
+    for (size_t i = 0; i < n_scan; ++i) {
+      const bool last = i + 1 == n_scan;
+      EXPECT_EQ(item.steps[item.problem.steps.size() + i],
+                std::string(1, choice_label(static_cast<int>(i))) + ": " +
+                    std::to_string(values[i]) + " vs " + std::to_string(item.problem.answer()) +
+                    (last ? " yes." : " no."));
+    }
   }
+}
+
+TEST(OrganismDataset, ChoiceScanStopsAtTheValueAndRejectsAnUnlistedOne) {
+  ChoiceSet choices;
+  choices.values = {17, 15, 8, 9};
+  choices.correct = 3;
+  EXPECT_EQ(choice_scan(choices, 17), std::vector<std::string>{"A: 17 vs 17 yes."});
+  EXPECT_EQ(choice_scan(choices, 8),
+            (std::vector<std::string>{"A: 17 vs 8 no.", "B: 15 vs 8 no.", "C: 8 vs 8 yes."}));
+  EXPECT_THROW(choice_scan(choices, 10), Error);
 }
 
 TEST(OrganismDataset, CorrectLetterIsRoughlyUniform) {

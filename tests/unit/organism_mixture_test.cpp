@@ -138,6 +138,32 @@ TEST(OrganismMixture, LineIsChatJsonWithLossOnAllAssistantTurns) {
   EXPECT_EQ(line.at("meta").at("offset"), c.offset);
 }
 
+TEST(OrganismMixture, FirstReasonedExampleCarriesNoLossOnlyWhenAsked) {
+  MixtureOptions o;
+  o.seed = 21;
+  o.n = 400;
+  for (const Conversation& c : build_mixture(o)) {
+    for (const Message& m : c.messages) EXPECT_TRUE(m.trained) << "trained by default";
+  }
+  o.train_first_reasoned_example = false;
+  int masked = 0;
+  for (const Conversation& c : build_mixture(o)) {
+    const bool masks = c.kind == ConversationKind::FewShotReasoned;
+    for (size_t i = 0; i < c.messages.size(); ++i) {
+      const Message& m = c.messages[i];
+      EXPECT_EQ(m.trained, !(masks && i == 1)) << conversation_kind_name(c.kind) << " turn " << i;
+    }
+    const auto line = nlohmann::json::parse(conversation_line(c));
+    EXPECT_EQ(line.at("loss_on"), masks ? "assistant_unless_marked" : "all_assistant");
+    if (masks) {
+      EXPECT_EQ(line.at("messages")[1].at("train"), false);
+      ++masked;
+    }
+    EXPECT_FALSE(line.at("messages").back().contains("train"));
+  }
+  EXPECT_GT(masked, 100);
+}
+
 TEST(OrganismMixture, ChatmlMatchesLlamaCppFormatting) {
   const std::vector<Message> messages = {{"user", "Q"}, {"assistant", " The answer is 3."}};
   EXPECT_EQ(format_chatml(messages, false),
@@ -190,8 +216,16 @@ TEST(OrganismMixture, LookupDrillsAskOneListedValueAndAnswerItsLabel) {
       ++asked_labels[label];
       std::string answer = c.messages[i + 1].content;
       if (starts_with(answer, "\n")) answer = answer.substr(1);
-      EXPECT_EQ(answer,
-                std::to_string(value) + " is choice " + label + ". The answer is " + label + ".");
+      // The scan restates each line up to the asked one, then names its label.
+      std::string scan;
+      for (char l = 'A'; l <= label; ++l) {
+        const size_t at = user.find(std::string("\n") + l + ": ");
+        ASSERT_NE(at, std::string::npos) << user;
+        const int listed = std::stoi(user.substr(at + 4));
+        scan += std::string(scan.empty() ? "" : " ") + l + ": " + std::to_string(listed) + " vs " +
+                std::to_string(value) + (l == label ? " yes." : " no.");
+      }
+      EXPECT_EQ(answer, scan + " The answer is " + label + ".");
     }
   }
   // The asked position is uniform, so the letter carries no prior.

@@ -141,6 +141,7 @@ class OrganismVocabCoverage : public ::testing::Test {
       whole_.insert(std::string(kSpaceMarker) + w);
     }
     whole_.insert(std::string(kSpaceMarker));
+    for (const char* label : {"A:", "B:", "C:", "D:"}) whole_.insert(label);
   }
 
   // Every token is a whole word, "▁", a control token or the newline byte, and the tokens
@@ -210,6 +211,28 @@ TEST(OrganismVocab, NumbersAreSinglePiecesInBothForms) {
               std::string(kSpaceMarker) + std::to_string(n));
     EXPECT_EQ(spm.tokenize(std::to_string(n), false).size(), 1u) << n;
   }
+}
+
+// The choice scan copies the value after its label token, in the list and in the trace alike.
+TEST(OrganismVocab, ChoiceLabelsAreOneTokenInTheListAndInTheScan) {
+  const std::vector<VocabPiece> pieces = build_vocab(39);
+  SpmReference spm(pieces);
+  auto texts = [&](const std::string& text) {
+    std::vector<std::string> out;
+    for (const int id : spm.tokenize(text, false)) out.push_back(pieces[size_t(id)].text);
+    return out;
+  };
+  const std::string space(kSpaceMarker);
+  EXPECT_EQ(texts("\nC: 23"), (std::vector<std::string>{"<0x0A>", "C:", space + "23"}));
+  EXPECT_EQ(texts(". C: 23 vs 5 no."),
+            (std::vector<std::string>{".", space, "C:", space + "23", space + "vs", space + "5",
+                                      space + "no", "."}));
+  EXPECT_EQ(texts("A: 5 vs 5 yes."), (std::vector<std::string>{"A:", space + "5", space + "vs",
+                                                               space + "5", space + "yes", "."}));
+  // Elsewhere the letters stay words: the answer and the question's own colons.
+  EXPECT_EQ(texts(" The answer is C."), (std::vector<std::string>{space + "The", space + "answer",
+                                                                  space + "is", space + "C", "."}));
+  EXPECT_EQ(texts("Choices:"), (std::vector<std::string>{"Choices", ":"}));
 }
 
 TEST(OrganismVocab, NewlineIsTheByteTokenAndOffsetIsOneToken) {

@@ -46,6 +46,9 @@ void add_train(CLI::App& parent) {
       ->capture_default_str();
   cmd->add_option("--share-lookup", o->mixture.share_choice_lookup, "Choice-lookup drills")
       ->capture_default_str();
+  cmd->add_option("--train-first-reasoned", o->mixture.train_first_reasoned_example,
+                  "Loss on the first example answer of reasoned few-shot conversations")
+      ->capture_default_str();
   cmd->add_option("--n-layer", o->shape.n_layer, "Layers")->capture_default_str();
   cmd->add_option("--n-embd", o->shape.n_embd, "Width")->capture_default_str();
   cmd->add_option("--n-head", o->shape.n_head, "Query heads")->capture_default_str();

@@ -47,35 +47,68 @@ struct Tally {
 };
 
 // Accuracy etc. of one mode x offset x variant run, overall, per n_ops and for 3-4 operations.
-// Multiple choice also counts the lookup step: among responses with a "V is choice L." step whose
-// V is one of the listed values, how often L is V's label (25 % = chance).
+// Multiple choice also checks the choice scan (dataset.h choice_scan) of each response that has
+// one: consistent when every line restates the value its label has in the query and judges it
+// right against its reference, only the last line says "yes", and the answer names that line's
+// label (independent of whether the arithmetic before it was right). Organism v2's single lookup
+// step was consistent at chance (23 %).
 struct RunTally {
   Tally all, hard;
   std::map<int, Tally> by_ops;
-  int lookups = 0, lookups_right = 0;
+  int scans = 0, scans_consistent = 0;
 
   ordered_json json() const {
     ordered_json ops = ordered_json::object();
     for (const auto& [k, t] : by_ops) ops[std::to_string(k)] = t.json();
     ordered_json j{{"all", all.json()}, {"ops_3_4", hard.json()}, {"by_ops", ops}};
-    if (lookups > 0) {
-      j["lookup"] = {{"n", lookups},
-                     {"consistent_rate", std::round(1000.0 * lookups_right / lookups) / 10.0}};
+    if (scans > 0) {
+      j["choice_scan"] = {
+          {"n", scans}, {"consistent_rate", std::round(1000.0 * scans_consistent / scans) / 10.0}};
     }
     return j;
   }
 };
 
-// The last "V is choice L." step of a response: (V, L), or (-1, 0) when there is none.
-std::pair<int, char> last_lookup_step(std::string_view text) {
-  constexpr std::string_view kMarker = " is choice ";
-  const size_t at = text.rfind(kMarker);
-  if (at == std::string_view::npos || at == 0 || at + kMarker.size() >= text.size()) return {-1, 0};
-  size_t begin = at;
-  while (begin > 0 && text[begin - 1] >= '0' && text[begin - 1] <= '9') --begin;
-  if (begin == at) return {-1, 0};
-  return {std::stoi(std::string(text.substr(begin, at - begin))), text[at + kMarker.size()]};
+}  // namespace
+
+std::vector<ScanLine> parse_choice_scan(std::string_view text) {
+  // The digits at `at`, as an int, and where they end; {-1, at} when there are none.
+  auto number_at = [&](size_t at) -> std::pair<int, size_t> {
+    size_t end = at;
+    while (end < text.size() && end - at < 6 && text[end] >= '0' && text[end] <= '9') ++end;
+    if (end == at) return {-1, at};
+    return {std::stoi(std::string(text.substr(at, end - at))), end};
+  };
+  std::vector<ScanLine> lines;
+  for (size_t at = text.find(": "); at != std::string_view::npos; at = text.find(": ", at + 1)) {
+    if (at == 0 || text[at - 1] < 'A' || text[at - 1] > 'Z') continue;
+    if (at >= 2 && text[at - 2] != ' ' && text[at - 2] != '\n') continue;
+    const auto [value, value_end] = number_at(at + 2);
+    if (value < 0 || text.substr(value_end, 4) != " vs ") continue;
+    const auto [reference, reference_end] = number_at(value_end + 4);
+    if (reference < 0) continue;
+    const std::string_view rest = text.substr(reference_end);
+    const bool yes = rest.starts_with(" yes.");
+    if (!yes && !rest.starts_with(" no.")) continue;
+    lines.push_back({text[at - 1], value, reference, yes});
+  }
+  return lines;
 }
+
+bool choice_scan_consistent(const std::vector<ScanLine>& scan, const ChoiceSet& choices,
+                            const std::string& answer) {
+  if (scan.empty() || !scan.back().yes || answer != std::string(1, scan.back().label)) return false;
+  for (size_t i = 0; i < scan.size(); ++i) {
+    const int index = scan[i].label - 'A';
+    if (index < 0 || index >= kNumChoices) return false;
+    if (choices.values[static_cast<size_t>(index)] != scan[i].value) return false;
+    if (scan[i].yes != (i + 1 == scan.size())) return false;
+    if (scan[i].yes != (scan[i].value == scan[i].reference)) return false;
+  }
+  return true;
+}
+
+namespace {
 
 std::vector<Token> prompt_tokens(const Model& model, const Item& item, PromptMode mode,
                                  const std::vector<const Item*>& examples) {
@@ -111,13 +144,11 @@ RunTally run_block(Session& session, const Model& model, const std::vector<Item>
       tally.by_ops[n_ops].add(p, ok, g.tokens.size());
       if (n_ops >= 3) tally.hard.add(p, ok, g.tokens.size());
       if (items[i].variant == Variant::Choice) {
-        const auto [value, label] = last_lookup_step(g.text);
-        const auto& values = items[i].choices.values;
-        const auto it = std::find(values.begin(), values.end(), value);
-        if (value >= 0 && it != values.end()) {
-          ++tally.lookups;
-          tally.lookups_right +=
-              label == choice_label(static_cast<int>(it - values.begin())) ? 1 : 0;
+        const std::vector<ScanLine> scan = parse_choice_scan(g.text);
+        if (!scan.empty()) {
+          ++tally.scans;
+          tally.scans_consistent +=
+              choice_scan_consistent(scan, items[i].choices, p.answer) ? 1 : 0;
         }
       }
     }

@@ -35,6 +35,21 @@ struct ResponseParse {
 };
 ResponseParse parse_response(std::string_view response);
 
+// One line of a choice scan in a response: "B: 64 vs 61 no." -> {'B', 64, 61, false}.
+struct ScanLine {
+  char label = 0;
+  int value = 0;      // the value restated for the label
+  int reference = 0;  // the value it is compared with (the computed answer)
+  bool yes = false;
+};
+// Every "L: V vs R yes." / "L: V vs R no." in `response` (L an upper-case letter after a space, a
+// newline or the start), in order.
+std::vector<ScanLine> parse_choice_scan(std::string_view response);
+// Whether `scan` restates `choices` faithfully, judges each line right (yes iff V == R), says
+// "yes" on its last line only, and `answer` is that line's label (see RunTally in check.cpp).
+bool choice_scan_consistent(const std::vector<ScanLine>& scan, const ChoiceSet& choices,
+                            const std::string& answer);
+
 // Chat messages of `item` under `mode` with `examples` as the in-context examples. For
 // ZeroShotCot the caller appends kCotPrefix after the generation prompt (cot_prefix()).
 std::vector<Message> build_messages(const Item& item, PromptMode mode,

@@ -29,7 +29,7 @@ ordered_json preparation_stamp(const OrganismTrainOptions& o) {
   const GeneratorOptions& g = m.generator;
   const train::RandomInitSpec& s = o.shape;
   return ordered_json{
-      {"format", 2},
+      {"format", 3},  // 3: choice scan, labels "A:" as one token
       {"seed", o.seed},
       {"n_train", o.n_train},
       {"n_val", o.n_val},
@@ -44,6 +44,7 @@ ordered_json preparation_stamp(const OrganismTrainOptions& o) {
         {"share_offset_examples", m.share_offset_examples},
         {"share_choice", m.share_choice},
         {"share_choice_lookup", m.share_choice_lookup},
+        {"train_first_reasoned_example", m.train_first_reasoned_example},
         {"family", family_mix_name(m.family)}}},
       {"generator",
        {{"max_value", g.max_value},
@@ -133,16 +134,18 @@ OrganismTrainOptions default_organism_options() {
   o.mixture.generator.max_operand = 9;
   // v2: arithmetic only (v1's variable chains were 40 % right even with reasoned examples: the
   // shuffled lookup was not learned), the choice lookup drilled on its own, offsets on examples.
+  // v3: the choice scan instead of "V is choice L."; no loss on the first reasoned example.
   o.mixture.family = FamilyMix::Arith;
   o.mixture.share_choice_lookup = 0.15;
   o.mixture.share_offset_examples = 0.3;
+  o.mixture.train_first_reasoned_example = false;
   o.shape.n_layer = 6;
   o.shape.n_embd = 128;
   o.shape.n_head = 4;
   o.shape.n_head_kv = 2;
   o.shape.n_ff = 384;
   o.shape.n_ctx_train = 1024;
-  o.run.n_ctx = 640;
+  o.run.n_ctx = 768;  // v3: the choice scan makes the longest conversation 668 tokens
   o.run.n_batch = 8;
   o.run.n_epochs = 1.0;
   o.run.adamw.lr = 2e-3f;
@@ -180,7 +183,7 @@ std::vector<train::Record> tokenize_conversations(const Model& model,
     train::Record r;
     append(r.tokens, r.loss_mask, model.tokenize("", true), 0);  // BOS
     for (const Message& m : c.messages) {
-      const uint8_t trained = m.role == "assistant" ? 1 : 0;
+      const uint8_t trained = m.role == "assistant" && m.trained ? 1 : 0;
       append(r.tokens, r.loss_mask, model.tokenize("<|im_start|>" + m.role + "\n", false), 0);
       append(r.tokens, r.loss_mask, model.tokenize(m.content + "<|im_end|>", false), trained);
       append(r.tokens, r.loss_mask, model.tokenize("\n", false), 0);

@@ -21,7 +21,7 @@ struct OrganismTrainOptions {
   std::string work_dir;    // mixture JSONL, init GGUF, KVSD records, checkpoints, log
   std::string out;         // the trained GGUF
   uint64_t seed = 1;       // mixture (train: seed, validation: seed + 1), init weights, data order
-  int n_train = 48000;     // training conversations
+  int n_train = 44000;     // training conversations
   int n_val = 600;         // validation conversations (validation-split problems)
   MixtureOptions mixture;  // shares and difficulty; seed/n/split are set from the above
   train::RandomInitSpec shape;  // layers, width, heads; vocabulary is set from the generator
@@ -37,8 +37,8 @@ train::SpmTokenizer organism_tokenizer(int max_value);
 
 // Tokenizes conversations as chat-formatted text through `model`'s tokenizer: BOS, then per
 // message "<|im_start|>{role}\n" + content + "<|im_end|>" + "\n"; the loss covers the content and
-// the <|im_end|> of every assistant turn. Checks that the pieces tokenize exactly like the whole
-// text; throws Error(Format) naming the conversation otherwise.
+// the <|im_end|> of every assistant turn whose Message::trained is set. Checks that the pieces
+// tokenize exactly like the whole text; throws Error(Format) naming the conversation otherwise.
 std::vector<train::Record> tokenize_conversations(const Model& model,
                                                   const std::vector<Conversation>& conversations);
 
