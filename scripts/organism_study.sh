@@ -30,7 +30,8 @@ done
 # Steering settings for the organism (not a paper model, so no preset): 100 contrastive pairs of
 # 3-shot prompts, the offset token "\n" for both variants (the organism was trained to take it,
 # and it puts the edit on the token the vector was read from), layers >= 1. Activation steering
-# uses the best setting of its sweep on the numeric variant (layer 5, c = 0.5), as the paper chose
+# uses the best setting of its sweep on organism v2's numeric variant (layer 5, c = 0.5; on v3 it
+# induces nothing, see README), as the paper chose
 # its CAA settings by a grid on test items; no cache-steering setting helps (see the sweeps).
 base=(-m "$model" -t "$threads" --parallel 32 --n-predict 128 --no-preset --pairs 100 --shots 3)
 common=("${base[@]}" --offset $'\n')
