@@ -77,8 +77,8 @@ void add_mixture_command(CLI::App& app, const MixtureOptions& defaults) {
   cmd->add_option("--share-lookup", o.share_choice_lookup,
                   "Choice-lookup drills (\"What is the choice of V?\")")
       ->capture_default_str();
-  cmd->add_option("--train-first-reasoned", o.train_first_reasoned_example,
-                  "Loss on the first example answer of reasoned few-shot conversations")
+  cmd->add_option("--share-first-reasoned-trained", o.share_first_reasoned_trained,
+                  "Reasoned few-shot conversations whose first example answer carries loss")
       ->capture_default_str();
   cmd->add_option("--max-shots", o.max_shots, "Largest k of few-shot conversations")
       ->capture_default_str();

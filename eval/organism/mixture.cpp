@@ -42,6 +42,8 @@ void validate_mixture(const MixtureOptions& o) {
           std::to_string(o.share_offset_examples), "0..1");
   require(is_share(o.share_choice_lookup), "share_choice_lookup",
           std::to_string(o.share_choice_lookup), "0..1");
+  require(is_share(o.share_first_reasoned_trained), "share_first_reasoned_trained",
+          std::to_string(o.share_first_reasoned_trained), "0..1");
 }
 
 ConversationKind choose_kind(const MixtureOptions& o, Rng& rng) {
@@ -50,6 +52,14 @@ ConversationKind choose_kind(const MixtureOptions& o, Rng& rng) {
   if (u < o.share_fewshot_reasoned + o.share_fewshot_direct) return ConversationKind::FewShotDirect;
   if (u < 1.0 - o.share_zeroshot_cot) return ConversationKind::ZeroShotDirect;
   return ConversationKind::ZeroShotCot;
+}
+
+// Drawn only for a share strictly between 0 and 1, so that the all-or-nothing mixtures of organism
+// v2 and v3 keep their bytes.
+bool first_reasoned_trained(const MixtureOptions& o, Rng& rng) {
+  if (o.share_first_reasoned_trained <= 0.0) return false;
+  if (o.share_first_reasoned_trained >= 1.0) return true;
+  return rng.bernoulli(o.share_first_reasoned_trained);
 }
 
 bool is_fewshot(ConversationKind kind) {
@@ -123,10 +133,11 @@ Conversation build_conversation(const MixtureOptions& o, ProblemSource& source, 
     // Drawn only when enabled, so that a mixture without example offsets keeps its bytes.
     const bool offset = o.share_offset_examples > 0.0 && rng.bernoulli(o.share_offset_examples);
     const bool reasoned = c.kind == ConversationKind::FewShotReasoned;
+    const bool trained = !reasoned || i > 0 || first_reasoned_trained(o, rng);
     c.messages.push_back(
         {"assistant",
          (offset ? "\n" : "") + (reasoned ? reasoned_answer(example) : direct_answer(example)),
-         !(reasoned && i == 0 && !o.train_first_reasoned_example)});
+         trained});
   }
   c.messages.push_back({"user", items.back().query});
   c.messages.push_back({"assistant", final_answer(c, items.back())});

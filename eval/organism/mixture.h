@@ -41,11 +41,12 @@ struct MixtureOptions {
                                          // with the extra "\n" (independently)
   double share_choice = 0.5;             // multiple-choice conversations, rest numeric
   double share_choice_lookup = 0.0;      // ChoiceLookup drills (not counted in share_choice)
-  // false: the first example answer of a FewShotReasoned conversation carries no loss. That turn
-  // is a zero-shot question answered with reasoning; trained, it made 35 % of all first turns
-  // reasoned, and organism v2 then reasoned on 16 % of zero-shot questions with the offset token
-  // (6 % without). The zero-shot region stays trained by the direct and CoT kinds.
-  bool train_first_reasoned_example = true;
+  // Probability that the first example answer of a FewShotReasoned conversation carries loss. That
+  // turn is a zero-shot question answered with reasoning: always trained (1, organism v2), 35 % of
+  // all first turns were reasoned and v2 reasoned on 16 % of zero-shot questions with the offset
+  // token (6 % without); never trained (0, v3), zero-shot reasoning vanished and steering had
+  // nothing left to induce. Drawn per conversation only when strictly between 0 and 1.
+  double share_first_reasoned_trained = 1.0;
   FamilyMix family = FamilyMix::Mixed;  // which families; Mixed draws 50/50 per conversation
   GeneratorOptions generator;           // difficulty
   Split split = Split::Train;           // problems of this split only (validation: held-out loss)

@@ -55,7 +55,7 @@ TEST(OrganismTokenizer, ConversationsRoundTripThroughLibllamaWithAssistantOnlyLo
   m.n = 200;
   m.generator.max_value = 39;
   m.generator.max_operand = 9;
-  m.train_first_reasoned_example = false;
+  m.share_first_reasoned_trained = 0.0;
   const auto conversations = organism::build_mixture(m);
   const auto records = organism::tokenize_conversations(*model, conversations);
   ASSERT_EQ(records.size(), conversations.size());

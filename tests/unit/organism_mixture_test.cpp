@@ -145,7 +145,7 @@ TEST(OrganismMixture, FirstReasonedExampleCarriesNoLossOnlyWhenAsked) {
   for (const Conversation& c : build_mixture(o)) {
     for (const Message& m : c.messages) EXPECT_TRUE(m.trained) << "trained by default";
   }
-  o.train_first_reasoned_example = false;
+  o.share_first_reasoned_trained = 0.0;
   int masked = 0;
   for (const Conversation& c : build_mixture(o)) {
     const bool masks = c.kind == ConversationKind::FewShotReasoned;
@@ -162,6 +162,29 @@ TEST(OrganismMixture, FirstReasonedExampleCarriesNoLossOnlyWhenAsked) {
     EXPECT_FALSE(line.at("messages").back().contains("train"));
   }
   EXPECT_GT(masked, 100);
+}
+
+TEST(OrganismMixture, FirstReasonedExampleTrainedAtItsShare) {
+  MixtureOptions o;
+  o.seed = 22;
+  o.n = 2000;
+  o.share_first_reasoned_trained = 0.3;
+  int reasoned = 0;
+  int trained = 0;
+  for (const Conversation& c : build_mixture(o)) {
+    for (size_t i = 3; i < c.messages.size(); i += 2) EXPECT_TRUE(c.messages[i].trained);
+    if (c.kind != ConversationKind::FewShotReasoned) {
+      EXPECT_TRUE(c.messages[1].trained) << conversation_kind_name(c.kind);
+      continue;
+    }
+    ++reasoned;
+    trained += c.messages[1].trained ? 1 : 0;
+  }
+  ASSERT_GT(reasoned, 500);
+  // Binomial(~700, 0.3): the standard deviation of the share is about 0.017.
+  EXPECT_NEAR(static_cast<double>(trained) / reasoned, 0.3, 0.06);
+  o.share_first_reasoned_trained = 1.5;
+  EXPECT_THROW(build_mixture(o), Error);
 }
 
 TEST(OrganismMixture, ChatmlMatchesLlamaCppFormatting) {

@@ -46,8 +46,12 @@ void add_train(CLI::App& parent) {
       ->capture_default_str();
   cmd->add_option("--share-lookup", o->mixture.share_choice_lookup, "Choice-lookup drills")
       ->capture_default_str();
-  cmd->add_option("--train-first-reasoned", o->mixture.train_first_reasoned_example,
-                  "Loss on the first example answer of reasoned few-shot conversations")
+  cmd->add_option("--share-first-reasoned-trained", o->mixture.share_first_reasoned_trained,
+                  "Reasoned few-shot conversations whose first example answer carries loss")
+      ->capture_default_str();
+  cmd->add_option("--share-zeroshot-cot", o->mixture.share_zeroshot_cot,
+                  "Zero-shot \"Let's think step by step.\" conversations (taken from or given "
+                  "to zero-shot direct)")
       ->capture_default_str();
   cmd->add_option("--n-layer", o->shape.n_layer, "Layers")->capture_default_str();
   cmd->add_option("--n-embd", o->shape.n_embd, "Width")->capture_default_str();
@@ -73,6 +77,9 @@ void add_train(CLI::App& parent) {
       ->capture_default_str();
   cmd->add_flag("--resume", o->resume, "Continue from the work folder's checkpoint");
   cmd->callback([o] {
+    organism::MixtureOptions& m = o->mixture;  // zero-shot direct takes what the others leave
+    m.share_zeroshot_direct =
+        1.0 - m.share_fewshot_reasoned - m.share_fewshot_direct - m.share_zeroshot_cot;
     train::RunSummary s;
     try {
       s = organism::train_organism(*o, std::cerr);

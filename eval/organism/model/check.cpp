@@ -97,7 +97,8 @@ std::vector<ScanLine> parse_choice_scan(std::string_view text) {
 
 bool choice_scan_consistent(const std::vector<ScanLine>& scan, const ChoiceSet& choices,
                             const std::string& answer) {
-  if (scan.empty() || !scan.back().yes || answer != std::string(1, scan.back().label)) return false;
+  // The loop below requires "yes" on the last line and only there.
+  if (scan.empty() || answer != std::string(1, scan.back().label)) return false;
   for (size_t i = 0; i < scan.size(); ++i) {
     const int index = scan[i].label - 'A';
     if (index < 0 || index >= kNumChoices) return false;
