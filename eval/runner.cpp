@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -254,12 +256,22 @@ class Evaluator {
   // method.md §3.3: unsteered 10-token continuation after "\nSo the correct choice is", the
   // regex cascade, and the forced one-token choice for "[invalid]" items. CAA's control vector
   // stays on (the reference's hook stays active); cache edits are gone (sequences restart).
+  // organism-choice first takes the organism's own "The answer is X" (organism_choice_answer);
+  // only responses without one go through the reference's steps.
   void score_choices(Session& session, const std::vector<GenerationRequest>& requests,
                      const std::vector<Generation>& out, std::vector<ItemResult>& flat) {
-    std::vector<std::vector<Token>> conts(requests.size());
+    std::vector<std::size_t> pending;
+    for (std::size_t r = 0; r < flat.size(); ++r) {
+      if (o_.task == Task::OrganismChoice)
+        flat[r].extracted = organism_choice_answer(flat[r].response);
+      if (flat[r].extracted.empty()) pending.push_back(r);
+    }
+    if (pending.empty()) return;
+    std::vector<std::vector<Token>> conts(pending.size());  // the requests' prompts point here
     std::vector<GenerationRequest> cont_requests;
-    for (std::size_t r = 0; r < requests.size(); ++r) {
-      std::vector<Token>& t = conts[r];
+    for (std::size_t p = 0; p < pending.size(); ++p) {
+      const std::size_t r = pending[p];
+      std::vector<Token>& t = conts[p];
       t.assign(requests[r].prompt.begin(), requests[r].prompt.end());
       if (requests[r].steering_params.offset_token)
         t.push_back(*requests[r].steering_params.offset_token);
@@ -276,13 +288,14 @@ class Evaluator {
     gp.sampling = SamplingParams{};
     gp.before_tail = nullptr;
     const std::vector<Generation> ext = generate(session, cont_requests, gp);
-    for (std::size_t r = 0; r < flat.size(); ++r) {
-      const std::string continuation =
-          flat[r].response + std::string(kExtractionSuffix) + ext[r].text;
-      flat[r].extracted = extract_choice(continuation);
-      if (is_invalid(flat[r].extracted)) {
-        flat[r].extracted = forced_choice(session, requests[r].seq, flat[r].prompt, continuation);
-        flat[r].forced = true;
+    for (std::size_t p = 0; p < pending.size(); ++p) {
+      ItemResult& item = flat[pending[p]];
+      const std::string continuation = item.response + std::string(kExtractionSuffix) + ext[p].text;
+      item.extracted = extract_choice(continuation);
+      if (is_invalid(item.extracted)) {
+        item.extracted =
+            forced_choice(session, requests[pending[p]].seq, item.prompt, continuation);
+        item.forced = true;
       }
     }
   }
@@ -402,6 +415,37 @@ ordered_json steering_json(const SteeringParams& p) {
       {"offset_token", p.offset_token ? ordered_json(*p.offset_token) : ordered_json(nullptr)}};
 }
 
+// The model file's size and an FNV-1a 64 of its first and last 4 MiB (the whole file when
+// smaller): a retrained or requantised model keeps its fingerprint (architecture, vocabulary),
+// and a resumed run must not mix its answers with another model's.
+ordered_json model_file_identity(const std::string& path) {
+  constexpr std::uintmax_t kSpan = 4u << 20;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::Io, "cannot read model file '" + path + "'");
+  const std::uintmax_t size = std::filesystem::file_size(path);
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  std::vector<char> buffer;
+  auto hash_span = [&](std::uintmax_t from, std::uintmax_t n) {
+    buffer.resize(static_cast<std::size_t>(n));
+    in.seekg(static_cast<std::streamoff>(from));
+    in.read(buffer.data(), static_cast<std::streamsize>(n));
+    if (!in) throw Error(ErrorCode::Io, "cannot read model file '" + path + "'");
+    for (const char c : buffer) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 0x100000001b3ULL;
+    }
+  };
+  if (size <= 2 * kSpan) {
+    hash_span(0, size);
+  } else {
+    hash_span(0, kSpan);
+    hash_span(size - kSpan, kSpan);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return {{"bytes", size}, {"head_tail_fnv1a", hex}};
+}
+
 ordered_json config_json(const EvalOptions& o, const Model& model) {
   ordered_json c{
       {"task", task_name(o.task)},
@@ -417,6 +461,8 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
       {"parallel", o.n_parallel},
       {"model", o.model_path},
       {"model_fingerprint", fingerprint_text(model.fingerprint())}};
+  if (!o.model_path.empty()) c["model_file"] = model_file_identity(o.model_path);
+  if (o.task == Task::OrganismChoice) c["choice_scoring"] = "organism_answer_first";
   if (o.method == Method::FewShot || o.method == Method::Cache || o.method == Method::CacheCot ||
       o.method == Method::Caa) {
     c["traces"] = o.traces;

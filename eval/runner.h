@@ -78,7 +78,7 @@ struct EvalOptions {
   std::uint32_t n_parallel = 16;  // sequences decoded together
   std::int32_t n_threads = 0;
   std::string out_dir;
-  std::string model_path;  // recorded in config/summary
+  std::string model_path;  // recorded in config/summary; its size and head/tail hash guard resumes
   // (done, total) after every batch; may be empty.
   std::function<void(std::size_t, std::size_t)> progress;
   // (pairs done, pairs total) while a steering vector is extracted; may be empty.

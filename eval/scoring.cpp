@@ -383,6 +383,19 @@ std::string extract_last_letter(std::string_view continuation) {
   return choice_fallback(text);
 }
 
+std::string organism_choice_answer(std::string_view response) {
+  constexpr std::string_view kAnswer = "The answer is ";
+  for (std::size_t at = response.rfind(kAnswer); at != std::string_view::npos;
+       at = at == 0 ? std::string_view::npos : response.rfind(kAnswer, at - 1)) {
+    const std::size_t letter = at + kAnswer.size();
+    if (letter >= response.size() || response[letter] < 'A' || response[letter] > 'D') continue;
+    const bool ends = letter + 1 == response.size() ||
+                      !std::isalpha(static_cast<unsigned char>(response[letter + 1]));
+    if (ends) return std::string(1, response[letter]);
+  }
+  return "";
+}
+
 bool is_invalid(const std::string& extracted) { return extracted == kInvalidAnswer; }
 
 bool is_fallback(const std::string& extracted) {

@@ -84,6 +84,13 @@ inline std::string extract_choice(std::string_view continuation) {
 // the same fallback as extract_choice.
 std::string extract_last_letter(std::string_view continuation);
 
+// The organism's own answer sentence (organism-choice only; not the reference's rule): the
+// letter X of the last "The answer is X" in `response` with X in A-D followed by a non-letter or
+// the end, as the organism was trained to write it and `kvsteer organism check` reads it; empty
+// when there is none. The reference's extraction continuation appended after an answer the
+// organism already gave is text it never saw, and its next letter decided the item.
+std::string organism_choice_answer(std::string_view response);
+
 // True for "[invalid]": the items the forced-choice step re-runs.
 bool is_invalid(const std::string& extracted);
 // True for either fallback symbol.

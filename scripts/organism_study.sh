@@ -3,7 +3,7 @@
 # held-out test problems and teacher traces, evaluates every method on both variants, runs the
 # stability sweeps (cache steering over c_v, activation steering over layer x c), writes the
 # report, prints the results table and a diagnose summary. About 6 minutes on 2 cores (measured
-# 5 min 40 s with organism v2).
+# 5 min 40 s with organism v2, about 5 minutes with v4).
 # Usage: organism_study.sh BUILD_DIR   (env: KVSTEER_STUDY_OUT, KVSTEER_STUDY_N, KVSTEER_THREADS)
 set -euo pipefail
 build="$1"
@@ -30,9 +30,9 @@ done
 # Steering settings for the organism (not a paper model, so no preset): 100 contrastive pairs of
 # 3-shot prompts, the offset token "\n" for both variants (the organism was trained to take it,
 # and it puts the edit on the token the vector was read from), layers >= 1. Activation steering
-# uses the best setting of its sweep on organism v2's numeric variant (layer 5, c = 0.5; on v3 it
-# induces nothing, see README), as the paper chose
-# its CAA settings by a grid on test items; no cache-steering setting helps (see the sweeps).
+# uses the best setting of its sweep on organism v2's numeric variant (layer 5, c = 0.5; on v4 it
+# induces reasoning again, see README), as the paper chose its CAA settings by a grid on test
+# items; no cache-steering setting helps (see the sweeps).
 base=(-m "$model" -t "$threads" --parallel 32 --n-predict 128 --no-preset --pairs 100 --shots 3)
 common=("${base[@]}" --offset $'\n')
 for variant in numeric choice; do

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eval/runner.h"
+#include "eval/scoring.h"
 #include "kvsteer/error.h"
 #include "organism/commands.h"
 #include "organism/model/train.h"
@@ -30,7 +31,9 @@ class EvalRunner : public ::testing::Test {
     model_ = load_model(test::organism_model_path());
     dir_ = new test::TempDir();
     organism::GenOptions g;
+    // The problems the organism was trained on (arithmetic only since v2).
     g.generator = organism::default_organism_options().mixture.generator;
+    g.family = organism::default_organism_options().mixture.family;
     g.seed = 5;
     g.n = 24;
     g.split = organism::Split::Test;
@@ -135,6 +138,54 @@ TEST_F(EvalRunner, FolderOfAnotherConfigurationIsRefused) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("another configuration"), std::string::npos) << e.what();
   }
+}
+
+TEST_F(EvalRunner, FolderOfAnotherModelFileWithTheSameFingerprintIsRefused) {
+  test::TempDir out;
+  const std::string copy = out.file("organism-copy.gguf");
+  std::filesystem::copy_file(test::organism_model_path(), copy);
+  auto o = options("baseline");
+  o.limit = 2;
+  o.out_dir = out.file("run");
+  o.model_path = copy;
+  eval::run_eval(model_, o);
+  eval::run_eval(model_, o);  // the same file resumes
+  {
+    // A retrained model: same architecture and vocabulary, other weights (its last byte).
+    std::fstream f(copy, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-1, std::ios::end);
+    const char last = static_cast<char>(f.get());
+    f.seekp(-1, std::ios::end);
+    f.put(static_cast<char>(last ^ 0x01));
+  }
+  try {
+    eval::run_eval(model_, o);
+    FAIL() << "expected a refusal";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another configuration"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(EvalRunner, OrganismChoiceIsScoredByItsOwnAnswerSentence) {
+  test::TempDir out;
+  auto o = options("fewshot", "choice");
+  o.limit = 8;
+  o.generation.n_predict = 128;
+  o.out_dir = out.path();
+  const ordered_json summary = eval::run_eval(model_, o);
+  int own = 0;
+  std::ifstream items(out.file("items.jsonl"));
+  for (std::string line; std::getline(items, line);) {
+    const auto item = nlohmann::json::parse(line);
+    const std::string answer = eval::organism_choice_answer(item.at("response").get<std::string>());
+    if (answer.empty()) continue;
+    ++own;
+    EXPECT_EQ(item.at("extracted"), answer) << item.at("response");
+    EXPECT_FALSE(item.at("forced").get<bool>());
+  }
+  // Reasoned examples: the organism answers with the choice scan and its answer sentence.
+  EXPECT_GE(own, 6);
+  EXPECT_GE(summary.at("correct").get<int>(), 6) << summary.dump();
 }
 
 TEST_F(EvalRunner, SweepEqualsSeparateSingleSettingRuns) {

@@ -121,6 +121,8 @@ TEST(OrganismCheck, ParsesTheChoiceScanAndJudgesItsConsistency) {
   EXPECT_TRUE(organism::parse_choice_scan("A: 3 yes.").empty()) << "no reference";
   EXPECT_EQ(organism::parse_choice_scan("\nA: 3 vs 3 yes.").size(), 1u);
   EXPECT_TRUE(organism::parse_choice_scan("xA: 3 vs 3 yes.").empty()) << "a label starts a word";
+  EXPECT_TRUE(organism::parse_choice_scan("A: -3 vs 3 no.").empty()) << "values are unsigned";
+  EXPECT_TRUE(organism::parse_choice_scan("A: 3 vs 99999999999 no.").empty()) << "out of range";
 
   organism::ChoiceSet choices;
   choices.values = {17, 12, 30, 4};

@@ -318,5 +318,18 @@ TEST(Scoring, ForcedChoiceInput) {
   expect_choice("Steps.\nSo the correct choice is B", "B", 1);
 }
 
+TEST(Scoring, OrganismChoiceAnswerIsItsLastAnswerSentence) {
+  EXPECT_EQ(
+      organism_choice_answer(" 32 + 3 = 35. A: 29 vs 35 no. B: 35 vs 35 yes. The answer is B."),
+      "B");
+  EXPECT_EQ(organism_choice_answer("The answer is A. The answer is C."), "C");
+  EXPECT_EQ(organism_choice_answer("The answer is D"), "D");
+  EXPECT_EQ(organism_choice_answer("The answer is C. The answer is Bob."), "C") << "not a letter";
+  EXPECT_EQ(organism_choice_answer("The answer is E."), "") << "the organism has four choices";
+  EXPECT_EQ(organism_choice_answer("A: 3 vs 3 yes."), "");
+  EXPECT_EQ(organism_choice_answer(""), "");
+  EXPECT_EQ(organism_choice_answer("the answer is B."), "") << "the sentence as trained";
+}
+
 }  // namespace
 }  // namespace kvsteer::eval

@@ -1,8 +1,10 @@
 #include "organism/model/check.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <map>
+#include <system_error>
 
 #include "eval/runner.h"
 #include "kvsteer/error.h"
@@ -72,12 +74,13 @@ struct RunTally {
 }  // namespace
 
 std::vector<ScanLine> parse_choice_scan(std::string_view text) {
-  // The digits at `at`, as an int, and where they end; {-1, at} when there are none.
+  // The unsigned number at `at` and where it ends; {-1, at} when there is none.
   auto number_at = [&](size_t at) -> std::pair<int, size_t> {
-    size_t end = at;
-    while (end < text.size() && end - at < 6 && text[end] >= '0' && text[end] <= '9') ++end;
-    if (end == at) return {-1, at};
-    return {std::stoi(std::string(text.substr(at, end - at))), end};
+    if (at >= text.size() || text[at] < '0' || text[at] > '9') return {-1, at};
+    int value = 0;
+    const auto [end, error] = std::from_chars(text.data() + at, text.data() + text.size(), value);
+    if (error != std::errc()) return {-1, at};
+    return {value, static_cast<size_t>(end - text.data())};
   };
   std::vector<ScanLine> lines;
   for (size_t at = text.find(": "); at != std::string_view::npos; at = text.find(": ", at + 1)) {
