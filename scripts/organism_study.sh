@@ -30,9 +30,9 @@ done
 # Steering settings for the organism (not a paper model, so no preset): 100 contrastive pairs of
 # 3-shot prompts, the offset token "\n" for both variants (the organism was trained to take it,
 # and it puts the edit on the token the vector was read from), layers >= 1. Activation steering
-# uses the best setting of its sweep on organism v2's numeric variant (layer 5, c = 0.5; on v4 it
-# induces reasoning again, see README), as the paper chose its CAA settings by a grid on test
-# items; no cache-steering setting helps (see the sweeps).
+# uses the best setting of its sweep on organism v4 (layer 5, c = 0.25; v2's best was c = 0.5),
+# as the paper chose its CAA settings by a grid on test items; no cache-steering setting helps
+# (see the sweeps).
 base=(-m "$model" -t "$threads" --parallel 32 --n-predict 128 --no-preset --pairs 100 --shots 3)
 common=("${base[@]}" --offset $'\n')
 for variant in numeric choice; do
@@ -43,7 +43,7 @@ for variant in numeric choice; do
     case "$method" in
       cache) extra=(--cv "${KVSTEER_STUDY_CV:-4}") ;;
       cache+cot) extra=(--cv "${KVSTEER_STUDY_CV_COT:-2}") ;;
-      caa) extra=(--caa-layer "${KVSTEER_STUDY_CAA_LAYER:-5}" --caa-c "${KVSTEER_STUDY_CAA_C:-0.5}") ;;
+      caa) extra=(--caa-layer "${KVSTEER_STUDY_CAA_LAYER:-5}" --caa-c "${KVSTEER_STUDY_CAA_C:-0.25}") ;;
     esac
     "$kvsteer" eval "${common[@]}" "${data[@]}" --method "$method" "${extra[@]}" \
       -o "$out/runs/$variant-${method/+/-}"
@@ -51,7 +51,7 @@ for variant in numeric choice; do
   "$kvsteer" sweep "${common[@]}" "${data[@]}" --limit 100 --method cache \
     --ck-grid 0 --cv-grid 0,1,2,4,8,16 -o "$out/sweeps/$variant-cache.json" >/dev/null
   "$kvsteer" sweep "${common[@]}" "${data[@]}" --limit 100 --method caa \
-    --caa-layers 1,3,5 --caa-coefs 0.5,1,2,4 -o "$out/sweeps/$variant-caa.json" >/dev/null
+    --caa-layers 1,3,5 --caa-coefs 0.1,0.25,0.5,1,2,4 -o "$out/sweeps/$variant-caa.json" >/dev/null
 done
 
 # The sign of the cache edit and the offset token (numeric): negative c_v with the paper's offset,
