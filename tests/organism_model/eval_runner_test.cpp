@@ -72,6 +72,16 @@ class EvalRunner : public ::testing::Test {
     return o;
   }
 
+  // run_eval over a folder that holds another configuration's answers.
+  static void expect_refused_as_another_configuration(const eval::EvalOptions& o) {
+    try {
+      eval::run_eval(model_, o);
+      FAIL() << "expected a refusal";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("another configuration"), std::string::npos) << e.what();
+    }
+  }
+
   static std::shared_ptr<const Model> model_;
   static test::TempDir* dir_;
 };
@@ -132,12 +142,7 @@ TEST_F(EvalRunner, FolderOfAnotherConfigurationIsRefused) {
   o.out_dir = out.path();
   eval::run_eval(model_, o);
   o.generation.n_predict = 50;
-  try {
-    eval::run_eval(model_, o);
-    FAIL() << "expected a refusal";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("another configuration"), std::string::npos) << e.what();
-  }
+  expect_refused_as_another_configuration(o);
 }
 
 TEST_F(EvalRunner, FolderOfAnotherModelFileWithTheSameFingerprintIsRefused) {
@@ -158,12 +163,7 @@ TEST_F(EvalRunner, FolderOfAnotherModelFileWithTheSameFingerprintIsRefused) {
     f.seekp(-1, std::ios::end);
     f.put(static_cast<char>(last ^ 0x01));
   }
-  try {
-    eval::run_eval(model_, o);
-    FAIL() << "expected a refusal";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("another configuration"), std::string::npos) << e.what();
-  }
+  expect_refused_as_another_configuration(o);
 }
 
 TEST_F(EvalRunner, OrganismChoiceIsScoredByItsOwnAnswerSentence) {
