@@ -150,7 +150,7 @@ std::vector<ContrastivePair> build_contrastive_pairs(const Model& model,
           (options.family ? render_reference_prompt(*options.family, messages, true)
                           : model.apply_chat_template(messages, true, options.chat_template)) +
           options.cot_prefix;
-      (positive ? pair.positive : pair.negative) = model.tokenize(text, options.add_special, true);
+      (positive ? pair.positive : pair.negative) = model.tokenize_prompt(text);
     }
     pairs.push_back(std::move(pair));
   }

@@ -35,7 +35,6 @@ struct ContrastiveOptions {
   std::string chat_template;  // override of the model's template ("" = the model's)
   // Render with the reference's template of this family (eval/prompts.h) instead of the model's.
   std::optional<PromptFamily> family;
-  bool add_special = true;  // reference: tokenizer adds BOS again (double BOS on Llama-3)
 };
 
 // Answers as in the reference: positive = steps joined by " " + " The answer is X.",
@@ -48,7 +47,7 @@ std::vector<ChatMessage> contrastive_messages(const std::vector<TraceRow>& rows,
                                               const std::vector<std::size_t>& neighbours,
                                               std::size_t target, bool positive);
 
-// Renders and tokenizes every pair.
+// Renders and tokenizes every pair (Model::tokenize_prompt: the BOS rule of every prompt).
 std::vector<ContrastivePair> build_contrastive_pairs(const Model& model,
                                                      const std::vector<TraceRow>& rows,
                                                      const NeighbourMap& neighbours,

@@ -1,6 +1,8 @@
 #include "eval/prompts.h"
 
 #include <array>
+#include <string>
+#include <string_view>
 #include <utility>
 
 #include "kvsteer/error.h"
@@ -87,6 +89,26 @@ const char* prompt_family_name(PromptFamily family) noexcept {
     if (f == family) return n;
   }
   return "unknown";
+}
+
+std::optional<PromptFamily> detect_prompt_family(std::string_view chat_template) {
+  // Both stock templates write their default system block as one literal; tool-calling variants
+  // (Qwen2.5 and later) use other system text and are left to llama.cpp. The GGUF keeps the Jinja
+  // source, where the newline inside the literal is either a real newline or backslash-n.
+  auto holds = [&](std::string_view literal) {
+    std::string escaped;
+    for (char c : literal) escaped += c == '\n' ? std::string("\\n") : std::string(1, c);
+    return chat_template.find(literal) != std::string_view::npos ||
+           chat_template.find(escaped) != std::string_view::npos;
+  };
+  if (holds("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+            "Face<|im_end|>")) {
+    return PromptFamily::SmolLM2;
+  }
+  if (holds("<|im_start|>system\nYou are a helpful assistant.<|im_end|>")) {
+    return PromptFamily::Qwen2;
+  }
+  return std::nullopt;
 }
 
 std::string render_reference_prompt(PromptFamily family, std::span<const ChatMessage> messages,

@@ -9,6 +9,7 @@
 // Tool calls, tool roles and custom dates are not supported.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,6 +30,14 @@ enum class PromptFamily {
 // Parses the names above; throws Error(InvalidArgument) naming the valid ones otherwise.
 PromptFamily parse_prompt_family(const std::string& name);
 const char* prompt_family_name(PromptFamily family) noexcept;
+
+// The family whose stock Hugging Face template a GGUF's tokenizer.chat_template is, for the
+// families llama.cpp renders differently (its built-in ChatML drops their default system
+// message): SmolLM2 (system "You are a helpful AI assistant named SmolLM, trained by Hugging
+// Face") and Qwen2 ("You are a helpful assistant."). nullopt for any other template, which is
+// then rendered by llama.cpp as it is. kvsteer's commands use the detected family unless a
+// --prompt-family or --chat-template is given, so that SmolLM2 sees the prompt it was tuned on.
+std::optional<PromptFamily> detect_prompt_family(std::string_view chat_template);
 
 // Zero-shot CoT text, appended right after the generation prompt (no space or newline).
 inline constexpr std::string_view kCotPrefix = "Let's think step by step.";

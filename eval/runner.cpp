@@ -136,7 +136,6 @@ class Evaluator {
     co.cot_prefix = cot ? std::string(kCotPrefix) : "";
     co.chat_template = o_.prompt.chat_template;
     co.family = o_.prompt.family;
-    co.add_special = true;
     traces_sha_ = traces.sha256;
     return build_contrastive_pairs(*model_, traces.rows, neighbours, co);
   }
@@ -213,8 +212,7 @@ class Evaluator {
     Prompt p;
     p.text = render(messages);
     if (o_.method == Method::Cot || o_.method == Method::CacheCot) p.text += kCotPrefix;
-    // Reference renders carry their own BOS text; the model's template relies on the tokenizer.
-    p.tokens = model_->tokenize(p.text, !o_.prompt.family.has_value(), true);
+    p.tokens = model_->tokenize_prompt(p.text);
     if (p.tokens.empty()) {
       throw Error(ErrorCode::InvalidArgument, "item " + items_[i].id + " renders to no tokens");
     }
@@ -384,12 +382,14 @@ SteeringVector cache_vector(const Evaluator& ev, const EvalOptions& o, ordered_j
     SteeringVector v = load_steering_vector(o.vector_path);
     info = {{"path", o.vector_path},
             {"traces_sha256", v.info.traces_sha256},
-            {"n_pairs", v.info.n_pairs}};
+            {"n_pairs", v.info.n_pairs},
+            {"source", v.info.source}};
     return v;
   }
   const auto pairs = ev.contrastive_pairs(o.method == Method::CacheCot);
   Session s = extraction_session(ev, pairs);
   ExtractionParams ep;
+  ep.position = o.extract_position;
   ep.progress = o.extraction_progress;
   SteeringVector v = extract_steering_vector(s, pairs, ep);
   info = {{"extracted_from", o.traces},
@@ -478,6 +478,11 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
     c["caa"] = {
         {"layer_first", o.caa.layer_first}, {"layer_last", o.caa.layer_last}, {"c", o.caa.coef}};
   }
+  if (o.extract_position != -1 && o.vector_path.empty() &&
+      (o.method == Method::Cache || o.method == Method::CacheCot)) {
+    c["extract_position"] = o.extract_position;
+  }
+  if (!o.selection.is_null()) c["selection"] = o.selection;
   return c;
 }
 

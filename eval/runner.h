@@ -70,6 +70,12 @@ struct EvalOptions {
   std::size_t n_pairs = 100;  // contrastive pairs: the first N trace rows
   std::size_t shots = 5;      // in-context examples per contrastive prompt / few-shot prompt
   std::string vector_path;    // cache steering: a vector file instead of extracting one
+  // Cell the vector is read from when it is extracted here, counted from the end of the prompt
+  // (-1: its last token, as the paper; -2 aligns extraction with the edit of --offset none).
+  std::int32_t extract_position = -1;
+  // How the steering settings of this run were chosen (the selection split, the candidates and
+  // their scores, the rule), recorded in config.json and summary.json; null when not given.
+  nlohmann::ordered_json selection;
 
   SteeringParams steering;  // c_k, c_v, layers, offset token (cache methods)
   CaaParams caa;

@@ -7,7 +7,7 @@ set -euo pipefail
 build="$1"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 prefix="$("$here/scripts/setup_llama.sh" 2>/dev/null)"
-model="${KVSTEER_DEMO_MODEL:-$("$here/scripts/setup_models.sh" "$prefix")}"
+model="${KVSTEER_DEMO_MODEL:-$("$here/scripts/setup_models.sh" "$prefix" stories)}"
 kvsteer="$build/tools/cli/kvsteer"
 out="${KVSTEER_DEMO_OUT:-$here/out/demo}"
 mkdir -p "$out"

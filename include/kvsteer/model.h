@@ -17,6 +17,12 @@ struct ModelParams {
   std::int32_t n_gpu_layers = 0;  // layers offloaded to a GPU backend, if libllama has one
   bool use_mmap = true;           // map the file instead of reading it
   bool vocab_only = false;        // load only the vocabulary (tokenize, templates; no Session)
+  // Let libllama repack weights into its extra CPU buffer types (AMX tiles, AVX2/NEON
+  // interleaved Q4_0). Off by default: on CPUs with AMX, llama.cpp v0.4.0's AMX kernel for Q4_1
+  // weights stops with SIGILL/SIGSEGV on any batch of more than 32 tokens (its own llama-simple
+  // does too, with SmolLM2-135M-Instruct Q4_1 and a 34-token prompt). Without repacking the same
+  // weights run through the ordinary quantized matmul.
+  bool use_extra_bufts = false;
 };
 
 // Immutable after loading. Thread-safe: const methods may be called from several threads, and
@@ -51,6 +57,15 @@ class Model {
   // chat-templated text).
   std::vector<Token> tokenize(std::string_view text, bool add_special,
                               bool parse_special = true) const;
+  // Tokenizes a prompt, with the project's one BOS rule: special-token text is parsed, the
+  // tokenizer adds nothing (no BOS, no EOS), and BOS is put first when the vocabulary asks for it
+  // (adds_bos()) and the text does not already begin with it (templates such as Llama-3's render
+  // "<|begin_of_text|>" themselves; ChatML templates do not, and SmolLM2's vocabulary asks for no
+  // BOS). Every prompt kvsteer decodes (generate, kv-dump, extract, eval, sweep, diagnose) goes
+  // through here, so a contrastive prompt and the steered prompt of the same question begin alike.
+  // This departs from the reference on Llama-3 only, whose extraction prompts carry a doubled
+  // BOS (method.md §6 item 7).
+  std::vector<Token> tokenize_prompt(std::string_view text) const;
   // Text of one token; special tokens render as their text when render_special is true.
   std::string token_to_piece(Token token, bool render_special = true) const;
   std::string detokenize(std::span<const Token> tokens, bool render_special = true) const;

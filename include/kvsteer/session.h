@@ -41,6 +41,18 @@ struct SessionParams {
   // the K/V row for "Kcur"/"Vcur", n_embd for any other name. Read them with last_captured().
   // Each costs graph splits.
   std::vector<std::string> capture_tensors;
+  // Record the attention window of each decode call (last_attention_window()): how many cache
+  // cells llama.cpp computes attention over, and which of them the call's last token may see.
+  // Costs a graph split at layer 0's attention output; leave off otherwise.
+  bool capture_attention_window = false;
+};
+
+// The cells one decode call attended over (SessionParams::capture_attention_window), read from
+// llama.cpp's attention mask at layer 0.
+struct AttentionWindow {
+  std::int32_t n_kv = 0;  // cells in the window: attention is computed over cells [0, n_kv)
+  // Physical cell indices the call's last token attends to (its sequence's cells), ascending.
+  std::vector<std::int32_t> visible_cells;
 };
 
 // Change to add to one cell: per model layer, a K row and a V row. An empty row leaves that
@@ -117,6 +129,9 @@ class Session {
   // tensor the graph did not hold is empty. Throws Error(InvalidArgument) for a name not captured
   // or before the first decode.
   std::vector<std::vector<float>> last_captured(std::string_view name) const;
+  // The attention window of the last decode call. Throws Error(InvalidArgument) unless
+  // capture_attention_window is set and a decode happened.
+  AttentionWindow last_attention_window() const;
   // Adds delta to the cell at pos in seq, in one edit, leaving every other cell and layer
   // byte-identical. Throws Error(InvalidArgument) for a position seq does not hold, rows of the
   // wrong size or non-finite values.

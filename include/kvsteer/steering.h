@@ -89,5 +89,12 @@ struct ExtractionParams {
 // prompt, or a position outside a prompt.
 SteeringVector extract_steering_vector(Session& session, std::span<const ContrastivePair> pairs,
                                        const ExtractionParams& params = {});
+// The same for several cells of each prompt from one decode of every prompt: one vector per
+// entry of positions (each counted as ExtractionParams::position; params.position is ignored).
+// The result for position p equals extract_steering_vector with position p.
+std::vector<SteeringVector> extract_steering_vectors(Session& session,
+                                                     std::span<const ContrastivePair> pairs,
+                                                     std::span<const Pos> positions,
+                                                     const ExtractionParams& params = {});
 
 }  // namespace kvsteer

@@ -176,6 +176,7 @@ std::shared_ptr<const Model> load_model(const std::string& path, const ModelPara
     mp.load_mode = LLAMA_LOAD_MODE_NONE;
   }
   mp.vocab_only = params.vocab_only;
+  mp.use_extra_bufts = params.use_extra_bufts;
   detail::clear_last_llama_error();
   llama_model_ptr model(llama_model_load_from_file(path.c_str(), mp));
   if (!model) {

@@ -74,9 +74,80 @@ void validate(const Model& model, const SessionParams& p) {
 // values of the ubatch's last token (the last layer's l_out has only the output rows). The token
 // count comes from the known values per token: shapes alone cannot tell a one-token
 // [head dim, n_head, 1] from a [row, n_tokens] tensor.
+// The attention mask input behind layer 0's attention output: walks the sources of "kqv_out-0"
+// back to the flash-attention or soft-max node and takes its mask, and behind a cast (flash
+// attention reads an F16 copy) the F32 input itself, which stays valid for the whole graph.
+const ggml_tensor* attention_mask(const ggml_tensor* t, int depth = 0) {
+  if (t == nullptr || depth > 8) {
+    return nullptr;
+  }
+  const ggml_tensor* mask = nullptr;
+  if (t->op == GGML_OP_FLASH_ATTN_EXT) {
+    mask = t->src[3];
+  } else if (t->op == GGML_OP_SOFT_MAX) {
+    mask = t->src[1];
+  } else {
+    for (const ggml_tensor* src : t->src) {
+      if (const ggml_tensor* m = attention_mask(src, depth + 1)) {
+        return m;
+      }
+    }
+    return nullptr;
+  }
+  while (mask != nullptr && (mask->op == GGML_OP_CPY || mask->op == GGML_OP_CONT) &&
+         mask->src[0] != nullptr) {
+    mask = mask->src[0];
+  }
+  return mask;
+}
+
+// Reads the window from the mask: [n_kv, n_tokens (padded), 1, n_stream], F16 or F32, 0 where a
+// token may attend and -inf where not. The call's last token is the last row with a visible cell.
+void record_window(const ggml_tensor* mask, detail::TensorCapture& capture) {
+  if (mask == nullptr || (mask->type != GGML_TYPE_F32 && mask->type != GGML_TYPE_F16) ||
+      mask->ne[2] != 1 || mask->ne[3] != 1) {
+    return;
+  }
+  const auto n_kv = static_cast<std::size_t>(mask->ne[0]);
+  std::vector<float> row(n_kv);
+  std::vector<ggml_fp16_t> half(mask->type == GGML_TYPE_F16 ? n_kv : 0);
+  for (std::int64_t r = mask->ne[1] - 1; r >= 0; --r) {
+    const std::size_t offset = static_cast<std::size_t>(r) * mask->nb[1];
+    if (mask->type == GGML_TYPE_F16) {
+      ggml_backend_tensor_get(const_cast<ggml_tensor*>(mask), half.data(), offset,
+                              n_kv * sizeof(ggml_fp16_t));
+      ggml_fp16_to_fp32_row(half.data(), row.data(), static_cast<std::int64_t>(n_kv));
+    } else {
+      ggml_backend_tensor_get(const_cast<ggml_tensor*>(mask), row.data(), offset,
+                              n_kv * sizeof(float));
+    }
+    AttentionWindow w;
+    w.n_kv = static_cast<std::int32_t>(n_kv);
+    for (std::size_t j = 0; j < n_kv; ++j) {
+      if (std::isfinite(row[j])) {
+        w.visible_cells.push_back(static_cast<std::int32_t>(j));
+      }
+    }
+    if (!w.visible_cells.empty()) {  // padding rows see nothing
+      capture.last_window = std::move(w);
+      capture.has_window = true;
+      return;
+    }
+  }
+}
+
 bool capture_tensor(ggml_tensor* t, bool ask, void* user_data) {
   auto& capture = *static_cast<detail::TensorCapture*>(user_data);
   const std::string_view name(t->name);
+  if (capture.window && name == "kqv_out-0") {
+    if (ask) {
+      return true;
+    }
+    record_window(attention_mask(t), capture);
+    if (!capture.rows.count("kqv_out")) {
+      return true;
+    }
+  }
   const std::size_t dash = name.rfind('-');
   if (dash == std::string_view::npos || dash + 1 >= name.size() ||
       name.find_first_not_of("0123456789", dash + 1) != std::string_view::npos) {
@@ -177,6 +248,17 @@ std::vector<std::vector<float>> Session::last_residual() const {
   return last_captured("l_out");
 }
 
+AttentionWindow Session::last_attention_window() const {
+  if (!impl_->params.capture_attention_window) {
+    throw Error(ErrorCode::InvalidArgument,
+                "last_attention_window() needs SessionParams::capture_attention_window");
+  }
+  if (!impl_->capture.has_window) {
+    throw Error(ErrorCode::InvalidArgument, "last_attention_window(): nothing decoded yet");
+  }
+  return impl_->capture.last_window;
+}
+
 std::vector<std::vector<float>> Session::last_captured(std::string_view name) const {
   const auto it = impl_->capture.rows.find(name);
   if (it == impl_->capture.rows.end()) {
@@ -227,7 +309,8 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     s.capture.rows[name].assign(static_cast<std::size_t>(s.model->fingerprint().n_layer), {});
     s.capture.width[name] = capture_width(s.model->fingerprint(), name);
   }
-  if (!captured.empty()) {
+  s.capture.window = params.capture_attention_window;
+  if (!captured.empty() || params.capture_attention_window) {
     cp.cb_eval = &capture_tensor;
     cp.cb_eval_user_data = &s.capture;
   }
@@ -262,6 +345,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
   s.self_test();
   // The self-test decodes; what it captured is not the caller's.
   s.capture.has = false;
+  s.capture.has_window = false;
   for (auto& [name, rows] : s.capture.rows) {
     for (auto& row : rows) {
       row.clear();

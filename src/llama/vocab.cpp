@@ -32,6 +32,15 @@ std::vector<Token> Model::tokenize(std::string_view text, bool add_special,
   return tokens;
 }
 
+std::vector<Token> Model::tokenize_prompt(std::string_view text) const {
+  std::vector<Token> tokens = tokenize(text, false, true);
+  const std::optional<Token> first = bos();
+  if (adds_bos() && first && (tokens.empty() || tokens.front() != *first)) {
+    tokens.insert(tokens.begin(), *first);
+  }
+  return tokens;
+}
+
 void Model::check_token(Token token) const {
   if (token < 0 || token >= fingerprint().n_vocab) {
     throw Error(ErrorCode::InvalidArgument, "token id " + std::to_string(token) +

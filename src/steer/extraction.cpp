@@ -1,6 +1,8 @@
 // Contrastive extraction (paper §1.3): mean over pairs of (positive - negative) cached K and V
 // at one position of each prompt, every layer.
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kvsteer/error.h"
 #include "kvsteer/steering.h"
@@ -20,16 +22,48 @@ Pos resolve_position(Pos position, std::size_t n_tokens, std::size_t pair, const
   return pos;
 }
 
+// Adds sign * the cell's rows to the running sums of every layer that holds the cell.
+template <typename Sums>
+void accumulate(Sums& sums, const KvCell& cell, double sign) {
+  for (std::size_t il = 0; il < cell.k.size(); ++il) {
+    if (cell.k[il].empty()) {
+      continue;  // sliding-window layer that lost the cell
+    }
+    if (sums.k[il].empty()) {
+      sums.k[il].assign(cell.k[il].size(), 0.0);
+      sums.v[il].assign(cell.v[il].size(), 0.0);
+    }
+    for (std::size_t j = 0; j < cell.k[il].size(); ++j) {
+      sums.k[il][j] += sign * cell.k[il][j];
+    }
+    for (std::size_t j = 0; j < cell.v[il].size(); ++j) {
+      sums.v[il][j] += sign * cell.v[il][j];
+    }
+    ++sums.count[il];
+  }
+}
+
 }  // namespace
 
 SteeringVector extract_steering_vector(Session& session, std::span<const ContrastivePair> pairs,
                                        const ExtractionParams& params) {
+  const Pos position = params.position;
+  return std::move(extract_steering_vectors(session, pairs, {&position, 1}, params).front());
+}
+
+std::vector<SteeringVector> extract_steering_vectors(Session& session,
+                                                     std::span<const ContrastivePair> pairs,
+                                                     std::span<const Pos> positions,
+                                                     const ExtractionParams& params) {
+  if (positions.empty()) {
+    throw Error(ErrorCode::InvalidArgument, "no extraction positions");
+  }
   if (pairs.empty()) {
     throw Error(ErrorCode::InvalidArgument, "no contrastive pairs to extract from");
   }
   struct Prompt {
     std::span<const Token> tokens;
-    Pos pos;
+    std::vector<Pos> pos;  // one cell per requested position
     double sign;
   };
   std::vector<Prompt> prompts;
@@ -47,13 +81,21 @@ SteeringVector extract_steering_vector(Session& session, std::span<const Contras
                         std::to_string(tokens.size()) + " tokens, more than the context (" +
                         std::to_string(session.n_ctx()) + "); raise --ctx-size");
       }
-      prompts.push_back({tokens, resolve_position(params.position, tokens.size(), i, which), sign});
+      std::vector<Pos> cells;
+      for (Pos p : positions) cells.push_back(resolve_position(p, tokens.size(), i, which));
+      prompts.push_back({tokens, std::move(cells), sign});
     }
   }
   const auto& fp = session.model().fingerprint();
   const auto n_layer = static_cast<std::size_t>(fp.n_layer);
-  std::vector<std::vector<double>> sum_k(n_layer), sum_v(n_layer);
-  std::vector<std::size_t> count(n_layer, 0);
+  // Per position: running sums per layer, and how many prompts contributed to each layer.
+  struct Sums {
+    std::vector<std::vector<double>> k, v;
+    std::vector<std::size_t> count;
+  };
+  std::vector<Sums> sums(positions.size(), Sums{std::vector<std::vector<double>>(n_layer),
+                                                std::vector<std::vector<double>>(n_layer),
+                                                std::vector<std::size_t>(n_layer, 0)});
 
   // Prompts are decoded together while they fit: one sequence each, and all of them in the
   // cache's cells (the cache is unified, so n_ctx counts the cells of every sequence).
@@ -74,22 +116,8 @@ SteeringVector extract_steering_vector(Session& session, std::span<const Contras
     session.decode(items);
     for (std::size_t i = begin; i < end; ++i) {
       const auto seq = static_cast<SeqId>(i - begin);
-      const KvCell cell = session.read_cell(seq, prompts[i].pos);
-      for (std::size_t il = 0; il < n_layer; ++il) {
-        if (cell.k[il].empty()) {
-          continue;  // sliding-window layer that lost the cell
-        }
-        if (sum_k[il].empty()) {
-          sum_k[il].assign(cell.k[il].size(), 0.0);
-          sum_v[il].assign(cell.v[il].size(), 0.0);
-        }
-        for (std::size_t j = 0; j < cell.k[il].size(); ++j) {
-          sum_k[il][j] += prompts[i].sign * cell.k[il][j];
-        }
-        for (std::size_t j = 0; j < cell.v[il].size(); ++j) {
-          sum_v[il][j] += prompts[i].sign * cell.v[il][j];
-        }
-        ++count[il];
+      for (std::size_t p = 0; p < positions.size(); ++p) {
+        accumulate(sums[p], session.read_cell(seq, prompts[i].pos[p]), prompts[i].sign);
       }
       session.clear_sequence(seq);
     }
@@ -97,28 +125,31 @@ SteeringVector extract_steering_vector(Session& session, std::span<const Contras
       params.progress(end / 2, pairs.size());
     }
   }
-  SteeringVector out;
-  out.model = fp;
-  out.info.position = params.position;
-  out.info.n_pairs = static_cast<std::uint32_t>(pairs.size());
-  out.info.kv_type_k = kv_type_name(session.params().type_k);
-  out.info.k_rotated = session.k_rotated();
-  out.k.resize(n_layer);
-  out.v.resize(n_layer);
-  for (std::size_t il = 0; il < n_layer; ++il) {
-    // Both prompts of every pair must contribute, or the layer's mean is not a difference.
-    if (count[il] != prompts.size()) {
-      continue;
-    }
-    const double n = static_cast<double>(pairs.size());
-    for (double x : sum_k[il]) {
-      out.k[il].push_back(static_cast<float>(x / n));
-    }
-    for (double x : sum_v[il]) {
-      out.v[il].push_back(static_cast<float>(x / n));
+  std::vector<SteeringVector> vectors;
+  for (std::size_t p = 0; p < positions.size(); ++p) {
+    SteeringVector& out = vectors.emplace_back();
+    out.model = fp;
+    out.info.position = positions[p];
+    out.info.n_pairs = static_cast<std::uint32_t>(pairs.size());
+    out.info.kv_type_k = kv_type_name(session.params().type_k);
+    out.info.k_rotated = session.k_rotated();
+    out.k.resize(n_layer);
+    out.v.resize(n_layer);
+    for (std::size_t il = 0; il < n_layer; ++il) {
+      // Both prompts of every pair must contribute, or the layer's mean is not a difference.
+      if (sums[p].count[il] != prompts.size()) {
+        continue;
+      }
+      const double n = static_cast<double>(pairs.size());
+      for (double x : sums[p].k[il]) {
+        out.k[il].push_back(static_cast<float>(x / n));
+      }
+      for (double x : sums[p].v[il]) {
+        out.v[il].push_back(static_cast<float>(x / n));
+      }
     }
   }
-  return out;
+  return vectors;
 }
 
 }  // namespace kvsteer

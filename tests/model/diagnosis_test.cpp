@@ -69,7 +69,12 @@ TEST_P(Diagnosis, AttentionIsRecomputedExactlyAndAZeroEditChangesNothing) {
   ASSERT_EQ(d.attention_plain[0].size(), static_cast<std::size_t>(fp.n_layer));
   ASSERT_EQ(d.attention_plain[0][0].size(), static_cast<std::size_t>(fp.n_head));
   // The edited (re-homed) cell sits elsewhere in the cache: without flash attention that changes
-  // the order of llama.cpp's sums (llama-internals.md §6), so equal only to rounding.
+  // the order of llama.cpp's sums (llama-internals.md §6), so equal only to rounding. How much
+  // depends on the CPU: with an F16 cache and flash attention off, an AVX-512 machine gave up to
+  // 2.7e-3 in the attention weights and a KL of 4.2e-7 (stories260K; the tiny fixtures 1.3e-4 to
+  // 2.1e-4 and 1.4e-7 to 3.5e-7), where an AVX2 machine stayed below 1e-4 and 1e-8. The bounds
+  // keep a margin over the larger figures; a real change (a non-zero edit) moves both by orders
+  // of magnitude more.
   ASSERT_EQ(d.attention_steered.size(), d.attention_plain.size());
   double max_diff = 0.0;
   for (std::size_t t = 0; t < d.attention_plain.size(); ++t)
@@ -77,8 +82,8 @@ TEST_P(Diagnosis, AttentionIsRecomputedExactlyAndAZeroEditChangesNothing) {
       for (std::size_t h = 0; h < d.attention_plain[t][l].size(); ++h)
         max_diff =
             std::max(max_diff, std::abs(d.attention_plain[t][l][h] - d.attention_steered[t][l][h]));
-  EXPECT_LT(max_diff, 1e-4);
-  EXPECT_LT(d.kl_first, 1e-8);
+  EXPECT_LT(max_diff, 1e-2);
+  EXPECT_LT(d.kl_first, 2e-6);
   EXPECT_EQ(d.first_divergence, -1);
   EXPECT_EQ(d.tokens_plain, d.tokens_steered);
   double attention_sum = 0.0;
@@ -110,11 +115,12 @@ TEST_P(Diagnosis, AVEditKeepsTheFirstSteeredLayersAttentionAndShowsInItsHeadOutp
   EXPECT_GT(d.v_edit_ratio[1], 0.0);
   EXPECT_EQ(d.v_edit_ratio[0], 0.0) << "layer 0 is never steered (paper: layers >= 1)";
   // Layers 0 and 1 read queries and keys the V edit cannot reach: the same weights (to rounding:
-  // without flash attention the re-homed cell changes the order of llama.cpp's sums).
+  // without flash attention the re-homed cell changes the order of llama.cpp's sums, and on an
+  // AVX-512 machine the query's rounding to F16 then differed by up to 3.3e-4; AVX2: < 1e-5).
   for (std::size_t l : {0u, 1u}) {
     for (std::int32_t h = 0; h < fp.n_head; ++h) {
       const auto hh = static_cast<std::size_t>(h);
-      EXPECT_NEAR(d.attention_plain[0][l][hh], d.attention_steered[0][l][hh], 1e-5)
+      EXPECT_NEAR(d.attention_plain[0][l][hh], d.attention_steered[0][l][hh], 2e-3)
           << l << " " << h;
     }
   }

@@ -210,6 +210,59 @@ TEST_P(KvEdit, RejectsBadEdits) {
   EXPECT_EQ(s.sequence_state(0), fresh.sequence_state(0));
 }
 
+// The edit must cost later tokens nothing: the edited cell stays where it was, so the tokens
+// decoded after it see the same cells in the same attention window as without the edit (a cell
+// moved to a higher index would widen the window and break contiguity). Two sequences, as
+// generation runs.
+TEST_P(KvEdit, EditKeepsTheAttentionWindow) {
+  auto params = test::session_params(GetParam(), 2);
+  params.capture_attention_window = true;
+  Session s(model_, params);
+  auto windows = [&](bool edited) {
+    s.clear();
+    s.decode(0, prompt_, false);
+    s.decode(1, continuation_, false);
+    if (edited) {
+      s.add_to_cell(0, static_cast<Pos>(prompt_.size()) - 1,
+                    random_delta(*model_, 5, 0.5f, true, true));
+      s.add_to_cell(1, static_cast<Pos>(continuation_.size()) - 1,
+                    random_delta(*model_, 6, 0.5f, true, true));
+    }
+    std::vector<AttentionWindow> out;
+    for (Token t : continuation_) {
+      for (SeqId seq : {0, 1}) {
+        s.decode(seq, std::vector<Token>{t});
+        out.push_back(s.last_attention_window());
+      }
+    }
+    return out;
+  };
+  const auto plain = windows(false);
+  const auto steered = windows(true);
+  ASSERT_EQ(plain.size(), steered.size());
+  for (std::size_t i = 0; i < plain.size(); ++i) {
+    EXPECT_EQ(plain[i].n_kv, steered[i].n_kv) << "step " << i;
+    EXPECT_EQ(plain[i].visible_cells, steered[i].visible_cells) << "step " << i;
+  }
+  // Sequence 0's first new token sees its prompt's cells 0.. and its own cell after sequence 1's
+  // (a sliding-window layer 0, gemma2's, sees only the window's last cells).
+  const auto& first = plain.front().visible_cells;
+  const auto n_prompt = static_cast<std::int32_t>(prompt_.size());
+  const auto own = static_cast<std::int32_t>(prompt_.size() + continuation_.size());
+  EXPECT_EQ(first.back(), own);
+  if (!model_->swa_layers().front()) {
+    ASSERT_EQ(first.size(), prompt_.size() + 1);
+    for (std::int32_t j = 0; j < n_prompt; ++j) EXPECT_EQ(first[static_cast<std::size_t>(j)], j);
+  }
+}
+
+TEST(AttentionWindow, IsRefusedWhenNotCaptured) {
+  auto model = test::shared_model("stories260K");
+  Session s(model, test::session_params(test::ModelCase{"stories260K"}));
+  s.decode(0, test::sample_prompt(*model, 4));
+  EXPECT_THROW((void)s.last_attention_window(), Error);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllModels, KvEdit, ::testing::ValuesIn(test::all_model_cases()),
                          [](const ::testing::TestParamInfo<ModelCase>& tp) {
                            return tp.param.name();

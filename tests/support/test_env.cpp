@@ -44,6 +44,10 @@ std::string stories_model_path() {
   return configured("KVSTEER_STORIES_GGUF", KVSTEER_STORIES_GGUF);
 }
 
+std::string smollm2_model_path() {
+  return configured("KVSTEER_SMOLLM2_GGUF", KVSTEER_SMOLLM2_GGUF);
+}
+
 std::string tiny_model_path(const std::string& name) {
   return configured("KVSTEER_TEST_MODELS_DIR", KVSTEER_TEST_MODELS_DIR) + "/" + name;
 }

@@ -14,6 +14,8 @@ std::string required_env(const char* name);
 
 // stories260K converted to GGUF (scripts/setup_models.sh).
 std::string stories_model_path();
+// SmolLM2-135M-Instruct (Q4_1), fetched and verified by scripts/setup_models.sh.
+std::string smollm2_model_path();
 // A fixture written by kvsteer-make-tiny-models, e.g. "llama-f32.gguf".
 std::string tiny_model_path(const std::string& name);
 // ../shared next to the checkout.

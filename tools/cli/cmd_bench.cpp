@@ -14,6 +14,8 @@ struct BenchOptions {
   std::vector<std::uint32_t> contexts{100, 1000, 4000};
   std::int32_t repeats = 20;
   std::int32_t n_decode = 64;
+  std::int32_t blocks = 8;
+  std::uint32_t decode_prompt = 128;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -64,17 +66,94 @@ nlohmann::json bench_context(Session& s, const Model& m, std::uint32_t n_tokens,
           {"read_ms_median", read}};
 }
 
-double decode_speed(Session& s, const Model& m, std::int32_t n, bool edited) {
-  const std::vector<Token> prompt(32, static_cast<Token>(m.n_vocab() / 2));
+std::vector<Token> decode_prompt(const Model& m, std::uint32_t n) {
+  std::vector<Token> prompt;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    prompt.push_back(static_cast<Token>((i * 104729u + 7u) % static_cast<unsigned>(m.n_vocab())));
+  }
+  return prompt;
+}
+
+// Prefills the prompt, edits its last cell when `edited` (as generation does), then decodes n
+// tokens one at a time; returns the decode speed in tokens/s (the prefill and edit untimed).
+double decode_speed(Session& s, const Model& m, const std::vector<Token>& prompt, std::int32_t n,
+                    bool edited) {
   s.clear();
   s.decode(0, prompt, true);
-  if (edited) s.add_to_cell(0, 31, ones(m, 1e-3f));
+  if (edited) s.add_to_cell(0, static_cast<Pos>(prompt.size()) - 1, ones(m, 1e-3f));
   auto t0 = std::chrono::steady_clock::now();
   for (std::int32_t i = 0; i < n; ++i) {
     const Token t = static_cast<Token>((i * 31 + 7) % m.n_vocab());
     s.decode(0, std::span<const Token>(&t, 1), true);
   }
   return n / seconds_since(t0);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Decode speed steered against unsteered, measured in alternating blocks (ABBA order, so that
+// warm-up, clock and load drift fall on both sides alike): the per-pair ratio's median and range.
+nlohmann::json decode_comparison(Session& s, const Model& m, const BenchOptions& o) {
+  const auto prompt = decode_prompt(m, o.decode_prompt);
+  (void)decode_speed(s, m, prompt, 8, false);  // warm-up: graphs and buffers
+  std::vector<double> plain, steered, ratio;
+  for (std::int32_t b = 0; b < o.blocks; ++b) {
+    double p = 0, e = 0;
+    if (b % 2 == 0) {
+      p = decode_speed(s, m, prompt, o.n_decode, false);
+      e = decode_speed(s, m, prompt, o.n_decode, true);
+    } else {
+      e = decode_speed(s, m, prompt, o.n_decode, true);
+      p = decode_speed(s, m, prompt, o.n_decode, false);
+    }
+    plain.push_back(p);
+    steered.push_back(e);
+    ratio.push_back(e / p);
+  }
+  return {{"blocks", o.blocks},
+          {"prompt_tokens", prompt.size()},
+          {"tokens_per_block", o.n_decode},
+          {"unsteered_tok_per_s_median", median(plain)},
+          {"after_edit_tok_per_s_median", median(steered)},
+          {"ratio_median", median(ratio)},
+          {"ratio_min", *std::min_element(ratio.begin(), ratio.end())},
+          {"ratio_max", *std::max_element(ratio.begin(), ratio.end())},
+          {"unsteered_tok_per_s", plain},
+          {"after_edit_tok_per_s", steered}};
+}
+
+// Where the cells are: the attention window llama.cpp computes over and the cells the next token
+// sees, after a prefill and after the same prefill with its last cell edited. An edit that moved
+// the cell to a higher index, or left a hole, would show here.
+nlohmann::json window_check(const std::shared_ptr<const Model>& m, SessionParams params,
+                            const BenchOptions& o) {
+  params.capture_attention_window = true;
+  Session s(m, params);
+  const auto prompt = decode_prompt(*m, o.decode_prompt);
+  nlohmann::json out;
+  for (const bool edited : {false, true}) {
+    s.clear();
+    s.decode(0, prompt, true);
+    if (edited) s.add_to_cell(0, static_cast<Pos>(prompt.size()) - 1, ones(*m, 1e-3f));
+    nlohmann::json steps = nlohmann::json::array();
+    for (std::int32_t i = 0; i < 3; ++i) {
+      const Token t = static_cast<Token>((i * 31 + 7) % m->n_vocab());
+      s.decode(0, std::span<const Token>(&t, 1), true);
+      const AttentionWindow w = s.last_attention_window();
+      steps.push_back({{"n_kv", w.n_kv},
+                       {"visible_cells", w.visible_cells.size()},
+                       {"first_visible", w.visible_cells.front()},
+                       {"last_visible", w.visible_cells.back()},
+                       {"contiguous", w.visible_cells.back() - w.visible_cells.front() + 1 ==
+                                          static_cast<std::int32_t>(w.visible_cells.size())}});
+    }
+    out[edited ? "after_edit" : "unsteered"] = steps;
+  }
+  return out;
 }
 
 void run(const BenchOptions& o) {
@@ -96,8 +175,11 @@ void run(const BenchOptions& o) {
   }
   params.edit_route = EditRoute::OneCell;
   Session s(model, params);
-  out["decode_tok_per_s"] = {{"unsteered", decode_speed(s, *model, o.n_decode, false)},
-                             {"after_edit", decode_speed(s, *model, o.n_decode, true)}};
+  const nlohmann::json decode = decode_comparison(s, *model, o);
+  out["decode"] = decode;
+  out["decode_tok_per_s"] = {{"unsteered", decode["unsteered_tok_per_s_median"]},
+                             {"after_edit", decode["after_edit_tok_per_s_median"]}};
+  out["attention_window"] = window_check(model, params, o);
   out["threads"] = params.n_threads;
   out["cache_type_k"] = kv_type_name(params.type_k);
   out["cache_type_v"] = kv_type_name(params.type_v);
@@ -115,6 +197,11 @@ void add_bench(CLI::App& app) {
       ->check(CLI::Range(1, 100000));
   sub->add_option("--n-decode", opts->n_decode, "tokens decoded per speed measurement")
       ->check(CLI::Range(1, 100000));
+  sub->add_option("--blocks", opts->blocks,
+                  "decode measurements per side, steered and unsteered alternating")
+      ->check(CLI::Range(2, 10000));
+  sub->add_option("--decode-prompt", opts->decode_prompt, "prompt tokens before the decode")
+      ->check(CLI::Range(1u, 100000u));
   sub->callback([opts] { run(*opts); });
 }
 

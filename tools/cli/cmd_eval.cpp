@@ -17,7 +17,8 @@ namespace {
 
 struct EvalCliOptions {
   std::string model, task, data, method = "baseline", prompt_family, chat_template, model_name;
-  std::string traces, fewshot_map, vector, layers, offset, out;
+  std::string traces, fewshot_map, vector, layers, offset, out, selection;
+  std::int32_t extract_position = -1;
   std::size_t limit = 0, pairs = 0, shots = 0;
   float coef_k = 0, coef_v = 0, caa_c = 1.0f, temperature = 0.0f;
   std::int32_t caa_layer = -1, caa_layer_last = -1, n_predict = 768, n_threads = 0;
@@ -47,6 +48,15 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
   o.o_pairs = cmd.add_option("--pairs", o.pairs, "Contrastive pairs (first N trace rows)");
   o.o_shots = cmd.add_option("--shots", o.shots, "In-context examples per prompt");
   cmd.add_option("--vector", o.vector, "Cache steering: a vector file instead of extracting");
+  cmd.add_option("--extract-position", o.extract_position,
+                 "Cell the vector is extracted from, from the end of the prompt (-1: last token; "
+                 "-2 lines it up with the edit of --offset none)")
+      ->capture_default_str()
+      ->check(CLI::Range(-1000000, -1));
+  cmd.add_option("--selection", o.selection,
+                 "JSON file saying how the steering settings were chosen (selection split, "
+                 "candidates, scores); recorded in config.json and summary.json")
+      ->check(CLI::ExistingFile);
   o.o_ck = cmd.add_option("--ck", o.coef_k, "c_k");
   o.o_cv = cmd.add_option("--cv", o.coef_v, "c_v");
   o.o_layers = cmd.add_option("--layers", o.layers, "Steered layers, e.g. 1- (default) or 2,5");
@@ -83,11 +93,20 @@ eval::EvalOptions build_options(const EvalCliOptions& c,
   o.data = c.data;
   o.limit = c.limit;
   o.method = eval::parse_method(c.method);
-  if (!c.prompt_family.empty()) o.prompt.family = eval::parse_prompt_family(c.prompt_family);
+  o.prompt.family = resolve_prompt_family(c.prompt_family, c.chat_template, *model);
   o.prompt.chat_template = c.chat_template;
   o.traces = c.traces;
   o.fewshot_map = c.fewshot_map;
   o.vector_path = c.vector;
+  o.extract_position = c.extract_position;
+  if (!c.selection.empty()) {
+    try {
+      o.selection = nlohmann::ordered_json::parse(read_text_file(c.selection));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(ErrorCode::Format,
+                  "--selection " + c.selection + " is not valid JSON: " + std::string(e.what()));
+    }
+  }
   o.model_path = c.model;
   const std::string name =
       c.model_name.empty() ? std::filesystem::path(c.model).filename().string() : c.model_name;

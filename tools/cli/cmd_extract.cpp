@@ -16,15 +16,21 @@ struct ExtractOptions {
   std::size_t n_pairs = 100;
   std::size_t shots = 5;
   std::string fewshot_map;
+  std::string prompt_family;
   std::string chat_template;
   std::string cot_prefix;
-  std::int32_t position = -1;
-  bool no_add_special = false;
+  std::vector<std::int32_t> positions;  // default {-1}
+  std::vector<std::string> outs;
   std::uint32_t parallel = 4;
-  std::string out;
 };
 
-void run(const ExtractOptions& o) {
+void run(ExtractOptions o) {
+  if (o.positions.empty()) o.positions = {-1};
+  if (o.positions.size() != o.outs.size()) {
+    throw Error(ErrorCode::InvalidArgument,
+                std::to_string(o.positions.size()) + " --position values need as many -o files, " +
+                    "one each (got " + std::to_string(o.outs.size()) + ")");
+  }
   const auto format = eval::parse_task_format(o.task);
   auto traces = eval::load_traces(o.traces, format);
   if (o.n_pairs == 0) throw Error(ErrorCode::InvalidArgument, "--n-pairs must be >= 1");
@@ -41,7 +47,7 @@ void run(const ExtractOptions& o) {
   eval::ContrastiveOptions copts;
   copts.cot_prefix = o.cot_prefix;
   copts.chat_template = o.chat_template;
-  copts.add_special = !o.no_add_special;
+  copts.family = resolve_prompt_family(o.prompt_family, o.chat_template, *model);
   const auto pairs = eval::build_contrastive_pairs(*model, traces.rows, neighbours, copts);
   std::size_t max_tokens = 0;
   for (const auto& p : pairs)
@@ -55,19 +61,26 @@ void run(const ExtractOptions& o) {
   Session session(model, sparams);
   Progress bar("extract", pairs.size());
   ExtractionParams params;
-  params.position = o.position;
   params.progress = [&bar](std::size_t done, std::size_t) { bar.update(done); };
-  SteeringVector vec = extract_steering_vector(session, pairs, params);
+  const std::vector<Pos> positions(o.positions.begin(), o.positions.end());
+  std::vector<SteeringVector> vectors = extract_steering_vectors(session, pairs, positions, params);
   bar.finish();
-  vec.info.n_shots = static_cast<std::uint32_t>(o.shots);
-  vec.info.traces_sha256 = traces.sha256;
-  vec.info.chat_template = o.chat_template.empty() ? model->chat_template() : o.chat_template;
-  vec.info.source = "kvsteer extract --task " + o.task + " --n-pairs " + std::to_string(o.n_pairs) +
-                    " --shots " + std::to_string(o.shots) +
-                    (o.fewshot_map.empty() ? " (lexical neighbours)" : " --fewshot-map") +
-                    (o.cot_prefix.empty() ? "" : " --cot-prefix");
-  save_steering_vector(o.out, vec);
-  const nlohmann::json summary = {{"out", o.out},
+  for (std::size_t i = 0; i < vectors.size(); ++i) {
+    SteeringVector& vec = vectors[i];
+    vec.info.n_shots = static_cast<std::uint32_t>(o.shots);
+    vec.info.traces_sha256 = traces.sha256;
+    vec.info.chat_template =
+        copts.family ? std::string("prompt family ") + eval::prompt_family_name(*copts.family)
+        : o.chat_template.empty() ? model->chat_template()
+                                  : o.chat_template;
+    vec.info.source = "kvsteer extract --task " + o.task + " --n-pairs " +
+                      std::to_string(o.n_pairs) + " --shots " + std::to_string(o.shots) +
+                      (o.fewshot_map.empty() ? " (lexical neighbours)" : " --fewshot-map") +
+                      (o.cot_prefix.empty() ? "" : " --cot-prefix") +
+                      (positions[i] == -1 ? "" : " --position " + std::to_string(positions[i]));
+    save_steering_vector(o.outs[i], vec);
+  }
+  const nlohmann::json summary = {{"out", o.outs},
                                   {"n_pairs", pairs.size()},
                                   {"shots", o.shots},
                                   {"max_prompt_tokens", max_tokens},
@@ -90,15 +103,19 @@ void add_extract(CLI::App& app) {
   sub->add_option("--fewshot-map", opts->fewshot_map,
                   "neighbour lists (fewshot_maps_from_results.json format); default: lexical "
                   "similarity");
+  sub->add_option("--prompt-family", opts->prompt_family,
+                  "render with the reference template of a family: llama32, llama31, qwen2, "
+                  "smollm2, phi4mini, chatml (default: detected from the model's template)");
   sub->add_option("--chat-template", opts->chat_template, "chat template override");
   sub->add_option("--cot-prefix", opts->cot_prefix,
                   "text appended after the generation prompt (cache steering + CoT variant)");
-  sub->add_option("--position", opts->position, "cell to read, from the end (-1 = last token)");
-  sub->add_flag("--no-add-special", opts->no_add_special,
-                "do not let the tokenizer add BOS (the reference adds it: double BOS on Llama-3)");
+  sub->add_option("--position", opts->positions,
+                  "cell to read, from the end (-1 = last token, the default); repeat it to write "
+                  "one vector per position from the same prompts, each to its own -o file");
   sub->add_option("--parallel,--np", opts->parallel, "prompts decoded together")
       ->check(CLI::Range(1u, 64u));
-  sub->add_option("-o,--out", opts->out, "output vector file (GGUF)")->required();
+  sub->add_option("-o,--out", opts->outs, "output vector file (GGUF); one per --position")
+      ->required();
   sub->callback([opts] { run(*opts); });
 }
 

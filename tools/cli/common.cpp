@@ -46,10 +46,21 @@ SessionParams ModelOptions::session_params(const Model& m, std::uint32_t n_seq) 
   return p;
 }
 
+std::optional<eval::PromptFamily> resolve_prompt_family(const std::string& flag,
+                                                        const std::string& chat_template,
+                                                        const Model& model) {
+  if (!flag.empty()) return eval::parse_prompt_family(flag);
+  if (!chat_template.empty()) return std::nullopt;
+  return eval::detect_prompt_family(model.chat_template());
+}
+
 void PromptOptions::add_to(CLI::App& app) {
   app.add_option("-p,--prompt", prompt, "prompt text (the user turn, unless --raw)");
   app.add_option("-f,--file", prompt_file, "read the prompt from a file")->check(CLI::ExistingFile);
   app.add_option("--system", system, "system message");
+  app.add_option("--prompt-family", prompt_family,
+                 "render with the reference template of a family: llama32, llama31, qwen2, "
+                 "smollm2, phi4mini, chatml (default: detected from the model's template)");
   app.add_option("--chat-template", chat_template,
                  "chat template override: a built-in name (chatml, llama3, phi3, ...) or text");
   app.add_flag("--raw", raw, "tokenize the prompt as is, without the chat template");
@@ -68,14 +79,14 @@ std::vector<Token> PromptOptions::tokens(const Model& model) const {
   if (text.empty()) {
     throw Error(ErrorCode::InvalidArgument, "no prompt: pass --prompt TEXT or --file FILE");
   }
-  if (raw) return model.tokenize(text + cot_prefix, true, true);
+  if (raw) return model.tokenize_prompt(text + cot_prefix);
   std::vector<ChatMessage> messages;
   if (!system.empty()) messages.push_back({"system", system});
   messages.push_back({"user", text});
-  // Evaluation prompts: the template already holds BOS, so the tokenizer adds none
-  // (method.md §1.5).
-  return model.tokenize(model.apply_chat_template(messages, true, chat_template) + cot_prefix,
-                        false, true);
+  const auto family = resolve_prompt_family(prompt_family, chat_template, model);
+  const std::string rendered = family ? eval::render_reference_prompt(*family, messages, true)
+                                      : model.apply_chat_template(messages, true, chat_template);
+  return model.tokenize_prompt(rendered + cot_prefix);
 }
 
 void SteerOptions::add_to(CLI::App& app) {

@@ -118,7 +118,7 @@ std::vector<Token> prompt_tokens(const Model& model, const Item& item, PromptMod
                                  const std::vector<const Item*>& examples) {
   std::string text = format_chatml(build_messages(item, mode, examples), true);
   text += cot_prefix(mode);
-  return model.tokenize(text, true);
+  return model.tokenize_prompt(text);
 }
 
 RunTally run_block(Session& session, const Model& model, const std::vector<Item>& items,

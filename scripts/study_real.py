@@ -1,0 +1,462 @@
+#!/usr/bin/env python3
+"""The paper's study on a real model (SmolLM2-135M-Instruct), as one resumable command.
+
+Two modes:
+  full  The paper's protocol with its SmolLM2 settings (method.md §2.1, §2.2, §3.5) on ARC-Challenge,
+        GSM8K, CommonsenseQA and PIQA, every method. Every tuned setting (cache steering's c_v, c_k
+        and offset protocol, the extraction cell, activation steering's layer and coefficient) is
+        chosen on a selection split that shares no item with the test set, by a rule fixed here
+        before any test item is run, and written into the test runs' configuration. Hours to days
+        on 2 cores: every step is skipped when its output exists, and `kvsteer eval` resumes item
+        by item, so the same command continues where an interrupted one stopped.
+  demo  A bounded subset (ARC-Challenge and GSM8K test items, fewer contrastive pairs and shots,
+        shorter answers) with the paper's SmolLM2 settings as published, nothing tuned; about 20
+        minutes on 2 cores. Its output says what was reduced.
+
+Outputs go under --out (not committed); `results` writes what may be committed (summaries,
+per-item correctness without any text, selection records) under --results, and a results page.
+The datasets and the paper's traces are read from ../shared and never copied into the repository.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+COT_PREFIX = "Let's think step by step."
+
+
+@dataclass
+class TaskPlan:
+    """One task of the study with the paper's SmolLM2 settings (method.md §2 and §3.5)."""
+
+    name: str
+    test: str  # test file, relative to the shared data folder
+    traces: str  # teacher traces, relative to the shared folder
+    n_pairs: int  # N, contrastive pairs (cache steering)
+    shots: int  # k, in-context examples
+    coef_v: float  # c_v of the paper's row
+    offset: str | None  # offset text decoded after the edit ("\n"), None = no offset
+    cot_n_pairs: int  # cache steering + CoT: N
+    cot_shots: int
+    cot_coef_v: float
+    cot_offset: str | None
+    caa_layer: int  # the paper's CAA layer for SmolLM2-360M (32 layers), reused as a candidate
+    caa_coef: float = 3.0
+    caa_n_predict: int = 512  # the paper's CAA runs used 512 new tokens (method.md §3.5)
+    limit: int = 0  # test items (0: all)
+    selection_n: int = 64  # selection items
+
+
+def full_plans() -> list[TaskPlan]:
+    return [
+        TaskPlan("arc", "data/arc/ARC-Challenge/ARC-Challenge-Test.jsonl",
+                 "data/paper_traces/traces/arc_oai.jsonl", 300, 10, 6.0, "\n", 300, 10, 4.0, "\n", 14),
+        TaskPlan("gsm8k", "data/gsm8k/test.jsonl", "data/paper_traces/traces/gsm8k_oai.jsonl",
+                 200, 5, 1.0, None, 300, 5, 1.0, " ", 16),
+        TaskPlan("csqa", "data/csqa/dev_rand_split.jsonl",
+                 "data/paper_traces/traces/csqa_oai.jsonl", 400, 12, 6.0, "\n", 300, 10, 6.0, "\n",
+                 15),
+        TaskPlan("piqa", "data/piqa/valid.jsonl", "data/paper_traces/traces/piqa_oai.jsonl",
+                 200, 10, 6.0, "\n", 200, 10, 10.0, "\n", 17),
+    ]
+
+
+def demo_plans() -> list[TaskPlan]:
+    arc, gsm8k = full_plans()[0], full_plans()[1]
+    for plan, limit in ((arc, 100), (gsm8k, 50)):
+        plan.limit = limit
+        plan.n_pairs = plan.cot_n_pairs = 16
+        plan.shots = plan.cot_shots = 3
+    return [arc, gsm8k]
+
+
+@dataclass
+class Study:
+    kvsteer: str
+    model: str
+    shared: Path
+    out: Path
+    threads: int
+    mode: str
+    parallel: int = 16
+    n_predict: int = 768
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = self.out / "study.log"
+
+    # -- running commands --------------------------------------------------------------------
+
+    def run(self, args: list[str], done: Path | None = None, quiet: bool = True) -> str:
+        """Runs kvsteer with args unless `done` exists; returns stdout. Fails loudly."""
+        if done is not None and done.exists():
+            return ""
+        cmd = [self.kvsteer] + args
+        with open(self.log, "a", encoding="utf-8") as log:
+            log.write(f"\n$ {' '.join(cmd)}\n")
+            log.flush()
+            start = time.time()
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+                                  env={**os.environ, "OMP_WAIT_POLICY": "passive"})
+            log.write(proc.stdout)
+            log.write(f"# rc {proc.returncode}, {time.time() - start:.0f} s\n")
+        if proc.returncode != 0:
+            sys.exit(f"study_real: error: kvsteer {args[0]} failed (rc {proc.returncode}); "
+                     f"see {self.log}")
+        if not quiet:
+            print(proc.stdout, end="")
+        return proc.stdout
+
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] {text}", flush=True)
+        with open(self.log, "a", encoding="utf-8") as log:
+            log.write(f"# [{stamp}] {text}\n")
+
+    def base(self) -> list[str]:
+        return ["-m", self.model, "-t", str(self.threads), "--prompt-family", "smollm2"]
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def selection_file(self, plan: TaskPlan) -> Path:
+        """The selection split of a task, in the task's test format (see make_selection)."""
+        path = self.out / "data" / f"selection-{plan.name}.jsonl"
+        if not path.exists():
+            make_selection(plan, self.shared, path)
+        return path
+
+    # -- vectors -------------------------------------------------------------------------------
+
+    def vectors(self, plan: TaskPlan) -> dict[str, Path]:
+        """Cache-steering vectors of a task: at the last prompt cell (-1, the paper) and at the
+        cell before it (-2, the cell the no-offset protocol edits), from one extraction; and the
+        CoT-prefixed vector of cache steering + CoT."""
+        vdir = self.out / "vectors"
+        vdir.mkdir(exist_ok=True)
+        v = {"last": vdir / f"{plan.name}-last.gguf", "second_last": vdir / f"{plan.name}-second-last.gguf",
+             "cot": vdir / f"{plan.name}-cot.gguf"}
+        traces = str(self.shared / plan.traces)
+        common = self.base() + ["--task", plan.name, "--traces", traces, "--parallel", "4"]
+        fmap = fewshot_map(self.shared, plan.name, plan.n_pairs, plan.shots)
+        if not v["second_last"].exists():
+            self.say(f"{plan.name}: extracting the cache-steering vector (N={plan.n_pairs}, "
+                     f"k={plan.shots}, cells -1 and -2)")
+        self.run(["extract"] + common + ["-N", str(plan.n_pairs), "-k", str(plan.shots)] +
+                 (["--fewshot-map", fmap] if fmap else []) +
+                 ["--position", "-1", "--position", "-2", "-o", str(v["last"]) + ".tmp.gguf", "-o",
+                  str(v["second_last"]) + ".tmp.gguf"], done=v["second_last"])
+        for key in ("last", "second_last"):
+            tmp = Path(str(v[key]) + ".tmp.gguf")
+            if tmp.exists():
+                tmp.rename(v[key])
+        fmap_cot = fewshot_map(self.shared, plan.name, plan.cot_n_pairs, plan.cot_shots)
+        if not v["cot"].exists():
+            self.say(f"{plan.name}: extracting the cache steering + CoT vector "
+                     f"(N={plan.cot_n_pairs}, k={plan.cot_shots})")
+        self.run(["extract"] + common + ["-N", str(plan.cot_n_pairs), "-k", str(plan.cot_shots),
+                                         "--cot-prefix", COT_PREFIX] +
+                 (["--fewshot-map", fmap_cot] if fmap_cot else []) + ["-o", str(v["cot"])],
+                 done=v["cot"])
+        return v
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def eval_args(self, plan: TaskPlan, data: Path, limit: int) -> list[str]:
+        return self.base() + ["--task", plan.name, "--data", str(data), "--traces",
+                              str(self.shared / plan.traces), "--limit", str(limit),
+                              "--n-predict", str(self.n_predict), "--parallel",
+                              str(self.parallel)]
+
+    def run_eval(self, plan: TaskPlan, method: str, extra: list[str],
+                 selection: Path | None = None, n_predict: int | None = None) -> Path:
+        out = self.out / "runs" / f"{plan.name}-{method.replace('+', '-')}"
+        if (out / "summary.json").exists():
+            return out
+        self.say(f"{plan.name}: {method} on {plan.limit or 'all'} test items")
+        args = ["eval"] + self.eval_args(plan, self.shared / plan.test, plan.limit) + [
+            "--method", method, "-o", str(out)] + extra
+        if n_predict is not None:
+            args[args.index("--n-predict") + 1] = str(n_predict)
+        if selection is not None:
+            args += ["--selection", str(selection)]
+        self.run(args)
+        return out
+
+    def sweep(self, plan: TaskPlan, name: str, args: list[str], n_predict: int | None = None) -> dict:
+        out = self.out / "selection" / plan.name / f"{name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not out.exists():
+            self.say(f"{plan.name}: selection sweep '{name}'")
+        sel = self.selection_file(plan)
+        full = ["sweep"] + self.eval_args(plan, sel, plan.selection_n) + args + ["-o", str(out)]
+        if n_predict is not None:
+            full[full.index("--n-predict") + 1] = str(n_predict)
+        self.run(full, done=out)
+        return json.loads(out.read_text())
+
+
+def offset_args(offset: str | None) -> list[str]:
+    return ["--offset", "none" if offset is None else offset]
+
+
+def fewshot_map(shared: Path, task: str, n: int, k: int) -> str | None:
+    """The reference's neighbour map when it covers (task, N, k); else None (lexical neighbours)."""
+    path = shared / "data/paper_traces/fewshot_maps_from_results.json"
+    maps = json.loads(path.read_text())
+    for entry in maps.values():
+        if (entry.get("task") == f"{task}-oai" and entry.get("n_contrastive_samples") == n and
+                entry.get("num_fewshot_examples") == k):
+            return str(path)
+    return None
+
+
+# -- selection splits ---------------------------------------------------------------------------
+
+def make_selection(plan: TaskPlan, shared: Path, path: Path) -> None:
+    """Writes the selection split of a task in its test-file format; no item is a test item or a
+    trace row any extraction or few-shot prompt of the study can use:
+      arc    ARC-Challenge Dev (the traces come from ARC train)
+      csqa   CommonsenseQA train items whose question is not among the traces (all 7 310 rows)
+      gsm8k  GSM8K train items whose question is not among the traces (all 6 347 rows)
+      piqa   PIQA has no train questions here (only labels): trace rows from 400 on, which no
+             extraction (N <= 300) or few-shot pool uses, rewritten as {goal, sol1, sol2} + labels
+    The first `selection_n` items in file order (no shuffling)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = shared / "data"
+    traces = [json.loads(line) for line in open(shared / plan.traces, encoding="utf-8") if line.strip()]
+    n = plan.selection_n
+    rows: list[str] = []
+    labels: list[str] = []
+    if plan.name == "arc":
+        for line in open(data / "arc/ARC-Challenge/ARC-Challenge-Dev.jsonl", encoding="utf-8"):
+            if line.strip():
+                rows.append(line.rstrip("\n"))
+    elif plan.name == "csqa":
+        used = {t["query"].split("\n\nChoices:")[0].removeprefix("Question: ").strip() for t in traces}
+        for line in open(data / "csqa/train_rand_split.jsonl", encoding="utf-8"):
+            if line.strip() and json.loads(line)["question"]["stem"].strip() not in used:
+                rows.append(line.rstrip("\n"))
+    elif plan.name == "gsm8k":
+        used = {t["query"].strip() for t in traces}
+        for line in open(data / "gsm8k/train.jsonl", encoding="utf-8"):
+            if line.strip() and json.loads(line)["question"].strip() not in used:
+                rows.append(line.rstrip("\n"))
+    elif plan.name == "piqa":
+        for t in traces[400:]:
+            goal, rest = t["question"].split("\n\nChoices:\nA: ", 1)
+            sol1, sol2 = rest.split("\nB: ", 1)
+            rows.append(json.dumps({"goal": goal, "sol1": sol1, "sol2": sol2}))
+            labels.append("0" if t["solution"] == "A" else "1")
+    else:
+        raise ValueError(plan.name)
+    if len(rows) < n:
+        sys.exit(f"study_real: error: only {len(rows)} selection items for {plan.name}")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(rows[:n]) + "\n", encoding="utf-8")
+    if labels:
+        lab = path.parent / (path.stem + "-labels.lst")
+        lab.write_text("\n".join(labels[:n]) + "\n", encoding="utf-8")
+    tmp.rename(path)
+
+
+# -- choosing settings ---------------------------------------------------------------------------
+
+def choose(candidates: list[dict], paper: dict) -> dict:
+    """The rule, fixed before any test item is run: the candidate with the highest selection
+    accuracy; ties go to the paper's setting when it is among them, else to the candidate listed
+    first (candidates are listed from the paper's setting outwards)."""
+    best = max(c["accuracy"] for c in candidates)
+    tied = [c for c in candidates if c["accuracy"] == best]
+    for c in tied:
+        if all(c["setting"].get(k) == v for k, v in paper.items()):
+            return c
+    return tied[0]
+
+
+def select_cache(study: Study, plan: TaskPlan, v: dict[str, Path]) -> dict:
+    """Cache steering on the selection split: the c_v curve (both signs) with the paper's
+    protocol, c_k at the paper's c_v, the other offset protocol with the vector read at the last
+    prompt cell (as the paper) and at the cell that protocol edits."""
+    paper_offset = plan.offset
+    other_offset = "\n" if paper_offset is None else None
+    # With the paper's protocol the edit lands on the cell the vector was read from when an
+    # offset token follows (-1), and on the cell before it when none does (-2).
+    aligned = "last" if paper_offset is not None else "second_last"
+    misaligned = "second_last" if aligned == "last" else "last"
+    curve = study.sweep(plan, "cache-cv", ["--method", "cache", "--vector", str(v["last"]),
+                                           "--ck-grid", "0", "--cv-grid",
+                                           "-6,-2,1,2,4,6,8,10"] + offset_args(paper_offset))
+    ck = study.sweep(plan, "cache-ck", ["--method", "cache", "--vector", str(v["last"]),
+                                        "--ck-grid", "0.2,0.4", "--cv-grid",
+                                        f"{plan.coef_v:g}"] + offset_args(paper_offset))
+    other = {}
+    for which in ("last", "second_last"):
+        other[which] = study.sweep(plan, f"cache-offset-{'none' if other_offset is None else 'newline'}-{which}",
+                                   ["--method", "cache", "--vector", str(v[which]), "--ck-grid", "0",
+                                    "--cv-grid", f"{plan.coef_v:g}"] + offset_args(other_offset))
+    candidates = []
+    for sweep, vector, offset in ((curve, "last", paper_offset), (ck, "last", paper_offset),
+                                  (other["last"], "last", other_offset),
+                                  (other["second_last"], "second_last", other_offset)):
+        for s in sweep["settings"]:
+            candidates.append({
+                "setting": {"c_k": s["c_k"], "c_v": s["c_v"], "offset": offset,
+                            "vector_cell": vector},
+                "accuracy": s["accuracy"], "ci95": s["ci95"], "reasoning_rate": s["reasoning_rate"],
+                "mean_tokens": s["mean_tokens"]})
+    paper = {"c_k": 0.0, "c_v": plan.coef_v, "offset": paper_offset, "vector_cell": "last"}
+    chosen = choose(candidates, paper)
+    return {"method": "cache", "rule": choose.__doc__.strip(), "paper_setting": paper,
+            "aligned_cell_with_paper_protocol": aligned, "misaligned_cell": misaligned,
+            "candidates": candidates, "chosen": chosen["setting"]}
+
+
+def select_caa(study: Study, plan: TaskPlan) -> dict:
+    """Activation steering on the selection split: the paper's SmolLM2 layer for the task and
+    shallower and deeper blocks, at the paper's coefficient and at 1 (method.md §3.5: N 200, k 5,
+    512 new tokens)."""
+    layers = sorted({8, plan.caa_layer, 20})
+    sweep = study.sweep(plan, "caa", ["--method", "caa", "--pairs", "200", "--shots", "5",
+                                      "--caa-layers", ",".join(map(str, layers)),
+                                      "--caa-coefs", f"1,{plan.caa_coef:g}"],
+                        n_predict=plan.caa_n_predict)
+    candidates = [{"setting": {"layer": s["layer"], "c": s["c"]}, "accuracy": s["accuracy"],
+                   "ci95": s["ci95"], "reasoning_rate": s["reasoning_rate"],
+                   "mean_tokens": s["mean_tokens"]} for s in sweep["settings"]]
+    paper = {"layer": plan.caa_layer, "c": plan.caa_coef}
+    chosen = choose(candidates, paper)
+    return {"method": "caa", "rule": choose.__doc__.strip(), "paper_setting": paper,
+            "candidates": candidates, "chosen": chosen["setting"]}
+
+
+def write_selection(study: Study, plan: TaskPlan, record: dict) -> Path:
+    record = {"split": str(study.selection_file(plan).relative_to(study.out)),
+              "split_rule": make_selection.__doc__.strip(), "n_items": plan.selection_n,
+              "n_predict": study.n_predict, **record}
+    path = study.out / "selection" / plan.name / f"chosen-{record['method']}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+# -- the study -------------------------------------------------------------------------------------
+
+def run_task_full(study: Study, plan: TaskPlan) -> None:
+    v = study.vectors(plan)
+    cache_sel = select_cache(study, plan, v)
+    cache_sel_path = write_selection(study, plan, cache_sel)
+    ch = cache_sel["chosen"]
+    study.say(f"{plan.name}: chosen cache setting on the selection split: {ch}")
+    study.run_eval(plan, "baseline", [])
+    study.run_eval(plan, "cache", pairs(plan) + ["--vector", str(v[ch["vector_cell"]]), "--ck",
+                                                 f"{ch['c_k']:g}", "--cv", f"{ch['c_v']:g}"] +
+                   offset_args(ch["offset"]), selection=cache_sel_path)
+    caa_sel = select_caa(study, plan)
+    caa_sel_path = write_selection(study, plan, caa_sel)
+    study.say(f"{plan.name}: chosen activation-steering setting: {caa_sel['chosen']}")
+    study.run_eval(plan, "caa", ["--pairs", "200", "--shots", "5", "--caa-layer",
+                                 str(caa_sel["chosen"]["layer"]), "--caa-c",
+                                 f"{caa_sel['chosen']['c']:g}"],
+                   selection=caa_sel_path, n_predict=plan.caa_n_predict)
+    study.run_eval(plan, "cot", [])
+    study.run_eval(plan, "cache+cot", pairs(plan, cot=True) + [
+        "--vector", str(v["cot"]), "--cv", f"{plan.cot_coef_v:g}"] + offset_args(plan.cot_offset))
+    study.run_eval(plan, "fewshot", pairs(plan))
+
+
+def pairs(plan: TaskPlan, cot: bool = False) -> list[str]:
+    """--pairs/--shots of a run, so that its configuration names the vector's extraction."""
+    n, k = (plan.cot_n_pairs, plan.cot_shots) if cot else (plan.n_pairs, plan.shots)
+    return ["--pairs", str(n), "--shots", str(k)]
+
+
+def run_task_demo(study: Study, plan: TaskPlan) -> None:
+    v = study.vectors(plan)
+    study.run_eval(plan, "baseline", [])
+    study.run_eval(plan, "cot", [])
+    study.run_eval(plan, "fewshot", pairs(plan))
+    study.run_eval(plan, "caa", pairs(plan) + ["--caa-layer", str(plan.caa_layer), "--caa-c",
+                                               f"{plan.caa_coef:g}"])
+    study.run_eval(plan, "cache", pairs(plan) + ["--vector", str(v["last"]), "--ck", "0", "--cv",
+                                                 f"{plan.coef_v:g}"] + offset_args(plan.offset))
+    study.run_eval(plan, "cache+cot", pairs(plan, cot=True) + [
+        "--vector", str(v["cot"]), "--cv", f"{plan.cot_coef_v:g}"] + offset_args(plan.cot_offset))
+
+
+def diagnose(study: Study, plan: TaskPlan, v: dict[str, Path], limit: int) -> None:
+    out = study.out / "diagnose" / f"{plan.name}.json"
+    out.parent.mkdir(exist_ok=True)
+    if out.exists():
+        return
+    study.say(f"{plan.name}: diagnose (paper setting, {limit} selection items)")
+    data = study.selection_file(plan) if study.mode == "full" else study.shared / plan.test
+    text = study.run(["diagnose"] + study.base() + [
+        "--task", plan.name, "--data", str(data), "--limit", str(limit), "--vector",
+        str(v["last"]), "--ck", "0", "--cv", f"{plan.coef_v:g}", "--scales", "4,16",
+        "--per-layer", "-o", str(out)] + offset_args(plan.offset))
+    (study.out / "diagnose" / f"{plan.name}.txt").write_text(text)
+
+
+def speed(study: Study) -> None:
+    out = study.out / "bench.json"
+    if not out.exists():
+        study.say("measuring prefill and decode speed (kvsteer bench)")
+        text = study.run(["bench", "-m", study.model, "-t", str(study.threads), "--contexts",
+                          "100", "1000", "--repeats", "10", "--n-decode", "64"])
+        out.write_text(text)
+    b = json.loads(out.read_text())
+    pre = [e["prefill_tok_per_s"] for e in b["edit"]["one-cell"]]
+    dec = b["decode_tok_per_s"]
+    print(f"speed on this machine ({study.threads} threads): prefill "
+          f"{min(pre):.0f}-{max(pre):.0f} tok/s, decode {dec['unsteered']:.1f} tok/s unsteered, "
+          f"{dec['after_edit']:.1f} tok/s after an edit (one sequence)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("mode", choices=["full", "demo"])
+    ap.add_argument("--kvsteer", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--shared", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tasks", default="", help="comma-separated subset, in this order")
+    a = ap.parse_args()
+    study = Study(a.kvsteer, a.model, a.shared, a.out, a.threads, a.mode)
+    plans = full_plans() if a.mode == "full" else demo_plans()
+    if a.mode == "demo":
+        study.n_predict = 128
+        study.parallel = 25
+        for p in plans:
+            p.caa_n_predict = study.n_predict
+    if a.tasks:
+        wanted = a.tasks.split(",")
+        plans = [p for name in wanted for p in plans if p.name == name]
+    print(f"== kvsteer study on {Path(a.model).name}, mode {a.mode}")
+    if a.mode == "demo":
+        print("   reduced from the paper: " + "; ".join(
+            f"{p.name} first {p.limit} test items" for p in plans) +
+            f"; N = {plans[0].n_pairs} contrastive pairs, k = {plans[0].shots} shots; "
+            f"{study.n_predict} new tokens (paper: 768); paper's SmolLM2 settings, nothing tuned")
+    speed(study)
+    for plan in plans:
+        if a.mode == "full":
+            v = study.vectors(plan)
+            diagnose(study, plan, v, 30)
+            run_task_full(study, plan)
+        else:
+            run_task_demo(study, plan)
+            diagnose(study, plan, study.vectors(plan), 10)
+    study.say("done")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The study on the real model, SmolLM2-135M-Instruct (scripts/study_real.py):
+#   study_real.sh BUILD_DIR demo   the bounded main job (`make demo`, about 20 minutes on 2 cores)
+#   study_real.sh BUILD_DIR full   the paper's protocol on four tasks with a selection split
+#                                  (`make study-real`; hours to days on 2 cores, resumable: run the
+#                                  same command again to continue)
+# Then prints the tables, writes the HTML report and the committable results.
+# Environment: KVSTEER_STUDY_OUT (default out/real-<mode>), KVSTEER_THREADS (2),
+#   KVSTEER_STUDY_TASKS (full mode: a comma-separated subset of arc,gsm8k,csqa,piqa),
+#   KVSTEER_SHARED (../shared).
+set -euo pipefail
+build="$1"
+mode="${2:-demo}"
+here="$(cd "$(dirname "$0")/.." && pwd)"
+kvsteer="$build/tools/cli/kvsteer"
+prefix="$("$here/scripts/setup_llama.sh" 2>/dev/null)"
+model="${KVSTEER_STUDY_MODEL:-$("$here/scripts/setup_models.sh" "$prefix" smollm2)}"
+shared="${KVSTEER_SHARED:-$here/../shared}"
+out="${KVSTEER_STUDY_OUT:-$here/out/real-$mode}"
+threads="${KVSTEER_THREADS:-2}"
+export OMP_WAIT_POLICY=passive
+python3 "$here/scripts/study_real.py" "$mode" --kvsteer "$kvsteer" --model "$model" \
+  --shared "$shared" --out "$out" --threads "$threads" --tasks "${KVSTEER_STUDY_TASKS:-}"
+"$kvsteer" report --out "$out/report" --title "kvsteer on SmolLM2-135M-Instruct ($mode)" \
+  "$out"/runs/*/summary.json $(find "$out/selection" -name '*.json' 2>/dev/null) >/dev/null
+echo
+results=()
+[[ "$mode" == full ]] && results=(--results "$here/results/smollm2-135m")
+python3 "$here/scripts/study_results.py" "$out" "${results[@]}" \
+  --title "kvsteer on SmolLM2-135M-Instruct ($mode)"
+echo
+echo "== report: $out/report/report.md and $out/report/report.html"

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Tables of a real-model study (scripts/study_real.py): accuracy with 95 % Wilson intervals, the
+paired difference to the baseline on the same items (exact McNemar test), reasoning rate and answer
+lengths per task and method; the selection-split curves; the diagnosis. Prints them and, with
+--results, writes what may be committed: the summaries and per-item records without any text
+(index, id, extracted answer, correct, tokens, steps), the sweeps, the selection records and the
+diagnosis, plus a markdown page with the tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+from pathlib import Path
+
+METHODS = ["baseline", "cot", "fewshot", "caa", "cache", "cache+cot"]
+LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT",
+          "caa": "activation steering", "cache": "cache steering",
+          "cache+cot": "cache steering + CoT"}
+TASKS = ["arc", "gsm8k", "csqa", "piqa"]
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar test: b and c are the discordant counts."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_diff(a: list[bool], b: list[bool]) -> tuple[float, float, float, float]:
+    """Accuracy difference b - a in points with a 95 % interval (paired, normal approximation)
+    and the exact McNemar p-value."""
+    n = len(a)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    d = (only_b - only_a) / n
+    var = ((only_b + only_a) / n - d * d) / n
+    half = 1.959963984540054 * math.sqrt(max(var, 0.0))
+    return 100 * d, 100 * (d - half), 100 * (d + half), mcnemar_p(only_b, only_a)
+
+
+def load_items(run: Path) -> dict[int, dict]:
+    items = {}
+    with open(run / "items.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                items[r["index"]] = r
+    return items
+
+
+def method_table(out: Path, task: str) -> tuple[list[str], list[dict]]:
+    rows: list[str] = []
+    records: list[dict] = []
+    base_run = out / "runs" / f"{task}-baseline"
+    base = load_items(base_run) if (base_run / "summary.json").exists() else None
+    for m in METHODS:
+        run = out / "runs" / f"{task}-{m.replace('+', '-')}"
+        if not (run / "summary.json").exists():
+            partial = run / "items.jsonl"
+            if partial.exists():
+                n = sum(1 for line in open(partial, encoding="utf-8") if line.strip())
+                rows.append(f"| {LABELS[m]} | running: {n} items done | | | | |")
+            continue
+        s = json.loads((run / "summary.json").read_text())
+        label = s.get("label", m)
+        diff = ""
+        if base is not None and m != "baseline":
+            items = load_items(run)
+            common = sorted(set(items) & set(base))
+            d, lo, hi, p = paired_diff([base[i]["correct"] for i in common],
+                                       [items[i]["correct"] for i in common])
+            diff = f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}], p = {p:.2g}"
+        rows.append(f"| {label} | {s['accuracy']:.1f} [{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}] | "
+                    f"{diff} | {s['reasoning_rate']:.1f} | {s['mean_tokens']:.0f} / "
+                    f"{s['median_tokens']:.0f} | {s['n']} |")
+        records.append({"task": task, "method": m, "run": run})
+    return rows, records
+
+
+def sweep_lines(out: Path, task: str) -> list[str]:
+    lines = []
+    for f in sorted((out / "selection" / task).glob("*.json")) if (out / "selection" / task).exists() else []:
+        j = json.loads(f.read_text())
+        if j.get("kind") != "kvsteer-sweep":
+            continue
+        cfg = j["config"]
+        offset = cfg.get("steering", {}).get("offset_token")
+        head = f"- `{f.stem}` ({j['n_items']} selection items"
+        if j["method"] != "caa":
+            head += f", offset token {offset if offset is not None else 'none'}"
+        lines.append(head + "): " + "; ".join(
+            (f"L{s['layer']} c {s['c']:g}" if "layer" in s else f"c_k {s['c_k']:g} c_v {s['c_v']:g}") +
+            f": {s['accuracy']:.1f} % / reasoning {s['reasoning_rate']:.0f} % / "
+            f"{s['mean_tokens']:.0f} tok" for s in j["settings"]))
+    for f in sorted((out / "selection" / task).glob("chosen-*.json")) if (out / "selection" / task).exists() else []:
+        j = json.loads(f.read_text())
+        lines.append(f"- chosen for {j['method']}: `{json.dumps(j['chosen'])}` "
+                     f"(paper: `{json.dumps(j['paper_setting'])}`)")
+    return lines
+
+
+def diagnosis_lines(out: Path, task: str) -> list[str]:
+    f = out / "diagnose" / f"{task}.txt"
+    return f.read_text().rstrip("\n").splitlines() if f.exists() else []
+
+
+def compact_items(run: Path, dest: Path) -> None:
+    """Per-item records without the prompt or response text (the datasets and traces are not
+    ours to redistribute)."""
+    keep = ("index", "id", "extracted", "target", "correct", "n_tokens", "n_steps", "reasoning",
+            "forced")
+    with open(run / "items.jsonl", encoding="utf-8") as f, open(dest, "w", encoding="utf-8") as o:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                o.write(json.dumps({k: r[k] for k in keep}) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("out", type=Path, help="the study's output folder")
+    ap.add_argument("--results", type=Path, help="folder for the committable results")
+    ap.add_argument("--title", default="kvsteer on SmolLM2-135M-Instruct")
+    a = ap.parse_args()
+    md: list[str] = [f"# {a.title}", ""]
+    bench = a.out / "bench.json"
+    if bench.exists():
+        b = json.loads(bench.read_text())
+        pre = [e["prefill_tok_per_s"] for e in b["edit"]["one-cell"]]
+        md += [f"Speed ({b.get('threads', '?')} threads): prefill {min(pre):.0f}-{max(pre):.0f} "
+               f"tok/s, decode {b['decode_tok_per_s']['unsteered']:.1f} tok/s (one sequence).", ""]
+    all_records = []
+    for task in TASKS:
+        rows, records = method_table(a.out, task)
+        sweeps = sweep_lines(a.out, task)
+        diag = diagnosis_lines(a.out, task)
+        if not rows and not sweeps and not diag:
+            continue
+        all_records += records
+        md += [f"## {task}", ""]
+        if rows:
+            md += ["| method | accuracy % [95 % CI] | vs baseline, points [95 % CI], McNemar p | "
+                   "reasoning % | tokens mean / median | n |", "|---|---|---|---|---|---|"] + rows + [""]
+        if sweeps:
+            md += ["Selection split:", ""] + sweeps + [""]
+        if diag:
+            md += ["Diagnosis (`kvsteer diagnose`):", "", "```"] + diag + ["```", ""]
+    text = "\n".join(md)
+    print(text)
+    if a.results:
+        res = a.results
+        res.mkdir(parents=True, exist_ok=True)
+        for r in all_records:
+            name = f"{r['task']}-{r['method'].replace('+', '-')}"
+            shutil.copyfile(r["run"] / "summary.json", res / f"{name}.summary.json")
+            compact_items(r["run"], res / f"{name}.items.jsonl")
+        for sub in ("selection", "diagnose"):
+            src = a.out / sub
+            if src.exists():
+                for f in src.rglob("*.json"):
+                    dest = res / sub / f.relative_to(src)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(f, dest)
+                for f in src.rglob("*.txt"):
+                    dest = res / sub / f.relative_to(src)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(f, dest)
+        if bench.exists():
+            shutil.copyfile(bench, res / "bench.json")
+        (res / "README.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
