@@ -776,6 +776,14 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   if (o.n_parallel < 1) throw Error(ErrorCode::InvalidArgument, "--parallel must be >= 1");
   const auto start = std::chrono::steady_clock::now();
   Evaluator ev(model, o);
+  // A vector file of another model is refused before anything is written.
+  if (!o.vector_path.empty() && (o.method == Method::Cache || o.method == Method::CacheCot)) {
+    const std::string m = load_steering_vector(o.vector_path).model.mismatch(model->fingerprint());
+    if (!m.empty()) {
+      throw Error(ErrorCode::Format,
+                  "steering vector " + o.vector_path + " was made for another model: " + m);
+    }
+  }
   fs::create_directories(o.out_dir);
   const std::string config_path = o.out_dir + "/config.json";
   const std::string items_path = o.out_dir + "/items.jsonl";

@@ -1,7 +1,11 @@
-// kvsteer kv-dump: the K and V rows of one cell, every layer, as JSON.
+// kvsteer kv-dump: the K and V rows of one cell, every layer, as JSON; optionally the logits of
+// the offset token decoded after the (optional) steering edit.
+#include <bit>
 #include <cstdio>
+#include <cstring>
 
 #include "common.h"
+#include "kvsteer/file_io.h"
 
 namespace kvsteer::cli {
 namespace {
@@ -12,6 +16,7 @@ struct KvDumpOptions {
   SteerOptions steer;
   std::int32_t pos = -1;
   std::int32_t steer_pos = -1;
+  std::string logits_out;
   bool json = true;
 };
 
@@ -26,15 +31,45 @@ Pos resolve(std::int32_t pos, std::size_t n, const char* flag) {
   return p;
 }
 
+// The token --logits-out decodes after the prompt: the steering flags' offset token, which the
+// paper's protocol decodes right after the edit (method.md §1.4 step 2). Checked before any
+// decoding, so a bad command line costs no prefill.
+Token offset_for_logits(const Model& model, const SteerOptions& steer) {
+  const std::optional<Token> offset = steer.params(model).offset_token;
+  if (!offset) {
+    throw Error(ErrorCode::InvalidArgument,
+                "--logits-out needs an offset token to decode after the prompt; got --offset "
+                "'none'. Pass --offset TEXT or --offset-id ID (the paper decodes \"\\n\" by id)");
+  }
+  return *offset;
+}
+
+// Decodes token after the prompt (and the edit, if any) and writes its next-token logits to path
+// as raw little-endian float32, n_vocab values, atomically, so a reference implementation can
+// check that the edited cell reaches the model's output.
+void write_offset_logits(Session& session, Token token, const std::string& path) {
+  static_assert(std::endian::native == std::endian::little, "--logits-out writes host floats");
+  session.decode(0, std::span<const Token>(&token, 1), true);
+  const std::span<const float> logits = session.logits(0);
+  std::string bytes(logits.size_bytes(), '\0');
+  std::memcpy(bytes.data(), logits.data(), bytes.size());
+  write_file_atomic(path, bytes);
+}
+
 void run(const KvDumpOptions& o) {
   auto model = o.model.load();
   const auto prompt = o.prompt.tokens(*model);
   const Pos pos = resolve(o.pos, prompt.size(), "--pos");
   auto vector = o.steer.load_vector();
+  std::optional<Token> offset;
+  if (!o.logits_out.empty()) offset = offset_for_logits(*model, o.steer);
   auto sparams = o.model.session_params(*model);
-  if (prompt.size() > sparams.n_ctx) {
+  // --logits-out decodes one more token (the offset) after the prompt.
+  const std::size_t n_needed = prompt.size() + (offset ? 1 : 0);
+  if (n_needed > sparams.n_ctx) {
     throw Error(ErrorCode::InvalidArgument, "prompt has " + std::to_string(prompt.size()) +
-                                                " tokens, more than --ctx-size " +
+                                                " tokens" + (offset ? " plus the offset" : "") +
+                                                ", more than --ctx-size " +
                                                 std::to_string(sparams.n_ctx));
   }
   Session session(model, sparams);
@@ -60,6 +95,7 @@ void run(const KvDumpOptions& o) {
     layers.push_back({{"il", il}, {"k", cell.k[il]}, {"v", cell.v[il]}});
   }
   out["layers"] = layers;
+  if (offset) write_offset_logits(session, *offset, o.logits_out);
   std::printf("%s\n", out.dump().c_str());
 }
 
@@ -74,6 +110,9 @@ void add_kv_dump(CLI::App& app) {
   sub->add_option("--pos", opts->pos, "position to dump (negative: from the end; default -1)");
   sub->add_option("--steer-pos", opts->steer_pos,
                   "position the steering file is added to before dumping (default -1)");
+  sub->add_option("--logits-out", opts->logits_out,
+                  "after the edit, decode the offset token (--offset/--offset-id) and write its "
+                  "next-token logits to this file: n_vocab little-endian float32");
   sub->add_flag("--json", opts->json, "JSON output (the only format)");
   sub->callback([opts] { run(*opts); });
 }
