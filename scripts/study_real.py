@@ -52,6 +52,7 @@ class TaskPlan:
     caa_coef: float = 3.0
     caa_n_predict: int = 512  # the paper's CAA runs used 512 new tokens (method.md §3.5)
     limit: int = 0  # test items (0: all)
+    fewshot_shots: int = 0  # few-shot CoT examples (0: the same k as the contrastive prompts)
     selection_n: int = 64  # selection items
 
 
@@ -71,10 +72,11 @@ def full_plans() -> list[TaskPlan]:
 
 def demo_plans() -> list[TaskPlan]:
     arc, gsm8k = full_plans()[0], full_plans()[1]
-    for plan, limit in ((arc, 100), (gsm8k, 50)):
+    for plan, limit in ((arc, 40), (gsm8k, 20)):
         plan.limit = limit
-        plan.n_pairs = plan.cot_n_pairs = 16
+        plan.n_pairs = plan.cot_n_pairs = 12
         plan.shots = plan.cot_shots = 3
+        plan.fewshot_shots = 2
     return [arc, gsm8k]
 
 
@@ -105,8 +107,7 @@ class Study:
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
             start = time.time()
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
-                                  env={**os.environ, "OMP_WAIT_POLICY": "passive"})
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
             log.write(proc.stdout)
             log.write(f"# rc {proc.returncode}, {time.time() - start:.0f} s\n")
         if proc.returncode != 0:
@@ -369,7 +370,12 @@ def run_task_full(study: Study, plan: TaskPlan) -> None:
     study.run_eval(plan, "cot", [])
     study.run_eval(plan, "cache+cot", pairs(plan, cot=True) + [
         "--vector", str(v["cot"]), "--cv", f"{plan.cot_coef_v:g}"] + offset_args(plan.cot_offset))
-    study.run_eval(plan, "fewshot", pairs(plan))
+    study.run_eval(plan, "fewshot", fewshot(plan))
+
+
+def fewshot(plan: TaskPlan) -> list[str]:
+    """Few-shot CoT (not in the paper): the k most similar of the first N trace rows."""
+    return ["--pairs", str(plan.n_pairs), "--shots", str(plan.fewshot_shots or plan.shots)]
 
 
 def pairs(plan: TaskPlan, cot: bool = False) -> list[str]:
@@ -382,7 +388,7 @@ def run_task_demo(study: Study, plan: TaskPlan) -> None:
     v = study.vectors(plan)
     study.run_eval(plan, "baseline", [])
     study.run_eval(plan, "cot", [])
-    study.run_eval(plan, "fewshot", pairs(plan))
+    study.run_eval(plan, "fewshot", fewshot(plan))
     study.run_eval(plan, "caa", pairs(plan) + ["--caa-layer", str(plan.caa_layer), "--caa-c",
                                                f"{plan.caa_coef:g}"])
     study.run_eval(plan, "cache", pairs(plan) + ["--vector", str(v["last"]), "--ck", "0", "--cv",
@@ -391,7 +397,8 @@ def run_task_demo(study: Study, plan: TaskPlan) -> None:
         "--vector", str(v["cot"]), "--cv", f"{plan.cot_coef_v:g}"] + offset_args(plan.cot_offset))
 
 
-def diagnose(study: Study, plan: TaskPlan, v: dict[str, Path], limit: int) -> None:
+def diagnose(study: Study, plan: TaskPlan, v: dict[str, Path], limit: int,
+             detail: bool = True) -> None:
     out = study.out / "diagnose" / f"{plan.name}.json"
     out.parent.mkdir(exist_ok=True)
     if out.exists():
@@ -400,8 +407,8 @@ def diagnose(study: Study, plan: TaskPlan, v: dict[str, Path], limit: int) -> No
     data = study.selection_file(plan) if study.mode == "full" else study.shared / plan.test
     text = study.run(["diagnose"] + study.base() + [
         "--task", plan.name, "--data", str(data), "--limit", str(limit), "--vector",
-        str(v["last"]), "--ck", "0", "--cv", f"{plan.coef_v:g}", "--scales", "4,16",
-        "--per-layer", "-o", str(out)] + offset_args(plan.offset))
+        str(v["last"]), "--ck", "0", "--cv", f"{plan.coef_v:g}", "-o", str(out)] +
+        (["--scales", "4,16", "--per-layer"] if detail else []) + offset_args(plan.offset))
     (study.out / "diagnose" / f"{plan.name}.txt").write_text(text)
 
 
@@ -434,7 +441,7 @@ def main() -> None:
     plans = full_plans() if a.mode == "full" else demo_plans()
     if a.mode == "demo":
         study.n_predict = 128
-        study.parallel = 25
+        study.parallel = 20
         for p in plans:
             p.caa_n_predict = study.n_predict
     if a.tasks:
@@ -445,7 +452,8 @@ def main() -> None:
         print("   reduced from the paper: " + "; ".join(
             f"{p.name} first {p.limit} test items" for p in plans) +
             f"; N = {plans[0].n_pairs} contrastive pairs, k = {plans[0].shots} shots; "
-            f"{study.n_predict} new tokens (paper: 768); paper's SmolLM2 settings, nothing tuned")
+            f"{study.n_predict} new tokens (paper: 768); few-shot CoT with "
+            f"{plans[0].fewshot_shots} examples; paper's SmolLM2 settings, nothing tuned")
     speed(study)
     for plan in plans:
         if a.mode == "full":
@@ -454,7 +462,7 @@ def main() -> None:
             run_task_full(study, plan)
         else:
             run_task_demo(study, plan)
-            diagnose(study, plan, study.vectors(plan), 10)
+            diagnose(study, plan, study.vectors(plan), 8, detail=False)
     study.say("done")
 
 

@@ -18,7 +18,6 @@ model="${KVSTEER_STUDY_MODEL:-$("$here/scripts/setup_models.sh" "$prefix" smollm
 shared="${KVSTEER_SHARED:-$here/../shared}"
 out="${KVSTEER_STUDY_OUT:-$here/out/real-$mode}"
 threads="${KVSTEER_THREADS:-2}"
-export OMP_WAIT_POLICY=passive
 python3 "$here/scripts/study_real.py" "$mode" --kvsteer "$kvsteer" --model "$model" \
   --shared "$shared" --out "$out" --threads "$threads" --tasks "${KVSTEER_STUDY_TASKS:-}"
 "$kvsteer" report --out "$out/report" --title "kvsteer on SmolLM2-135M-Instruct ($mode)" \
