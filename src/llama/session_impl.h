@@ -20,7 +20,7 @@ struct TensorCapture {
   std::map<std::string, std::vector<std::vector<float>>, std::less<>> rows;  // name -> [n_layer]
   std::map<std::string, std::size_t, std::less<>> width;  // name -> values per token
   bool has = false;
-  bool window = false;       // record the attention window (capture_attention_window)
+  bool window = false;  // record the attention window (capture_attention_window)
   AttentionWindow last_window;
   bool has_window = false;
 };
