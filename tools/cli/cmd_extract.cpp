@@ -78,10 +78,10 @@ void run(ExtractOptions o) {
                       (o.fewshot_map.empty() ? " (lexical neighbours)" : " --fewshot-map") +
                       (o.cot_prefix.empty() ? "" : " --cot-prefix") +
                       (positions[i] == -1 ? "" : " --position " + std::to_string(positions[i])) +
-        // Prompts decoded together round differently (up to ~3 % of a row on SmolLM2-135M):
-        // the batch shape is part of how the vector was made.
-        " --parallel " + std::to_string(o.parallel) + " --batch-size " +
-        std::to_string(sparams.n_batch);
+                      // Prompts decoded together round differently (up to ~3 % of a row on
+                      // SmolLM2-135M): the batch shape is part of how the vector was made.
+                      " --parallel " + std::to_string(o.parallel) + " --batch-size " +
+                      std::to_string(sparams.n_batch);
     save_steering_vector(o.outs[i], vec);
   }
   const nlohmann::json summary = {{"out", o.outs},
