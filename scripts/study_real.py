@@ -72,7 +72,7 @@ def full_plans() -> list[TaskPlan]:
 
 def demo_plans() -> list[TaskPlan]:
     arc, gsm8k = full_plans()[0], full_plans()[1]
-    for plan, limit in ((arc, 40), (gsm8k, 20)):
+    for plan, limit in ((arc, 40), (gsm8k, 15)):
         plan.limit = limit
         plan.n_pairs = plan.cot_n_pairs = 12
         plan.shots = plan.cot_shots = 3
