@@ -3,7 +3,8 @@
 paired difference to the baseline on the same items (exact McNemar test), reasoning rate and answer
 lengths per task and method; the selection-split curves; the diagnosis. Prints them and, with
 --results, writes what may be committed: the summaries and per-item records without any text
-(index, id, extracted answer, correct, tokens, steps), the sweeps, the selection records and the
+(index, id, extracted answer, correct, tokens, steps, whether the response opened with an option
+letter), the sweeps, the selection records and the
 diagnosis, plus a markdown page with the tables.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -19,6 +21,24 @@ LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT"
           "caa": "activation steering", "cache": "cache steering",
           "cache+cot": "cache steering + CoT"}
 TASKS = ["arc", "gsm8k", "csqa", "piqa"]
+MULTIPLE_CHOICE = {"arc", "csqa", "piqa"}
+# A response that opens with an option ("B: ...", "**C.**", "Answer: A)") answers before it reasons:
+# the mode cache steering is meant to move the model out of, visible whatever the accuracy.
+ANSWER_FIRST = re.compile(r"\s*(\*\*)?(the answer is:?\s*|answer:?\s*)?\(?[A-E][:.)]", re.I)
+
+
+def answer_first(response: str) -> bool:
+    return ANSWER_FIRST.match(response) is not None
+
+
+def shape_columns(task: str, run: Path, items: dict[int, dict]) -> str:
+    """Answer-first share (multiple choice only) and share of answers cut at the token limit."""
+    n_predict = json.loads((run / "config.json").read_text()).get("n_predict", 0)
+    n = max(len(items), 1)
+    capped = 100 * sum(1 for r in items.values() if n_predict and r["n_tokens"] >= n_predict) / n
+    first = (f"{100 * sum(1 for r in items.values() if answer_first(r['response'])) / n:.0f}"
+             if task in MULTIPLE_CHOICE else "")
+    return f"{first} | {capped:.0f}"
 
 
 def mcnemar_p(b: int, c: int) -> float:
@@ -64,20 +84,20 @@ def method_table(out: Path, task: str) -> tuple[list[str], list[dict]]:
             partial = run / "items.jsonl"
             if partial.exists():
                 n = sum(1 for line in open(partial, encoding="utf-8") if line.strip())
-                rows.append(f"| {LABELS[m]} | running: {n} items done | | | | |")
+                rows.append(f"| {LABELS[m]} | running: {n} items done | | | | | | |")
             continue
         s = json.loads((run / "summary.json").read_text())
         label = s.get("label", m)
         diff = ""
+        items = load_items(run)
         if base is not None and m != "baseline":
-            items = load_items(run)
             common = sorted(set(items) & set(base))
             d, lo, hi, p = paired_diff([base[i]["correct"] for i in common],
                                        [items[i]["correct"] for i in common])
             diff = f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}], p = {p:.2g}"
         rows.append(f"| {label} | {s['accuracy']:.1f} [{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}] | "
                     f"{diff} | {s['reasoning_rate']:.1f} | {s['mean_tokens']:.0f} / "
-                    f"{s['median_tokens']:.0f} | {s['n']} |")
+                    f"{s['median_tokens']:.0f} | {shape_columns(task, run, items)} | {s['n']} |")
         records.append({"task": task, "method": m, "run": run})
     return rows, records
 
@@ -118,7 +138,8 @@ def compact_items(run: Path, dest: Path) -> None:
         for line in f:
             if line.strip():
                 r = json.loads(line)
-                o.write(json.dumps({k: r[k] for k in keep}) + "\n")
+                o.write(json.dumps({**{k: r[k] for k in keep},
+                                    "answer_first": answer_first(r["response"])}) + "\n")
 
 
 def main() -> None:
@@ -145,7 +166,8 @@ def main() -> None:
         md += [f"## {task}", ""]
         if rows:
             md += ["| method | accuracy % [95 % CI] | vs baseline, points [95 % CI], McNemar p | "
-                   "reasoning % | tokens mean / median | n |", "|---|---|---|---|---|---|"] + rows + [""]
+                   "reasoning % | tokens mean / median | answer first % | at token limit % | n |",
+                   "|---|---|---|---|---|---|---|---|"] + rows + [""]
         if sweeps:
             md += ["Selection split:", ""] + sweeps + [""]
         if diag:

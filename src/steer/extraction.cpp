@@ -82,7 +82,9 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
                         std::to_string(session.n_ctx()) + "); raise --ctx-size");
       }
       std::vector<Pos> cells;
-      for (Pos p : positions) cells.push_back(resolve_position(p, tokens.size(), i, which));
+      for (Pos p : positions) {
+        cells.push_back(resolve_position(p, tokens.size(), i, which));
+      }
       prompts.push_back({tokens, std::move(cells), sign});
     }
   }

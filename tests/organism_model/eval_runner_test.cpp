@@ -212,6 +212,50 @@ TEST_F(EvalRunner, SweepEqualsSeparateSingleSettingRuns) {
   }
 }
 
+TEST_F(EvalRunner, SweepResumesFromItsJournalAndRefusesAnotherGrid) {
+  test::TempDir out;
+  eval::SweepOptions so;
+  so.base = options("cache", "choice");
+  so.base.limit = 8;
+  so.base.n_parallel = 4;  // 2 items x 2 settings per batch: four batches
+  so.coef_v = {0.0f, 6.0f};
+  so.out = out.file("sweep.json");
+  const ordered_json full = eval::run_sweep(model_, so);
+  const std::string journal = so.out + ".items.jsonl";
+  const auto lines = lines_of(journal);
+  ASSERT_EQ(lines.size(), 1u + 2u * 8u);  // the header, then one line per setting and item
+  EXPECT_EQ(ordered_json::parse(lines[0]).at("kind"), "kvsteer-sweep-items");
+
+  // Killed in the third batch: two whole batches, one setting of the next, and a torn line.
+  std::filesystem::remove(so.out);
+  {
+    std::ofstream f(journal, std::ios::binary | std::ios::trunc);
+    for (std::size_t i = 0; i < 1 + 4 + 4 + 2; ++i) f << lines[i] << "\n";
+    f << lines[11].substr(0, lines[11].size() / 2);
+  }
+  const ordered_json resumed = eval::run_sweep(model_, so);
+  ASSERT_EQ(resumed.at("settings").size(), 2u);
+  for (std::size_t s = 0; s < 2; ++s) {
+    for (const char* key : {"n", "correct", "mean_tokens", "reasoning_rate"}) {
+      EXPECT_EQ(resumed["settings"][s].at(key), full["settings"][s].at(key)) << key << " " << s;
+    }
+  }
+  EXPECT_EQ(lines_of(journal).size(), 1u + 4u + 4u + 2u + 2u * 4u);  // torn line cut, rest added
+
+  // Finished: a rerun computes nothing and writes the same results.
+  const ordered_json again = eval::run_sweep(model_, so);
+  EXPECT_EQ(again.at("settings"), resumed.at("settings"));
+
+  so.coef_v = {0.0f, 8.0f};
+  try {
+    eval::run_sweep(model_, so);
+    FAIL() << "a journal of another grid was reused";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("another configuration or grid"), std::string::npos);
+  }
+}
+
 TEST_F(EvalRunner, ZeroCoefficientCacheSteeringEqualsBaselineWithOffset) {
   test::TempDir out;
   auto steer = options("cache", "choice");
