@@ -117,11 +117,42 @@ def sweep_lines(out: Path, task: str) -> list[str]:
             (f"L{s['layer']} c {s['c']:g}" if "layer" in s else f"c_k {s['c_k']:g} c_v {s['c_v']:g}") +
             f": {s['accuracy']:.1f} % / reasoning {s['reasoning_rate']:.0f} % / "
             f"{s['mean_tokens']:.0f} tok" for s in j["settings"]))
+    for f in sorted((out / "selection" / task).glob("*.json.items.jsonl")) if (out / "selection" / task).exists() else []:
+        if not f.with_name(f.name[: -len(".items.jsonl")]).exists():
+            lines.append(partial_sweep_line(f))
     for f in sorted((out / "selection" / task).glob("chosen-*.json")) if (out / "selection" / task).exists() else []:
         j = json.loads(f.read_text())
         lines.append(f"- chosen for {j['method']}: `{json.dumps(j['chosen'])}` "
                      f"(paper: `{json.dumps(j['paper_setting'])}`)")
     return lines
+
+
+def partial_sweep_line(journal: Path) -> str:
+    """A sweep still running, from its journal (kvsteer sweep's <out>.items.jsonl)."""
+    lines = journal.read_text(encoding="utf-8").split("\n")
+    head = json.loads(lines[0])
+    grid = head["grid"]
+    per: list[list[dict]] = [[] for _ in grid]
+    for line in lines[1:]:
+        if line.strip():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # the torn last line of a running sweep
+                continue
+            per[r["setting"]].append(r)
+    name = journal.name[: -len(".json.items.jsonl")]
+    parts = []
+    for g, rows in zip(grid, per):
+        label = f"L{g['layer']} c {g['c']:g}" if "layer" in g else f"c_k {g['c_k']:g} c_v {g['c_v']:g}"
+        if not rows:
+            parts.append(f"{label}: not run yet")
+            continue
+        n = len(rows)
+        acc = 100 * sum(r["correct"] for r in rows) / n
+        rr = 100 * sum(r["reasoning"] for r in rows) / n
+        tok = sum(r["n_tokens"] for r in rows) / n
+        parts.append(f"{label}: {acc:.1f} % / reasoning {rr:.0f} % / {tok:.0f} tok (n {n})")
+    return f"- `{name}` (**running**, partial): " + "; ".join(parts)
 
 
 def diagnosis_lines(out: Path, task: str) -> list[str]:
@@ -142,6 +173,29 @@ def compact_items(run: Path, dest: Path) -> None:
                                     "answer_first": answer_first(r["response"])}) + "\n")
 
 
+def study_state(out: Path) -> list[str]:
+    """Where the study stands, from its log: the steps finished and the one running (a study
+    that takes days is committed as it goes)."""
+    log = out / "study.log"
+    if not log.exists():
+        return []
+    steps = [line[2:].strip() for line in log.read_text(encoding="utf-8").splitlines()
+             if line.startswith("# [")]
+    if not steps:
+        return []
+    if steps[-1].endswith("] done"):
+        return ["State: the study has run to its end.", ""]
+    seen: list[str] = []
+    for step in steps:  # a resumed study logs again only the steps it still had to run
+        text = step.split("] ", 1)[-1]
+        if text in seen:
+            seen.remove(text)
+        seen.append(text)
+    return ["State: **in progress** (resumable: `make study-real` continues it). Steps started, "
+            "in order; the last is running or was interrupted:", ""] + [
+            f"{i + 1}. {t}" for i, t in enumerate(seen)] + [""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", type=Path, help="the study's output folder")
@@ -155,6 +209,7 @@ def main() -> None:
         pre = [e["prefill_tok_per_s"] for e in b["edit"]["one-cell"]]
         md += [f"Speed ({b.get('threads', '?')} threads): prefill {min(pre):.0f}-{max(pre):.0f} "
                f"tok/s, decode {b['decode_tok_per_s']['unsteered']:.1f} tok/s (one sequence).", ""]
+    md += study_state(a.out)
     all_records = []
     for task in TASKS:
         rows, records = method_table(a.out, task)
