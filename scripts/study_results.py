@@ -249,6 +249,12 @@ def main() -> None:
                     shutil.copyfile(f, dest)
         if bench.exists():
             shutil.copyfile(bench, res / "bench.json")
+        report = a.out / "report"  # kvsteer report's tables and figures (no item text)
+        if (report / "report.md").exists():
+            (res / "report").mkdir(exist_ok=True)
+            for f in [report / "report.md", *sorted(report.glob("*.svg"))]:
+                shutil.copyfile(f, res / "report" / f.name)
+            text += "\nFigures: [report/report.md](report/report.md).\n"
         (res / "README.md").write_text(text + "\n")
 
 
