@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kvsteer needs, only those that are missing.
-# Usage: install_deps.sh [llama|build|python|all]   (default: all)
+# Usage: install_deps.sh [llama|build|fuzz|python|all]   (default: all)
 set -euo pipefail
 what="${1:-all}"
 llama_pkgs=(build-essential cmake ninja-build git pkg-config)
 build_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev
             libcpp-httplib-dev nettle-dev clang-format clang-tidy gnuplot-nox)
+# libFuzzer and the sanitizer runtimes of Debian's clang (`make fuzz`, fuzz/README.md).
+fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 python_pkgs=(python3 python3-venv python3-pip)
 case "$what" in
   llama) pkgs=("${llama_pkgs[@]}") ;;
   python) pkgs=("${python_pkgs[@]}") ;;
-  build|all) pkgs=("${llama_pkgs[@]}" "${build_pkgs[@]}") ;;
-  *) echo "install_deps: unknown set '$what' (expected llama, build, python or all)" >&2; exit 2 ;;
+  build) pkgs=("${llama_pkgs[@]}" "${build_pkgs[@]}") ;;
+  fuzz) pkgs=("${fuzz_pkgs[@]}") ;;
+  all) pkgs=("${llama_pkgs[@]}" "${build_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
+  *) echo "install_deps: unknown set '$what' (expected llama, build, fuzz, python or all)" >&2
+     exit 2 ;;
 esac
 missing=()
 # npm may come with a nodejs that is not Debian's (it then conflicts with Debian's npm package).
