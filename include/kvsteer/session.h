@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -45,6 +46,12 @@ struct SessionParams {
   // cells llama.cpp computes attention over, and which of them the call's last token may see.
   // Costs a graph split at layer 0's attention output; leave off otherwise.
   bool capture_attention_window = false;
+  // Asked by libllama while it computes a decode (from one of its compute threads, many times per
+  // call); returning true stops the call: decode throws Error(Cancelled) and the sequences keep
+  // only the tokens of the calls before it. Must be cheap and thread-safe (read an atomic flag);
+  // exceptions it throws are swallowed and count as "go on". May be empty. Frontends use it to
+  // stop long calls on Ctrl-C (the Python package).
+  std::function<bool()> abort_callback;
 };
 
 // The cells one decode call attended over (SessionParams::capture_attention_window), read from

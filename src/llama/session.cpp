@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -133,6 +134,17 @@ void record_window(const ggml_tensor* mask, detail::TensorCapture& capture) {
       capture.has_window = true;
       return;
     }
+  }
+}
+
+// libllama's abort callback (a C callback, run on a compute thread): asks
+// SessionParams::abort_callback, which must not let an exception cross into C.
+bool ask_abort(void* data) noexcept {
+  try {
+    const auto& callback = *static_cast<const std::function<bool()>*>(data);
+    return callback();
+  } catch (...) {
+    return false;
   }
 }
 
@@ -313,6 +325,11 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
   if (!captured.empty() || params.capture_attention_window) {
     cp.cb_eval = &capture_tensor;
     cp.cb_eval_user_data = &s.capture;
+  }
+  if (s.params.abort_callback) {
+    // s.params lives in the Impl, which never moves, so the pointer stays valid.
+    cp.abort_callback = &ask_abort;
+    cp.abort_callback_data = &s.params.abort_callback;
   }
   detail::clear_last_llama_error();
   s.ctx.reset(llama_init_from_model(const_cast<llama_model*>(raw_model(*s.model)), cp));
