@@ -8,7 +8,7 @@ build_pkgs=(libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli
             libcpp-httplib-dev nettle-dev clang-format clang-tidy gnuplot-nox)
 # libFuzzer and the sanitizer runtimes of Debian's clang (`make fuzz`, fuzz/README.md).
 fuzz_pkgs=(clang-14 libclang-rt-14-dev)
-python_pkgs=(python3 python3-venv python3-pip)
+python_pkgs=(python3 python3-venv python3-pip python3-dev)
 case "$what" in
   llama) pkgs=("${llama_pkgs[@]}") ;;
   python) pkgs=("${python_pkgs[@]}") ;;

@@ -1,0 +1,115 @@
+// Keyword arguments shared by the functions that decode, mapped as the CLI maps its flags
+// (tools/cli/common.cpp), so that the same settings give the same tokens through both.
+#include <algorithm>
+#include <cmath>
+
+#include "bindings.h"
+#include "eval/prompts.h"
+
+namespace kvsteer::py {
+
+SessionParams SessionArgs::params(const Model& model, std::uint32_t n_seq) const {
+  if (n_batch == 0) throw Error(ErrorCode::InvalidArgument, "n_batch must be >= 1 (got 0)");
+  if (n_threads < 0) {
+    throw Error(ErrorCode::InvalidArgument,
+                "n_threads must be >= 0 (0: all cores), got " + std::to_string(n_threads));
+  }
+  SessionParams p;
+  p.n_ctx =
+      n_ctx != 0 ? n_ctx : static_cast<std::uint32_t>(std::clamp(model.n_ctx_train(), 64, 8192));
+  p.n_batch = std::min(n_batch, p.n_ctx);
+  p.n_seq = n_seq;
+  p.n_threads = n_threads;
+  p.type_k = parse_kv_type(type_k);
+  p.type_v = parse_kv_type(type_v);
+  if (flash_attn != "on" && flash_attn != "off" && flash_attn != "auto") {
+    throw Error(ErrorCode::InvalidArgument,
+                "flash_attn must be 'on', 'off' or 'auto', got '" + flash_attn + "'");
+  }
+  p.flash_attn = flash_attn == "on"    ? FlashAttn::On
+                 : flash_attn == "off" ? FlashAttn::Off
+                                       : FlashAttn::Auto;
+  if (edit_route != "one-cell" && edit_route != "full") {
+    throw Error(ErrorCode::InvalidArgument,
+                "edit_route must be 'one-cell' or 'full', got '" + edit_route + "'");
+  }
+  p.edit_route = edit_route == "full" ? EditRoute::FullSequence : EditRoute::OneCell;
+  return p;
+}
+
+std::string PromptArgs::render(const Model& model, const std::string& user) const {
+  if (raw) return user + cot_prefix;
+  std::vector<ChatMessage> messages;
+  if (!system.empty()) messages.push_back({"system", system});
+  messages.push_back({"user", user});
+  // The family: given; else detected from the model's template unless a template override is
+  // given (tools/cli/common.cpp resolve_prompt_family).
+  std::optional<eval::PromptFamily> family;
+  if (prompt_family) {
+    family = eval::parse_prompt_family(*prompt_family);
+  } else if (chat_template.empty()) {
+    family = eval::detect_prompt_family(model.chat_template());
+  }
+  const std::string rendered = family ? eval::render_reference_prompt(*family, messages, true)
+                                      : model.apply_chat_template(messages, true, chat_template);
+  return rendered + cot_prefix;
+}
+
+std::vector<Token> PromptArgs::tokens(const Model& model, nb::handle prompt) const {
+  if (nb::isinstance<nb::str>(prompt)) {
+    const std::string text = nb::cast<std::string>(prompt);
+    if (text.empty()) throw Error(ErrorCode::InvalidArgument, "a prompt is empty");
+    return model.tokenize_prompt(render(model, text));
+  }
+  // Token ids are decoded as they are: no template, no BOS added.
+  std::vector<Token> ids;
+  try {
+    for (nb::handle t : prompt) ids.push_back(nb::cast<Token>(t));
+  } catch (const nb::cast_error&) {
+    throw Error(ErrorCode::InvalidArgument, "a prompt must be a str or a sequence of token ids");
+  } catch (const nb::python_error&) {
+    throw Error(ErrorCode::InvalidArgument, "a prompt must be a str or a sequence of token ids");
+  }
+  if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "a prompt has no tokens");
+  for (Token t : ids) model.check_token(t);
+  return ids;
+}
+
+SteeringParams SteerArgs::params(const Model& model) const {
+  if (!std::isfinite(coef_k) || !std::isfinite(coef_v)) {
+    throw Error(ErrorCode::InvalidArgument, "c_k and c_v must be finite numbers, got c_k " +
+                                                std::to_string(coef_k) + ", c_v " +
+                                                std::to_string(coef_v));
+  }
+  SteeringParams p;
+  p.coef_k = coef_k;
+  p.coef_v = coef_v;
+  p.layers_k = LayerSelection::parse(layers_k.value_or(layers));
+  p.layers_v = LayerSelection::parse(layers_v.value_or(layers));
+  if (offset_id) {
+    model.check_token(*offset_id);
+    p.offset_token = *offset_id;
+  } else if (offset && !offset->empty()) {
+    const auto ids = model.tokenize(*offset, false, false);
+    if (ids.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "the offset text tokenizes to nothing");
+    }
+    p.offset_token = ids.front();
+  }
+  return p;
+}
+
+VectorArg vector_arg(nb::handle steer) {
+  VectorArg out;
+  if (steer.is_none()) return out;
+  if (nb::isinstance<SteeringVector>(steer)) {
+    out.borrowed = nb::inst_ptr<SteeringVector>(steer);
+    return out;
+  }
+  // A path: str or os.PathLike.
+  const std::string path = nb::cast<std::string>(nb::module_::import_("os").attr("fspath")(steer));
+  out.loaded = load_steering_vector(path);
+  return out;
+}
+
+}  // namespace kvsteer::py

@@ -1,0 +1,149 @@
+// Shared pieces of the Python extension module `kvsteer._kvsteer`: the wrapped objects, long calls
+// that release the GIL and stop on Ctrl-C, progress adaptors and conversions.
+#pragma once
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kvsteer/kvsteer.h"
+
+namespace kvsteer::py {
+
+namespace nb = nanobind;
+
+// kvsteer.Model. A Model is immutable and shared by the Sessions made from it.
+struct PyModel {
+  std::shared_ptr<const Model> model;
+};
+
+// One call from Python that may run long (decoding). Made with the GIL held. While it lives, and
+// only when it was made on the main thread, SIGINT sets its flag (then reaches Python's own
+// handler, so KeyboardInterrupt is raised as usual once the call returns); sessions made for the
+// call stop decoding through abort_callback() when the flag is set. Other threads' calls are not
+// interrupted, as Python delivers KeyboardInterrupt only to the main thread.
+class LongCall {
+ public:
+  LongCall();
+  ~LongCall();
+  LongCall(const LongCall&) = delete;
+  LongCall& operator=(const LongCall&) = delete;
+
+  bool interrupted() const noexcept { return flag_.load(std::memory_order_relaxed); }
+  // For SessionParams::abort_callback; valid while this call lives.
+  std::function<bool()> abort_callback() const;
+  // Throws Error(Cancelled) when interrupted: checked between the steps of a call.
+  void check() const;
+  // Puts the previous SIGINT handler back (also done by the destructor).
+  void restore() noexcept;
+  const std::atomic<bool>* flag() const noexcept { return &flag_; }
+
+ private:
+  std::atomic<bool> flag_{false};
+  bool installed_ = false;
+};
+
+// Runs f(call) with the GIL released. A Cancelled error caused by Ctrl-C becomes Python's
+// KeyboardInterrupt (the interpreter's SIGINT handler runs, as it would have without us); other
+// errors propagate (nanobind translates kvsteer::Error to kvsteer.Error subclasses). f must not
+// touch Python objects except through callbacks that take the GIL themselves.
+template <typename F>
+auto run_long(F&& f) -> decltype(f(std::declval<LongCall&>())) {
+  LongCall call;
+  try {
+    nb::gil_scoped_release release;
+    return f(call);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::Cancelled && call.interrupted()) {
+      call.restore();
+      if (PyErr_CheckSignals() != 0) throw nb::python_error();
+    }
+    throw;
+  }
+}
+
+// (done, total) progress for the C++ library from a Python object: a callable taking (done,
+// total), or a tqdm-like object with update(n) (given the increase) and, when it has one, a total
+// attribute set from the first report. None gives an empty function. Made with the GIL held; the
+// returned function takes the GIL for each report.
+using Progress = std::function<void(std::size_t, std::size_t)>;
+Progress progress_adaptor(nb::object progress);
+// progress (may be empty) that first throws Error(Cancelled) when call was interrupted, so that
+// a Ctrl-C stops the library between its steps even where no decode is running.
+Progress cancellable(Progress progress, const LongCall& call);
+
+// Rows as a new float32 numpy array [rows.size()][width]; empty rows (layers that hold nothing)
+// become NaN rows, so the array always has one row per layer.
+nb::object dense_rows(const std::vector<std::vector<float>>& rows, std::size_t width);
+
+// A kvsteer.KvCell from a cell of a model with this fingerprint.
+nb::object make_kv_cell(const KvCell& cell, const ModelFingerprint& fp, Token token,
+                        std::vector<Token> prompt_tokens);
+
+// A nlohmann JSON dump as Python objects (json.loads).
+nb::object json_to_python(const std::string& dump);
+
+// Fingerprint <-> dict.
+nb::dict fingerprint_dict(const ModelFingerprint& fp);
+ModelFingerprint fingerprint_from_dict(nb::handle d);
+
+// SessionParams from the keyword arguments shared by the functions that decode. n_ctx 0: the
+// model's training context clamped to [64, 8192] (as the CLI). Throws Error(InvalidArgument).
+struct SessionArgs {
+  std::uint32_t n_ctx = 0;
+  std::uint32_t n_batch = 512;
+  std::int32_t n_threads = 0;
+  std::string type_k = "f16";
+  std::string type_v = "f16";
+  std::string flash_attn = "auto";
+  std::string edit_route = "one-cell";
+  SessionParams params(const Model& model, std::uint32_t n_seq) const;
+};
+
+// Text of a user prompt as the CLI renders it (`kvsteer generate -p`): the model's chat template,
+// or the reference render of the detected or given prompt family; raw text unless `raw` is false.
+struct PromptArgs {
+  std::string system;
+  std::optional<std::string> prompt_family;
+  std::string chat_template;
+  std::string cot_prefix;
+  bool raw = false;
+  std::string render(const Model& model, const std::string& user) const;
+  std::vector<Token> tokens(const Model& model, nb::handle prompt) const;
+};
+
+// Steering application (`kvsteer generate --coef-k ...`); offset None = no offset token.
+struct SteerArgs {
+  float coef_k = 0.0f;
+  float coef_v = 1.0f;
+  std::string layers = "1-";
+  std::optional<std::string> layers_k, layers_v;
+  std::optional<std::string> offset = std::string("\n");
+  std::optional<Token> offset_id;
+  SteeringParams params(const Model& model) const;
+};
+
+// A vector argument: a kvsteer.SteeringVector, a path, or None.
+struct VectorArg {
+  const SteeringVector* borrowed = nullptr;  // a kvsteer.SteeringVector argument (kept alive by it)
+  std::optional<SteeringVector> loaded;      // read from a path
+  const SteeringVector* get() const { return loaded ? &*loaded : borrowed; }
+};
+VectorArg vector_arg(nb::handle steer);
+
+void bind_errors(nb::module_& m);
+void bind_model(nb::module_& m);
+void bind_vector(nb::module_& m);
+void bind_generate(nb::module_& m);
+void bind_runners(nb::module_& m);
+
+}  // namespace kvsteer::py

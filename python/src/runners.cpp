@@ -1,0 +1,317 @@
+// kvsteer.eval, kvsteer.sweep and kvsteer.diagnose: the eval harness (eval/runner.h) with the
+// options `kvsteer eval|sweep|diagnose` build from their flags (tools/cli/cmd_eval.cpp), returning
+// the records the CLI writes (summary.json, the sweep JSON, the diagnosis JSON).
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include "bindings.h"
+#include "eval/runner.h"
+
+namespace kvsteer::py {
+namespace {
+
+using namespace nb::literals;
+
+// Keyword arguments shared by the three runners. Optional ones left None take the paper's preset
+// (or the default); given ones win, as flags do in the CLI.
+struct RunnerArgs {
+  std::string task, data, method;
+  std::size_t limit = 0;
+  std::optional<std::string> prompt_family;
+  std::string chat_template;
+  std::optional<std::string> model_name;
+  bool preset = true;
+  std::optional<std::string> traces, fewshot_map, vector;
+  std::optional<std::size_t> n_pairs, shots;
+  std::int32_t extract_position = -1;
+  nb::object selection;
+  std::optional<float> c_k, c_v;
+  std::optional<std::string> layers, offset;
+  std::int32_t caa_layer = -1, caa_layer_last = -1;
+  float caa_c = 1.0f;
+  std::int32_t n_predict = 768;
+  float temperature = 0.0f;
+  std::uint32_t seed = 1234;
+  std::uint32_t parallel = 16;
+  std::int32_t n_threads = 0;
+};
+
+eval::EvalOptions build_options(const RunnerArgs& c, const std::shared_ptr<const Model>& model) {
+  if (c.extract_position > -1) {
+    throw Error(ErrorCode::InvalidArgument,
+                "extract_position must be <= -1, got " + std::to_string(c.extract_position));
+  }
+  if (c.parallel < 1 || c.parallel > 512) {
+    throw Error(ErrorCode::InvalidArgument,
+                "parallel must be in [1, 512], got " + std::to_string(c.parallel));
+  }
+  if ((c.c_k && !std::isfinite(*c.c_k)) || (c.c_v && !std::isfinite(*c.c_v)) ||
+      !std::isfinite(c.caa_c) || !(c.temperature >= 0.0f)) {
+    throw Error(ErrorCode::InvalidArgument,
+                "c_k, c_v and caa_c must be finite and temperature >= 0");
+  }
+  eval::EvalOptions o;
+  o.task = eval::parse_task(c.task);
+  o.data = c.data;
+  o.limit = c.limit;
+  o.method = eval::parse_method(c.method);
+  if (c.prompt_family) {
+    o.prompt.family = eval::parse_prompt_family(*c.prompt_family);
+  } else if (c.chat_template.empty()) {
+    o.prompt.family = eval::detect_prompt_family(model->chat_template());
+  }
+  o.prompt.chat_template = c.chat_template;
+  o.traces = c.traces.value_or("");
+  o.fewshot_map = c.fewshot_map.value_or("");
+  o.vector_path = c.vector.value_or("");
+  o.extract_position = c.extract_position;
+  if (!c.selection.is_none()) {
+    const std::string dump =
+        nb::cast<std::string>(nb::module_::import_("json").attr("dumps")(c.selection));
+    o.selection = nlohmann::ordered_json::parse(dump);
+  }
+  o.model_path = model->path();
+  const std::string name =
+      c.model_name.value_or(std::filesystem::path(model->path()).filename().string());
+  if (c.preset) {
+    eval::apply_paper_preset(o, *model, name);
+  } else {
+    o.steering.layers_k = o.steering.layers_v = LayerSelection::parse("1-");
+  }
+  if (c.n_pairs) o.n_pairs = *c.n_pairs;
+  if (c.shots) o.shots = *c.shots;
+  if (c.c_k) o.steering.coef_k = *c.c_k;
+  if (c.c_v) o.steering.coef_v = *c.c_v;
+  if (c.layers) o.steering.layers_k = o.steering.layers_v = LayerSelection::parse(*c.layers);
+  if (c.offset) {
+    if (*c.offset == "none") {
+      o.steering.offset_token.reset();
+    } else {
+      const auto ids = model->tokenize(*c.offset, false, false);
+      if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "offset text has no tokens");
+      o.steering.offset_token = ids.front();
+    }
+  }
+  o.caa = {c.caa_layer, c.caa_layer_last, c.caa_c};
+  o.generation.n_predict = c.n_predict;
+  o.generation.stop_strings = eval::reference_stop_strings(*model);
+  o.generation.sampling.temperature = c.temperature;
+  o.generation.sampling.seed = c.seed;
+  if (c.temperature > 0) {
+    o.generation.sampling.top_k = 50;
+    o.generation.sampling.top_p = 0.9f;
+  }
+  o.n_parallel = c.parallel;
+  o.n_threads = c.n_threads;
+  return o;
+}
+
+// Binds the shared keyword arguments after the runner's own; F receives a filled RunnerArgs.
+#define KVSTEER_RUNNER_PARAMS                                                                    \
+  std::size_t limit, std::optional<std::string> prompt_family, const std::string &chat_template, \
+      std::optional<std::string> model_name, bool preset, std::optional<std::string> traces,     \
+      std::optional<std::string> fewshot_map, std::optional<std::string> vector,                 \
+      std::optional<std::size_t> n_pairs, std::optional<std::size_t> shots,                      \
+      std::int32_t extract_position, nb::object selection, std::optional<float> c_k,             \
+      std::optional<float> c_v, std::optional<std::string> layers,                               \
+      std::optional<std::string> offset, std::int32_t caa_layer, std::int32_t caa_layer_last,    \
+      float caa_c, std::int32_t n_predict, float temperature, std::uint32_t seed,                \
+      std::uint32_t parallel, std::int32_t n_threads, nb::object progress,                       \
+      nb::object extraction_progress
+
+#define KVSTEER_RUNNER_FILL(args)                \
+  args.limit = limit;                            \
+  args.prompt_family = std::move(prompt_family); \
+  args.chat_template = chat_template;            \
+  args.model_name = std::move(model_name);       \
+  args.preset = preset;                          \
+  args.traces = std::move(traces);               \
+  args.fewshot_map = std::move(fewshot_map);     \
+  args.vector = std::move(vector);               \
+  args.n_pairs = n_pairs;                        \
+  args.shots = shots;                            \
+  args.extract_position = extract_position;      \
+  args.selection = std::move(selection);         \
+  args.c_k = c_k;                                \
+  args.c_v = c_v;                                \
+  args.layers = std::move(layers);               \
+  args.offset = std::move(offset);               \
+  args.caa_layer = caa_layer;                    \
+  args.caa_layer_last = caa_layer_last;          \
+  args.caa_c = caa_c;                            \
+  args.n_predict = n_predict;                    \
+  args.temperature = temperature;                \
+  args.seed = seed;                              \
+  args.parallel = parallel;                      \
+  args.n_threads = n_threads
+
+#define KVSTEER_RUNNER_ARGS(default_limit)                                                      \
+  "limit"_a = default_limit, "prompt_family"_a = nb::none(), "chat_template"_a = "",            \
+  "model_name"_a = nb::none(), "preset"_a = true, "traces"_a = nb::none(),                      \
+  "fewshot_map"_a = nb::none(), "vector"_a = nb::none(), "n_pairs"_a = nb::none(),              \
+  "shots"_a = nb::none(), "extract_position"_a = -1, "selection"_a = nb::none(),                \
+  "c_k"_a = nb::none(), "c_v"_a = nb::none(), "layers"_a = nb::none(), "offset"_a = nb::none(), \
+  "caa_layer"_a = -1, "caa_layer_last"_a = -1, "caa_c"_a = 1.0f, "n_predict"_a = 768,           \
+  "temperature"_a = 0.0f, "seed"_a = 1234, "parallel"_a = 16, "n_threads"_a = 0,                \
+  "progress"_a = nb::none(), "extraction_progress"_a = nb::none()
+
+constexpr const char* kSharedDoc = R"doc(
+Shared arguments (the flags of `kvsteer eval`, README): task 'gsm8k', 'arc',
+'csqa', 'piqa', 'organism-numeric' or 'organism-choice'; data: its test file;
+limit: first N items (0: all); prompt_family / chat_template: how prompts are
+rendered; preset: apply the paper's per-task settings for model_name (default:
+the model file name); traces, fewshot_map, n_pairs, shots, extract_position:
+extraction (or vector: a vector file); c_k, c_v, layers, offset ('none' for no
+offset token): cache steering; caa_layer, caa_layer_last, caa_c: activation
+steering; n_predict, temperature, seed: decoding; parallel: items decoded
+together. Arguments left None take the preset; given ones win.
+progress / extraction_progress: callable(done, total) or a tqdm bar, after each
+batch. The GIL is released; Ctrl-C stops after the batch being decoded with
+KeyboardInterrupt (finished items stay in items.jsonl; summary files are
+written atomically, so none is left half-written).)doc";
+
+template <typename Run>
+nb::object run_runner(const RunnerArgs& args, const PyModel& model, nb::object progress,
+                      nb::object extraction_progress, Run&& run) {
+  eval::EvalOptions o = build_options(args, model.model);
+  const Progress items = progress_adaptor(std::move(progress));
+  const Progress pairs = progress_adaptor(std::move(extraction_progress));
+  const std::string dump = run_long([&](LongCall& call) {
+    o.progress = cancellable(items, call);
+    o.extraction_progress = cancellable(pairs, call);
+    return run(o).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  });
+  return json_to_python(dump);
+}
+
+std::vector<float> finite_list(const std::vector<float>& values, const char* what) {
+  if (values.empty()) throw Error(ErrorCode::InvalidArgument, std::string(what) + " is empty");
+  for (float v : values) {
+    if (!std::isfinite(v)) {
+      throw Error(ErrorCode::InvalidArgument, std::string(what) + " holds a non-finite value");
+    }
+  }
+  return values;
+}
+
+}  // namespace
+
+void bind_runners(nb::module_& m) {
+  // Static: nanobind keeps the pointer.
+  static const std::string kEvalDoc =
+      std::string(
+          R"doc(Evaluates one method on one task (`kvsteer eval`); returns summary.json as a dict.
+
+method: 'baseline', 'cot', 'fewshot', 'caa', 'cache' or 'cache+cot'. Writes
+config.json, items.jsonl and summary.json into out_dir; run again with the same
+arguments to resume (another configuration in out_dir raises InvalidArgumentError).)doc") +
+      kSharedDoc;
+  static const std::string kSweepDoc =
+      std::string(
+          R"doc(Evaluates a grid of steering settings (`kvsteer sweep`); returns the sweep JSON (also written to out).
+
+Cache steering ('cache', 'cache+cot'): every (c_k, c_v, layers) of ck_grid x
+cv_grid x layers_grid, each question prefilled once. 'caa': caa_layers (default:
+the middle layer) x caa_coefs, one after another.)doc") +
+      kSharedDoc;
+  static const std::string kDiagnoseDoc =
+      std::string(
+          R"doc(Why a cache edit acts or not (`kvsteer diagnose`); returns the diagnosis JSON (also written to out when given).
+
+Per layer and head: the edit's size against the cache, the attention the tail and
+following tokens pay to the steered cell without and with the edit, the V edit's
+share of the head output; then the next-token KL and the share of changed greedy
+continuations, for the given setting, each of scales and (per_layer) each layer
+alone. follow: tokens decoded after the edit.)doc") +
+      kSharedDoc;
+  m.def(
+      "eval",
+      [](const PyModel& model, const std::string& task, const std::string& data,
+         const std::string& out_dir, const std::string& method, KVSTEER_RUNNER_PARAMS) {
+        RunnerArgs args;
+        args.task = task;
+        args.data = data;
+        args.method = method;
+        KVSTEER_RUNNER_FILL(args);
+        return run_runner(args, model, std::move(progress), std::move(extraction_progress),
+                          [&](eval::EvalOptions& o) {
+                            o.out_dir = out_dir;
+                            return eval::run_eval(model.model, o);
+                          });
+      },
+      "model"_a, "task"_a, "data"_a, "out_dir"_a, nb::kw_only(), "method"_a = "baseline",
+      KVSTEER_RUNNER_ARGS(0), kEvalDoc.c_str());
+
+  m.def(
+      "sweep",
+      [](const PyModel& model, const std::string& task, const std::string& data,
+         const std::string& out, const std::string& method, const std::vector<float>& ck_grid,
+         const std::vector<float>& cv_grid, const std::vector<std::string>& layers_grid,
+         std::optional<std::vector<std::int32_t>> caa_layers, const std::vector<float>& caa_coefs,
+         KVSTEER_RUNNER_PARAMS) {
+        RunnerArgs args;
+        args.task = task;
+        args.data = data;
+        args.method = method;
+        KVSTEER_RUNNER_FILL(args);
+        eval::SweepOptions so;
+        so.coef_k = finite_list(ck_grid, "ck_grid");
+        so.coef_v = finite_list(cv_grid, "cv_grid");
+        if (layers_grid.empty()) throw Error(ErrorCode::InvalidArgument, "layers_grid is empty");
+        for (const auto& l : layers_grid) (void)LayerSelection::parse(l);
+        so.layers = layers_grid;
+        if (eval::parse_method(method) == eval::Method::Caa) {
+          so.caa_layers = caa_layers.value_or(
+              std::vector<std::int32_t>{std::max(1, model.model->fingerprint().n_layer / 2)});
+          so.caa_coefs = finite_list(caa_coefs, "caa_coefs");
+        }
+        so.out = out;
+        return run_runner(args, model, std::move(progress), std::move(extraction_progress),
+                          [&](eval::EvalOptions& o) {
+                            so.base = o;
+                            return eval::run_sweep(model.model, so);
+                          });
+      },
+      "model"_a, "task"_a, "data"_a, "out"_a, nb::kw_only(), "method"_a = "cache",
+      "ck_grid"_a = std::vector<float>{0.0f},
+      "cv_grid"_a = std::vector<float>{1.0f, 2.0f, 4.0f, 8.0f},
+      "layers_grid"_a = std::vector<std::string>{"1-"}, "caa_layers"_a = nb::none(),
+      "caa_coefs"_a = std::vector<float>{0.5f, 1.0f, 3.0f}, KVSTEER_RUNNER_ARGS(0),
+      kSweepDoc.c_str());
+
+  m.def(
+      "diagnose",
+      [](const PyModel& model, const std::string& task, const std::string& data,
+         std::optional<std::string> out, const std::string& method, std::int32_t follow,
+         const std::vector<float>& scales, bool per_layer, KVSTEER_RUNNER_PARAMS) {
+        RunnerArgs args;
+        args.task = task;
+        args.data = data;
+        args.method = method;
+        KVSTEER_RUNNER_FILL(args);
+        if (follow < 1 || follow > 4096) {
+          throw Error(ErrorCode::InvalidArgument,
+                      "follow must be in [1, 4096], got " + std::to_string(follow));
+        }
+        eval::DiagnoseOptions d;
+        d.n_follow = follow;
+        if (!scales.empty()) d.scales = finite_list(scales, "scales");
+        d.per_layer = per_layer;
+        d.out = out.value_or("");
+        return run_runner(args, model, std::move(progress), std::move(extraction_progress),
+                          [&](eval::EvalOptions& o) {
+                            d.base = o;
+                            return eval::run_diagnosis(model.model, d);
+                          });
+      },
+      "model"_a, "task"_a, "data"_a, "out"_a = nb::none(), nb::kw_only(), "method"_a = "cache",
+      "follow"_a = 8, "scales"_a = std::vector<float>{}, "per_layer"_a = false,
+      KVSTEER_RUNNER_ARGS(50), kDiagnoseDoc.c_str());
+}
+
+}  // namespace kvsteer::py

@@ -1,0 +1,387 @@
+// kvsteer.SteeringVector (files, numpy views and arrays) and kvsteer.extract.
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "bindings.h"
+#include "eval/contrastive.h"
+#include "eval/prompts.h"
+#include "eval/traces.h"
+
+namespace kvsteer::py {
+namespace {
+
+using namespace nb::literals;
+using Array2 = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+std::string fspath(nb::handle path) {
+  return nb::cast<std::string>(nb::module_::import_("os").attr("fspath")(path));
+}
+
+// Per-layer numpy views of a vector's rows: no copy; each view keeps the Python SteeringVector
+// alive. The rows are never resized after a vector is made, so the views stay valid.
+nb::list row_views(nb::handle self, bool keys) {
+  SteeringVector& v = *nb::inst_ptr<SteeringVector>(self);
+  std::vector<std::vector<float>>& rows = keys ? v.k : v.v;
+  static float empty = 0.0f;  // numpy wants a pointer even for zero elements
+  nb::list out;
+  for (std::vector<float>& row : rows) {
+    float* data = row.empty() ? &empty : row.data();
+    out.append(nb::ndarray<nb::numpy, float, nb::ndim<1>>(data, {row.size()}, self).cast());
+  }
+  return out;
+}
+
+nb::dict metadata_dict(const SteeringVector& v) {
+  nb::dict d;
+  d["format_version"] = kVectorFormatVersion;
+  d["model"] = fingerprint_dict(v.model);
+  d["position"] = v.info.position;
+  d["n_pairs"] = v.info.n_pairs;
+  d["n_shots"] = v.info.n_shots;
+  d["traces_sha256"] = v.info.traces_sha256;
+  d["chat_template"] = v.info.chat_template;
+  d["kv_type_k"] = v.info.kv_type_k;
+  d["k_rotated"] = v.info.k_rotated;
+  d["source"] = v.info.source;
+  return d;
+}
+
+// Rows of a [n_layer][width] array: a row that is all NaN means "not extracted" (to_numpy's
+// convention) and becomes empty; any other non-finite value is refused.
+std::vector<std::vector<float>> rows_from_array(const Array2& a, std::int32_t n_layer,
+                                                std::int32_t width, const char* what) {
+  if (a.shape(0) != static_cast<std::size_t>(n_layer) ||
+      a.shape(1) != static_cast<std::size_t>(width)) {
+    throw Error(ErrorCode::InvalidArgument,
+                std::string(what) + " has shape (" + std::to_string(a.shape(0)) + ", " +
+                    std::to_string(a.shape(1)) + "), the model needs (" + std::to_string(n_layer) +
+                    ", " + std::to_string(width) + ") = (n_layer, n_embd_" +
+                    (what[0] == 'k' ? "k" : "v") + "_gqa)");
+  }
+  std::vector<std::vector<float>> rows(static_cast<std::size_t>(n_layer));
+  for (std::size_t il = 0; il < rows.size(); ++il) {
+    const float* row = a.data() + il * a.shape(1);
+    const bool missing = std::all_of(row, row + width, [](float x) { return std::isnan(x); });
+    if (missing) continue;
+    for (std::int32_t i = 0; i < width; ++i) {
+      if (!std::isfinite(row[i])) {
+        throw Error(ErrorCode::InvalidArgument,
+                    std::string(what) + " row " + std::to_string(il) +
+                        " holds a non-finite value at " + std::to_string(i) +
+                        " (a row of all NaN marks a layer without a vector)");
+      }
+    }
+    rows[il].assign(row, row + width);
+  }
+  return rows;
+}
+
+template <typename T>
+T meta_value(const nb::dict& d, const char* key, T fallback) {
+  if (!d.contains(key) || d[key].is_none()) return fallback;
+  try {
+    return nb::cast<T>(d[key]);
+  } catch (const nb::cast_error&) {
+    throw Error(ErrorCode::Format, std::string("metadata '") + key + "' has the wrong type");
+  }
+}
+
+SteeringVector from_numpy(const Array2& keys, const Array2& values, nb::handle model,
+                          nb::handle metadata) {
+  nb::dict meta;
+  if (!metadata.is_none()) {
+    if (!nb::isinstance<nb::dict>(metadata)) {
+      throw Error(ErrorCode::InvalidArgument, "metadata must be a dict");
+    }
+    meta = nb::borrow<nb::dict>(metadata);
+  }
+  SteeringVector v;
+  if (!model.is_none()) {
+    v.model = nb::cast<const PyModel&>(model).model->fingerprint();
+    if (meta.contains("model")) {
+      const std::string diff = fingerprint_from_dict(meta["model"]).mismatch(v.model);
+      if (!diff.empty()) {
+        throw Error(ErrorCode::Format, "the vector was made for another model: " + diff);
+      }
+    }
+  } else if (meta.contains("model")) {
+    v.model = fingerprint_from_dict(meta["model"]);
+  } else {
+    throw Error(ErrorCode::InvalidArgument,
+                "from_numpy needs model= or metadata['model'] (a fingerprint) to check shapes");
+  }
+  v.k = rows_from_array(keys, v.model.n_layer, v.model.n_embd_k_gqa, "keys");
+  v.v = rows_from_array(values, v.model.n_layer, v.model.n_embd_v_gqa, "values");
+  v.info.position = meta_value<Pos>(meta, "position", -1);
+  v.info.n_pairs = meta_value<std::uint32_t>(meta, "n_pairs", 0);
+  v.info.n_shots = meta_value<std::uint32_t>(meta, "n_shots", 0);
+  v.info.traces_sha256 = meta_value<std::string>(meta, "traces_sha256", "");
+  v.info.chat_template = meta_value<std::string>(meta, "chat_template", "");
+  v.info.kv_type_k = meta_value<std::string>(meta, "kv_type_k", "f16");
+  v.info.k_rotated = meta_value<bool>(meta, "k_rotated", false);
+  v.info.source = meta_value<std::string>(meta, "source", "imported from numpy");
+  return v;
+}
+
+struct ExtractArgs {
+  std::optional<std::string> traces;
+  nb::object pairs;
+  std::string task;
+  std::size_t n_pairs = 100;
+  std::size_t shots = 5;
+  std::optional<std::string> fewshot_map;
+  std::optional<std::string> prompt_family;
+  std::string chat_template;
+  std::string cot_prefix;
+  std::vector<Pos> positions;
+  std::uint32_t parallel = 4;
+  SessionArgs session;
+};
+
+// Pairs given as (positive, negative): rendered prompt texts (tokenized with the BOS rule) or
+// token id lists.
+std::vector<ContrastivePair> explicit_pairs(const Model& model, nb::handle pairs) {
+  PromptArgs as_is;
+  as_is.raw = true;
+  std::vector<ContrastivePair> out;
+  for (nb::handle pair : pairs) {
+    if (nb::len(pair) != 2) {
+      throw Error(ErrorCode::InvalidArgument, "each pair must be (positive, negative)");
+    }
+    out.push_back({as_is.tokens(model, pair[0]), as_is.tokens(model, pair[1])});
+  }
+  if (out.empty()) throw Error(ErrorCode::InvalidArgument, "pairs is empty");
+  return out;
+}
+
+std::size_t longest(const std::vector<ContrastivePair>& pairs) {
+  std::size_t n = 0;
+  for (const auto& p : pairs) n = std::max({n, p.positive.size(), p.negative.size()});
+  return n;
+}
+
+// The same steps, session and provenance as `kvsteer extract` (tools/cli/cmd_extract.cpp), so
+// that the same settings give the same vector bytes.
+std::vector<SteeringVector> extract(const std::shared_ptr<const Model>& model, const ExtractArgs& a,
+                                    nb::object progress) {
+  if (a.parallel < 1 || a.parallel > 64) {
+    throw Error(ErrorCode::InvalidArgument,
+                "parallel must be in [1, 64], got " + std::to_string(a.parallel));
+  }
+  if (a.traces.has_value() == !a.pairs.is_none()) {
+    throw Error(ErrorCode::InvalidArgument, "give either traces (a JSONL path) or pairs");
+  }
+  std::vector<ContrastivePair> pairs;
+  eval::Traces traces;
+  std::optional<eval::PromptFamily> family;
+  if (a.traces) {
+    if (a.n_pairs == 0) throw Error(ErrorCode::InvalidArgument, "n_pairs must be >= 1");
+    traces = eval::load_traces(*a.traces, eval::parse_task_format(a.task));
+    if (traces.rows.size() < a.n_pairs) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "traces file '" + *a.traces + "' has " + std::to_string(traces.rows.size()) +
+                      " rows, fewer than n_pairs " + std::to_string(a.n_pairs));
+    }
+    traces.rows.resize(a.n_pairs);  // the first N rows in file order (method.md §1.2)
+    const auto neighbours =
+        a.fewshot_map ? eval::neighbours_from_map_file(*a.fewshot_map, traces.rows, a.shots)
+                      : eval::lexical_neighbours(traces.rows, a.shots);
+    eval::ContrastiveOptions copts;
+    copts.cot_prefix = a.cot_prefix;
+    copts.chat_template = a.chat_template;
+    if (a.prompt_family) {
+      family = eval::parse_prompt_family(*a.prompt_family);
+    } else if (a.chat_template.empty()) {
+      family = eval::detect_prompt_family(model->chat_template());
+    }
+    copts.family = family;
+    pairs = eval::build_contrastive_pairs(*model, traces.rows, neighbours, copts);
+  } else {
+    pairs = explicit_pairs(*model, a.pairs);
+  }
+  const std::size_t max_tokens = longest(pairs);
+  SessionParams sp = a.session.params(*model, a.parallel);
+  if (a.session.n_ctx == 0) {
+    // Room for `parallel` of the longest prompts (the cache is shared by the sequences).
+    sp.n_ctx = static_cast<std::uint32_t>((max_tokens * a.parallel + 255) / 256 * 256);
+    sp.n_batch = std::min<std::uint32_t>(a.session.n_batch, sp.n_ctx);
+  }
+  const Progress report = progress_adaptor(std::move(progress));
+  std::vector<SteeringVector> vectors = run_long([&](LongCall& call) {
+    sp.abort_callback = call.abort_callback();
+    Session session(model, sp);
+    ExtractionParams params;
+    params.progress = cancellable(report, call);
+    return extract_steering_vectors(session, pairs, a.positions, params);
+  });
+  for (std::size_t i = 0; i < vectors.size(); ++i) {
+    SteeringVector& vec = vectors[i];
+    const std::string batch =
+        " --parallel " + std::to_string(a.parallel) + " --batch-size " + std::to_string(sp.n_batch);
+    if (!a.traces) {
+      vec.info.source =
+          "kvsteer.extract(pairs=...)" +
+          (a.positions[i] == -1 ? "" : " --position " + std::to_string(a.positions[i])) + batch;
+      continue;
+    }
+    vec.info.n_shots = static_cast<std::uint32_t>(a.shots);
+    vec.info.traces_sha256 = traces.sha256;
+    vec.info.chat_template = family
+                                 ? std::string("prompt family ") + eval::prompt_family_name(*family)
+                             : a.chat_template.empty() ? model->chat_template()
+                                                       : a.chat_template;
+    // The CLI's spelling of the same settings, so that the file is the one `kvsteer extract`
+    // writes (tested byte for byte).
+    vec.info.source =
+        "kvsteer extract --task " + a.task + " --n-pairs " + std::to_string(a.n_pairs) +
+        " --shots " + std::to_string(a.shots) +
+        (a.fewshot_map ? " --fewshot-map" : " (lexical neighbours)") +
+        (a.cot_prefix.empty() ? "" : " --cot-prefix") +
+        (a.positions[i] == -1 ? "" : " --position " + std::to_string(a.positions[i])) + batch;
+  }
+  return vectors;
+}
+
+}  // namespace
+
+void bind_vector(nb::module_& m) {
+  nb::class_<SteeringVector>(
+      m, "SteeringVector",
+      R"doc(A KV cache steering vector: per layer, the mean (positive - negative) cached K and V row.
+
+keys / values are lists of per-layer numpy views (no copy) into the vector;
+writing to them changes the vector. Copy with clone(); files with load/save
+(kvsteer's GGUF format, docs/vector-format.md).)doc")
+      .def_static(
+          "load",
+          [](nb::handle path) {
+            const std::string p = fspath(path);
+            nb::gil_scoped_release release;
+            return load_steering_vector(p);
+          },
+          "path"_a,
+          "Reads a vector file. Raises NotFoundError for a missing file and FormatError for a "
+          "file that is not a kvsteer vector or has a newer format version.")
+      .def(
+          "save",
+          [](const SteeringVector& v, nb::handle path) {
+            const std::string p = fspath(path);
+            nb::gil_scoped_release release;
+            save_steering_vector(p, v);
+          },
+          "path"_a,
+          "Writes the vector atomically (a temporary file renamed over path). Raises IoError.")
+      .def_prop_ro(
+          "keys", [](nb::handle self) { return row_views(self, true); },
+          "[n_layer] numpy float32 views [n_embd_k_gqa] (zero-copy; empty: layer not "
+          "extracted). Head-major, post-RoPE, in llama.cpp's K layout.")
+      .def_prop_ro(
+          "values", [](nb::handle self) { return row_views(self, false); },
+          "[n_layer] numpy float32 views [n_embd_v_gqa] (zero-copy).")
+      .def_prop_ro(
+          "fingerprint", [](const SteeringVector& v) { return fingerprint_dict(v.model); },
+          "The model the vector was made for (see Model.fingerprint).")
+      .def_prop_ro(
+          "metadata", &metadata_dict,
+          "Format version, model fingerprint and extraction settings (position, n_pairs, "
+          "n_shots, traces_sha256, chat_template, kv_type_k, k_rotated, source), as a new dict.")
+      .def_prop_ro("n_layer", [](const SteeringVector& v) { return v.model.n_layer; })
+      .def(
+          "to_numpy",
+          [](const SteeringVector& v) {
+            return nb::make_tuple(dense_rows(v.k, static_cast<std::size_t>(v.model.n_embd_k_gqa)),
+                                  dense_rows(v.v, static_cast<std::size_t>(v.model.n_embd_v_gqa)));
+          },
+          "(keys, values): new float32 arrays [n_layer, n_embd_k_gqa] and [n_layer, "
+          "n_embd_v_gqa]; a layer without a vector is a row of NaN.")
+      .def_static("from_numpy", &from_numpy, "keys"_a, "values"_a, nb::kw_only(),
+                  "model"_a = nb::none(), "metadata"_a = nb::none(),
+                  R"doc(A vector from arrays [n_layer, n_embd_k_gqa] and [n_layer, n_embd_v_gqa]
+(converted to float32; all-NaN rows = layers without a vector).
+
+The shapes are checked against model (a kvsteer.Model) or, without one, against
+metadata['model'] (a fingerprint dict, as in .metadata); with both, the two
+must describe the same model (FormatError otherwise). Other metadata keys
+(position, n_pairs, ...) fill the extraction record. Raises
+InvalidArgumentError for wrong shapes or non-finite values. Keys computed
+outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).)doc")
+      .def(
+          "check",
+          [](const SteeringVector& v, const PyModel& model) {
+            const std::string diff = v.model.mismatch(model.model->fingerprint());
+            if (!diff.empty()) {
+              throw Error(ErrorCode::Format, "the vector was made for another model: " + diff);
+            }
+          },
+          "model"_a, "Raises FormatError when the vector does not fit model.")
+      .def("clone", &SteeringVector::clone, "A deep copy.")
+      .def("__repr__", [](const SteeringVector& v) {
+        return "kvsteer.SteeringVector(" + v.model.arch +
+               ", n_layer=" + std::to_string(v.model.n_layer) +
+               ", n_pairs=" + std::to_string(v.info.n_pairs) +
+               ", position=" + std::to_string(v.info.position) + ")";
+      });
+
+  m.def(
+      "extract",
+      [](const PyModel& model, std::optional<std::string> traces, nb::object pairs,
+         const std::string& task, std::size_t n_pairs, std::size_t shots,
+         std::optional<std::string> fewshot_map, std::optional<std::string> prompt_family,
+         const std::string& chat_template, const std::string& cot_prefix, nb::object position,
+         std::uint32_t parallel, std::uint32_t n_ctx, std::uint32_t n_batch, std::int32_t n_threads,
+         const std::string& type_k, const std::string& type_v, const std::string& flash_attn,
+         nb::object progress) -> nb::object {
+        ExtractArgs a;
+        a.traces = std::move(traces);
+        a.pairs = std::move(pairs);
+        a.task = task;
+        a.n_pairs = n_pairs;
+        a.shots = shots;
+        a.fewshot_map = std::move(fewshot_map);
+        a.prompt_family = std::move(prompt_family);
+        a.chat_template = chat_template;
+        a.cot_prefix = cot_prefix;
+        a.parallel = parallel;
+        a.session = {n_ctx, n_batch, n_threads, type_k, type_v, flash_attn, "one-cell"};
+        const bool many = !nb::isinstance<nb::int_>(position);
+        if (many) {
+          a.positions = nb::cast<std::vector<Pos>>(position);
+          if (a.positions.empty()) throw Error(ErrorCode::InvalidArgument, "position is empty");
+        } else {
+          a.positions = {nb::cast<Pos>(position)};
+        }
+        std::vector<SteeringVector> vectors = extract(model.model, a, std::move(progress));
+        if (!many) return nb::cast(std::move(vectors.front()));
+        nb::list out;
+        for (SteeringVector& v : vectors) out.append(nb::cast(std::move(v)));
+        return out;
+      },
+      "model"_a, "traces"_a = nb::none(), nb::kw_only(), "pairs"_a = nb::none(),
+      "task"_a = "generic", "n_pairs"_a = 100, "shots"_a = 5, "fewshot_map"_a = nb::none(),
+      "prompt_family"_a = nb::none(), "chat_template"_a = "", "cot_prefix"_a = "",
+      "position"_a = -1, "parallel"_a = 4, "n_ctx"_a = 0, "n_batch"_a = 512, "n_threads"_a = 0,
+      "type_k"_a = "f16", "type_v"_a = "f16", "flash_attn"_a = "auto", "progress"_a = nb::none(),
+      R"doc(Extracts a steering vector from contrastive prompt pairs (paper §1.2-1.3).
+
+From traces (a JSONL of query|question, steps, solution), as `kvsteer extract`:
+the first n_pairs rows, each with `shots` in-context neighbours (fewshot_map, or
+the lexical fallback) answered with steps (positive) or directly (negative),
+rendered with the prompt family / chat template; task formats the questions
+('generic', 'arc', 'csqa', 'piqa', 'gsm8k'). The same settings give the same
+vector bytes as the CLI.
+
+Or from pairs: [(positive, negative), ...] of rendered prompt texts or token id
+lists.
+
+position: the cell read, from the end of each prompt (-1: the last token); a
+list gives one vector per position from one pass. parallel prompts are decoded
+together (their rounding is part of the result: llama.cpp's CPU kernels depend
+on the batch). progress: callable(done, total) or a tqdm bar. The GIL is
+released; Ctrl-C raises KeyboardInterrupt and nothing is written.)doc");
+}
+
+}  // namespace kvsteer::py

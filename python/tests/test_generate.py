@@ -1,0 +1,117 @@
+"""generate(): batching, steering semantics, progress, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+import kvsteer
+
+PROMPT = "Once upon a time"
+
+
+def greedy(model, prompts, **kw):
+    return kvsteer.generate(model, prompts, raw=True, n_predict=12, n_threads=1, **kw)
+
+
+def test_one_prompt_gives_one_generation_many_give_a_list(stories):
+    one = greedy(stories, PROMPT)
+    assert isinstance(one, kvsteer.Generation)
+    assert one.n_prompt == len(stories.tokenize_prompt(PROMPT))
+    many = greedy(stories, [PROMPT, "The cat", stories.tokenize_prompt("A dog")])
+    assert isinstance(many, list) and len(many) == 3
+    assert all(len(g.tokens) == 12 and g.stop_reason == "length" for g in many)
+    ids = greedy(stories, stories.tokenize_prompt(PROMPT))  # token ids, used as they are
+    assert ids.tokens == one.tokens
+
+
+def test_batches_match_single_runs_on_f32(stories):
+    # stories260K is F32 and so are these caches: batch composition changes nothing.
+    prompts = [PROMPT, "The cat sat", "Lily and Ben", "One day"]
+    kw = dict(type_k="f32", type_v="f32")
+    batched = greedy(stories, prompts, parallel=3, **kw)
+    for p, g in zip(prompts, batched):
+        assert greedy(stories, p, **kw).tokens == g.tokens
+
+
+def test_zero_coefficients_equal_unsteered(stories, stories_vector):
+    plain = greedy(stories, PROMPT)
+    zero = greedy(stories, PROMPT, steer=stories_vector, c_k=0.0, c_v=0.0)
+    assert zero.steered and not plain.steered
+    assert zero.tokens == plain.tokens
+
+
+def test_a_large_edit_changes_the_output(stories, stories_vector):
+    plain = greedy(stories, PROMPT)
+    steered = greedy(stories, PROMPT, steer=stories_vector, c_v=200.0, c_k=50.0, layers="all")
+    assert steered.tokens != plain.tokens
+
+
+def test_stop_strings_and_sampling(stories):
+    out = greedy(stories, PROMPT, stop=["park"])
+    if out.stop_reason == "stop_string":
+        assert not out.text.endswith("park")
+    a = greedy(stories, PROMPT, temperature=0.8, top_k=40, top_p=0.9, seed=7)
+    b = greedy(stories, PROMPT, temperature=0.8, top_k=40, top_p=0.9, seed=7)
+    assert a.tokens == b.tokens
+
+
+def test_progress_callable_and_tqdm_like(stories):
+    calls = []
+    greedy(stories, [PROMPT] * 5, parallel=2, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+
+    class Bar:  # what kvsteer uses of a tqdm bar
+        total = None
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    greedy(stories, [PROMPT] * 3, parallel=2, progress=bar)
+    assert bar.total == 3 and bar.n == 3
+
+
+def test_an_exception_in_progress_stops_the_call(stories):
+    def boom(done, total):
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        greedy(stories, [PROMPT] * 4, parallel=1, progress=boom)
+    assert greedy(stories, PROMPT).tokens  # still usable
+
+
+def test_refusals(stories, stories_vector):
+    bad = [
+        dict(c_v=float("nan")),
+        dict(c_k=float("inf")),
+        dict(layers="x"),
+        dict(steer=stories_vector, layers="99"),
+        dict(offset_id=stories.n_vocab),
+        dict(n_predict=0),
+        dict(parallel=0),
+        dict(temperature=-1.0),
+        dict(top_p=2.0),
+        dict(type_k="f8"),
+        dict(flash_attn="maybe"),
+        dict(n_ctx=4),
+        dict(prompt_family="nope", raw=False),
+    ]
+    for kw in bad:
+        raw = kw.pop("raw", True)
+        with pytest.raises(kvsteer.InvalidArgumentError):
+            kvsteer.generate(stories, PROMPT, raw=raw, n_predict=kw.pop("n_predict", 4), **kw)
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.generate(stories, "", raw=True)
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.generate(stories, [], raw=True)
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.generate(stories, [[stories.n_vocab + 5]])
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.generate(stories, PROMPT, progress=42)
+    with pytest.raises(kvsteer.NotFoundError):
+        kvsteer.generate(stories, PROMPT, raw=True, steer="/no/such/vector.gguf")
+    with pytest.raises(TypeError):
+        kvsteer.generate(stories, PROMPT, c_v="six")
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.kv_cell(stories, PROMPT, 100, raw=True)

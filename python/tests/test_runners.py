@@ -1,0 +1,78 @@
+"""eval / sweep / diagnose return the records the CLI writes, and resume like it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import kvsteer
+
+# Small and fast: stories260K with ChatML prompts on the example traces as GSM8K items.
+COMMON = dict(prompt_family="chatml", limit=3, n_predict=8, parallel=2, n_threads=1,
+              preset=False)
+
+
+def test_eval_returns_summary_json(stories, gsm8k_items, traces, tmp_path):
+    out = tmp_path / "run"
+    calls = []
+    summary = kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(out), method="cache",
+                           traces=str(traces), n_pairs=4, shots=2, c_v=2.0,
+                           progress=lambda d, t: calls.append((d, t)), **COMMON)
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 3 and summary["method"] == "cache"
+    assert calls[-1] == (3, 3)
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert len(items) == 3
+    # Resumed with the same arguments: nothing recomputed, same summary but for timings.
+    again = kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(out), method="cache",
+                         traces=str(traces), n_pairs=4, shots=2, c_v=2.0, **COMMON)
+    assert again["accuracy"] == summary["accuracy"]
+    with pytest.raises(kvsteer.InvalidArgumentError):  # another configuration in the folder
+        kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(out), method="cache",
+                     traces=str(traces), n_pairs=4, shots=2, c_v=3.0, **COMMON)
+
+
+def test_eval_equals_the_cli(cli, stories, stories_gguf, gsm8k_items, tmp_path):
+    cli.run("eval", "-m", str(stories_gguf), "--task", "gsm8k", "--data", str(gsm8k_items),
+            "--prompt-family", "chatml", "--limit", "3", "--n-predict", "8", "--parallel", "2",
+            "--no-preset", "-o", str(tmp_path / "cli"))
+    kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "py"), **COMMON)
+    read = lambda d: [json.loads(x) for x in (tmp_path / d / "items.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "ttft_ms"} for r in rows]
+    assert strip(read("py")) == strip(read("cli"))
+
+
+def test_sweep_and_diagnose(stories, gsm8k_items, traces, tmp_path):
+    vec = tmp_path / "v.gguf"
+    kvsteer.extract(stories, str(traces), n_pairs=4, shots=2, prompt_family="chatml",
+                    n_threads=1).save(vec)
+    sweep = kvsteer.sweep(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "s.json"),
+                          vector=str(vec), cv_grid=[0.0, 4.0], **COMMON)
+    assert sweep == json.loads((tmp_path / "s.json").read_text())
+    assert [s["c_v"] for s in sweep["settings"]] == [0.0, 4.0]
+    diag = kvsteer.diagnose(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "d.json"),
+                            vector=str(vec), c_v=4.0, follow=2, scales=[4.0],
+                            **dict(COMMON, limit=2))
+    assert diag == json.loads((tmp_path / "d.json").read_text())
+    assert diag["n_prompts"] == 2 and len(diag["layers"]) > 0
+
+
+def test_runner_refusals(stories, gsm8k_items, tmp_path):
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.eval(stories, "nope", str(gsm8k_items), str(tmp_path / "a"), **COMMON)
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "b"), method="magic",
+                     **COMMON)
+    with pytest.raises(kvsteer.NotFoundError):
+        kvsteer.eval(stories, "gsm8k", str(tmp_path / "none.jsonl"), str(tmp_path / "c"),
+                     **COMMON)
+    with pytest.raises(kvsteer.InvalidArgumentError):  # cache steering needs traces or a vector
+        kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "d"), method="cache",
+                     **COMMON)
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.sweep(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "e.json"),
+                      cv_grid=[float("nan")], **COMMON)
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "f"), c_v=float("nan"),
+                     **COMMON)
