@@ -2,6 +2,7 @@
 #pragma once
 
 #include "kvsteer/backend.h"
+#include "kvsteer/batcher.h"
 #include "kvsteer/diagnosis.h"
 #include "kvsteer/error.h"
 #include "kvsteer/file_io.h"

@@ -1,0 +1,92 @@
+// Continuous batching with one-time cache steering per sequence: requests join and leave between
+// decode steps, and each request's edit lands on its own sequence's last prompt cell after its
+// prefill, so requests with different vectors (or none) share every decode call. Cache steering
+// has no per-token work, which is what makes per-request steering free here; activation steering
+// (a control vector) is global to the context and has no place in a shared batch.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvsteer/generation.h"
+#include "kvsteer/session.h"
+#include "kvsteer/steering.h"
+
+namespace kvsteer {
+
+using RequestId = std::uint64_t;
+
+struct BatchRequest {
+  std::vector<Token> prompt;
+  // The vector to apply once, or null. Shared so that a request keeps its vector alive however
+  // long it waits in the queue.
+  std::shared_ptr<const SteeringVector> steering;
+  // The offset token is decoded even without a vector, as in generate(), so that steered and
+  // unsteered requests see the same tokens.
+  SteeringParams steering_params;
+  std::int32_t n_predict = 256;
+  std::vector<std::string> stop_strings;
+  bool stop_at_eog = true;
+  SamplingParams sampling;
+};
+
+// What one step produced for one request.
+struct BatchEvent {
+  RequestId id = 0;
+  // Text that became final in this step. Text that could still turn out to be the start of a stop
+  // string, or an incomplete UTF-8 sequence, is held back until it is decided, so streamed pieces
+  // concatenate to exactly the final text (generate()'s Generation::text).
+  std::string piece;
+  bool finished = false;
+  StopReason stop_reason = StopReason::Length;  // when finished
+  std::int32_t n_prompt = 0;
+  std::int32_t n_generated = 0;  // sampled tokens so far (offset token excluded)
+  double queue_ms = 0.0;         // from submit() to admission
+  double ttft_ms = 0.0;          // from submit() to the first token's logits (0 before them)
+};
+
+// Owns no session: schedules requests onto the sequences of one (the session's n_seq slots).
+// Not thread-safe: one thread calls submit/cancel/step (a server's scheduler loop).
+class Batcher {
+ public:
+  explicit Batcher(Session& session);
+  ~Batcher();
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // Checks the request (tokens in the vocabulary, the vector applicable to the session, the
+  // prompt plus n_predict within the context) and queues it. Throws Error(InvalidArgument) or
+  // Error(Format); nothing is queued then.
+  RequestId submit(BatchRequest request);
+
+  // Drops a queued or running request; its sequence is freed now. No event follows. Unknown or
+  // finished ids are ignored (a client may go away after its request finished).
+  void cancel(RequestId id);
+
+  // Admits queued requests to free sequences while their cells fit the cache (first come, first
+  // served), prefills them together, applies each one's edit, then samples one token for every
+  // running request and decodes all of them, with the new requests' first tokens, in one call.
+  // Returns one event per request that produced text or finished in this step.
+  std::vector<BatchEvent> step();
+
+  std::size_t running() const;
+  std::size_t queued() const;
+  bool idle() const { return running() == 0 && queued() == 0; }
+
+ private:
+  struct Run;
+  void admit();
+  void finish(Run& run, StopReason reason, std::vector<BatchEvent>& events);
+
+  Session& session_;
+  RequestId next_id_ = 1;
+  std::deque<std::unique_ptr<Run>> queue_;
+  std::vector<std::unique_ptr<Run>> slots_;  // index = sequence id; null = free
+};
+
+}  // namespace kvsteer

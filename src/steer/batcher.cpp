@@ -1,0 +1,293 @@
+// Continuous batching (kvsteer/batcher.h): the per-request steps of generate() (prefill, one edit
+// of the last prefilled cell, tail token, sampling) with requests joining and leaving between
+// decode calls.
+#include "kvsteer/batcher.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "kvsteer/error.h"
+#include "llama/sampler.h"
+
+namespace kvsteer {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+// Bytes at the end of text that belong to a UTF-8 sequence not yet complete: a token may end in
+// the middle of a character, and a streamed piece must not.
+std::size_t incomplete_utf8_tail(const std::string& text) {
+  const std::size_t n = text.size();
+  for (std::size_t back = 1; back <= std::min<std::size_t>(3, n); ++back) {
+    const auto c = static_cast<unsigned char>(text[n - back]);
+    if ((c & 0xC0) == 0x80) {
+      continue;  // continuation byte: look further back
+    }
+    std::size_t len = 1;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+    }
+    return len > back ? back : 0;
+  }
+  return 0;
+}
+
+// Length of the longest proper prefix of a stop string that text ends with: text that may still
+// become a stop string.
+std::size_t stop_prefix_tail(const std::string& text, const std::vector<std::string>& stops) {
+  std::size_t held = 0;
+  for (const auto& s : stops) {
+    for (std::size_t k = std::min(s.size() - (s.empty() ? 0 : 1), text.size()); k > held; --k) {
+      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+        held = k;
+        break;
+      }
+    }
+  }
+  return held;
+}
+
+// The earliest stop string in text that ends after `from`; npos if none.
+std::size_t find_stop(const std::string& text, std::size_t from,
+                      const std::vector<std::string>& stops) {
+  std::size_t best = std::string::npos;
+  for (const auto& s : stops) {
+    if (s.empty()) {
+      continue;
+    }
+    const std::size_t start = from >= s.size() ? from - s.size() + 1 : 0;
+    const std::size_t at = text.find(s, start);
+    if (at != std::string::npos) {
+      best = std::min(best, at);
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+struct Batcher::Run {
+  RequestId id = 0;
+  BatchRequest request;
+  CellDelta delta;             // the edit, computed (and checked) at submit
+  std::vector<Token> prefill;  // decoded before the edit
+  Token tail = 0;              // decoded after it
+  detail::Sampler sampler;
+  std::size_t cells = 0;  // cache cells the request can come to hold
+  std::string text;
+  std::size_t emitted = 0;  // bytes of text already given out in events
+  std::int32_t n_generated = 0;
+  Clock::time_point submitted;
+  double queue_ms = 0.0;
+  double ttft_ms = 0.0;
+  SeqId seq = -1;
+  bool fresh = false;  // admitted in this step: its tail token is decoded, nothing sampled yet
+  Token next = 0;
+
+  explicit Run(const SamplingParams& sampling) : sampler(sampling) {}
+};
+
+Batcher::Batcher(Session& session) : session_(session), slots_(session.params().n_seq) {}
+
+Batcher::~Batcher() = default;
+
+std::size_t Batcher::running() const {
+  return static_cast<std::size_t>(
+      std::count_if(slots_.begin(), slots_.end(), [](const auto& r) { return r != nullptr; }));
+}
+
+std::size_t Batcher::queued() const { return queue_.size(); }
+
+RequestId Batcher::submit(BatchRequest request) {
+  const Model& model = session_.model();
+  if (request.prompt.empty()) {
+    throw Error(ErrorCode::InvalidArgument, "the prompt is empty");
+  }
+  if (request.n_predict < 1) {
+    throw Error(ErrorCode::InvalidArgument,
+                "n_predict must be >= 1, got " + std::to_string(request.n_predict));
+  }
+  for (Token t : request.prompt) {
+    model.check_token(t);
+  }
+  const auto& offset = request.steering_params.offset_token;
+  if (offset) {
+    model.check_token(*offset);
+  }
+  const std::size_t cells =
+      request.prompt.size() + (offset ? 1 : 0) + static_cast<std::size_t>(request.n_predict);
+  if (cells > session_.n_ctx()) {
+    throw Error(ErrorCode::InvalidArgument,
+                "prompt (" + std::to_string(request.prompt.size()) + " tokens) plus n_predict (" +
+                    std::to_string(request.n_predict) + ") exceeds the context (" +
+                    std::to_string(session_.n_ctx()) + " cells)");
+  }
+  auto run = std::make_unique<Run>(request.sampling);
+  if (request.steering) {
+    check_applicable(*request.steering, session_);
+    if (!offset && request.prompt.size() < 2) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "steering without an offset token needs a prompt of at least 2 tokens");
+    }
+    run->delta = steering_delta(*request.steering, request.steering_params);
+  }
+  if (offset) {
+    run->prefill = request.prompt;
+    run->tail = *offset;
+    run->text = model.token_to_piece(*offset);
+  } else {
+    run->prefill.assign(request.prompt.begin(), request.prompt.end() - 1);
+    run->tail = request.prompt.back();
+  }
+  run->id = next_id_++;
+  run->cells = cells;
+  run->submitted = Clock::now();
+  run->request = std::move(request);
+  queue_.push_back(std::move(run));
+  return queue_.back()->id;
+}
+
+void Batcher::cancel(RequestId id) {
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if ((*it)->id == id) {
+      queue_.erase(it);
+      return;
+    }
+  }
+  for (auto& slot : slots_) {
+    if (slot && slot->id == id) {
+      session_.clear_sequence(slot->seq);
+      slot.reset();
+      return;
+    }
+  }
+}
+
+void Batcher::admit() {
+  std::size_t used = 0;
+  for (const auto& slot : slots_) {
+    used += slot ? slot->cells : 0;
+  }
+  std::vector<Run*> admitted;
+  for (std::size_t s = 0; s < slots_.size() && !queue_.empty(); ++s) {
+    if (slots_[s]) {
+      continue;
+    }
+    // First come, first served: a large request at the head waits for room rather than being
+    // overtaken forever by small ones.
+    if (used + queue_.front()->cells > session_.n_ctx()) {
+      break;
+    }
+    used += queue_.front()->cells;
+    slots_[s] = std::move(queue_.front());
+    queue_.pop_front();
+    Run& run = *slots_[s];
+    run.seq = static_cast<SeqId>(s);
+    run.fresh = true;
+    run.queue_ms = ms_since(run.submitted);
+    session_.clear_sequence(run.seq);
+    admitted.push_back(&run);
+  }
+  std::vector<DecodeItem> items;
+  for (Run* run : admitted) {
+    if (!run->prefill.empty()) {
+      items.push_back({run->seq, run->prefill, false});
+    }
+  }
+  if (!items.empty()) {
+    session_.decode(items);
+  }
+  for (Run* run : admitted) {
+    if (run->request.steering) {
+      session_.add_to_cell(run->seq, static_cast<Pos>(run->prefill.size()) - 1, run->delta);
+    }
+  }
+}
+
+void Batcher::finish(Run& run, StopReason reason, std::vector<BatchEvent>& events) {
+  BatchEvent e;
+  e.id = run.id;
+  e.piece = run.text.substr(std::min(run.emitted, run.text.size()));
+  e.finished = true;
+  e.stop_reason = reason;
+  e.n_prompt = static_cast<std::int32_t>(run.request.prompt.size());
+  e.n_generated = run.n_generated;
+  e.queue_ms = run.queue_ms;
+  e.ttft_ms = run.ttft_ms;
+  events.push_back(std::move(e));
+  session_.clear_sequence(run.seq);
+  slots_[static_cast<std::size_t>(run.seq)].reset();
+}
+
+std::vector<BatchEvent> Batcher::step() {
+  std::vector<BatchEvent> events;
+  admit();
+  const Model& model = session_.model();
+  std::vector<DecodeItem> items;
+  for (auto& slot : slots_) {
+    if (!slot) {
+      continue;
+    }
+    Run& run = *slot;
+    if (run.fresh) {
+      items.push_back({run.seq, {&run.tail, 1}, true});
+      continue;
+    }
+    const Token token = run.sampler.sample(session_.logits(run.seq));
+    if (run.request.stop_at_eog && model.is_eog(token)) {
+      finish(run, StopReason::Eog, events);
+      continue;
+    }
+    ++run.n_generated;
+    const std::size_t before = run.text.size();
+    run.text += model.token_to_piece(token);
+    const std::size_t at = find_stop(run.text, before, run.request.stop_strings);
+    if (at != std::string::npos) {
+      run.text.resize(std::max(at, run.emitted));
+      finish(run, StopReason::StopString, events);
+      continue;
+    }
+    if (run.n_generated >= run.request.n_predict) {
+      finish(run, StopReason::Length, events);
+      continue;
+    }
+    const std::size_t held = std::max(stop_prefix_tail(run.text, run.request.stop_strings),
+                                      incomplete_utf8_tail(run.text));
+    const std::size_t ready = run.text.size() - std::min(held, run.text.size());
+    if (ready > run.emitted) {
+      BatchEvent e;
+      e.id = run.id;
+      e.piece = run.text.substr(run.emitted, ready - run.emitted);
+      e.n_prompt = static_cast<std::int32_t>(run.request.prompt.size());
+      e.n_generated = run.n_generated;
+      e.queue_ms = run.queue_ms;
+      e.ttft_ms = run.ttft_ms;
+      events.push_back(std::move(e));
+      run.emitted = ready;
+    }
+    run.next = token;
+    items.push_back({run.seq, {&run.next, 1}, true});
+  }
+  if (!items.empty()) {
+    session_.decode(items);
+  }
+  for (auto& slot : slots_) {
+    if (slot && slot->fresh) {
+      slot->fresh = false;
+      slot->ttft_ms = ms_since(slot->submitted);
+    }
+  }
+  return events;
+}
+
+}  // namespace kvsteer
