@@ -50,6 +50,17 @@ struct BatchEvent {
   double ttft_ms = 0.0;          // from submit() to the first token's logits (0 before them)
 };
 
+// Work done so far, for monitoring (a server's /metrics).
+struct BatcherStats {
+  std::uint64_t admitted = 0;      // requests prefilled
+  std::uint64_t edits = 0;         // one-cell edits applied
+  double edit_ms = 0.0;            // time spent in them
+  std::uint64_t steps = 0;         // decode calls of step()
+  double decode_ms = 0.0;          // time spent in the decode calls (prefills included)
+  std::uint64_t prompt_tokens = 0;     // prefilled and tail tokens
+  std::uint64_t generated_tokens = 0;  // sampled tokens
+};
+
 // Owns no session: schedules requests onto the sequences of one (the session's n_seq slots).
 // Not thread-safe: one thread calls submit/cancel/step (a server's scheduler loop).
 class Batcher {
@@ -77,6 +88,7 @@ class Batcher {
   std::size_t running() const;
   std::size_t queued() const;
   bool idle() const { return running() == 0 && queued() == 0; }
+  const BatcherStats& stats() const { return stats_; }
 
  private:
   struct Run;
@@ -84,6 +96,7 @@ class Batcher {
   void finish(Run& run, StopReason reason, std::vector<BatchEvent>& events);
 
   Session& session_;
+  BatcherStats stats_;
   RequestId next_id_ = 1;
   std::deque<std::unique_ptr<Run>> queue_;
   std::vector<std::unique_ptr<Run>> slots_;  // index = sequence id; null = free

@@ -205,11 +205,18 @@ void Batcher::admit() {
     }
   }
   if (!items.empty()) {
+    const auto t = Clock::now();
     session_.decode(items);
+    stats_.decode_ms += ms_since(t);
   }
   for (Run* run : admitted) {
+    ++stats_.admitted;
+    stats_.prompt_tokens += run->prefill.size() + 1;
     if (run->request.steering) {
+      const auto t = Clock::now();
       session_.add_to_cell(run->seq, static_cast<Pos>(run->prefill.size()) - 1, run->delta);
+      stats_.edit_ms += ms_since(t);
+      ++stats_.edits;
     }
   }
 }
@@ -249,6 +256,7 @@ std::vector<BatchEvent> Batcher::step() {
       continue;
     }
     ++run.n_generated;
+    ++stats_.generated_tokens;
     const std::size_t before = run.text.size();
     run.text += model.token_to_piece(token);
     const std::size_t at = find_stop(run.text, before, run.request.stop_strings);
@@ -279,7 +287,10 @@ std::vector<BatchEvent> Batcher::step() {
     items.push_back({run.seq, {&run.next, 1}, true});
   }
   if (!items.empty()) {
+    const auto t = Clock::now();
     session_.decode(items);
+    stats_.decode_ms += ms_since(t);
+    ++stats_.steps;
   }
   for (auto& slot : slots_) {
     if (slot && slot->fresh) {

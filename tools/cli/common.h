@@ -82,5 +82,6 @@ void add_eval(CLI::App& app);
 void add_sweep(CLI::App& app);
 void add_diagnose(CLI::App& app);
 void add_report(CLI::App& app);
+void add_serve(CLI::App& app);
 
 }  // namespace kvsteer::cli

@@ -21,6 +21,7 @@ int run(int argc, char** argv) {
   kvsteer::cli::add_sweep(app);
   kvsteer::cli::add_diagnose(app);
   kvsteer::cli::add_report(app);
+  kvsteer::cli::add_serve(app);
   {
     kvsteer::Backend backend(kvsteer::LogLevel::Silent);
     try {

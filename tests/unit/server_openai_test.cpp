@@ -1,0 +1,131 @@
+// The OpenAI request layer of `kvsteer serve`: what a body becomes, and every refusal's status,
+// parameter and message.
+#include <gtest/gtest.h>
+
+#include "openai.h"
+
+namespace kvsteer::server {
+namespace {
+
+using nlohmann::json;
+
+ApiError refusal(const std::string& body, bool chat = true) {
+  try {
+    parse_request(body, chat, Limits{});
+  } catch (const ApiError& e) {
+    return e;
+  }
+  ADD_FAILURE() << "accepted: " << body;
+  return ApiError(0, "");
+}
+
+TEST(ServerOpenAi, ChatRequestWithSteeringAndDefaults) {
+  const ParsedRequest r = parse_request(R"({
+    "model": "anything", "messages": [{"role": "system", "content": "Be brief."},
+                                      {"role": "user", "content": [{"type": "text", "text": "Hi"},
+                                                                   {"type": "text", "text": "!"}]}],
+    "temperature": 0, "max_tokens": 32, "stop": ["\n\n"], "stream": true, "seed": 7,
+    "user": "ignored", "frequency_penalty": 0,
+    "steering": {"vector": "arc", "c_v": 6, "layers": "1-"}})",
+                                        true, Limits{});
+  ASSERT_EQ(r.messages.size(), 2u);
+  EXPECT_EQ(r.messages[1].content, "Hi!");
+  EXPECT_EQ(r.max_tokens, 32);
+  EXPECT_EQ(r.sampling.temperature, 0.0f);
+  EXPECT_EQ(r.sampling.seed, 7u);
+  EXPECT_TRUE(r.stream);
+  ASSERT_EQ(r.stop.size(), 1u);
+  ASSERT_TRUE(r.steering.has_value());
+  EXPECT_EQ(r.steering->vector, "arc");
+  EXPECT_EQ(r.steering->c_v, 6.0f);
+  EXPECT_EQ(r.steering->c_k, 0.0f);
+  EXPECT_EQ(r.steering->offset, std::optional<std::string>("\n")) << "the paper's offset";
+
+  const ParsedRequest plain = parse_request(R"({"prompt": "Once"})", false, Limits{});
+  EXPECT_EQ(plain.prompt, "Once");
+  EXPECT_EQ(plain.max_tokens, Limits{}.default_max_tokens);
+  EXPECT_EQ(plain.sampling.temperature, 1.0f) << "OpenAI's default";
+  EXPECT_FALSE(plain.steering.has_value());
+  const ParsedRequest no_offset = parse_request(
+      R"({"prompt": "Once", "steering": {"vector": "v", "offset": null}})", false, Limits{});
+  EXPECT_FALSE(no_offset.steering->offset.has_value());
+}
+
+TEST(ServerOpenAi, EveryRefusalNamesItsParameter) {
+  struct Case {
+    const char* body;
+    bool chat;
+    const char* param;
+  };
+  const Case cases[] = {
+      {R"({"messages": []})", true, "messages"},
+      {R"({"messages": [{"role": "tool", "content": "x"}]})", true, "messages[0].role"},
+      {R"({"messages": [{"role": "user"}]})", true, "messages[0].content"},
+      {R"({"messages": [{"role": "user", "content": 3}]})", true, "messages[0].content"},
+      {R"({"prompt": ["a", "b"]})", false, "prompt"},
+      {R"({"prompt": ""})", false, "prompt"},
+      {R"({"prompt": "x", "max_tokens": 0})", false, "max_tokens"},
+      {R"({"prompt": "x", "max_tokens": 1000000})", false, "max_tokens"},
+      {R"({"prompt": "x", "max_tokens": 2.5})", false, "max_tokens"},
+      {R"({"prompt": "x", "temperature": "hot"})", false, "temperature"},
+      {R"({"prompt": "x", "temperature": 3})", false, "temperature"},
+      {R"({"prompt": "x", "n": 2})", false, "n"},
+      {R"({"prompt": "x", "logprobs": 3})", false, "logprobs"},
+      {R"({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]})", false, "stop"},
+      {R"({"prompt": "x", "stop": [""]})", false, "stop"},
+      {R"({"prompt": "x", "stop": 5})", false, "stop"},
+      {R"({"prompt": "x", "stream": "yes"})", false, "stream"},
+      {R"({"prompt": "x", "seed": 1.5})", false, "seed"},
+      {R"({"prompt": "x", "steering": "arc"})", false, "steering"},
+      {R"({"prompt": "x", "steering": {"c_v": 1}})", false, "steering.vector"},
+      {R"({"prompt": "x", "steering": {"vector": "v", "c_v": 1e9}})", false, "c_v"},
+      {R"({"prompt": "x", "steering": {"vector": "v", "c_k": "1"}})", false, "c_k"},
+      {R"({"prompt": "x", "steering": {"vector": "v", "layers": 3}})", false, "steering.layers"},
+      {R"({"prompt": "x", "steering": {"vector": "v", "offset": 10}})", false, "steering.offset"},
+  };
+  for (const Case& c : cases) {
+    const ApiError e = refusal(c.body, c.chat);
+    EXPECT_EQ(e.status(), 400) << c.body;
+    EXPECT_EQ(e.param(), c.param) << c.body << ": " << e.what();
+    EXPECT_EQ(e.body()["error"]["type"], "invalid_request_error");
+  }
+  // NaN and infinity cannot be written in JSON; the parser refuses the body as a whole.
+  EXPECT_EQ(refusal(R"({"prompt": "x", "steering": {"vector": "v", "c_v": NaN}})", false).status(),
+            400);
+  EXPECT_EQ(refusal("{not json", false).status(), 400);
+  EXPECT_EQ(refusal("[1, 2]", false).status(), 400);
+}
+
+TEST(ServerOpenAi, ResponsesHaveTheShapesClientsParse) {
+  const json chat =
+      completion_response(true, "chatcmpl-1", 100, "m", "Hello", StopReason::Eog, {5, 2});
+  EXPECT_EQ(chat["object"], "chat.completion");
+  EXPECT_EQ(chat["choices"][0]["message"]["content"], "Hello");
+  EXPECT_EQ(chat["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(chat["usage"]["total_tokens"], 7);
+  const json text =
+      completion_response(false, "cmpl-1", 100, "m", "Hi", StopReason::Length, {5, 9});
+  EXPECT_EQ(text["object"], "text_completion");
+  EXPECT_EQ(text["choices"][0]["text"], "Hi");
+  EXPECT_EQ(text["choices"][0]["finish_reason"], "length");
+
+  const json first = stream_chunk(true, "c", 1, "m", "He", std::nullopt, true);
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(first["choices"][0]["delta"]["content"], "He");
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  const json last = stream_chunk(true, "c", 1, "m", "", StopReason::StopString, false);
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(last["choices"][0]["delta"].empty());
+}
+
+TEST(ServerOpenAi, KeysCompareWholly) {
+  EXPECT_TRUE(keys_equal("secret", "secret"));
+  EXPECT_FALSE(keys_equal("secreT", "secret"));
+  EXPECT_FALSE(keys_equal("secret-and-more", "secret"));
+  EXPECT_FALSE(keys_equal("", "secret"));
+  EXPECT_FALSE(keys_equal("secret", ""));
+}
+
+}  // namespace
+}  // namespace kvsteer::server
