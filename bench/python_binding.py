@@ -2,7 +2,7 @@
 """Overhead of the Python binding (issue 12): kvsteer.generate against `kvsteer generate` on the
 same prompt and settings, and the zero-copy numpy view of an F32 steering vector.
 
-    PYTHONPATH=build/ci/python python python/bench_binding.py \
+    PYTHONPATH=build/ci/python python bench/python_binding.py \
         --cli build/ci/tools/cli/kvsteer --model ~/.cache/kvsteer/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 Decode speed is measured as the difference between a long and a 1-token generation (same
