@@ -52,11 +52,11 @@ struct BatchEvent {
 
 // Work done so far, for monitoring (a server's /metrics).
 struct BatcherStats {
-  std::uint64_t admitted = 0;      // requests prefilled
-  std::uint64_t edits = 0;         // one-cell edits applied
-  double edit_ms = 0.0;            // time spent in them
-  std::uint64_t steps = 0;         // decode calls of step()
-  double decode_ms = 0.0;          // time spent in the decode calls (prefills included)
+  std::uint64_t admitted = 0;          // requests prefilled
+  std::uint64_t edits = 0;             // one-cell edits applied
+  double edit_ms = 0.0;                // time spent in them
+  std::uint64_t steps = 0;             // decode calls of step()
+  double decode_ms = 0.0;              // time spent in the decode calls (prefills included)
   std::uint64_t prompt_tokens = 0;     // prefilled and tail tokens
   std::uint64_t generated_tokens = 0;  // sampled tokens
 };
@@ -80,7 +80,7 @@ class Batcher {
   void cancel(RequestId id);
 
   // Admits queued requests to free sequences while their cells fit the cache (first come, first
-  // served), prefills them together, applies each one's edit, then samples one token for every
+  // served), prefills each on its own, applies each one's edit, then samples one token for every
   // running request and decodes all of them, with the new requests' first tokens, in one call.
   // Returns one event per request that produced text or finished in this step.
   std::vector<BatchEvent> step();

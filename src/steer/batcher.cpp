@@ -198,16 +198,15 @@ void Batcher::admit() {
     session_.clear_sequence(run.seq);
     admitted.push_back(&run);
   }
-  std::vector<DecodeItem> items;
+  // One decode call per prompt: prompts decoded together share matmul batches, whose rounding
+  // depends on the batch (a few % of a row on a Q4 model), and a request's answer must not depend
+  // on which others arrived with it. Prefill is compute-bound, so little is lost.
   for (Run* run : admitted) {
     if (!run->prefill.empty()) {
-      items.push_back({run->seq, run->prefill, false});
+      const auto t = Clock::now();
+      session_.decode(run->seq, run->prefill, false);
+      stats_.decode_ms += ms_since(t);
     }
-  }
-  if (!items.empty()) {
-    const auto t = Clock::now();
-    session_.decode(items);
-    stats_.decode_ms += ms_since(t);
   }
   for (Run* run : admitted) {
     ++stats_.admitted;

@@ -1,0 +1,206 @@
+"""`kvsteer serve` with real clients (the `openai` package and plain HTTP) on SmolLM2-135M-Instruct:
+steered answers equal `kvsteer generate`'s, requests with different vectors share batches without
+changing each other's output, and every refusal has its status."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+from conftest import start_server
+
+QUESTION = "Which gas do plants take in from the air to make food? Answer briefly."
+
+
+def client(server, key: str = "none") -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, timeout=300)
+
+
+def chat(server, steering: dict | None = None, max_tokens: int = 24, **kw) -> str:
+    extra = {"steering": steering} if steering else None
+    r = client(server).chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": QUESTION}], temperature=0,
+        max_tokens=max_tokens, extra_body=extra, **kw)
+    return r.choices[0].message.content
+
+
+def generate(cli: Path, model: Path, vector: Path | None, c_v: float, n: int) -> str:
+    """The same request through `kvsteer generate` (the chat template detected the same way)."""
+    args = [str(cli), "generate", "-m", str(model), "-t", "2", "-c", "4096", "--prompt", QUESTION,
+            "-n", str(n), "--json"]
+    if vector is not None:
+        args += ["--steer", str(vector), "--coef-v", str(c_v), "--offset", "\n"]
+    else:
+        args += ["--offset", "none"]  # the server decodes no offset token for unsteered requests
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["text"]
+
+
+def post(server, path: str, body: bytes | str, headers: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json",
+                                                   **(headers or {})})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, dict(r.getheaders()), data
+
+
+def test_health_models_and_vectors(server):
+    c = client(server)
+    assert [m.id for m in c.models.list().data] == ["SmolLM2-135M-Instruct.Q4_1"]
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/v1/steering/vectors")
+    listed = json.loads(conn.getresponse().read())
+    assert sorted(v["name"] for v in listed["data"]) == ["arc", "arc4"]
+    assert all(v["n_layer"] == 30 for v in listed["data"])
+    conn.request("GET", "/health")
+    assert json.loads(conn.getresponse().read()) == {"status": "ok"}
+
+
+def test_completion_and_stream_agree(server):
+    c = client(server)
+    whole = c.completions.create(model="m", prompt="Once upon a time", temperature=0,
+                                 max_tokens=16)
+    assert whole.choices[0].finish_reason == "length"
+    assert whole.usage.completion_tokens == 16
+    pieces = [ch.choices[0].text for ch in c.completions.create(
+        model="m", prompt="Once upon a time", temperature=0, max_tokens=16, stream=True)]
+    assert "".join(pieces) == whole.choices[0].text
+    assert len(pieces) > 2, "streamed in pieces"
+    chunks = list(c.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": QUESTION}], temperature=0,
+        max_tokens=12, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == chat(server, max_tokens=12)
+
+
+def test_steering_equals_kvsteer_generate(server, cli, model, vectors):
+    plain = chat(server, max_tokens=32)
+    steered = chat(server, {"vector": "arc", "c_v": 6}, max_tokens=32)
+    assert steered != plain, "the edit changes the answer"
+    assert steered.startswith("\n"), "the offset token is the answer's first token"
+    assert plain == generate(cli, model, None, 0, 32)
+    assert steered == generate(cli, model, vectors["arc"], 6, 32)
+
+
+def test_concurrent_requests_with_different_vectors_each_get_their_own_output(server):
+    settings = [None, {"vector": "arc", "c_v": 6}, {"vector": "arc4", "c_v": 6},
+                {"vector": "arc", "c_v": -4}]
+    alone = [chat(server, s) for s in settings]
+    assert len(set(alone)) == len(alone), "four settings, four answers"
+    with ThreadPoolExecutor(len(settings)) as pool:
+        together = list(pool.map(lambda s: chat(server, s), settings))
+    for i, (a, b) in enumerate(zip(alone, together)):
+        assert a == b, f"setting {settings[i]}: alone {a!r}, together {b!r}"
+
+
+def test_refusals(server):
+    def status(body, path="/v1/chat/completions"):
+        code, headers, data = post(server, path, body)
+        return code, json.loads(data)["error"] if data else {}
+
+    ok_messages = [{"role": "user", "content": "hi"}]
+    code, err = status("{broken")
+    assert code == 400
+    code, err = status(json.dumps({"messages": ok_messages, "steering": {"vector": "nope"}}))
+    assert code == 400 and "nope" in err["message"] and err["param"] == "steering.vector"
+    code, err = status(json.dumps({"messages": ok_messages,
+                                   "steering": {"vector": "arc", "c_v": 1e12}}))
+    assert code == 400
+    code, err = status(json.dumps({"messages": ok_messages,
+                                   "steering": {"vector": "arc", "layers": "40-50"}}))
+    assert code == 400
+    code, err = status(json.dumps({"messages": [{"role": "user", "content": "word " * 5000}]}))
+    assert code == 400 and "context" in err["message"]
+    code, _, _ = post(server, "/v1/completions",
+                      json.dumps({"prompt": "x", "max_tokens": 5, "unknown_field": [1, 2]}))
+    assert code == 200, "unknown fields are ignored, as OpenAI does"
+    code, _, _ = post(server, "/v1/completions", b"{\"prompt\": \"" + b"a" * (2 << 20) + b"\"}")
+    assert code == 413
+    with pytest.raises(openai.BadRequestError):
+        client(server).chat.completions.create(model="m", messages=ok_messages, n=2)
+
+
+def test_client_that_disconnects_mid_stream_frees_its_sequence(server):
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 400, "stream": True,
+                       "temperature": 0})
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+    received = b""
+    while b"data:" not in received:
+        chunk = s.recv(4096)
+        assert chunk, "the stream ended before its first event"
+        received += chunk
+    s.close()
+    # The others are unaffected, and the abandoned sequence is freed within a few steps.
+    assert chat(server, max_tokens=8)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("GET", "/metrics")
+        metrics = conn.getresponse().read().decode()
+        if "kvsteer_requests_running 0" in metrics:
+            break
+        time.sleep(0.2)
+    assert "kvsteer_requests_running 0" in metrics
+
+
+def test_bounded_load_every_request_answered(server):
+    def one(i: int) -> tuple[int, str]:
+        steering = [None, {"vector": "arc", "c_v": 4}, {"vector": "arc4", "c_v": 2}][i % 3]
+        r = client(server).completions.create(
+            model="m", prompt=f"Story {i}: Once upon a time", temperature=0.7, seed=i,
+            max_tokens=12, extra_body={"steering": steering} if steering else None)
+        return i, r.choices[0].finish_reason
+
+    with ThreadPoolExecutor(6) as pool:
+        done = list(pool.map(one, range(24)))
+    assert [i for i, _ in done] == list(range(24))
+    assert all(reason in ("stop", "length") for _, reason in done)
+
+
+def test_queue_bound_api_key_and_sigterm(cli, model, vectors, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("s3cret\n")
+    s = start_server(cli, model, {}, "--parallel", "1", "--max-queue", "0", "--api-key-file",
+                     str(key), "--grace", "30")
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            client(s, "wrong").completions.create(model="m", prompt="x", max_tokens=2)
+        code, _, _ = post(s, "/v1/completions", json.dumps({"prompt": "x"}))
+        assert code == 401
+        good = client(s, "s3cret")
+        # One sequence, no queue: a second request while the first runs gets 503 + Retry-After.
+        first = threading.Thread(target=lambda: good.completions.create(
+            model="m", prompt="Once upon a time", max_tokens=300, temperature=0))
+        first.start()
+        time.sleep(1.0)
+        code, headers, _ = post(s, "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 2}),
+                                {"Authorization": "Bearer s3cret"})
+        assert code == 503 and headers.get("Retry-After") == "1"
+        # SIGTERM with a request in flight: it completes, then the server exits 0.
+        results = []
+        first.join()
+        t = threading.Thread(target=lambda: results.append(good.completions.create(
+            model="m", prompt="Once upon a time", max_tokens=60, temperature=0)))
+        t.start()
+        time.sleep(1.0)
+        assert s.stop(signal.SIGTERM) == 0
+        t.join()
+        assert results and results[0].choices[0].finish_reason == "length"
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
