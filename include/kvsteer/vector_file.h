@@ -11,7 +11,8 @@ namespace kvsteer {
 inline constexpr std::uint32_t kVectorFormatVersion = 1;
 
 // Writes atomically (temporary file, then rename): an existing file is never left half-written.
-// Throws Error(Io).
+// Throws Error(InvalidArgument) for rows of the wrong width or a NaN or infinite value (the
+// loader would refuse the file), Error(Io) when the file cannot be written.
 void save_steering_vector(const std::string& path, const SteeringVector& vector);
 
 // Throws Error(NotFound) for a missing file, Error(Format) for a file that is not a kvsteer

@@ -1,38 +1,93 @@
 #include "kvsteer/file_io.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "io/durable.h"
 #include "kvsteer/error.h"
 
 namespace kvsteer {
+namespace detail {
+
+std::string temporary_path_beside(const std::string& path) {
+  static std::atomic<std::uint64_t> counter{0};
+  return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+}
+
+void sync_file(const std::string& path, const std::string& what) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    throw Error(ErrorCode::Io, "cannot write '" + what + "': " + std::strerror(err));
+  }
+  ::close(fd);
+}
+
+void sync_parent_folder(const std::string& path) noexcept {
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (parent.empty()) parent = ".";
+  const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+// Writes all of text to fd; false with errno set on failure (ENOSPC on a full disk).
+bool write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+}  // namespace
 
 void write_file_atomic(const std::string& path, std::string_view text) {
   if (path.empty()) {
     throw Error(ErrorCode::InvalidArgument, "output path is empty");
   }
-  // The process id keeps two writers of the same path from sharing a temporary file.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    out.flush();
-    if (!out) {
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);
-      throw Error(ErrorCode::Io, "cannot write '" + path + "'");
-    }
+  const std::string tmp = detail::temporary_path_beside(path);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw Error(ErrorCode::Io, "cannot write '" + path + "': " + std::strerror(errno));
+  }
+  // Data on disk before the rename: the new name never points at a file that a power loss
+  // could leave empty or short.
+  bool ok = write_all(fd, text) && ::fsync(fd) == 0;
+  int err = errno;
+  if (::close(fd) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    throw Error(ErrorCode::Io, "cannot write '" + path + "': " + std::strerror(err));
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
+    ::unlink(tmp.c_str());
     throw Error(ErrorCode::Io, "cannot write '" + path + "': " + ec.message());
   }
+  detail::sync_parent_folder(path);
 }
 
 std::string read_text_file(const std::string& path) {

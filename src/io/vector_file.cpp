@@ -1,15 +1,16 @@
 // Steering-vector files as GGUF (docs/vector-format.md), through ggml's gguf API.
 #include "kvsteer/vector_file.h"
 
-#include <unistd.h>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 
 #include "ggml.h"
 #include "gguf.h"
+#include "io/durable.h"
 #include "kvsteer/error.h"
 
 namespace kvsteer {
@@ -171,6 +172,14 @@ void save_steering_vector(const std::string& path, const SteeringVector& vector)
                                                     " has " + std::to_string(row->size()) +
                                                     " values, expected " + std::to_string(width));
       }
+      for (float x : *row) {
+        if (!std::isfinite(x)) {
+          throw Error(ErrorCode::InvalidArgument, std::string("steering vector ") + half +
+                                                      " row of layer " + std::to_string(il) +
+                                                      " holds " + std::to_string(x) +
+                                                      " (not finite); the file would not load");
+        }
+      }
       ggml_tensor* t =
           ggml_new_tensor_1d(tensors.get(), GGML_TYPE_F32, static_cast<std::int64_t>(row->size()));
       ggml_set_name(t, tensor_name(half, il).c_str());
@@ -178,17 +187,24 @@ void save_steering_vector(const std::string& path, const SteeringVector& vector)
       gguf_add_tensor(g.get(), t);
     }
   }
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = detail::temporary_path_beside(path);
+  std::error_code ec;
   if (!gguf_write_to_file(g.get(), tmp.c_str(), false)) {
-    std::filesystem::remove(tmp);
+    std::filesystem::remove(tmp, ec);
     throw Error(ErrorCode::Io, "cannot write steering vector file '" + path + "'");
   }
-  std::error_code ec;
+  try {
+    detail::sync_file(tmp, path);
+  } catch (const Error&) {
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
-    std::filesystem::remove(tmp);
+    std::filesystem::remove(tmp, ec);
     throw Error(ErrorCode::Io, "cannot write steering vector file '" + path + "': " + ec.message());
   }
+  detail::sync_parent_folder(path);
 }
 
 SteeringVector load_steering_vector(const std::string& path) {
@@ -196,10 +212,14 @@ SteeringVector load_steering_vector(const std::string& path) {
   if (!std::filesystem::is_regular_file(path, ec)) {
     throw Error(ErrorCode::NotFound, "steering vector file '" + path + "' does not exist");
   }
-  ggml_context* raw_tensors = nullptr;
-  gguf_init_params params{false, &raw_tensors};
+  // Metadata only (no_alloc): ggml would otherwise allocate the data section the header declares
+  // before checking it against the file, and a few bytes claiming petabytes of tensors abort in
+  // ggml_init (found by fuzz/fuzz_vector_file.cpp). The rows are read below, each checked
+  // against the file's size first.
+  ggml_context* raw_meta = nullptr;
+  gguf_init_params params{true, &raw_meta};
   GgufPtr g(gguf_init_from_file(path.c_str(), params));
-  GgmlPtr tensors(raw_tensors);
+  GgmlPtr meta(raw_meta);
   Reader in(g.get(), path);
   if (!g) {
     in.fail("not a GGUF file, or it is corrupt or truncated");
@@ -218,21 +238,38 @@ SteeringVector load_steering_vector(const std::string& path) {
   const auto n_layer = static_cast<std::size_t>(vec.model.n_layer);
   vec.k.resize(n_layer);
   vec.v.resize(n_layer);
+  std::ifstream file(path, std::ios::binary);
+  const std::uintmax_t file_size = std::filesystem::file_size(path, ec);
+  if (!file || ec) {
+    throw Error(ErrorCode::Io, "cannot read steering vector file '" + path + "'");
+  }
+  const auto data_offset = static_cast<std::uintmax_t>(gguf_get_data_offset(g.get()));
   std::size_t found = 0;
   for (std::size_t il = 0; il < n_layer; ++il) {
     for (const auto& [half, row, width] : {std::tuple{'k', &vec.k[il], vec.model.n_embd_k_gqa},
                                            std::tuple{'v', &vec.v[il], vec.model.n_embd_v_gqa}}) {
       const std::string name = tensor_name(half, il);
-      if (gguf_find_tensor(g.get(), name.c_str()) < 0) {
+      const std::int64_t id = gguf_find_tensor(g.get(), name.c_str());
+      if (id < 0) {
         continue;
       }
-      const ggml_tensor* t = ggml_get_tensor(tensors.get(), name.c_str());
+      const ggml_tensor* t = ggml_get_tensor(meta.get(), name.c_str());
       if (t == nullptr || t->type != GGML_TYPE_F32 || ggml_n_dims(t) != 1 || t->ne[0] != width) {
         in.fail("tensor '" + name + "' must be F32 with " + std::to_string(width) + " values" +
                 (t == nullptr ? "" : ", it has " + std::to_string(ggml_nelements(t))));
       }
-      const auto* data = static_cast<const float*>(t->data);
-      row->assign(data, data + width);
+      const std::uintmax_t bytes = static_cast<std::uintmax_t>(width) * sizeof(float);
+      const auto at =
+          data_offset + static_cast<std::uintmax_t>(gguf_get_tensor_offset(g.get(), id));
+      if (at < data_offset || at > file_size || bytes > file_size - at) {
+        in.fail("tensor '" + name + "' lies beyond the end of the file (truncated?)");
+      }
+      row->resize(static_cast<std::size_t>(width));
+      file.seekg(static_cast<std::streamoff>(at));
+      file.read(reinterpret_cast<char*>(row->data()), static_cast<std::streamsize>(bytes));
+      if (!file) {
+        throw Error(ErrorCode::Io, "cannot read tensor '" + name + "' of '" + path + "'");
+      }
       for (float x : *row) {
         if (!std::isfinite(x)) {
           in.fail("tensor '" + name + "' contains NaN or infinite values");

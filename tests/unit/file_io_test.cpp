@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "kvsteer/error.h"
 #include "kvsteer/file_io.h"
@@ -42,6 +45,27 @@ TEST(FileIo, ErrorsNameTheFile) {
     EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
   }
   EXPECT_THROW(write_file_atomic("", "x"), Error);
+}
+
+TEST(FileIo, ConcurrentWritersOfOnePathLeaveOneWholeFile) {
+  test::TempDir dir;
+  const std::string path = dir.file("out.json");
+  std::vector<std::thread> threads;
+  for (char c : {'a', 'b', 'c', 'd'}) {
+    threads.emplace_back([&path, c] {
+      for (int i = 0; i < 50; ++i) write_file_atomic(path, std::string(4096, c));
+    });
+  }
+  for (auto& t : threads) t.join();
+  const std::string text = read_text_file(path);
+  ASSERT_EQ(text.size(), 4096u);
+  EXPECT_EQ(text, std::string(4096, text[0])) << "two writers shared a temporary file";
+  std::size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    (void)entry;
+    ++files;
+  }
+  EXPECT_EQ(files, 1u);
 }
 
 }  // namespace

@@ -4,6 +4,9 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
+#include <thread>
+#include <vector>
 
 #include "ggml.h"
 #include "gguf.h"
@@ -165,6 +168,57 @@ TEST(VectorFile, WriteIsAtomic) {
   bad.v[2].pop_back();
   EXPECT_THROW(save_steering_vector(dir.file("v.gguf"), bad), Error);
   EXPECT_EQ(test::read_file(dir.file("v.gguf")), before);
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    EXPECT_EQ(entry.path().filename(), "v.gguf");
+  }
+}
+
+TEST(VectorFile, RefusesToSaveNonFiniteValues) {
+  test::TempDir dir;
+  auto v = sample_vector();
+  v.v[1][3] = std::numeric_limits<float>::infinity();
+  try {
+    save_steering_vector(dir.file("v.gguf"), v);
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("layer 1"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("v.gguf")));
+}
+
+// Found by fuzz/fuzz_vector_file.cpp: a header declaring a tensor of ~10^17 bytes made ggml
+// allocate the data section before reading it, and ggml_init aborts when that fails.
+TEST(VectorFile, RefusesAHeaderClaimingHugeTensors) {
+  const auto input = std::filesystem::path(__FILE__).parent_path() /
+                     "../../fuzz/regressions/vector_file/huge-tensor-size.gguf";
+  ASSERT_TRUE(std::filesystem::exists(input)) << input;
+  EXPECT_EQ(load_error(input.string()).code(), ErrorCode::Format);
+}
+
+TEST(VectorFile, RefusesATensorBeyondTheEndOfTheFile) {
+  test::TempDir dir;
+  save_steering_vector(dir.file("v.gguf"), sample_vector());
+  const std::string bytes = test::read_file(dir.file("v.gguf"));
+  // The header is intact, the last row's data is cut: the loader reads rows itself and must see it.
+  test::write_file(dir.file("cut.gguf"), bytes.substr(0, bytes.size() - 4));
+  const Error e = load_error(dir.file("cut.gguf"));
+  EXPECT_EQ(e.code(), ErrorCode::Format);
+}
+
+TEST(VectorFile, ConcurrentSavesOfOnePathLeaveOneWholeFile) {
+  test::TempDir dir;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&dir, t] {
+      auto v = sample_vector();
+      v.info.n_pairs = static_cast<std::uint32_t>(t);
+      for (int i = 0; i < 10; ++i) save_steering_vector(dir.file("v.gguf"), v);
+    });
+  }
+  for (auto& th : threads) th.join();
+  const SteeringVector loaded = load_steering_vector(dir.file("v.gguf"));
+  EXPECT_EQ(loaded.k, sample_vector().k);
   for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
     EXPECT_EQ(entry.path().filename(), "v.gguf");
   }
