@@ -65,7 +65,9 @@ struct SteeringParams {
 };
 
 // The delta c_k*S_k[l], c_v*S_v[l] over the selected layers. Throws Error(InvalidArgument) for
-// non-finite coefficients or a layer beyond the vector's n_layer.
+// non-finite coefficients, a layer beyond the vector's n_layer, a selected row of the vector that
+// holds a NaN or infinite value, or a product that overflows float; the message names the layer.
+// Whether the edited cell fits the cache type is checked by Session::add_to_cell.
 CellDelta steering_delta(const SteeringVector& vector, const SteeringParams& params);
 
 // Throws Error(Format) naming the mismatch when vector cannot be applied in session (another

@@ -1,7 +1,10 @@
 #include "kv/seq_blob.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "ggml.h"
@@ -230,8 +233,59 @@ void read_cell_row(std::span<const std::uint8_t> blob, const RowSection& s, std:
   }
 }
 
+double largest_storable(std::int32_t type) {
+  constexpr double kF16Max = 65504.0;
+  switch (type) {
+    case GGML_TYPE_F32:
+      return std::numeric_limits<float>::max();
+    case GGML_TYPE_F16:
+      return kF16Max;
+    case GGML_TYPE_BF16:
+      return 3.3895313892515355e38;  // 0x7f7f: bf16's largest finite value
+    case GGML_TYPE_Q8_0:
+      return 127.0 * kF16Max;
+    case GGML_TYPE_Q4_0:
+      return 8.0 * kF16Max;
+    default:
+      return 0.0;
+  }
+}
+
+namespace {
+
+// The edited row does not fit its type: say where, how large it got, and what the type holds.
+[[noreturn]] void refuse_row(std::string_view what, const RowSection& s,
+                             std::span<const float> row) {
+  float largest = 0.0f;
+  bool finite = true;
+  for (float x : row) {
+    if (!std::isfinite(x)) {
+      finite = false;
+      largest = x;
+      break;
+    }
+    largest = std::max(largest, std::fabs(x));
+  }
+  char value[32];
+  std::snprintf(value, sizeof value, "%.4g", static_cast<double>(largest));
+  std::string message = std::string(what) + " gives " +
+                        (finite ? std::string("values up to ") + value + " in magnitude"
+                                : std::string("a non-finite value (") + value + ")") +
+                        ", which a " + ggml_type_label(s.type) + " cache cannot hold";
+  if (const double limit = largest_storable(s.type); limit > 0.0) {
+    std::snprintf(value, sizeof value, "%.6g", limit);
+    message += std::string(" (largest storable magnitude ") + value + ")";
+  }
+  throw Error(ErrorCode::InvalidArgument,
+              message +
+                  "; nothing was written. Lower the coefficient, or use a wider cache type "
+                  "(--ctk/--ctv f32)");
+}
+
+}  // namespace
+
 void add_to_cell_row(std::span<std::uint8_t> blob, const RowSection& s, std::size_t n_cells,
-                     std::size_t cell, std::span<const float> delta) {
+                     std::size_t cell, std::span<const float> delta, std::string_view what) {
   check_cell(s, n_cells, cell, delta.size());
   if (std::all_of(delta.begin(), delta.end(), [](float x) { return x == 0.0f; })) {
     return;
@@ -241,13 +295,33 @@ void add_to_cell_row(std::span<std::uint8_t> blob, const RowSection& s, std::siz
   for (std::size_t j = 0; j < row.size(); ++j) {
     row[j] += delta[j];
   }
+  // Round to the type in a scratch buffer and read it back: only a row whose every stored value
+  // is finite is written, so a refused edit leaves the blob as it was. Checking after rounding
+  // catches what a range check on the floats would miss (F16 rounds 65519 down, 65520 up to inf;
+  // a Q8_0 block fails through its F16 scale, not through any one value).
   const auto type = static_cast<ggml_type>(s.type);
+  const std::size_t stride = s.transposed ? s.el_size : 0;
+  std::vector<std::uint8_t> encoded(s.transposed ? s.el_size * s.n_embd : s.row_bytes);
+  std::vector<float> back(s.n_embd);
   if (!s.transposed) {
-    from_floats(type, row.data(), blob.data() + row_offset(s, cell), s.n_embd);
+    from_floats(type, row.data(), encoded.data(), s.n_embd);
+    to_floats(type, encoded.data(), back.data(), s.n_embd);
+  } else {
+    for (std::size_t j = 0; j < s.n_embd; ++j) {
+      from_floats(type, &row[j], encoded.data() + j * stride, 1);
+      to_floats(type, encoded.data() + j * stride, &back[j], 1);
+    }
+  }
+  if (!std::all_of(back.begin(), back.end(), [](float x) { return std::isfinite(x); })) {
+    refuse_row(what, s, row);
+  }
+  if (!s.transposed) {
+    std::memcpy(blob.data() + row_offset(s, cell), encoded.data(), encoded.size());
     return;
   }
   for (std::size_t j = 0; j < s.n_embd; ++j) {
-    from_floats(type, &row[j], blob.data() + s.offset + (j * n_cells + cell) * s.el_size, 1);
+    std::memcpy(blob.data() + s.offset + (j * n_cells + cell) * s.el_size,
+                encoded.data() + j * stride, stride);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace kvsteer::detail {
@@ -62,9 +63,18 @@ void read_cell_row(std::span<const std::uint8_t> blob, const RowSection& section
 
 // Adds delta to that cell's row, rounding to the section's type (dequantize, add, requantize for
 // quantized rows). A delta of all zeros leaves the bytes untouched. Only the cell's own bytes
-// change.
+// change. When the result does not fit the type (a value that reads back from the rounded row as
+// inf or NaN: F16 beyond 65504, a Q8_0 or Q4_0 block whose F16 scale overflows, a float sum that
+// overflows), throws Error(InvalidArgument) naming `what` (e.g. "V edit of layer 3"), the largest
+// |value| of the result and the type's range, and leaves the blob untouched.
 void add_to_cell_row(std::span<std::uint8_t> blob, const RowSection& section, std::size_t n_cells,
-                     std::size_t cell, std::span<const float> delta);
+                     std::size_t cell, std::span<const float> delta,
+                     std::string_view what = "cell edit");
+
+// Largest magnitude a row of this ggml type can hold without becoming inf: the type's largest
+// finite value for float types, 127 (Q8_0) or 8 (Q4_0) times F16's 65504 for block formats
+// whose scale is F16 (scale = amax/127, amax/8). 0 for types without a known bound.
+double largest_storable(std::int32_t type);
 
 // Name of a ggml type ("f16", "q8_0", ...), for messages.
 const char* ggml_type_label(std::int32_t type);

@@ -38,11 +38,12 @@ void check_row(const std::vector<float>& row, std::size_t width, const char* hal
                 std::string(half) + " delta of layer " + std::to_string(il) + " has " +
                     std::to_string(row.size()) + " values, expected " + std::to_string(width));
   }
-  for (float x : row) {
-    if (!std::isfinite(x)) {
-      throw Error(ErrorCode::InvalidArgument, std::string(half) + " delta of layer " +
-                                                  std::to_string(il) +
-                                                  " contains a NaN or infinite value");
+  for (std::size_t j = 0; j < row.size(); ++j) {
+    if (!std::isfinite(row[j])) {
+      throw Error(ErrorCode::InvalidArgument,
+                  std::string(half) + " delta of layer " + std::to_string(il) + " holds " +
+                      std::to_string(row[j]) + " at index " + std::to_string(j) +
+                      " (a NaN or infinite value); nothing was written");
     }
   }
 }
@@ -173,23 +174,36 @@ void Session::Impl::add_to_cell(SeqId seq, Pos pos, const CellDelta& delta) {
     llama_memory_seq_rm(mem, scratch_seq, -1, -1);
     llama_memory_seq_cp(mem, seq, scratch_seq, pos, pos + 1);
   }
-  std::vector<std::uint8_t> blob = get_state(holder);
-  const auto parsed = detail::parse_seq_blob(blob, block_shapes);
+  // Every layer is patched in this copy of the state before anything is restored: an edit that
+  // does not fit the cache type in any layer is refused with the cache as it was.
+  std::vector<std::uint8_t> blob;
   bool found = false;
-  for (std::size_t il = 0; il < n_layer; ++il) {
-    const auto [b, index] = layer_slots[il];
-    const CellRef ref = find_cell(parsed.blocks[b], pos);
-    if (ref.stream == nullptr) {
-      continue;
+  try {
+    blob = get_state(holder);
+    const auto parsed = detail::parse_seq_blob(blob, block_shapes);
+    for (std::size_t il = 0; il < n_layer; ++il) {
+      const auto [b, index] = layer_slots[il];
+      const CellRef ref = find_cell(parsed.blocks[b], pos);
+      if (ref.stream == nullptr) {
+        continue;
+      }
+      found = true;
+      const auto n_cells = ref.stream->cells.size();
+      const std::string layer = " edit of layer " + std::to_string(il);
+      if (il < delta.k.size() && !delta.k[il].empty()) {
+        detail::add_to_cell_row(blob, ref.stream->k[index], n_cells, ref.index, delta.k[il],
+                                "K" + layer);
+      }
+      if (il < delta.v.size() && !delta.v[il].empty()) {
+        detail::add_to_cell_row(blob, ref.stream->v[index], n_cells, ref.index, delta.v[il],
+                                "V" + layer);
+      }
     }
-    found = true;
-    const auto n_cells = ref.stream->cells.size();
-    if (il < delta.k.size() && !delta.k[il].empty()) {
-      detail::add_to_cell_row(blob, ref.stream->k[index], n_cells, ref.index, delta.k[il]);
+  } catch (...) {
+    if (scratch_seq >= 0) {
+      llama_memory_seq_rm(mem, scratch_seq, -1, -1);
     }
-    if (il < delta.v.size() && !delta.v[il].empty()) {
-      detail::add_to_cell_row(blob, ref.stream->v[index], n_cells, ref.index, delta.v[il]);
-    }
+    throw;
   }
   if (!found) {
     if (scratch_seq >= 0) {

@@ -115,6 +115,14 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
                                  const GenerationParams& params) {
   const auto start = std::chrono::steady_clock::now();
   validate(session, requests, params);
+  // The deltas first: a vector with a non-finite value or a coefficient that overflows is refused
+  // before any sequence is cleared or decoded.
+  std::vector<CellDelta> deltas(requests.size());
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (requests[i].steering != nullptr) {
+      deltas[i] = steering_delta(*requests[i].steering, requests[i].steering_params);
+    }
+  }
   const Model& model = session.model();
   std::vector<Running> runs;
   runs.reserve(requests.size());
@@ -156,12 +164,12 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
   for (const auto& [src, dst] : copies) {
     session.copy_sequence(src, dst);
   }
-  for (const auto& run : runs) {
-    if (run.request->steering == nullptr) {
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    if (runs[i].request->steering == nullptr) {
       continue;
     }
-    const CellDelta delta = steering_delta(*run.request->steering, run.request->steering_params);
-    session.add_to_cell(run.request->seq, static_cast<Pos>(run.prefill.size()) - 1, delta);
+    session.add_to_cell(runs[i].request->seq, static_cast<Pos>(runs[i].prefill.size()) - 1,
+                        deltas[i]);
   }
   if (params.before_tail) {
     params.before_tail(session);

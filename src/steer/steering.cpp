@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 
 #include "kvsteer/error.h"
@@ -33,6 +34,32 @@ std::int32_t parse_layer(const std::string& text, const std::string& whole) {
                     "or 'none'");
   }
   return static_cast<std::int32_t>(value);
+}
+
+// c * row, refused when the row holds a non-finite value (a vector built in memory; files with
+// one are refused when loaded) or the product overflows float, before anything reaches a cache.
+std::vector<float> scaled_row(const std::vector<float>& row, float c, char half, std::int32_t il) {
+  std::vector<float> out(row.size());
+  float largest = 0.0f;
+  for (std::size_t i = 0; i < row.size(); ++i) {
+    if (!std::isfinite(row[i])) {
+      throw Error(ErrorCode::InvalidArgument,
+                  std::string("steering vector S_") + half + " of layer " + std::to_string(il) +
+                      " holds " + std::to_string(row[i]) + " at index " + std::to_string(i) +
+                      " (not finite); nothing was written");
+    }
+    largest = std::max(largest, std::fabs(row[i]));
+    out[i] = c * row[i];
+  }
+  if (!std::isfinite(c * largest)) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "c_%c = %g times |S_%c| up to %g", half, static_cast<double>(c),
+                  half, static_cast<double>(largest));
+    throw Error(ErrorCode::InvalidArgument, std::string("steering delta of layer ") +
+                                                std::to_string(il) + " overflows float (" + buf +
+                                                "); nothing was written");
+  }
+  return out;
 }
 
 }  // namespace
@@ -117,19 +144,12 @@ CellDelta steering_delta(const SteeringVector& vector, const SteeringParams& par
   delta.k.resize(vector.k.size());
   delta.v.resize(vector.v.size());
   for (std::int32_t il = 0; il < n_layer; ++il) {
-    auto scale = [](const std::vector<float>& row, float c) {
-      std::vector<float> out(row.size());
-      for (std::size_t i = 0; i < row.size(); ++i) {
-        out[i] = c * row[i];
-      }
-      return out;
-    };
     if (params.layers_k.contains(il) && params.coef_k != 0.0f) {
-      delta.k[il] = scale(vector.k[il], params.coef_k);
+      delta.k[il] = scaled_row(vector.k[il], params.coef_k, 'k', il);
     }
     if (il < static_cast<std::int32_t>(vector.v.size()) && params.layers_v.contains(il) &&
         params.coef_v != 0.0f) {
-      delta.v[il] = scale(vector.v[il], params.coef_v);
+      delta.v[il] = scaled_row(vector.v[il], params.coef_v, 'v', il);
     }
   }
   return delta;

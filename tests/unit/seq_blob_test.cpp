@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "ggml.h"
@@ -154,6 +156,77 @@ TEST(SeqBlob, ZeroDeltaLeavesQuantizedRowUntouched) {
     // Two Q8_0 roundings (the stored row, then the edited one): max |x| / 127 each half-step.
     EXPECT_NEAR(row[j], BlobBuilder::value(0, 1, j) + 1.0f, 42.0f / 127.0f) << j;
   }
+}
+
+// An edit whose result a cache type cannot hold is refused with the blob untouched, naming what
+// was edited, the largest value and the type's range; just inside the range it is written.
+struct RangeCase {
+  std::int32_t type;
+  float fits;       // added to every element: the result stays storable
+  float overflows;  // the result (or the block scale) becomes inf
+  const char* limit;
+};
+
+class SeqBlobRange : public ::testing::TestWithParam<RangeCase> {};
+
+TEST_P(SeqBlobRange, RefusesAnEditBeyondTheTypeAndWritesNothing) {
+  const RangeCase& c = GetParam();
+  BlobBuilder b(2, 32, false, c.type);
+  auto blob = b.build({0, 1});
+  const auto before = blob;
+  const BlockShape shape = b.shape();
+  const SeqBlob parsed = parse_seq_blob(blob, {&shape, 1});
+  const RowSection& k1 = parsed.blocks[0].streams[0].k[1];
+  try {
+    add_to_cell_row(blob, k1, 2, 1, std::vector<float>(32, c.overflows), "K edit of layer 1");
+    FAIL() << "expected a refusal";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    const std::string m = e.what();
+    EXPECT_NE(m.find("K edit of layer 1"), std::string::npos) << m;
+    EXPECT_NE(m.find(ggml_type_label(c.type)), std::string::npos) << m;
+    EXPECT_NE(m.find(c.limit), std::string::npos) << m;
+    EXPECT_NE(m.find("nothing was written"), std::string::npos) << m;
+  }
+  EXPECT_EQ(blob, before);
+  add_to_cell_row(blob, k1, 2, 1, std::vector<float>(32, c.fits), "K edit of layer 1");
+  std::vector<float> row(32);
+  read_cell_row(blob, k1, 2, 1, row);
+  for (float x : row) EXPECT_TRUE(std::isfinite(x));
+  EXPECT_NE(blob, before);
+}
+
+INSTANTIATE_TEST_SUITE_P(CacheTypes, SeqBlobRange,
+                         ::testing::Values(RangeCase{GGML_TYPE_F16, 6.0e4f, 7.0e4f, "65504"},
+                                           RangeCase{GGML_TYPE_BF16, 1.0e38f, 3.4e38f,
+                                                     "3.38953e+38"},
+                                           RangeCase{GGML_TYPE_Q8_0, 8.0e6f, 9.0e6f, "8.31901e+06"},
+                                           RangeCase{GGML_TYPE_Q4_0, 5.0e5f, 6.0e5f, "524032"}),
+                         [](const ::testing::TestParamInfo<RangeCase>& tp) {
+                           return std::string(ggml_type_label(tp.param.type));
+                         });
+
+TEST(SeqBlob, RefusesAFloatOverflowInTransposedV) {
+  BlobBuilder b(1, 4, true);
+  auto blob = b.build({0, 1});
+  const BlockShape shape = b.shape();
+  const SeqBlob parsed = parse_seq_blob(blob, {&shape, 1});
+  const RowSection& v0 = parsed.blocks[0].streams[0].v[0];
+  // F32 rounds FLT_MAX + 10 back to FLT_MAX, but twice FLT_MAX is inf.
+  add_to_cell_row(blob, v0, 2, 1, std::vector<float>(4, std::numeric_limits<float>::max()));
+  const auto before = blob;
+  EXPECT_THROW(
+      add_to_cell_row(blob, v0, 2, 1, std::vector<float>(4, std::numeric_limits<float>::max())),
+      Error);
+  EXPECT_EQ(blob, before);
+}
+
+TEST(SeqBlob, LargestStorableMagnitudes) {
+  EXPECT_EQ(largest_storable(GGML_TYPE_F16), 65504.0);
+  EXPECT_EQ(largest_storable(GGML_TYPE_F32), std::numeric_limits<float>::max());
+  EXPECT_EQ(largest_storable(GGML_TYPE_Q8_0), 127.0 * 65504.0);
+  EXPECT_EQ(largest_storable(GGML_TYPE_Q4_0), 8.0 * 65504.0);
+  EXPECT_EQ(largest_storable(GGML_TYPE_Q5_1), 0.0);
 }
 
 TEST(SeqBlob, RejectsWrongMagic) {

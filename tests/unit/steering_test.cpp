@@ -97,5 +97,37 @@ TEST(ModelFingerprint, MismatchNamesTheField) {
   EXPECT_NE(a.mismatch(b).find("vocabulary hash"), std::string::npos);
 }
 
+TEST(SteeringDelta, RefusesNonFiniteVectorValuesNamingTheLayer) {
+  auto vec = small_vector(3, 2);
+  vec.v[2][1] = std::numeric_limits<float>::quiet_NaN();
+  SteeringParams p;
+  try {
+    steering_delta(vec, p);
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("layer 2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("nan"), std::string::npos) << e.what();
+  }
+  // A layer that is not selected is not read.
+  p.layers_v = LayerSelection::parse("1");
+  EXPECT_NO_THROW(steering_delta(vec, p));
+}
+
+TEST(SteeringDelta, RefusesAProductThatOverflowsFloat) {
+  auto vec = small_vector(3, 2);
+  vec.k[1][0] = 1e30f;
+  SteeringParams p;
+  p.coef_k = 1e10f;
+  try {
+    steering_delta(vec, p);
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("layer 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("1e+30"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace kvsteer
