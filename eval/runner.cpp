@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "eval/append_file.h"
 #include "eval/contrastive.h"
 #include "eval/scoring.h"
 #include "eval/traces.h"
@@ -398,6 +399,28 @@ SteeringVector cache_vector(const Evaluator& ev, const EvalOptions& o, ordered_j
           {"n_pairs", pairs.size()},
           {"shots", o.shots}};
   return v;
+}
+
+// The provenance run_eval records for its vector, from the options and files alone: a resumed run
+// whose items are all done (killed between its last batch and summary.json) extracts nothing and
+// must still write the summary an uninterrupted run writes.
+ordered_json vector_provenance(const EvalOptions& o) {
+  if (o.method == Method::Caa || o.vector_path.empty()) {
+    if (o.traces.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "--traces is required to extract a steering vector");
+    }
+    ordered_json info = {{"extracted_from", o.traces},
+                         {"traces_sha256", load_traces(o.traces, trace_format_of(o.task)).sha256},
+                         {"n_pairs", o.n_pairs},
+                         {"shots", o.shots}};
+    if (o.method == Method::Caa) info["kind"] = "residual (l_out)";
+    return info;
+  }
+  const SteeringVector v = load_steering_vector(o.vector_path);
+  return {{"path", o.vector_path},
+          {"traces_sha256", v.info.traces_sha256},
+          {"n_pairs", v.info.n_pairs},
+          {"source", v.info.source}};
 }
 
 std::vector<std::vector<float>> scaled(const std::vector<std::vector<float>>& v, float c) {
@@ -808,15 +831,14 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   const std::size_t total = ev.items().size();
   const bool pending = done.size() < total;
   if (pending && (o.method == Method::Cache || o.method == Method::CacheCot)) {
-    vector = cache_vector(ev, o, vector_info);
+    ordered_json unused;
+    vector = cache_vector(ev, o, unused);
   }
   if (pending && o.method == Method::Caa) {
     caa = extract_residual_vector(ev, ev.contrastive_pairs(false), o);
-    vector_info = {{"extracted_from", o.traces},
-                   {"traces_sha256", ev.traces_sha()},
-                   {"n_pairs", o.n_pairs},
-                   {"shots", o.shots},
-                   {"kind", "residual (l_out)"}};
+  }
+  if (o.method == Method::Cache || o.method == Method::CacheCot || o.method == Method::Caa) {
+    vector_info = vector_provenance(o);
   }
 
   Setting setting;
@@ -839,8 +861,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
 
   Session session = ev.make_session(o.n_parallel);
   if (o.progress) o.progress(done.size(), total);  // the start: resumed items are not new work
-  std::ofstream items_out(items_path, std::ios::app | std::ios::binary);
-  if (!items_out) throw Error(ErrorCode::Io, "cannot open " + items_path + " for appending");
+  AppendFile items_out(items_path);
   for (std::size_t begin = 0; begin < total; begin += o.n_parallel) {
     std::vector<std::size_t> batch;
     for (std::size_t i = begin; i < std::min(total, begin + o.n_parallel); ++i) {
@@ -856,9 +877,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
       lines += r.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
       done[r.index] = std::move(r);
     }
-    items_out << lines;
-    items_out.flush();
-    if (!items_out) throw Error(ErrorCode::Io, "cannot append to " + items_path);
+    items_out.append(lines);
     if (o.progress) o.progress(done.size(), total);
   }
   std::vector<ItemResult> all;
@@ -910,8 +929,7 @@ class SweepJournal {
     } else {
       load(head);
     }
-    out_.open(path_, std::ios::app | std::ios::binary);
-    if (!out_) throw Error(ErrorCode::Io, "cannot open " + path_ + " for appending");
+    out_.emplace(path_);
   }
 
   bool has(std::size_t setting, std::size_t item) const { return done_[setting].count(item) != 0; }
@@ -925,17 +943,28 @@ class SweepJournal {
   std::size_t n_done(std::size_t setting) const { return done_[setting].size(); }
 
   void add(std::size_t setting, std::vector<ItemResult> results) {
+    std::vector<std::vector<ItemResult>> by_setting(done_.size());
+    by_setting[setting] = std::move(results);
+    add_all(std::move(by_setting));
+  }
+
+  // One batch of every setting in one append: a kill between settings would otherwise leave the
+  // batch done for some settings only, and the resumed run would decode it again and journal
+  // those settings' items twice.
+  void add_all(std::vector<std::vector<ItemResult>> by_setting) {
     std::string lines;
-    for (ItemResult& r : results) {
-      ordered_json j{{"setting", setting}};
-      j.update(r.to_json());
-      lines += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-      done_[setting][r.index] = std::move(r);
+    for (std::size_t s = 0; s < by_setting.size(); ++s) {
+      for (const ItemResult& r : by_setting[s]) {
+        ordered_json j{{"setting", s}};
+        j.update(r.to_json());
+        lines += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+      }
     }
-    if (!out_.is_open()) return;
-    out_ << lines;
-    out_.flush();
-    if (!out_) throw Error(ErrorCode::Io, "cannot append to " + path_);
+    // Journal first, then memory: what the summary counts is what a resumed run would read.
+    if (out_) out_->append(lines);
+    for (std::size_t s = 0; s < by_setting.size(); ++s) {
+      for (ItemResult& r : by_setting[s]) done_[s][r.index] = std::move(r);
+    }
   }
 
   std::vector<ItemResult> results(std::size_t setting) const {
@@ -976,7 +1005,7 @@ class SweepJournal {
 
   std::string path_;
   std::vector<std::map<std::size_t, ItemResult>> done_;
-  std::ofstream out_;
+  std::optional<AppendFile> out_;
 };
 
 ordered_json setting_summary(ordered_json setting, const std::vector<ItemResult>& results) {
@@ -1007,6 +1036,11 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
     for (const std::string& layers : so.layers)
       for (float ck : so.coef_k)
         for (float cv : so.coef_v) grid.push_back({{"c_k", ck}, {"c_v", cv}, {"layers", layers}});
+  }
+  if (grid.empty()) {
+    // Cache sweeps share each question's batch among the settings: none would divide by zero.
+    throw Error(ErrorCode::InvalidArgument,
+                "the sweep grid is empty: give at least one value of every grid flag");
   }
   const ordered_json config = config_json(o, *model);
   if (!so.out.empty()) {
@@ -1074,8 +1108,7 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
         }
         session.emplace(ev.make_session(static_cast<std::uint32_t>(per_batch * grid.size())));
       }
-      auto r = ev.run_batch(*session, batch, settings, nullptr);
-      for (std::size_t s = 0; s < grid.size(); ++s) journal.add(s, std::move(r[s]));
+      journal.add_all(ev.run_batch(*session, batch, settings, nullptr));
       n_done += batch.size();
       if (o.progress) o.progress(n_done, total);
     }

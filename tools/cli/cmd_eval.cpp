@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "eval/runner.h"
+#include "number_list.h"
 #include "progress.h"
 
 namespace kvsteer::cli {
@@ -155,34 +156,6 @@ void print_summary(const nlohmann::ordered_json& s) {
       s.at("mean_tokens").get<double>());
 }
 
-std::vector<std::string> split_list(const std::string& text, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string part;
-  while (std::getline(ss, part, sep)) {
-    if (!part.empty()) out.push_back(part);
-  }
-  return out;
-}
-
-template <typename T>
-std::vector<T> parse_numbers(const std::string& text, const char* flag) {
-  std::vector<T> out;
-  for (const std::string& part : split_list(text, ',')) {
-    try {
-      std::size_t used = 0;
-      const double v = std::stod(part, &used);
-      if (used != part.size() || !std::isfinite(v)) throw std::invalid_argument(part);
-      out.push_back(static_cast<T>(v));
-    } catch (const std::exception&) {
-      throw Error(ErrorCode::InvalidArgument,
-                  std::string(flag) + ": '" + part + "' is not a number");
-    }
-  }
-  if (out.empty()) throw Error(ErrorCode::InvalidArgument, std::string(flag) + " is empty");
-  return out;
-}
-
 }  // namespace
 
 void add_eval(CLI::App& app) {
@@ -230,15 +203,15 @@ void add_sweep(CLI::App& app) {
     auto model = load_model(c->model);
     eval::SweepOptions so;
     so.base = build_options(*c, model);
-    so.coef_k = parse_numbers<float>(*ck, "--ck-grid");
-    so.coef_v = parse_numbers<float>(*cv, "--cv-grid");
-    so.layers = split_list(*layers, ';');
-    for (const auto& l : so.layers) (void)LayerSelection::parse(l);
+    so.coef_k = parse_float_list(*ck, "--ck-grid");
+    so.coef_v = parse_float_list(*cv, "--cv-grid");
+    so.layers = parse_layer_grid(*layers, "--layers-grid");
     if (so.base.method == eval::Method::Caa) {
-      so.caa_layers = caa_layers->empty()
-                          ? std::vector<std::int32_t>{std::max(1, model->fingerprint().n_layer / 2)}
-                          : parse_numbers<std::int32_t>(*caa_layers, "--caa-layers");
-      so.caa_coefs = parse_numbers<float>(*caa_coefs, "--caa-coefs");
+      so.caa_layers =
+          caa_layers->empty()
+              ? std::vector<std::int32_t>{std::max(1, model->fingerprint().n_layer / 2)}
+              : parse_int_list(*caa_layers, "--caa-layers", 0, model->fingerprint().n_layer - 1);
+      so.caa_coefs = parse_float_list(*caa_coefs, "--caa-coefs");
     }
     so.out = c->out;
     std::optional<Progress> progress;
@@ -284,7 +257,7 @@ void add_diagnose(CLI::App& app) {
   cmd->callback([c, d, scales] {
     auto model = load_model(c->model);
     d->base = build_options(*c, model);
-    if (!scales->empty()) d->scales = parse_numbers<float>(*scales, "--scales");
+    if (!scales->empty()) d->scales = parse_float_list(*scales, "--scales");
     std::optional<Progress> progress;
     d->base.progress = [&](std::size_t done, std::size_t total) {
       if (!progress) progress.emplace("diagnose " + c->task, total);
