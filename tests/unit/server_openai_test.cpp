@@ -76,6 +76,7 @@ TEST(ServerOpenAi, EveryRefusalNamesItsParameter) {
       {R"({"prompt": "x", "stop": 5})", false, "stop"},
       {R"({"prompt": "x", "stream": "yes"})", false, "stream"},
       {R"({"prompt": "x", "seed": 1.5})", false, "seed"},
+      {R"({"prompt": "x", "ignore_eos": 1})", false, "ignore_eos"},
       {R"({"prompt": "x", "steering": "arc"})", false, "steering"},
       {R"({"prompt": "x", "steering": {"c_v": 1}})", false, "steering.vector"},
       {R"({"prompt": "x", "steering": {"vector": "v", "c_v": 1e9}})", false, "c_v"},

@@ -197,6 +197,12 @@ ParsedRequest parse_request(const std::string& body_text, bool chat, const Limit
     }
     r.stream = body["stream"].get<bool>();
   }
+  if (body.contains("ignore_eos") && !body["ignore_eos"].is_null()) {
+    if (!body["ignore_eos"].is_boolean()) {
+      throw bad("ignore_eos", "'ignore_eos' must be a boolean");
+    }
+    r.ignore_eos = body["ignore_eos"].get<bool>();
+  }
   r.steering = parse_steering(body, limits);
   return r;
 }

@@ -58,6 +58,7 @@ struct ParsedRequest {
   SamplingParams sampling;
   std::vector<std::string> stop;
   bool stream = false;
+  bool ignore_eos = false;  // llama-server's field: generate max_tokens whatever the model ends with
   std::optional<SteeringSpec> steering;
 };
 

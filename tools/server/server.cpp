@@ -288,6 +288,7 @@ struct Server::Impl {
     }
     r.n_predict = p.max_tokens;
     r.stop_strings = p.stop;
+    r.stop_at_eog = !p.ignore_eos;
     r.sampling = p.sampling;
     if (p.steering) {
       const SteeringSpec& s = *p.steering;
