@@ -7,7 +7,7 @@ JOBS ?= $(shell nproc)
 CACHE ?= $(HOME)/.cache/kvsteer
 
 .PHONY: setup configure build test test-asan demo demo-organism study-real demo-mechanics format \
-	format-check tidy bench clean
+	format-check tidy bench fuzz clean
 
 setup:
 	@scripts/install_deps.sh all
@@ -43,6 +43,12 @@ study-real: build
 
 demo-mechanics: build
 	@scripts/demo.sh $(BUILD)
+
+# libFuzzer targets (fuzz/README.md), FUZZ_SECONDS each (CI: 25; the long run: 600).
+FUZZ_SECONDS ?= 25
+fuzz:
+	@$(MAKE) --no-print-directory build PRESET=fuzz
+	@scripts/fuzz.sh build/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 format:
 	@git ls-files '*.cpp' '*.h' | xargs clang-format -i
