@@ -6,8 +6,11 @@
 
 namespace kvsteer {
 
-// Writes text to a temporary file beside path and renames it over path, so that neither a reader
-// nor a crash ever sees a partial file. Throws Error(Io) naming path.
+// Writes text to a temporary file beside path, flushes it to the disk, and renames it over path,
+// so that neither a reader, a kill nor a power loss ever leaves a partial file. Thread-safe:
+// concurrent writes of one path leave one writer's whole text (each call has its own temporary
+// file). Throws Error(Io) naming path and the system's reason (e.g. "No space left on device");
+// path is then unchanged.
 void write_file_atomic(const std::string& path, std::string_view text);
 
 // The whole file as bytes. Throws Error(Io) naming path when it cannot be opened or read.

@@ -55,6 +55,8 @@ struct GenerationRequest {
   SteeringParams steering_params;
 };
 
+// Thread-compatible, like Session: calls on distinct Sessions may run on distinct threads (their
+// Model and steering vectors may be shared); one Session is used by one call at a time.
 // Generates for every request at once: all prompts are prefilled, each sequence is edited once,
 // and the sequences are decoded together, one token each per llama_decode. The requests' seqs
 // must be distinct; each is cleared first. Results are in request order.

@@ -141,7 +141,9 @@ class Session {
   AttentionWindow last_attention_window() const;
   // Adds delta to the cell at pos in seq, in one edit, leaving every other cell and layer
   // byte-identical. Throws Error(InvalidArgument) for a position seq does not hold, rows of the
-  // wrong size or non-finite values.
+  // wrong size or non-finite values, and for a result the cache type cannot hold (F16 beyond
+  // 65504, a Q8_0/Q4_0 block whose scale overflows, ...; the message names the layer and the
+  // largest value). A refused edit leaves the cache unchanged.
   void add_to_cell(SeqId seq, Pos pos, const CellDelta& delta);
   // The raw llama_state_seq blob of seq (for tests and inspection).
   std::vector<std::uint8_t> sequence_state(SeqId seq);

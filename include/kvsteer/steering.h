@@ -27,6 +27,9 @@ struct ExtractionInfo {
 };
 
 // Per-layer mean of (positive - negative) cached K and V. Move-only; clone() copies.
+// Thread-compatible value: one vector may be read from several threads at once (generate() and
+// steering_delta only read it, so Sessions on several threads may steer with the same vector),
+// but not read while another thread changes it.
 struct SteeringVector {
   ModelFingerprint model;
   ExtractionInfo info;

@@ -25,7 +25,9 @@ void sync_file(const std::string& path, const std::string& what) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0 || ::fsync(fd) != 0) {
     const int err = errno;
-    if (fd >= 0) ::close(fd);
+    if (fd >= 0) {
+      ::close(fd);
+    }
     throw Error(ErrorCode::Io, "cannot write '" + what + "': " + std::strerror(err));
   }
   ::close(fd);
@@ -33,7 +35,9 @@ void sync_file(const std::string& path, const std::string& what) {
 
 void sync_parent_folder(const std::string& path) noexcept {
   std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (parent.empty()) parent = ".";
+  if (parent.empty()) {
+    parent = ".";
+  }
   const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
     (void)::fsync(fd);
@@ -50,7 +54,9 @@ bool write_all(int fd, std::string_view text) {
   while (!text.empty()) {
     const ssize_t n = ::write(fd, text.data(), text.size());
     if (n < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR) {
+        continue;
+      }
       return false;
     }
     text.remove_prefix(static_cast<std::size_t>(n));

@@ -268,7 +268,9 @@ SteeringVector load_steering_vector(const std::string& path) {
       file.seekg(static_cast<std::streamoff>(at));
       file.read(reinterpret_cast<char*>(row->data()), static_cast<std::streamsize>(bytes));
       if (!file) {
-        throw Error(ErrorCode::Io, "cannot read tensor '" + name + "' of '" + path + "'");
+        std::string message = "cannot read tensor '" + name;
+        message += "' of '" + path + "'";
+        throw Error(ErrorCode::Io, message);
       }
       for (float x : *row) {
         if (!std::isfinite(x)) {
