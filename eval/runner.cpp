@@ -541,6 +541,19 @@ std::map<std::size_t, ItemResult> load_done(const std::string& path) {
   return done;
 }
 
+// One line of items.jsonl or a sweep journal. Byte-fallback tokens can leave invalid UTF-8 in a
+// response: it is replaced (U+FFFD) rather than failing the run.
+std::string journal_line(const ordered_json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+// The result as a resumed run reads it back from its line (ttft_ms rounded, invalid UTF-8
+// replaced): summaries are computed from these, so a run's summary does not depend on which of
+// its items were computed in this process and which were read back.
+ItemResult as_journalled(const ItemResult& r) {
+  return ItemResult::from_json(ordered_json::parse(journal_line(r.to_json())));
+}
+
 std::int32_t resolve_caa_layer(std::int32_t layer, const Model& model) {
   return layer >= 0 ? layer : std::max(1, model.fingerprint().n_layer / 2);
 }
@@ -871,13 +884,9 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
     auto results = ev.run_batch(session, batch, {setting}, before_tail);
     if (o.method == Method::Caa) session.clear_control_vector();
     std::string lines;
-    for (ItemResult& r : results[0]) {
-      // Byte-fallback tokens can leave invalid UTF-8 in a response: replace it (U+FFFD) rather
-      // than fail the run.
-      lines += r.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-      done[r.index] = std::move(r);
-    }
+    for (const ItemResult& r : results[0]) lines += journal_line(r.to_json());
     items_out.append(lines);
+    for (ItemResult& r : results[0]) done[r.index] = as_journalled(r);
     if (o.progress) o.progress(done.size(), total);
   }
   std::vector<ItemResult> all;
@@ -957,13 +966,13 @@ class SweepJournal {
       for (const ItemResult& r : by_setting[s]) {
         ordered_json j{{"setting", s}};
         j.update(r.to_json());
-        lines += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+        lines += journal_line(j);
       }
     }
     // Journal first, then memory: what the summary counts is what a resumed run would read.
     if (out_) out_->append(lines);
     for (std::size_t s = 0; s < by_setting.size(); ++s) {
-      for (ItemResult& r : by_setting[s]) done_[s][r.index] = std::move(r);
+      for (const ItemResult& r : by_setting[s]) done_[s][r.index] = as_journalled(r);
     }
   }
 
