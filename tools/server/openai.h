@@ -58,7 +58,8 @@ struct ParsedRequest {
   SamplingParams sampling;
   std::vector<std::string> stop;
   bool stream = false;
-  bool ignore_eos = false;  // llama-server's field: generate max_tokens whatever the model ends with
+  bool ignore_eos =
+      false;  // llama-server's field: generate max_tokens whatever the model ends with
   std::optional<SteeringSpec> steering;
 };
 
