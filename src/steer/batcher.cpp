@@ -9,6 +9,7 @@
 
 #include "kvsteer/error.h"
 #include "llama/sampler.h"
+#include "steer/stop_strings.h"
 
 namespace kvsteer {
 
@@ -55,23 +56,6 @@ std::size_t stop_prefix_tail(const std::string& text, const std::vector<std::str
     }
   }
   return held;
-}
-
-// The earliest stop string in text that ends after `from`; npos if none.
-std::size_t find_stop(const std::string& text, std::size_t from,
-                      const std::vector<std::string>& stops) {
-  std::size_t best = std::string::npos;
-  for (const auto& s : stops) {
-    if (s.empty()) {
-      continue;
-    }
-    const std::size_t start = from >= s.size() ? from - s.size() + 1 : 0;
-    const std::size_t at = text.find(s, start);
-    if (at != std::string::npos) {
-      best = std::min(best, at);
-    }
-  }
-  return best;
 }
 
 }  // namespace
@@ -258,7 +242,7 @@ std::vector<BatchEvent> Batcher::step() {
     ++stats_.generated_tokens;
     const std::size_t before = run.text.size();
     run.text += model.token_to_piece(token);
-    const std::size_t at = find_stop(run.text, before, run.request.stop_strings);
+    const std::size_t at = detail::find_stop(run.text, before, run.request.stop_strings);
     if (at != std::string::npos) {
       run.text.resize(std::max(at, run.emitted));
       finish(run, StopReason::StopString, events);

@@ -11,6 +11,7 @@
 
 #include "kvsteer/error.h"
 #include "llama/sampler.h"
+#include "steer/stop_strings.h"
 
 namespace kvsteer {
 
@@ -44,23 +45,6 @@ struct Running {
   bool done = false;
   Token next = 0;
 };
-
-// Finds the earliest stop string in text at or after `from`; npos if none.
-std::size_t find_stop(const std::string& text, std::size_t from,
-                      const std::vector<std::string>& stops) {
-  std::size_t best = std::string::npos;
-  for (const auto& s : stops) {
-    if (s.empty()) {
-      continue;
-    }
-    const std::size_t start = from >= s.size() ? from - s.size() + 1 : 0;
-    const std::size_t at = text.find(s, start);
-    if (at != std::string::npos) {
-      best = std::min(best, at);
-    }
-  }
-  return best;
-}
 
 void validate(const Session& session, std::span<const GenerationRequest> requests,
               const GenerationParams& params) {
@@ -200,7 +184,7 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
       run.result.tokens.push_back(token);
       const std::size_t before = run.result.text.size();
       run.result.text += model.token_to_piece(token);
-      const std::size_t at = find_stop(run.result.text, before, params.stop_strings);
+      const std::size_t at = detail::find_stop(run.result.text, before, params.stop_strings);
       if (at != std::string::npos) {
         run.result.text.resize(at);
         run.done = true;
