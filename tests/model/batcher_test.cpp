@@ -192,7 +192,16 @@ TEST_F(Batching, StopStringsAreNeverStreamedAndCutTheText) {
   BatchRequest r = request("Once upon a time", nullptr, 0, 60);
   const Generation free_run = alone(r);
   ASSERT_GT(free_run.text.size(), 20u);
-  r.stop_strings = {free_run.text.substr(12, 4)};
+  // A stop string across a token boundary: its first half arrives a step before it is complete,
+  // and must be held back until then.
+  std::string stop;
+  for (std::size_t i = 0; i + 1 < free_run.tokens.size() && stop.empty(); ++i) {
+    const std::string a = model_->token_to_piece(free_run.tokens[i]);
+    const std::string b = model_->token_to_piece(free_run.tokens[i + 1]);
+    if (i >= 2 && a.size() >= 2 && b.size() >= 2) stop = a.substr(a.size() - 2) + b.substr(0, 2);
+  }
+  ASSERT_FALSE(stop.empty());
+  r.stop_strings = {stop};
   Batcher b(s);
   const RequestId id = b.submit(r);
   std::string streamed;
