@@ -33,6 +33,23 @@ struct BatchRequest {
   std::vector<std::string> stop_strings;
   bool stop_at_eog = true;
   SamplingParams sampling;
+  // -1: no log-probabilities. 0..20: each sampled token's log-probability under the model (the
+  // softmax of the raw logits, before temperature or top-p) and the n most likely tokens with
+  // theirs, as OpenAI's logprobs/top_logprobs report them.
+  std::int32_t n_logprobs = -1;
+};
+
+// Log-probability of one token at one generated position.
+struct TokenLogprob {
+  Token token = 0;
+  float logprob = 0.0f;
+};
+
+// One sampled token with its log-probability and the most likely alternatives there.
+struct GeneratedLogprob {
+  TokenLogprob sampled;
+  std::vector<TokenLogprob> top;  // most likely first; BatchRequest::n_logprobs of them
+  std::size_t text_offset = 0;    // where the token's text starts in the request's text
 };
 
 // What one step produced for one request.
@@ -42,6 +59,10 @@ struct BatchEvent {
   // string, or an incomplete UTF-8 sequence, is held back until it is decided, so streamed pieces
   // concatenate to exactly the final text (generate()'s Generation::text).
   std::string piece;
+  // Requested log-probabilities (BatchRequest::n_logprobs >= 0) of the sampled tokens whose text
+  // is in piece, in order. The offset token was not sampled and has none; a token cut by a stop
+  // string is reported when part of its text is kept.
+  std::vector<GeneratedLogprob> logprobs;
   bool finished = false;
   StopReason stop_reason = StopReason::Length;  // when finished
   std::int32_t n_prompt = 0;

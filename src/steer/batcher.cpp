@@ -4,6 +4,8 @@
 #include "kvsteer/batcher.h"
 
 #include <algorithm>
+#include <cmath>
+#include <numeric>
 #include <string>
 #include <utility>
 
@@ -58,6 +60,39 @@ std::size_t stop_prefix_tail(const std::string& text, const std::vector<std::str
   return held;
 }
 
+// OpenAI serves at most 20 alternatives per position; more would only cost a sort of the
+// vocabulary.
+constexpr std::int32_t kMaxLogprobs = 20;
+
+// The sampled token's log-probability under softmax(logits) and the n most likely tokens (ties by
+// token id, so that the list does not depend on the sort).
+GeneratedLogprob logprobs_of(std::span<const float> logits, Token sampled, std::int32_t n) {
+  const float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0.0;
+  for (float l : logits) {
+    sum += std::exp(static_cast<double>(l) - max);
+  }
+  const double log_z = max + std::log(sum);
+  const auto lp = [&](Token t) {
+    return static_cast<float>(logits[static_cast<std::size_t>(t)] - log_z);
+  };
+  GeneratedLogprob out;
+  out.sampled = {sampled, lp(sampled)};
+  std::vector<Token> ids(logits.size());
+  std::iota(ids.begin(), ids.end(), Token{0});
+  const auto k = std::min<std::size_t>(static_cast<std::size_t>(n), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                    [&](Token a, Token b) {
+                      const float la = logits[static_cast<std::size_t>(a)];
+                      const float lb = logits[static_cast<std::size_t>(b)];
+                      return la != lb ? la > lb : a < b;
+                    });
+  for (std::size_t i = 0; i < k; ++i) {
+    out.top.push_back({ids[i], lp(ids[i])});
+  }
+  return out;
+}
+
 }  // namespace
 
 struct Batcher::Run {
@@ -70,6 +105,8 @@ struct Batcher::Run {
   std::size_t cells = 0;  // cache cells the request can come to hold
   std::string text;
   std::size_t emitted = 0;  // bytes of text already given out in events
+  // Log-probabilities not given out yet, each with the end of its token's text.
+  std::deque<std::pair<GeneratedLogprob, std::size_t>> pending_logprobs;
   std::int32_t n_generated = 0;
   Clock::time_point submitted;
   double queue_ms = 0.0;
@@ -115,6 +152,11 @@ RequestId Batcher::submit(BatchRequest request) {
                 "prompt (" + std::to_string(request.prompt.size()) + " tokens) plus n_predict (" +
                     std::to_string(request.n_predict) + ") exceeds the context (" +
                     std::to_string(session_.n_ctx()) + " cells)");
+  }
+  if (request.n_logprobs < -1 || request.n_logprobs > kMaxLogprobs) {
+    throw Error(ErrorCode::InvalidArgument, "n_logprobs must be -1 (none) or 0.." +
+                                                std::to_string(kMaxLogprobs) + ", got " +
+                                                std::to_string(request.n_logprobs));
   }
   auto run = std::make_unique<Run>(request.sampling);
   if (request.steering) {
@@ -208,6 +250,12 @@ void Batcher::finish(Run& run, StopReason reason, std::vector<BatchEvent>& event
   BatchEvent e;
   e.id = run.id;
   e.piece = run.text.substr(std::min(run.emitted, run.text.size()));
+  for (auto& [lp, end] : run.pending_logprobs) {
+    if (lp.text_offset < run.text.size() || end <= run.text.size()) {
+      e.logprobs.push_back(std::move(lp));
+    }
+  }
+  run.pending_logprobs.clear();
   e.finished = true;
   e.stop_reason = reason;
   e.n_prompt = static_cast<std::int32_t>(run.request.prompt.size());
@@ -233,7 +281,8 @@ std::vector<BatchEvent> Batcher::step() {
       items.push_back({run.seq, {&run.tail, 1}, true});
       continue;
     }
-    const Token token = run.sampler.sample(session_.logits(run.seq));
+    const std::span<const float> logits = session_.logits(run.seq);
+    const Token token = run.sampler.sample(logits);
     if (run.request.stop_at_eog && model.is_eog(token)) {
       finish(run, StopReason::Eog, events);
       continue;
@@ -242,6 +291,11 @@ std::vector<BatchEvent> Batcher::step() {
     ++stats_.generated_tokens;
     const std::size_t before = run.text.size();
     run.text += model.token_to_piece(token);
+    if (run.request.n_logprobs >= 0) {
+      GeneratedLogprob lp = logprobs_of(logits, token, run.request.n_logprobs);
+      lp.text_offset = before;
+      run.pending_logprobs.emplace_back(std::move(lp), run.text.size());
+    }
     const std::size_t at = detail::find_stop(run.text, before, run.request.stop_strings);
     if (at != std::string::npos) {
       run.text.resize(std::max(at, run.emitted));
@@ -259,6 +313,10 @@ std::vector<BatchEvent> Batcher::step() {
       BatchEvent e;
       e.id = run.id;
       e.piece = run.text.substr(run.emitted, ready - run.emitted);
+      while (!run.pending_logprobs.empty() && run.pending_logprobs.front().second <= ready) {
+        e.logprobs.push_back(std::move(run.pending_logprobs.front().first));
+        run.pending_logprobs.pop_front();
+      }
       e.n_prompt = static_cast<std::int32_t>(run.request.prompt.size());
       e.n_generated = run.n_generated;
       e.queue_ms = run.queue_ms;

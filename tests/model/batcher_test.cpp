@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -217,6 +218,64 @@ TEST_F(Batching, StopStringsAreNeverStreamedAndCutTheText) {
   }
   EXPECT_EQ(streamed, alone(r).text);
   EXPECT_EQ(streamed, free_run.text.substr(0, free_run.text.find(r.stop_strings[0])));
+}
+
+TEST_F(Batching, LogprobsFollowTheTextAndMatchTheLogits) {
+  SessionParams p = params_;
+  p.n_seq = 2;
+  Session s(model_, p);
+  Batcher b(s);
+  BatchRequest r = request("Once upon a time", nullptr, 0, 16);
+  r.n_logprobs = 3;
+  BatchRequest other = request("Tom went to the park with his ball.", vector(), 6.0f, 16);
+  const RequestId id = b.submit(r);
+  b.submit(other);  // shares the decode calls and asks for no logprobs
+  std::string text;
+  std::vector<GeneratedLogprob> got;
+  while (!b.idle()) {
+    for (BatchEvent& e : b.step()) {
+      if (e.id != id) {
+        EXPECT_TRUE(e.logprobs.empty()) << "logprobs of a request that did not ask";
+        continue;
+      }
+      text += e.piece;
+      for (auto& lp : e.logprobs) {
+        EXPECT_LE(lp.text_offset + model_->token_to_piece(lp.sampled.token).size(), text.size())
+            << "a token's logprob came before its text";
+        got.push_back(std::move(lp));
+      }
+    }
+  }
+  ASSERT_EQ(got.size(), 16u) << "one per sampled token; the offset token has none";
+  std::string rebuilt = model_->token_to_piece(*r.steering_params.offset_token);
+  for (const GeneratedLogprob& g : got) {
+    EXPECT_EQ(g.text_offset, rebuilt.size());
+    rebuilt += model_->token_to_piece(g.sampled.token);
+    ASSERT_EQ(g.top.size(), 3u);
+    // Greedy: the sampled token is the most likely one.
+    EXPECT_EQ(g.top[0].token, g.sampled.token);
+    EXPECT_FLOAT_EQ(g.top[0].logprob, g.sampled.logprob);
+    EXPECT_GE(g.top[0].logprob, g.top[1].logprob);
+    EXPECT_GE(g.top[1].logprob, g.top[2].logprob);
+    EXPECT_LE(g.sampled.logprob, 0.0f);
+  }
+  EXPECT_EQ(rebuilt, text);
+
+  // The first one, from the logits of the same tokens decoded by hand.
+  Session ref(model_, params_);
+  std::vector<Token> tokens = r.prompt;
+  tokens.push_back(*r.steering_params.offset_token);
+  ref.decode(0, tokens);
+  const auto logits = ref.logits(0);
+  double z = 0.0;
+  const float max = *std::max_element(logits.begin(), logits.end());
+  for (float l : logits) z += std::exp(static_cast<double>(l) - max);
+  const double want = logits[static_cast<std::size_t>(got[0].sampled.token)] - max - std::log(z);
+  EXPECT_NEAR(got[0].sampled.logprob, want, 1e-4);
+
+  BatchRequest bad = r;
+  bad.n_logprobs = 21;
+  EXPECT_THROW(b.submit(bad), Error);
 }
 
 TEST_F(Batching, BadRequestsAreRefusedAtSubmit) {

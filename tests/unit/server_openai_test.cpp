@@ -70,7 +70,17 @@ TEST(ServerOpenAi, EveryRefusalNamesItsParameter) {
       {R"({"prompt": "x", "temperature": "hot"})", false, "temperature"},
       {R"({"prompt": "x", "temperature": 3})", false, "temperature"},
       {R"({"prompt": "x", "n": 2})", false, "n"},
-      {R"({"prompt": "x", "logprobs": 3})", false, "logprobs"},
+      {R"({"prompt": "x", "logprobs": 6})", false, "logprobs"},
+      {R"({"prompt": "x", "logprobs": true})", false, "logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": 2})", true, "logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", true,
+       "top_logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true,
+          "top_logprobs": 21})",
+       true, "top_logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true,
+          "top_logprobs": 1.5})",
+       true, "top_logprobs"},
       {R"({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]})", false, "stop"},
       {R"({"prompt": "x", "stop": [""]})", false, "stop"},
       {R"({"prompt": "x", "stop": 5})", false, "stop"},
@@ -118,6 +128,48 @@ TEST(ServerOpenAi, ResponsesHaveTheShapesClientsParse) {
   const json last = stream_chunk(true, "c", 1, "m", "", StopReason::StopString, false);
   EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
   EXPECT_TRUE(last["choices"][0]["delta"].empty());
+}
+
+TEST(ServerOpenAi, LogprobsAreParsedPerEndpoint) {
+  const Limits limits;
+  EXPECT_EQ(parse_request(R"({"prompt": "x"})", false, limits).logprobs, -1);
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "logprobs": 0})", false, limits).logprobs, 0);
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "logprobs": 5})", false, limits).logprobs, 5);
+  const std::string m = R"("messages": [{"role": "user", "content": "x"}])";
+  EXPECT_EQ(parse_request("{" + m + "}", true, limits).logprobs, -1);
+  EXPECT_EQ(parse_request("{" + m + R"(, "logprobs": false})", true, limits).logprobs, -1);
+  EXPECT_EQ(parse_request("{" + m + R"(, "logprobs": true})", true, limits).logprobs, 0);
+  EXPECT_EQ(
+      parse_request("{" + m + R"(, "logprobs": true, "top_logprobs": 20})", true, limits).logprobs,
+      20);
+}
+
+TEST(ServerOpenAi, LogprobsHaveTheShapesClientsParse) {
+  // "\xC3" is the first byte of a two-byte character: a token may end inside one.
+  const std::vector<LogprobEntry> entries{{"Hi", -0.25f, {{"Hi", -0.25f}, {"Hello", -1.5f}}, 0},
+                                          {"\xC3", -2.0f, {{"\xC3", -2.0f}}, 2}};
+  const json chat = completion_response(true, "c", 1, "m", "Hi\xC3\xA9", StopReason::Length, {3, 2},
+                                        &entries)["choices"][0]["logprobs"];
+  ASSERT_EQ(chat["content"].size(), 2u);
+  EXPECT_EQ(chat["content"][0]["token"], "Hi");
+  EXPECT_FLOAT_EQ(chat["content"][0]["logprob"].get<float>(), -0.25f);
+  EXPECT_EQ(chat["content"][0]["bytes"], json::array({72, 105}));
+  EXPECT_EQ(chat["content"][0]["top_logprobs"][1]["token"], "Hello");
+  EXPECT_EQ(chat["content"][1]["token"], "\xEF\xBF\xBD") << "U+FFFD for the partial character";
+  EXPECT_EQ(chat["content"][1]["bytes"], json::array({0xC3}));
+  EXPECT_NO_THROW((void)chat.dump());
+
+  const json text = completion_response(false, "c", 1, "m", "Hi\xC3\xA9", StopReason::Length,
+                                        {3, 2}, &entries)["choices"][0]["logprobs"];
+  EXPECT_EQ(text["tokens"], json::array({"Hi", "\xEF\xBF\xBD"}));
+  EXPECT_EQ(text["text_offset"], json::array({0, 2}));
+  EXPECT_FLOAT_EQ(text["top_logprobs"][0]["Hello"].get<float>(), -1.5f);
+  EXPECT_FLOAT_EQ(text["token_logprobs"][1].get<float>(), -2.0f);
+
+  const json none = completion_response(true, "c", 1, "m", "Hi", StopReason::Length, {3, 1});
+  EXPECT_TRUE(none["choices"][0]["logprobs"].is_null());
+  const json chunk = stream_chunk(true, "c", 1, "m", "Hi", std::nullopt, true, &entries);
+  EXPECT_EQ(chunk["choices"][0]["logprobs"]["content"].size(), 2u);
 }
 
 TEST(ServerOpenAi, KeysCompareWholly) {

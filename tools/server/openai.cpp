@@ -44,6 +44,32 @@ double number(const json& body, const char* key, double fallback, double lo, dou
   return v;
 }
 
+// number() restricted to integers.
+std::int64_t integer(const json& body, const char* key, std::int64_t fallback, std::int64_t lo,
+                     std::int64_t hi) {
+  const auto it = body.find(key);
+  if (it != body.end() && !it->is_null() && !it->is_number_integer()) {
+    throw bad(key, std::string("'") + key + "' must be an integer");
+  }
+  return static_cast<std::int64_t>(number(body, key, static_cast<double>(fallback),
+                                          static_cast<double>(lo), static_cast<double>(hi)));
+}
+
+// Text that JSON can carry: a token may end inside a UTF-8 character, and its invalid bytes
+// become U+FFFD (the raw bytes travel in "bytes").
+std::string displayable(const std::string& text) {
+  return json::parse(json(text).dump(-1, ' ', false, json::error_handler_t::replace))
+      .get<std::string>();
+}
+
+json bytes_of(const std::string& text) {
+  json out = json::array();
+  for (const char c : text) {
+    out.push_back(static_cast<int>(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
 std::string text_field(const json& j, const char* key, const std::string& where) {
   const auto it = j.find(key);
   if (it == j.end() || !it->is_string()) {
@@ -165,8 +191,21 @@ ParsedRequest parse_request(const std::string& body_text, bool chat, const Limit
   if (number(body, "n", 1, 1, 1) != 1) {
     throw bad("n", "only n = 1 is served");
   }
-  if (body.contains("logprobs") && !body["logprobs"].is_null() && body["logprobs"] != false) {
-    throw bad("logprobs", "logprobs are not served");
+  if (chat) {
+    const bool wanted = body.contains("logprobs") && !body["logprobs"].is_null();
+    if (wanted && !body["logprobs"].is_boolean()) {
+      throw bad("logprobs", "'logprobs' must be a boolean");
+    }
+    const bool on = wanted && body["logprobs"].get<bool>();
+    const bool top = body.contains("top_logprobs") && !body["top_logprobs"].is_null();
+    if (top && !on) {
+      throw bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    }
+    if (on) {
+      r.logprobs = static_cast<std::int32_t>(integer(body, "top_logprobs", 0, 0, 20));
+    }
+  } else if (body.contains("logprobs") && !body["logprobs"].is_null()) {
+    r.logprobs = static_cast<std::int32_t>(integer(body, "logprobs", 0, 0, 5));
   }
   if (body.contains("stop") && !body["stop"].is_null()) {
     const json& stop = body["stop"];
@@ -211,16 +250,52 @@ const char* finish_reason(StopReason reason) noexcept {
   return reason == StopReason::Length ? "length" : "stop";
 }
 
+json logprobs_json(bool chat, const std::vector<LogprobEntry>& entries) {
+  if (chat) {
+    json content = json::array();
+    for (const LogprobEntry& e : entries) {
+      json top = json::array();
+      for (const auto& [token, logprob] : e.top) {
+        top.push_back(
+            {{"token", displayable(token)}, {"logprob", logprob}, {"bytes", bytes_of(token)}});
+      }
+      content.push_back({{"token", displayable(e.token)},
+                         {"logprob", e.logprob},
+                         {"bytes", bytes_of(e.token)},
+                         {"top_logprobs", top}});
+    }
+    return {{"content", content}, {"refusal", nullptr}};
+  }
+  json tokens = json::array();
+  json token_logprobs = json::array();
+  json top_logprobs = json::array();
+  json text_offset = json::array();
+  for (const LogprobEntry& e : entries) {
+    tokens.push_back(displayable(e.token));
+    token_logprobs.push_back(e.logprob);
+    json top = json::object();
+    for (const auto& [token, logprob] : e.top) {
+      top[displayable(token)] = logprob;  // alternatives with the same text show once
+    }
+    top_logprobs.push_back(top);
+    text_offset.push_back(e.text_offset);
+  }
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", top_logprobs},
+          {"text_offset", text_offset}};
+}
+
 json completion_response(bool chat, const std::string& id, std::int64_t created,
                          const std::string& model, const std::string& text, StopReason reason,
-                         const Usage& usage) {
+                         const Usage& usage, const std::vector<LogprobEntry>* logprobs) {
   json choice = {{"index", 0}, {"finish_reason", finish_reason(reason)}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
     choice["text"] = text;
-    choice["logprobs"] = nullptr;
   }
+  choice["logprobs"] = logprobs ? logprobs_json(chat, *logprobs) : json(nullptr);
   return {{"id", id},
           {"object", chat ? "chat.completion" : "text_completion"},
           {"created", created},
@@ -233,7 +308,8 @@ json completion_response(bool chat, const std::string& id, std::int64_t created,
 }
 
 json stream_chunk(bool chat, const std::string& id, std::int64_t created, const std::string& model,
-                  const std::string& piece, std::optional<StopReason> finish, bool first) {
+                  const std::string& piece, std::optional<StopReason> finish, bool first,
+                  const std::vector<LogprobEntry>* logprobs) {
   json choice = {{"index", 0},
                  {"finish_reason", finish ? json(finish_reason(*finish)) : json(nullptr)}};
   if (chat) {
@@ -247,8 +323,8 @@ json stream_chunk(bool chat, const std::string& id, std::int64_t created, const 
     choice["delta"] = delta;
   } else {
     choice["text"] = piece;
-    choice["logprobs"] = nullptr;
   }
+  choice["logprobs"] = logprobs ? logprobs_json(chat, *logprobs) : json(nullptr);
   return {{"id", id},
           {"object", chat ? "chat.completion.chunk" : "text_completion"},
           {"created", created},

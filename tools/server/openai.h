@@ -8,6 +8,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvsteer/generation.h"
@@ -61,11 +62,23 @@ struct ParsedRequest {
   bool ignore_eos =
       false;  // llama-server's field: generate max_tokens whatever the model ends with
   std::optional<SteeringSpec> steering;
+  // -1: no logprobs. Otherwise the number of alternatives per token: chat's top_logprobs (with
+  // logprobs: true), the completions endpoint's integer logprobs.
+  std::int32_t logprobs = -1;
+};
+
+// One generated token's log-probability as a response reports it: the token's text, the text of
+// the most likely alternatives, and where the token starts in the completion text.
+struct LogprobEntry {
+  std::string token;
+  float logprob = 0.0f;
+  std::vector<std::pair<std::string, float>> top;
+  std::size_t text_offset = 0;
 };
 
 // Parses a /v1/chat/completions (chat = true) or /v1/completions body. Unknown fields are ignored,
-// as OpenAI's API does; fields kvsteer cannot honour (n > 1, a token-array prompt, logprobs) are
-// refused by name rather than silently dropped. Throws ApiError(400).
+// as OpenAI's API does; fields kvsteer cannot honour (n > 1, a token-array prompt) are refused by
+// name rather than silently dropped. Throws ApiError(400).
 ParsedRequest parse_request(const std::string& body, bool chat, const Limits& limits);
 
 // "stop" for end of generation and stop strings, "length" for max_tokens.
@@ -76,15 +89,23 @@ struct Usage {
   std::int32_t completion_tokens = 0;
 };
 
-// A complete (non-streamed) response.
+// A choice's "logprobs" object: chat's {"content": [{token, logprob, bytes, top_logprobs}]} or
+// the completions endpoint's {tokens, token_logprobs, top_logprobs, text_offset}. A token's text
+// may be part of a UTF-8 character; "token" then carries U+FFFD where "bytes" has the raw bytes.
+nlohmann::json logprobs_json(bool chat, const std::vector<LogprobEntry>& entries);
+
+// A complete (non-streamed) response. logprobs: null when they were not requested.
 nlohmann::json completion_response(bool chat, const std::string& id, std::int64_t created,
                                    const std::string& model, const std::string& text,
-                                   StopReason reason, const Usage& usage);
+                                   StopReason reason, const Usage& usage,
+                                   const std::vector<LogprobEntry>* logprobs = nullptr);
 
-// One server-sent event's JSON: a text piece, or (finish set) the last chunk with the reason.
+// One server-sent event's JSON: a text piece with its tokens' logprobs when requested, or
+// (finish set) the last chunk with the reason.
 nlohmann::json stream_chunk(bool chat, const std::string& id, std::int64_t created,
                             const std::string& model, const std::string& piece,
-                            std::optional<StopReason> finish, bool first);
+                            std::optional<StopReason> finish, bool first,
+                            const std::vector<LogprobEntry>* logprobs = nullptr);
 
 // Constant-time comparison of a presented API key with the configured one.
 bool keys_equal(const std::string& presented, const std::string& expected) noexcept;

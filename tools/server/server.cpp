@@ -290,6 +290,7 @@ struct Server::Impl {
     r.stop_strings = p.stop;
     r.stop_at_eog = !p.ignore_eos;
     r.sampling = p.sampling;
+    r.n_logprobs = p.logprobs;
     if (p.steering) {
       const SteeringSpec& s = *p.steering;
       const auto it = vectors.find(s.vector);
@@ -330,6 +331,23 @@ struct Server::Impl {
     return r;
   }
 
+  // An event's log-probabilities with the tokens' text, as responses report them.
+  std::vector<LogprobEntry> entries(const BatchEvent& e) const {
+    std::vector<LogprobEntry> out;
+    out.reserve(e.logprobs.size());
+    for (const GeneratedLogprob& g : e.logprobs) {
+      LogprobEntry entry;
+      entry.token = model->token_to_piece(g.sampled.token);
+      entry.logprob = g.sampled.logprob;
+      entry.text_offset = g.text_offset;
+      for (const TokenLogprob& t : g.top) {
+        entry.top.emplace_back(model->token_to_piece(t.token), t.logprob);
+      }
+      out.push_back(std::move(entry));
+    }
+    return out;
+  }
+
   void completions(const httplib::Request& req, httplib::Response& res, bool chat) {
     const std::string endpoint = chat ? "/v1/chat/completions" : "/v1/completions";
     if (draining) {
@@ -364,12 +382,17 @@ struct Server::Impl {
     const std::int64_t created = unix_time();
     const std::string model_id = options.model_id;
 
+    const bool with_logprobs = parsed.logprobs >= 0;
     if (!parsed.stream) {
       std::string text;
       StopReason reason = StopReason::Length;
       std::int32_t generated = 0;
+      std::vector<LogprobEntry> logprobs;
       while (auto e = job->next()) {
         text += e->piece;
+        for (LogprobEntry& entry : entries(*e)) {
+          logprobs.push_back(std::move(entry));
+        }
         generated = e->n_generated;
         if (e->finished) {
           reason = e->stop_reason;
@@ -379,9 +402,9 @@ struct Server::Impl {
         reply_error(res, endpoint, *err);
         return;
       }
-      send_json(
-          res, 200,
-          completion_response(chat, id, created, model_id, text, reason, {n_prompt, generated}));
+      send_json(res, 200,
+                completion_response(chat, id, created, model_id, text, reason,
+                                    {n_prompt, generated}, with_logprobs ? &logprobs : nullptr));
       count(endpoint, 200);
       return;
     }
@@ -389,7 +412,8 @@ struct Server::Impl {
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, job, flight, chat, id, created, model_id](std::size_t, httplib::DataSink& sink) {
+        [this, job, flight, chat, id, created, model_id, with_logprobs](std::size_t,
+                                                                        httplib::DataSink& sink) {
           auto send = [&](const json& j) {
             const std::string line = "data: " + j.dump() + "\n\n";
             return sink.write(line.data(), line.size());
@@ -397,7 +421,9 @@ struct Server::Impl {
           bool first = true;
           while (auto e = job->next()) {
             if (!e->piece.empty() || first) {
-              if (!send(stream_chunk(chat, id, created, model_id, e->piece, std::nullopt, first))) {
+              const std::vector<LogprobEntry> logprobs = entries(*e);
+              if (!send(stream_chunk(chat, id, created, model_id, e->piece, std::nullopt, first,
+                                     with_logprobs ? &logprobs : nullptr))) {
                 cancel(job);  // the client went away: free its sequence at the next step
                 return false;
               }
