@@ -36,7 +36,7 @@ demo: build
 	@scripts/study_real.sh $(BUILD) demo
 
 demo-organism: build
-	@scripts/organism_study.sh $(BUILD)
+	@organism/study.sh $(BUILD)
 
 study-real: build
 	@scripts/study_real.sh $(BUILD) full

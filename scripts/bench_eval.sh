@@ -9,7 +9,7 @@ build="$1"
 n="${2:-64}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 kvsteer="$build/tools/cli/kvsteer"
-model="${KVSTEER_STUDY_MODEL:-$here/models/organism/organism.gguf}"
+model="${KVSTEER_STUDY_MODEL:-$here/organism/model/organism.gguf}"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 export OMP_WAIT_POLICY=passive

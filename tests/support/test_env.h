@@ -20,7 +20,7 @@ std::string smollm2_model_path();
 std::string tiny_model_path(const std::string& name);
 // ../shared next to the checkout.
 std::string shared_dir();
-// The project's trained reasoning organism (models/organism/organism.gguf).
+// The project's trained reasoning organism (organism/model/organism.gguf).
 std::string organism_model_path();
 
 // The kvsteer CLI binary.

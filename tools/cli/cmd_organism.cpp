@@ -3,10 +3,9 @@
 #include <map>
 
 #include "common.h"
-#include "error.h"
-#include "organism/commands.h"
-#include "organism/model/check.h"
-#include "organism/model/train.h"
+#include "organism/gen/commands.h"
+#include "organism/pipeline/check.h"
+#include "organism/pipeline/train.h"
 
 namespace kvsteer::cli {
 namespace {
@@ -80,14 +79,7 @@ void add_train(CLI::App& parent) {
     organism::MixtureOptions& m = o->mixture;  // zero-shot direct takes what the others leave
     m.share_zeroshot_direct =
         1.0 - m.share_fewshot_reasoned - m.share_fewshot_direct - m.share_zeroshot_cot;
-    train::RunSummary s;
-    try {
-      s = organism::train_organism(*o, std::cerr);
-    } catch (const train::Error& e) {  // the trainer's own error type, same categories
-      throw Error(e.code() == train::ErrorCode::InvalidArgument ? ErrorCode::InvalidArgument
-                                                                : ErrorCode::Io,
-                  e.what());
-    }
+    const train::RunSummary s = organism::train_organism(*o, std::cerr);
     std::cout << nlohmann::ordered_json{{"out", o->out},          {"completed", s.completed},
                                         {"steps", s.steps_done},  {"n_steps", s.n_steps},
                                         {"params", s.n_params},   {"train_loss", s.last_loss},

@@ -1,4 +1,0 @@
-// kvsteer-organism-gen: thin driver over the organism commands (see commands.h).
-#include "organism/commands.h"
-
-int main(int argc, char** argv) { return kvsteer::organism::organism_main(argc, argv); }

@@ -1,0 +1,396 @@
+// The evaluation harness end to end on the trained organism: resume after a kill, sweep =
+// separate runs, activation steering, and the refusals of bad inputs.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "eval/runner.h"
+#include "eval/scoring.h"
+#include "kvsteer/error.h"
+#include "organism/gen/commands.h"
+#include "organism/pipeline/train.h"
+#include "support/test_env.h"
+
+namespace kvsteer {
+namespace {
+
+using nlohmann::ordered_json;
+
+std::vector<std::string> lines_of(const std::string& path) {
+  std::vector<std::string> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+class EvalRunner : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = load_model(test::organism_model_path());
+    dir_ = new test::TempDir();
+    organism::GenOptions g;
+    // The problems the organism was trained on (arithmetic only since v2).
+    g.generator = organism::default_organism_options().mixture.generator;
+    g.family = organism::default_organism_options().mixture.family;
+    g.seed = 5;
+    g.n = 24;
+    g.split = organism::Split::Test;
+    for (auto variant : {organism::Variant::Numeric, organism::Variant::Choice}) {
+      g.variant = variant;
+      const std::string v = variant == organism::Variant::Numeric ? "numeric" : "choice";
+      g.split = organism::Split::Test;
+      g.n = 24;
+      organism::run_gen(g, dir_->file("test-" + v + ".jsonl"));
+      g.split = organism::Split::Train;
+      g.n = 60;
+      organism::run_gen(g, dir_->file("traces-" + v + ".jsonl"));
+    }
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    model_.reset();
+  }
+
+  eval::EvalOptions options(const std::string& method, const std::string& variant = "numeric") {
+    eval::EvalOptions o;
+    o.task = eval::parse_task("organism-" + variant);
+    o.data = dir_->file("test-" + variant + ".jsonl");
+    o.method = eval::parse_method(method);
+    o.traces = dir_->file("traces-" + variant + ".jsonl");
+    o.n_pairs = 40;
+    o.shots = 3;
+    eval::apply_paper_preset(o, *model_, "organism");
+    o.n_pairs = 40;
+    o.shots = 3;
+    o.steering.coef_v = 4.0f;
+    o.generation.n_predict = 96;
+    o.generation.stop_strings = eval::reference_stop_strings(*model_);
+    o.n_parallel = 8;
+    o.n_threads = 1;
+    return o;
+  }
+
+  // run_eval over a folder that holds another configuration's answers.
+  static void expect_refused_as_another_configuration(const eval::EvalOptions& o) {
+    try {
+      eval::run_eval(model_, o);
+      FAIL() << "expected a refusal";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("another configuration"), std::string::npos) << e.what();
+    }
+  }
+
+  static std::shared_ptr<const Model> model_;
+  static test::TempDir* dir_;
+};
+
+std::shared_ptr<const Model> EvalRunner::model_;
+test::TempDir* EvalRunner::dir_ = nullptr;
+
+TEST_F(EvalRunner, ResumeAfterKillLosesNothingAndRecomputesNothing) {
+  test::TempDir out;
+  auto o = options("fewshot");
+  o.out_dir = out.file("full");
+  const ordered_json full = eval::run_eval(model_, o);
+  const auto full_lines = lines_of(o.out_dir + "/items.jsonl");
+  ASSERT_EQ(full_lines.size(), 24u);
+
+  // A run killed while writing its second batch: 8 whole lines and a torn one, no summary.
+  o.out_dir = out.file("killed");
+  std::filesystem::create_directories(o.out_dir);
+  std::filesystem::copy_file(out.file("full/config.json"), o.out_dir + "/config.json");
+  std::string partial;
+  for (int i = 0; i < 8; ++i) partial += full_lines[static_cast<std::size_t>(i)] + "\n";
+  // Mark one finished item: a resumed run must keep it, not recompute it.
+  auto marked = ordered_json::parse(full_lines[3]);
+  marked["response"] = "SENTINEL kept from the first run";
+  partial = partial.substr(0, partial.find(full_lines[3])) + marked.dump() + "\n" +
+            partial.substr(partial.find(full_lines[3]) + full_lines[3].size() + 1);
+  partial += full_lines[8].substr(0, full_lines[8].size() / 2);
+  test::write_file(o.out_dir + "/items.jsonl", partial);
+
+  const ordered_json resumed = eval::run_eval(model_, o);
+  const auto resumed_lines = lines_of(o.out_dir + "/items.jsonl");
+  ASSERT_EQ(resumed_lines.size(), 24u);
+  std::map<std::size_t, ordered_json> by_index;
+  for (const auto& l : resumed_lines) {
+    const auto j = ordered_json::parse(l);
+    by_index[j.at("index").get<std::size_t>()] = j;
+  }
+  ASSERT_EQ(by_index.size(), 24u);
+  EXPECT_EQ(by_index.at(3).at("response"), "SENTINEL kept from the first run");
+  for (std::size_t i = 0; i < 24; ++i) {
+    if (i == 3) continue;
+    const auto want = ordered_json::parse(full_lines[i]);
+    EXPECT_EQ(by_index.at(want.at("index").get<std::size_t>()).at("response"), want.at("response"))
+        << "item " << i;
+  }
+  EXPECT_EQ(resumed.at("n"), 24);
+  EXPECT_TRUE(std::filesystem::exists(o.out_dir + "/summary.json"));
+  // A finished run resumed again computes nothing and gives the same summary numbers.
+  const ordered_json again = eval::run_eval(model_, o);
+  EXPECT_EQ(again.at("correct"), resumed.at("correct"));
+  EXPECT_EQ(again.at("lengths"), resumed.at("lengths"));
+}
+
+TEST_F(EvalRunner, FolderOfAnotherConfigurationIsRefused) {
+  test::TempDir out;
+  auto o = options("baseline");
+  o.limit = 4;
+  o.out_dir = out.path();
+  eval::run_eval(model_, o);
+  o.generation.n_predict = 50;
+  expect_refused_as_another_configuration(o);
+}
+
+TEST_F(EvalRunner, FolderOfAnotherModelFileWithTheSameFingerprintIsRefused) {
+  test::TempDir out;
+  const std::string copy = out.file("organism-copy.gguf");
+  std::filesystem::copy_file(test::organism_model_path(), copy);
+  auto o = options("baseline");
+  o.limit = 2;
+  o.out_dir = out.file("run");
+  o.model_path = copy;
+  eval::run_eval(model_, o);
+  eval::run_eval(model_, o);  // the same file resumes
+  {
+    // A retrained model: same architecture and vocabulary, other weights (its last byte).
+    std::fstream f(copy, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-1, std::ios::end);
+    const char last = static_cast<char>(f.get());
+    f.seekp(-1, std::ios::end);
+    f.put(static_cast<char>(last ^ 0x01));
+  }
+  expect_refused_as_another_configuration(o);
+}
+
+TEST_F(EvalRunner, OrganismChoiceIsScoredByItsOwnAnswerSentence) {
+  test::TempDir out;
+  auto o = options("fewshot", "choice");
+  o.limit = 8;
+  o.generation.n_predict = 128;
+  o.out_dir = out.path();
+  const ordered_json summary = eval::run_eval(model_, o);
+  int own = 0;
+  std::ifstream items(out.file("items.jsonl"));
+  for (std::string line; std::getline(items, line);) {
+    const auto item = nlohmann::json::parse(line);
+    const std::string answer = eval::organism_choice_answer(item.at("response").get<std::string>());
+    if (answer.empty()) continue;
+    ++own;
+    EXPECT_EQ(item.at("extracted"), answer) << item.at("response");
+    EXPECT_FALSE(item.at("forced").get<bool>());
+  }
+  // Reasoned examples: the organism answers with the choice scan and its answer sentence.
+  EXPECT_GE(own, 6);
+  EXPECT_GE(summary.at("correct").get<int>(), 6) << summary.dump();
+}
+
+TEST_F(EvalRunner, SweepEqualsSeparateSingleSettingRuns) {
+  test::TempDir out;
+  eval::SweepOptions so;
+  so.base = options("cache", "choice");
+  so.base.limit = 12;
+  so.base.n_parallel = 24;  // 12 items x 2 settings in one batch
+  so.coef_k = {0.0f};
+  so.coef_v = {0.0f, 6.0f};
+  so.layers = {"1-"};
+  const ordered_json sweep = eval::run_sweep(model_, so);
+  ASSERT_EQ(sweep.at("settings").size(), 2u);
+  for (std::size_t s = 0; s < 2; ++s) {
+    auto o = options("cache", "choice");
+    o.limit = 12;
+    o.n_parallel = 12;
+    o.steering.coef_v = so.coef_v[s];
+    o.out_dir = out.file("single" + std::to_string(s));
+    const ordered_json single = eval::run_eval(model_, o);
+    EXPECT_EQ(sweep["settings"][s].at("correct"), single.at("correct")) << "c_v " << so.coef_v[s];
+    EXPECT_EQ(sweep["settings"][s].at("mean_tokens"), single.at("mean_tokens"));
+    EXPECT_EQ(sweep["settings"][s].at("reasoning_rate"), single.at("reasoning_rate"));
+  }
+}
+
+TEST_F(EvalRunner, SweepResumesFromItsJournalAndRefusesAnotherGrid) {
+  test::TempDir out;
+  eval::SweepOptions so;
+  so.base = options("cache", "choice");
+  so.base.limit = 8;
+  so.base.n_parallel = 4;  // 2 items x 2 settings per batch: four batches
+  so.coef_v = {0.0f, 6.0f};
+  so.out = out.file("sweep.json");
+  const ordered_json full = eval::run_sweep(model_, so);
+  const std::string journal = so.out + ".items.jsonl";
+  const auto lines = lines_of(journal);
+  ASSERT_EQ(lines.size(), 1u + 2u * 8u);  // the header, then one line per setting and item
+  EXPECT_EQ(ordered_json::parse(lines[0]).at("kind"), "kvsteer-sweep-items");
+
+  // Killed in the third batch: two whole batches, one setting of the next, and a torn line.
+  std::filesystem::remove(so.out);
+  {
+    std::ofstream f(journal, std::ios::binary | std::ios::trunc);
+    for (std::size_t i = 0; i < 1 + 4 + 4 + 2; ++i) f << lines[i] << "\n";
+    f << lines[11].substr(0, lines[11].size() / 2);
+  }
+  const ordered_json resumed = eval::run_sweep(model_, so);
+  ASSERT_EQ(resumed.at("settings").size(), 2u);
+  for (std::size_t s = 0; s < 2; ++s) {
+    for (const char* key : {"n", "correct", "mean_tokens", "reasoning_rate"}) {
+      EXPECT_EQ(resumed["settings"][s].at(key), full["settings"][s].at(key)) << key << " " << s;
+    }
+  }
+  EXPECT_EQ(lines_of(journal).size(), 1u + 4u + 4u + 2u + 2u * 4u);  // torn line cut, rest added
+
+  // Finished: a rerun computes nothing and writes the same results.
+  const ordered_json again = eval::run_sweep(model_, so);
+  EXPECT_EQ(again.at("settings"), resumed.at("settings"));
+
+  so.coef_v = {0.0f, 8.0f};
+  try {
+    eval::run_sweep(model_, so);
+    FAIL() << "a journal of another grid was reused";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("another configuration or grid"), std::string::npos);
+  }
+}
+
+TEST_F(EvalRunner, ZeroCoefficientCacheSteeringEqualsBaselineWithOffset) {
+  test::TempDir out;
+  auto steer = options("cache", "choice");
+  steer.limit = 8;
+  steer.steering.coef_v = 0.0f;
+  steer.out_dir = out.file("steer");
+  const auto a = eval::run_eval(model_, steer);
+  // The baseline with the same offset token, by hand: the responses must agree token for token.
+  auto items = lines_of(out.file("steer/items.jsonl"));
+  ASSERT_EQ(items.size(), 8u);
+  for (const auto& l : items) {
+    const auto j = ordered_json::parse(l);
+    EXPECT_EQ(j.at("response").get<std::string>().substr(0, 1), "\n") << "offset token first";
+  }
+  EXPECT_EQ(a.at("n"), 8);
+}
+
+TEST_F(EvalRunner, ActivationSteeringChangesOutputsAndZeroCoefficientDoesNot) {
+  test::TempDir out;
+  auto base = options("baseline");
+  base.limit = 8;
+  base.out_dir = out.file("base");
+  const auto b = eval::run_eval(model_, base);
+  auto zero = options("caa");
+  zero.limit = 8;
+  zero.caa = {3, -1, 0.0f};
+  zero.out_dir = out.file("zero");
+  const auto z = eval::run_eval(model_, zero);
+  EXPECT_EQ(z.at("lengths"), b.at("lengths"));
+  EXPECT_EQ(z.at("correct"), b.at("correct"));
+  auto strong = options("caa");
+  strong.limit = 8;
+  strong.caa = {3, -1, 8.0f};
+  strong.out_dir = out.file("strong");
+  eval::run_eval(model_, strong);
+  const auto base_lines = lines_of(out.file("base/items.jsonl"));
+  const auto strong_lines = lines_of(out.file("strong/items.jsonl"));
+  int differ = 0;
+  for (std::size_t i = 0; i < base_lines.size(); ++i) {
+    differ += ordered_json::parse(base_lines[i]).at("response") !=
+              ordered_json::parse(strong_lines[i]).at("response");
+  }
+  EXPECT_GT(differ, 0);
+}
+
+TEST_F(EvalRunner, BadInputsAreRefusedWithClearErrors) {
+  test::TempDir out;
+  auto expect_error = [&](eval::EvalOptions o, const std::string& needle) {
+    o.out_dir = out.file("bad");
+    try {
+      eval::run_eval(model_, o);
+      ADD_FAILURE() << "expected an error containing '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    std::filesystem::remove_all(out.file("bad"));
+  };
+  auto o = options("fewshot");
+  o.traces.clear();
+  expect_error(o, "--traces");
+  o = options("fewshot");
+  test::write_file(out.file("empty.jsonl"), "");
+  o.traces = out.file("empty.jsonl");
+  expect_error(o, "no rows");
+  o = options("fewshot");
+  o.shots = 100;
+  expect_error(o, "--shots 100");
+  o = options("cache");
+  o.shots = 40;
+  expect_error(o, "--shots 40");
+  o = options("baseline");
+  o.task = eval::Task::Gsm8k;
+  expect_error(o, "gsm8k");
+  o = options("baseline", "numeric");
+  o.task = eval::Task::OrganismChoice;
+  expect_error(o, "numeric");
+  o = options("caa");
+  o.caa = {0, -1, 1.0f};
+  expect_error(o, "layer 0");
+  EXPECT_THROW(eval::parse_method("steer"), Error);
+}
+
+TEST(EvalScoring, WilsonIntervalAndReasoningSteps) {
+  const auto [lo, hi] = eval::wilson_interval(50, 100);
+  EXPECT_NEAR(lo, 40.38, 0.01);
+  EXPECT_NEAR(hi, 59.62, 0.01);
+  EXPECT_EQ(eval::wilson_interval(0, 0).first, 0.0);
+  EXPECT_EQ(eval::count_reasoning_steps(eval::Task::OrganismNumeric,
+                                        "3 + 4 = 7. 7 - 2 = 5. The answer is 5."),
+            2);
+  EXPECT_EQ(eval::count_reasoning_steps(eval::Task::OrganismNumeric, " The answer is 5."), 0);
+  EXPECT_EQ(
+      eval::count_reasoning_steps(
+          eval::Task::Arc, "Plants need light. Light drives photosynthesis. The answer is B."),
+      2);
+  EXPECT_EQ(eval::count_reasoning_steps(eval::Task::Arc, " The answer is B."), 0);
+  EXPECT_EQ(eval::count_reasoning_steps(eval::Task::Gsm8k, "He has 3. Then 5 more. 8"), 2);
+}
+
+TEST_F(EvalRunner, DiagnosisMeasuresTheEditAndAZeroEditChangesNothing) {
+  test::TempDir out;
+  eval::DiagnoseOptions d;
+  d.base = options("cache");
+  d.base.limit = 4;
+  d.n_follow = 4;
+  d.scales = {0.0f, 8.0f};
+  d.per_layer = true;
+  d.out = out.file("diag.json");
+  const ordered_json r = eval::run_diagnosis(model_, d);
+  EXPECT_EQ(r.at("n_prompts"), 4);
+  EXPECT_LT(r.at("attention_recompute_error").get<double>(), 1e-2);
+  const int n_layer = model_->fingerprint().n_layer;
+  ASSERT_EQ(r.at("layers").size(), static_cast<std::size_t>(n_layer));
+  EXPECT_EQ(r.at("layers")[0].at("v_edit_ratio"), 0.0) << "layer 0 is not steered";
+  EXPECT_GT(r.at("layers")[1].at("v_edit_ratio").get<double>(), 0.0);
+  EXPECT_EQ(r.at("layers")[1].at("heads").size(),
+            static_cast<std::size_t>(model_->fingerprint().n_head));
+  // Scale 0 is the unsteered model: no KL, no changed output, no V share.
+  const auto& zero = r.at("scales")[0];
+  EXPECT_EQ(zero.at("scale"), 0.0);
+  EXPECT_LT(zero.at("kl_first").get<double>(), 1e-9);
+  EXPECT_EQ(zero.at("diverged_share"), 0.0);
+  EXPECT_EQ(zero.at("v_share_tail"), 0.0);
+  // A large coefficient moves the next-token distribution more than the base one.
+  EXPECT_GT(r.at("scales")[1].at("kl_first").get<double>(),
+            r.at("effect").at("kl_first").get<double>());
+  EXPECT_EQ(r.at("per_layer").size(), static_cast<std::size_t>(n_layer - 1));
+  EXPECT_EQ(ordered_json::parse(test::read_file(d.out)), r);
+
+  d.base = options("baseline");
+  EXPECT_THROW(eval::run_diagnosis(model_, d), Error);
+  d.base = options("cache");
+  d.n_follow = 0;
+  EXPECT_THROW(eval::run_diagnosis(model_, d), Error);
+}
+
+}  // namespace
+}  // namespace kvsteer
