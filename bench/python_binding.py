@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Overhead of the Python binding (issue 12): kvsteer.generate against `kvsteer generate` on the
+"""Overhead of the Python binding: kvsteer.generate against `kvsteer generate` on the
 same prompt and settings, and the zero-copy numpy view of an F32 steering vector.
 
     PYTHONPATH=build/ci/python python bench/python_binding.py \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the evaluation methods on the organism (issue 4): items/s and time to first token
+# Benchmark of the evaluation methods on the organism: items/s and time to first token
 # for baseline, zero-shot CoT, few-shot CoT, activation steering and cache steering, one sequence
 # at a time and 32 in parallel; and the cost of a 4-setting cache-steering sweep against the same
 # settings run separately. Prints a table; figures depend on the machine's load.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the embedded default model: extract a steering vector from contrastive prompts,
-# then generate with and without it. Until the reasoning organism lands (issue 3) the default model
-# is stories260K, a tiny story model: the demo shows the mechanics, not reasoning.
+# The mechanics on a tiny story model (stories260K, `make demo-mechanics`): extract a steering
+# vector from contrastive prompts, then generate with and without it. It shows the mechanics, not
+# reasoning (`make demo` is the study on a real model).
 # Usage: demo.sh BUILD_DIR
 set -euo pipefail
 build="$1"

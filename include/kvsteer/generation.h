@@ -7,18 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "kvsteer/sampling.h"
 #include "kvsteer/session.h"
 #include "kvsteer/steering.h"
 
 namespace kvsteer {
-
-struct SamplingParams {
-  float temperature = 0.0f;   // 0 = greedy (argmax)
-  std::int32_t top_k = 0;     // 0 = off
-  float top_p = 1.0f;         // 1 = off
-  float min_p = 0.0f;         // 0 = off
-  std::uint32_t seed = 1234;  // paper: 1234 (method.md §2.4)
-};
 
 struct GenerationParams {
   std::int32_t n_predict = 768;           // new tokens at most (paper: 768)

@@ -135,7 +135,7 @@ void add_organism_commands(CLI::App& app, const MixtureOptions& defaults) {
 int organism_main(int argc, const char* const* argv) {
   CLI::App app{
       "Generates the reasoning organism's problems, traces, training mixture and "
-      "vocabulary (issue 3).",
+      "vocabulary.",
       "kvsteer-organism-gen"};
   add_organism_commands(app);
   app.require_subcommand(1);

@@ -1,5 +1,5 @@
 // The organism's training mixture: chat conversations in which step-by-step reasoning exists but
-// is not the default (issue 3, "Training mixture" and "Lessons").
+// is not the default (organism/README.md, "Training mixture").
 #pragma once
 
 #include <cstdint>
@@ -29,19 +29,20 @@ inline constexpr std::string_view kCotPrefix = "Let's think step by step.";
 struct MixtureOptions {
   uint64_t seed = 0;                     // same seed, same options: identical output bytes
   int n = 1000;                          // conversations, [1, 1'000'000]
-  double share_fewshot_reasoned = 0.35;  // issue 3: k-shot with reasoning examples
-  double share_fewshot_direct = 0.20;    // issue 3: k-shot with direct examples
-  double share_zeroshot_direct = 0.35;   // issue 3: zero-shot direct (the default)
-  double share_zeroshot_cot = 0.10;      // issue 3: "a small share" of zero-shot CoT
+  double share_fewshot_reasoned = 0.35;  // k-shot with reasoning examples
+  double share_fewshot_direct = 0.20;    // k-shot with direct examples
+  double share_zeroshot_direct = 0.35;   // zero-shot direct (the default)
+  double share_zeroshot_cot = 0.10;      // a small share of zero-shot CoT
   int min_shots = 1;                     // k for few-shot kinds, [1, max_shots]
-  int max_shots = 5;                     // issue 3: k = 1..5
+  int max_shots = 5;                     // k = 1..5
   double share_offset = 0.30;            // final answer starts with one extra "\n" (the paper's
-                                         // offset token; issue 3 "Lessons": 30 %)
+                                         // offset token, in 30 %)
   double share_offset_examples = 0.0;    // each example answer of a few-shot conversation starts
                                          // with the extra "\n" (independently)
   double share_choice = 0.5;             // multiple-choice conversations, rest numeric
   double share_choice_lookup = 0.0;      // ChoiceLookup drills (not counted in share_choice)
-  // Probability that the first example answer of a FewShotReasoned conversation carries loss. That
+  // Probability that the first example answer of a FewShotReasoned conversation carries loss (the
+  // model versions are in organism/model/README.md). That
   // turn is a zero-shot question answered with reasoning: always trained (1, organism v2), 35 % of
   // all first turns were reasoned and v2 reasoned on 16 % of zero-shot questions with the offset
   // token (6 % without); never trained (0, v3), zero-shot reasoning vanished and steering had
@@ -79,7 +80,7 @@ std::vector<Conversation> build_mixture(const MixtureOptions& options);
 // One JSONL line (no trailing newline):
 // {"messages":[{"role":...,"content":...},...],"loss_on":"all_assistant",
 //  "meta":{"kind":...,"k":...,"family":...,"variant":...,"offset":...}}.
-// The loss is meant for every assistant turn (issue 3 "Lessons").
+// The loss is meant for every assistant turn (organism/README.md, "Training mixture").
 std::string conversation_line(const Conversation& conversation);
 
 // The user question of a lookup round: "Question: What is the choice of V?" with the choices of

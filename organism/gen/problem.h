@@ -39,7 +39,7 @@ struct Operation {
 };
 
 // Difficulty knobs. The defaults keep every value in [0, 99] so that each step is one fact a
-// sub-10M-parameter model can learn (issue 3: numbers up to 199 were not learned).
+// sub-10M-parameter model can learn (numbers up to 199 were not learned: organism/model/README.md).
 struct GeneratorOptions {
   int max_value = 99;         // counts, intermediates, answers and choices lie in [0, max_value]
   int max_operand = 20;       // amounts added or subtracted lie in [1, max_operand]

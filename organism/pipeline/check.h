@@ -1,8 +1,8 @@
-// `kvsteer organism check`: the figures issue 3 asks of the organism, measured with libllama on
-// the held-out test split (greedy): accuracy, reasoning rate and well-formed rate per prompting
-// mode, with and without the paper's offset token, per variant and number of operations; and the
-// steerability diagnostic (per-layer norm of the mean contrastive K/V difference, relative to the
-// mean row norm).
+// `kvsteer organism check`: the figures the organism must show (organism/model/README.md), measured
+// with libllama on the held-out test split (greedy): accuracy, reasoning rate and well-formed rate
+// per prompting mode, with and without the paper's offset token, per variant and number of
+// operations; and the steerability diagnostic (per-layer norm of the mean contrastive K/V
+// difference, relative to the mean row norm).
 #pragma once
 
 #include <cstdint>
@@ -78,7 +78,7 @@ struct CheckOptions {
 };
 
 // Runs every mode x offset x variant and the diagnostic; returns the report (see README of
-// organism/model for the fields), including "criteria" with each issue-3 requirement and
+// organism/model for the fields), including "criteria" with each requirement of the card and
 // whether it holds.
 nlohmann::ordered_json check_organism(const CheckOptions& options);
 

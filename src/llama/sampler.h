@@ -4,7 +4,8 @@
 #include <memory>
 #include <span>
 
-#include "kvsteer/generation.h"
+#include "kvsteer/sampling.h"
+#include "kvsteer/types.h"
 
 struct llama_sampler;
 

@@ -1,4 +1,4 @@
-// kvsteer organism gen|mixture|vocab|train|check: the reasoning organism of issue 3.
+// kvsteer organism gen|mixture|vocab|train|check: the reasoning organism (organism/README.md).
 #include <iostream>
 #include <map>
 
@@ -95,7 +95,7 @@ void add_check(CLI::App& parent) {
   o->family = organism::default_organism_options().mixture.family;
   auto out = std::make_shared<std::string>();
   CLI::App* cmd = parent.add_subcommand(
-      "check", "Measure the organism on the test split and print the issue-3 figures as JSON");
+      "check", "Measure the organism on the test split and print the figures of its card as JSON");
   cmd->add_option("-m,--model", o->model, "Organism GGUF")->required()->check(CLI::ExistingFile);
   cmd->add_option("--n", o->n_per_variant, "Test items per variant")->capture_default_str();
   cmd->add_option("-s,--seed", o->seed, "Seed of the test items")->capture_default_str();
