@@ -14,6 +14,7 @@
 
 #include "eval/append_file.h"
 #include "eval/contrastive.h"
+#include "eval/git_commit.h"  // generated: KVSTEER_GIT_COMMIT (eval/CMakeLists.txt)
 #include "eval/scoring.h"
 #include "eval/traces.h"
 #include "kvsteer/diagnosis.h"
@@ -21,10 +22,6 @@
 #include "kvsteer/file_io.h"
 #include "kvsteer/session.h"
 #include "kvsteer/vector_file.h"
-
-#ifndef KVSTEER_GIT_COMMIT
-#define KVSTEER_GIT_COMMIT "unknown"
-#endif
 
 namespace kvsteer::eval {
 namespace {
