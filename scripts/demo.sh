@@ -22,7 +22,7 @@ common=(-m "$model" -p "$question" --chat-template chatml --ctk f32 --ctv f32 -n
 echo "== 2. generate without steering"
 "$kvsteer" generate "${common[@]}" | tee "$out/plain.json"
 echo "== 3. generate with the vector (c_k = 0, c_v = 20, layers >= 1, offset token)"
-"$kvsteer" generate "${common[@]}" --steer "$out/vector.gguf" --coef-v 20 | tee "$out/steered.json"
+"$kvsteer" generate "${common[@]}" --vector "$out/vector.gguf" --cv 20 | tee "$out/steered.json"
 echo "== 4. edit cost against context length (one-cell vs full-sequence route)"
 "$kvsteer" bench -m "$model" --contexts 100 1000 4000 --repeats 20 | tee "$out/bench.json"
 echo "== outputs in $out"

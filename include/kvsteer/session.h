@@ -119,12 +119,12 @@ class Session {
   std::vector<KvCell> read_cells(SeqId seq);
 
   // Activation steering (CAA) through llama.cpp's control-vector API: from now on every decoded
-  // token gets directions[l] added to the output of block l, for first_layer <= l <= last_layer.
+  // token gets directions[l] added to the output of block l, for layer_first <= l <= layer_last.
   // directions is [n_layer][n_embd] (rows outside the range may be empty). Applies to all
   // sequences of the session. Layer 0 cannot be steered this way (llama.cpp keeps no control
   // tensor for it). Throws Error(InvalidArgument) for a bad range, sizes or non-finite values.
   void set_control_vector(const std::vector<std::vector<float>>& directions,
-                          std::int32_t first_layer, std::int32_t last_layer);
+                          std::int32_t layer_first, std::int32_t layer_last);
   void clear_control_vector();
   // Block outputs of the last token of the last decode call: [n_layer][n_embd]. When that call
   // held several sequences, "last token" is the last token of the batch, so decode one sequence

@@ -121,7 +121,7 @@ struct PromptArgs {
   std::vector<Token> tokens(const Model& model, nb::handle prompt) const;
 };
 
-// Steering application (`kvsteer generate --coef-k ...`); offset None = no offset token.
+// Steering application (`kvsteer generate --ck ...`); offset None = no offset token.
 struct SteerArgs {
   float coef_k = 0.0f;
   float coef_v = 1.0f;

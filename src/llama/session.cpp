@@ -207,13 +207,13 @@ std::size_t capture_width(const ModelFingerprint& fp, std::string_view name) {
 }  // namespace
 
 void Session::set_control_vector(const std::vector<std::vector<float>>& directions,
-                                 std::int32_t first_layer, std::int32_t last_layer) {
+                                 std::int32_t layer_first, std::int32_t layer_last) {
   const auto& fp = impl_->model->fingerprint();
-  if (first_layer < 1 || last_layer < first_layer || last_layer >= fp.n_layer) {
+  if (layer_first < 1 || layer_last < layer_first || layer_last >= fp.n_layer) {
     throw Error(ErrorCode::InvalidArgument,
                 "control-vector layers must satisfy 1 <= first <= last < " +
-                    std::to_string(fp.n_layer) + " (got " + std::to_string(first_layer) + ".." +
-                    std::to_string(last_layer) + "; llama.cpp cannot steer layer 0)");
+                    std::to_string(fp.n_layer) + " (got " + std::to_string(layer_first) + ".." +
+                    std::to_string(layer_last) + "; llama.cpp cannot steer layer 0)");
   }
   if (directions.size() != static_cast<std::size_t>(fp.n_layer)) {
     throw Error(ErrorCode::InvalidArgument, "control vector has " +
@@ -223,7 +223,7 @@ void Session::set_control_vector(const std::vector<std::vector<float>>& directio
   const auto n_embd = static_cast<std::size_t>(fp.n_embd);
   // llama.cpp's buffer starts at layer 1.
   std::vector<float> data(n_embd * static_cast<std::size_t>(fp.n_layer - 1), 0.0f);
-  for (std::int32_t il = first_layer; il <= last_layer; ++il) {
+  for (std::int32_t il = layer_first; il <= layer_last; ++il) {
     const auto& row = directions[static_cast<std::size_t>(il)];
     if (row.size() != n_embd) {
       throw Error(ErrorCode::InvalidArgument, "control vector layer " + std::to_string(il) +
@@ -239,8 +239,8 @@ void Session::set_control_vector(const std::vector<std::vector<float>>& directio
     std::copy(row.begin(), row.end(),
               data.begin() + static_cast<std::ptrdiff_t>(n_embd) * (il - 1));
   }
-  if (llama_set_adapter_cvec(impl_->ctx.get(), data.data(), data.size(), fp.n_embd, first_layer,
-                             last_layer) != 0) {
+  if (llama_set_adapter_cvec(impl_->ctx.get(), data.data(), data.size(), fp.n_embd, layer_first,
+                             layer_last) != 0) {
     detail::throw_backend("llama_set_adapter_cvec failed");
   }
 }

@@ -92,8 +92,7 @@ TEST_F(Cli, SteeredGenerationDiffersFromPlain) {
   auto plain = base("generate");
   plain.insert(plain.end(), {"-p", "Once upon a time", "--raw", "-n", "24", "--json"});
   auto steered = plain;
-  steered.insert(steered.end(),
-                 {"--steer", dir_.file("v.gguf"), "--coef-v", "60", "--coef-k", "20"});
+  steered.insert(steered.end(), {"--vector", dir_.file("v.gguf"), "--cv", "60", "--ck", "20"});
   const auto a = run_command(plain);
   const auto b = run_command(steered);
   ASSERT_EQ(a.exit_code, 0) << a.err;
@@ -104,6 +103,11 @@ TEST_F(Cli, SteeredGenerationDiffersFromPlain) {
   EXPECT_TRUE(jb["steered"].get<bool>());
   EXPECT_NE(ja["tokens"], jb["tokens"]);
   EXPECT_EQ(run_command(steered).out, b.out);  // reproducible
+  // The aliases of the spellings before eval's were adopted mean the same.
+  auto aliased = plain;
+  aliased.insert(aliased.end(),
+                 {"--steer", dir_.file("v.gguf"), "--coef-v", "60", "--coef-k", "20"});
+  EXPECT_EQ(run_command(aliased).out, b.out);
 }
 
 TEST_F(Cli, InfoDescribesModelAndVector) {

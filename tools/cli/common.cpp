@@ -89,10 +89,12 @@ std::vector<Token> PromptOptions::tokens(const Model& model) const {
   return model.tokenize_prompt(rendered + cot_prefix);
 }
 
+// The spellings of `kvsteer eval` and `sweep` (--vector, --ck, --cv; the server's vector, c_k,
+// c_v); --steer, --coef-k and --coef-v stay as aliases for scripts written before.
 void SteerOptions::add_to(CLI::App& app) {
-  app.add_option("--steer", vector_file, "steering vector file (from kvsteer extract)");
-  app.add_option("--coef-k", coef_k, "c_k: scale of the key vector (paper default 0)");
-  app.add_option("--coef-v", coef_v, "c_v: scale of the value vector");
+  app.add_option("--vector,--steer", vector_file, "steering vector file (from kvsteer extract)");
+  app.add_option("--ck,--coef-k", coef_k, "c_k: scale of the key vector (paper default 0)");
+  app.add_option("--cv,--coef-v", coef_v, "c_v: scale of the value vector");
   app.add_option("--layers", layers, "layers to steer: '1-' (>= 1, default), 'all', '3,5', '2-6'");
   app.add_option("--layers-k", layers_k, "layers for keys (overrides --layers)");
   app.add_option("--layers-v", layers_v, "layers for values (overrides --layers)");
@@ -115,7 +117,7 @@ SteeringParams SteerOptions::params(const Model& model) const {
   p.layers_k = LayerSelection::parse(layers_k.empty() ? both : layers_k);
   p.layers_v = LayerSelection::parse(layers_v.empty() ? both : layers_v);
   if (!std::isfinite(coef_k) || !std::isfinite(coef_v)) {
-    throw Error(ErrorCode::InvalidArgument, "--coef-k and --coef-v must be finite numbers");
+    throw Error(ErrorCode::InvalidArgument, "--ck and --cv must be finite numbers");
   }
   if (offset_id >= 0) {
     model.check_token(offset_id);
