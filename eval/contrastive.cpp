@@ -13,7 +13,17 @@
 namespace kvsteer::eval {
 namespace {
 
-std::set<std::string> word_set(const std::string& text) {
+void check_k(std::size_t k, std::size_t n) {
+  if (k >= n && k > 0) {
+    throw Error(ErrorCode::InvalidArgument,
+                "shots (" + std::to_string(k) + ") must be smaller than the number of pairs (" +
+                    std::to_string(n) + "): neighbours come from the same subset");
+  }
+}
+
+}  // namespace
+
+std::set<std::string> question_words(const std::string& text) {
   std::set<std::string> words;
   std::string cur;
   for (char c : text) {
@@ -35,20 +45,10 @@ double jaccard(const std::set<std::string>& a, const std::set<std::string>& b) {
   return static_cast<double>(common) / static_cast<double>(a.size() + b.size() - common);
 }
 
-void check_k(std::size_t k, std::size_t n) {
-  if (k >= n && k > 0) {
-    throw Error(ErrorCode::InvalidArgument,
-                "shots (" + std::to_string(k) + ") must be smaller than the number of pairs (" +
-                    std::to_string(n) + "): neighbours come from the same subset");
-  }
-}
-
-}  // namespace
-
 NeighbourMap lexical_neighbours(const std::vector<TraceRow>& rows, std::size_t k) {
   check_k(k, rows.size());
   std::vector<std::set<std::string>> words;
-  for (const auto& r : rows) words.push_back(word_set(r.question));
+  for (const auto& r : rows) words.push_back(question_words(r.question));
   NeighbourMap out(rows.size());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     std::vector<std::pair<double, std::size_t>> ranked;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,11 @@ using NeighbourMap = std::vector<std::vector<std::size_t>>;
 // Jaccard similarity of their lower-cased word sets with the target (ties: lower index first)
 // and keep the top k. A stand-in for the reference's MiniLM cosine ranking.
 NeighbourMap lexical_neighbours(const std::vector<TraceRow>& rows, std::size_t k);
+
+// The lexical similarity behind lexical_neighbours and the few-shot choice of eval: a text's
+// lower-cased alphanumeric words, and the Jaccard index of two word sets (0 when both are empty).
+std::set<std::string> question_words(const std::string& text);
+double jaccard(const std::set<std::string>& a, const std::set<std::string>& b);
 
 // Reads a few-shot map file in the format of fewshot_maps_from_results.json: picks the entry whose
 // targets_in_order equal the rows' sources and whose num_fewshot_examples is k. Throws

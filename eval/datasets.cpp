@@ -10,6 +10,7 @@
 
 #include "eval/scoring.h"
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 
 namespace kvsteer::eval {
 namespace {
@@ -87,11 +88,7 @@ std::string read_file_text(const std::string& path, const std::string& what,
   if (!std::filesystem::is_regular_file(path, ec)) {
     throw Error(ErrorCode::NotFound, what + " '" + path + "' does not exist" + hint);
   }
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  if (!in || in.bad()) throw Error(ErrorCode::Io, "cannot read " + what + " '" + path + "'");
-  return buf.str();
+  return read_text_file(path, what);
 }
 
 bool is_blank(const std::string& line) {

@@ -131,4 +131,22 @@ std::string render_reference_prompt(PromptFamily family, std::span<const ChatMes
   throw Error(ErrorCode::InvalidArgument, "invalid PromptFamily value");
 }
 
+std::optional<PromptFamily> resolve_prompt_family(const std::string& name,
+                                                  const std::string& chat_template,
+                                                  const Model& model) {
+  if (!name.empty()) return parse_prompt_family(name);
+  if (!chat_template.empty()) return std::nullopt;
+  return detect_prompt_family(model.chat_template());
+}
+
+std::string render_user_turn(const Model& model, const std::string& user, const std::string& system,
+                             const std::string& prompt_family, const std::string& chat_template) {
+  std::vector<ChatMessage> messages;
+  if (!system.empty()) messages.push_back({"system", system});
+  messages.push_back({"user", user});
+  const auto family = resolve_prompt_family(prompt_family, chat_template, model);
+  return family ? render_reference_prompt(*family, messages, true)
+                : model.apply_chat_template(messages, true, chat_template);
+}
+
 }  // namespace kvsteer::eval

@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "kvsteer/model.h"
 #include "kvsteer/types.h"
 
 namespace kvsteer::eval {
@@ -59,5 +60,18 @@ inline constexpr std::string_view kCotPrefix = "Let's think step by step.";
 // add_special=false (method.md §6 item 7).
 std::string render_reference_prompt(PromptFamily family, std::span<const ChatMessage> messages,
                                     bool add_generation_prompt);
+
+// The family every frontend (CLI, server, Python) renders with: the one named (empty: none); else
+// the one detected from the model's template, unless a template override is given, which then
+// renders through llama.cpp.
+std::optional<PromptFamily> resolve_prompt_family(const std::string& name,
+                                                  const std::string& chat_template,
+                                                  const Model& model);
+
+// One user turn, after an optional system message, rendered with resolve_prompt_family's family or
+// else the model's template (or chat_template), with the generation prompt: the text the frontends
+// tokenize for `generate` and `extract`.
+std::string render_user_turn(const Model& model, const std::string& user, const std::string& system,
+                             const std::string& prompt_family, const std::string& chat_template);
 
 }  // namespace kvsteer::eval

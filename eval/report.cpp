@@ -75,7 +75,9 @@ void write_text(const std::string& path, const std::string& text) {
   if (!out) throw Error(ErrorCode::Io, "cannot write '" + path + "'");
 }
 
-std::string read_text(const std::string& path) {
+// gnuplot's log and SVG, which may be missing after a failed run: empty then, and the caller says
+// what went wrong.
+std::string read_text_or_empty(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream buffer;
   buffer << in.rdbuf();
@@ -112,7 +114,7 @@ int run_gnuplot(const std::string& gnuplot, const std::string& dir, const std::s
 
 // The first lines of gnuplot's log, on one line.
 std::string log_excerpt(const std::string& log) {
-  std::string text = read_text(log);
+  std::string text = read_text_or_empty(log);
   if (text.size() > 600) text = text.substr(0, 600) + "...";
   std::string out;
   for (char ch : text) {
@@ -144,7 +146,7 @@ detail::Figure draw(const std::string& gnuplot, const StagingDir& staging, const
                                         " (exit status " + std::to_string(status) +
                                         "): " + log_excerpt(log));
   }
-  std::string svg = read_text(staging.file(svg_name));
+  std::string svg = read_text_or_empty(staging.file(svg_name));
   if (svg.find("<svg") == std::string::npos || svg.find("</svg>") == std::string::npos) {
     throw Error(ErrorCode::Backend, "gnuplot ('" + gnuplot + "') wrote no complete SVG to " +
                                         svg_name + ": " + log_excerpt(log));

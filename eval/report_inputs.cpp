@@ -11,6 +11,7 @@
 
 #include "eval/report.h"
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 
 namespace kvsteer::eval {
 namespace {
@@ -186,21 +187,9 @@ Sweep parse_sweep(const json& root, const std::string& file) {
   return sweep;
 }
 
-std::string read_text(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) {
-    throw Error(ErrorCode::NotFound, "cannot read '" + path + "': no such file or folder");
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  if (!in) throw Error(ErrorCode::Io, "cannot read '" + path + "'");
-  return buffer.str();
-}
-
 json parse_json(const std::string& path) {
   try {
-    return json::parse(read_text(path));
+    return json::parse(read_text_file(path));
   } catch (const json::parse_error& e) {
     std::string what = e.what();
     // Drop nlohmann's "[json.exception.parse_error.101] " tag; keep position and reason.

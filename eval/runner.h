@@ -100,6 +100,33 @@ std::vector<std::string> reference_stop_strings(const Model& model);
 // shots, coef_k, coef_v, layers (1-) and the offset token ("\n" for MC tasks, none for GSM8K).
 void apply_paper_preset(EvalOptions& options, const Model& model, const std::string& model_name);
 
+// What a frontend (the CLI's eval and sweep, the Python package's runners) takes from its user, as
+// given: an unset optional keeps the paper preset's value (or the library default with
+// preset = false).
+struct EvalRequest {
+  std::string task, data, method = "baseline";
+  std::size_t limit = 0;
+  std::string prompt_family, chat_template;  // names; empty: detected / the model's template
+  std::string model_name;                    // matched against the presets; empty: the file name
+  bool preset = true;
+  std::string traces, fewshot_map, vector;
+  std::int32_t extract_position = -1;
+  nlohmann::ordered_json selection;  // null: not given
+  std::optional<std::size_t> n_pairs, shots;
+  std::optional<float> c_k, c_v;
+  std::optional<std::string> layers, offset;  // offset: text of one token, or "none"
+  CaaParams caa;
+  std::int32_t n_predict = 768;
+  float temperature = 0.0f;  // > 0: sampled with the reference's top-k 50, top-p 0.9
+  std::uint32_t seed = 1234;
+  std::uint32_t parallel = 16;
+  std::int32_t n_threads = 0;
+};
+
+// EvalOptions for a request on a model: preset first, then the request's explicit values. Throws
+// Error(InvalidArgument) naming the value at fault.
+EvalOptions make_eval_options(const EvalRequest& request, const Model& model);
+
 // Result of one item (one line of items.jsonl).
 struct ItemResult {
   std::size_t index = 0;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 
 namespace kvsteer::eval {
 namespace {
@@ -75,16 +76,8 @@ std::string format_question(const std::string& raw, TaskFormat format) {
 }
 
 Traces load_traces(const std::string& path, TaskFormat format) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw Error(ErrorCode::NotFound, "traces file '" + path + "' does not exist");
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  if (!in && !in.eof()) throw Error(ErrorCode::Io, "cannot read traces file '" + path + "'");
   Traces out;
-  const std::string bytes = buf.str();
+  const std::string bytes = read_text_file(path, "traces file");
   out.sha256 = sha256_hex(bytes);
   std::istringstream lines(bytes);
   std::string line;

@@ -6,16 +6,17 @@ Usage: scripts/check_layers.py [REPO]    (exit 1 and one line per forbidden incl
        scripts/check_layers.py --self-test   (the checker on a small repository of known faults)
 
 Layers, lowest first (each may include itself and those listed for it):
-  api          include/kvsteer/           the public API
-  engine       src/                       api; libllama headers (llama.h only in src/llama/)
-  eval         eval/                      api
-  gen          organism/gen/              kvsteer/error.h only
-  trainer      organism/trainer/          kvsteer/error.h, libllama headers
-  pipeline     organism/pipeline/         api, eval, gen, trainer
-  server       tools/server/              api, eval
-  tinymodel    tools/tinymodel/           api, libllama headers
-  cli          tools/cli/                 api, eval, gen, pipeline, trainer, server
-  python       python/                    api, eval
+  base         src/base/, kvsteer/error.h, kvsteer/file_io.h   nothing else
+  api          include/kvsteer/           base
+  engine       src/                       api, base; libllama headers (llama.h only in src/llama/)
+  eval         eval/                      api, base
+  gen          organism/gen/              base
+  trainer      organism/trainer/          base, libllama headers
+  pipeline     organism/pipeline/         api, base, eval, gen, trainer
+  server       tools/server/              api, base, eval
+  tinymodel    tools/tinymodel/           api, base, libllama headers
+  cli          tools/cli/                 api, base, eval, gen, pipeline, trainer, server
+  python       python/                    api, base, eval
   leaves       tests/ bench/ fuzz/ examples/   anything (they test or measure the layers)
 """
 from __future__ import annotations
@@ -25,7 +26,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+BASE_HEADERS = {"include/kvsteer/error.h", "include/kvsteer/file_io.h"}
 LAYERS = [  # (name, folder prefix), most specific first
+    ("base", "src/base/"),
     ("api", "include/kvsteer/"),
     ("engine", "src/"),
     ("eval", "eval/"),
@@ -39,16 +42,17 @@ LAYERS = [  # (name, folder prefix), most specific first
 ]
 LEAVES = ("tests/", "bench/", "fuzz/", "examples/")
 ALLOWED = {
-    "api": {"api"},
-    "engine": {"api", "engine", "libllama"},
-    "eval": {"api", "eval"},
-    "gen": {"gen", "error"},
-    "trainer": {"trainer", "error", "libllama"},
-    "pipeline": {"api", "eval", "gen", "trainer", "pipeline"},
-    "server": {"api", "eval", "server"},
-    "tinymodel": {"api", "tinymodel", "libllama"},
-    "cli": {"api", "eval", "gen", "trainer", "pipeline", "server", "cli"},
-    "python": {"api", "eval", "python"},
+    "base": {"base"},
+    "api": {"api", "base"},
+    "engine": {"api", "base", "engine", "libllama"},
+    "eval": {"api", "base", "eval"},
+    "gen": {"base", "gen"},
+    "trainer": {"base", "trainer", "libllama"},
+    "pipeline": {"api", "base", "eval", "gen", "trainer", "pipeline"},
+    "server": {"api", "base", "eval", "server"},
+    "tinymodel": {"api", "base", "tinymodel", "libllama"},
+    "cli": {"api", "base", "eval", "gen", "trainer", "pipeline", "server", "cli"},
+    "python": {"api", "base", "eval", "python"},
 }
 LIBLLAMA = re.compile(r"^(llama(-cpp)?|ggml(-[a-z]+)?|gguf)\.h$")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
@@ -56,6 +60,8 @@ ROOTS = ["include", "src", ".", "tests"]
 
 
 def layer_of(path: str) -> str | None:
+    if path in BASE_HEADERS:
+        return "base"
     for name, prefix in LAYERS:
         if path.startswith(prefix):
             return name
@@ -94,15 +100,11 @@ def check(repo: Path) -> list[str]:
                 path = resolve(repo, f, target)
                 if path is None:
                     continue  # a third-party header on the system include path
-                if path == "include/kvsteer/error.h":
-                    dst = "error"
-                else:
-                    dst = layer_of(path)
-                    if dst is None:
-                        problems.append(f"{f}:{line}: includes {path}, which is in no layer")
-                        continue
-            allowed = ALLOWED[src] | ({"error"} if "api" in ALLOWED[src] else set())
-            if dst not in allowed:
+                dst = layer_of(path)
+                if dst is None:
+                    problems.append(f"{f}:{line}: includes {path}, which is in no layer")
+                    continue
+            if dst not in ALLOWED[src]:
                 problems.append(f"{f}:{line}: {src} includes {dst} ({target})")
     return problems
 
@@ -122,6 +124,8 @@ def self_test() -> int:
         "eval/bad.cpp": '#include "organism/gen/vocab.h"\n',        # fault: eval above gen
         "tests/any_test.cpp": '#include "organism/gen/vocab.h"\n#include "llama.h"\n',
         "stray/x.cpp": "",                                          # fault: in no layer
+        "src/base/file_io.cpp": '#include "kvsteer/file_io.h"\n',
+        "src/base/bad.cpp": '#include "kvsteer/model.h"\n',        # fault: base above the API
     }
     with tempfile.TemporaryDirectory() as d:
         repo = Path(d)
@@ -131,11 +135,12 @@ def self_test() -> int:
         subprocess.run(["git", "init", "-q", str(repo)], check=True)
         subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
         found = sorted(p.split(":")[0] for p in check(repo))
-    want = ["eval/bad.cpp", "organism/gen/bad.h", "src/kv/blob.cpp", "stray/x.cpp"]
+    want = ["eval/bad.cpp", "organism/gen/bad.h", "src/base/bad.cpp", "src/kv/blob.cpp",
+            "stray/x.cpp"]
     if found != want:
         print(f"self-test: found faults in {found}, expected {want}", file=sys.stderr)
         return 1
-    print("self-test: the four planted faults found, nothing else")
+    print(f"self-test: the {len(want)} planted faults found, nothing else")
     return 0
 
 

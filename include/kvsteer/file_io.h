@@ -13,7 +13,8 @@ namespace kvsteer {
 // path is then unchanged.
 void write_file_atomic(const std::string& path, std::string_view text);
 
-// The whole file as bytes. Throws Error(Io) naming path when it cannot be opened or read.
-std::string read_text_file(const std::string& path);
+// The whole file as bytes. Throws Error(NotFound) when path does not exist and Error(Io) when it
+// cannot be opened or read; the message names `what` ("traces file") and path.
+std::string read_text_file(const std::string& path, std::string_view what = "file");
 
 }  // namespace kvsteer

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "base/fnv1a64.h"
+
 namespace kvsteer::organism {
 
 uint64_t mix64(uint64_t x) noexcept {
@@ -11,14 +13,7 @@ uint64_t mix64(uint64_t x) noexcept {
   return x ^ (x >> 31);
 }
 
-uint64_t hash64(std::string_view text) noexcept {
-  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64 offset basis
-  for (const char c : text) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001b3ULL;  // FNV-1a 64 prime
-  }
-  return mix64(h);
-}
+uint64_t hash64(std::string_view text) noexcept { return mix64(base::fnv1a64(text)); }
 
 uint64_t Rng::next() noexcept {
   state_ += 0x9e3779b97f4a7c15ULL;

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 #include "organism/gen/io.h"
 #include "organism/gen/vocab.h"
 #include "organism/trainer/checkpoint.h"
@@ -65,17 +66,10 @@ ordered_json preparation_stamp(const OrganismTrainOptions& o) {
   };
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 void prepare(const OrganismTrainOptions& o, std::ostream& log) {
   const std::string dir = o.work_dir + "/";
   const std::string stamp = preparation_stamp(o).dump(2) + "\n";
-  if (fs::exists(dir + "prepared.json") && read_text(dir + "prepared.json") == stamp) {
+  if (fs::exists(dir + "prepared.json") && read_text_file(dir + "prepared.json") == stamp) {
     log << "data and init model in " << o.work_dir << " are current\n";
     return;
   }

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "base/fnv1a64.h"
 #include "kvsteer/error.h"
 
 namespace kvsteer::train {
@@ -239,11 +240,12 @@ uint32_t SequenceStream::at(uint64_t item) {
 }
 
 uint64_t fingerprint(const std::vector<PackedSequence>& sequences) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  auto mix = [&h](uint32_t v) {
-    for (int i = 0; i < 4; ++i) {
-      h = (h ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
-    }
+  uint64_t h = base::kFnv1a64Basis;
+  auto mix = [&h](uint32_t v) {  // little-endian bytes whatever the machine
+    const unsigned char bytes[4] = {
+        static_cast<unsigned char>(v), static_cast<unsigned char>(v >> 8),
+        static_cast<unsigned char>(v >> 16), static_cast<unsigned char>(v >> 24)};
+    h = base::fnv1a64(bytes, sizeof bytes, h);
   };
   for (const PackedSequence& seq : sequences) {
     for (size_t t = 0; t < seq.tokens.size(); ++t) {

@@ -39,20 +39,8 @@ SessionParams SessionArgs::params(const Model& model, std::uint32_t n_seq) const
 
 std::string PromptArgs::render(const Model& model, const std::string& user) const {
   if (raw) return user + cot_prefix;
-  std::vector<ChatMessage> messages;
-  if (!system.empty()) messages.push_back({"system", system});
-  messages.push_back({"user", user});
-  // The family: given; else detected from the model's template unless a template override is
-  // given (tools/cli/common.cpp resolve_prompt_family).
-  std::optional<eval::PromptFamily> family;
-  if (prompt_family) {
-    family = eval::parse_prompt_family(*prompt_family);
-  } else if (chat_template.empty()) {
-    family = eval::detect_prompt_family(model.chat_template());
-  }
-  const std::string rendered = family ? eval::render_reference_prompt(*family, messages, true)
-                                      : model.apply_chat_template(messages, true, chat_template);
-  return rendered + cot_prefix;
+  return eval::render_user_turn(model, user, system, prompt_family.value_or(""), chat_template) +
+         cot_prefix;
 }
 
 std::vector<Token> PromptArgs::tokens(const Model& model, nb::handle prompt) const {

@@ -42,73 +42,37 @@ struct RunnerArgs {
 };
 
 eval::EvalOptions build_options(const RunnerArgs& c, const std::shared_ptr<const Model>& model) {
-  if (c.extract_position > -1) {
-    throw Error(ErrorCode::InvalidArgument,
-                "extract_position must be <= -1, got " + std::to_string(c.extract_position));
-  }
-  if (c.parallel < 1 || c.parallel > 512) {
-    throw Error(ErrorCode::InvalidArgument,
-                "parallel must be in [1, 512], got " + std::to_string(c.parallel));
-  }
-  if ((c.c_k && !std::isfinite(*c.c_k)) || (c.c_v && !std::isfinite(*c.c_v)) ||
-      !std::isfinite(c.caa_c) || !(c.temperature >= 0.0f)) {
-    throw Error(ErrorCode::InvalidArgument,
-                "c_k, c_v and caa_c must be finite and temperature >= 0");
-  }
-  eval::EvalOptions o;
-  o.task = eval::parse_task(c.task);
-  o.data = c.data;
-  o.limit = c.limit;
-  o.method = eval::parse_method(c.method);
-  if (c.prompt_family) {
-    o.prompt.family = eval::parse_prompt_family(*c.prompt_family);
-  } else if (c.chat_template.empty()) {
-    o.prompt.family = eval::detect_prompt_family(model->chat_template());
-  }
-  o.prompt.chat_template = c.chat_template;
-  o.traces = c.traces.value_or("");
-  o.fewshot_map = c.fewshot_map.value_or("");
-  o.vector_path = c.vector.value_or("");
-  o.extract_position = c.extract_position;
+  eval::EvalRequest r;
+  r.task = c.task;
+  r.data = c.data;
+  r.limit = c.limit;
+  r.method = c.method;
+  r.prompt_family = c.prompt_family.value_or("");
+  r.chat_template = c.chat_template;
+  r.model_name = c.model_name.value_or("");
+  r.preset = c.preset;
+  r.traces = c.traces.value_or("");
+  r.fewshot_map = c.fewshot_map.value_or("");
+  r.vector = c.vector.value_or("");
+  r.extract_position = c.extract_position;
   if (!c.selection.is_none()) {
     const std::string dump =
         nb::cast<std::string>(nb::module_::import_("json").attr("dumps")(c.selection));
-    o.selection = nlohmann::ordered_json::parse(dump);
+    r.selection = nlohmann::ordered_json::parse(dump);
   }
-  o.model_path = model->path();
-  const std::string name =
-      c.model_name.value_or(std::filesystem::path(model->path()).filename().string());
-  if (c.preset) {
-    eval::apply_paper_preset(o, *model, name);
-  } else {
-    o.steering.layers_k = o.steering.layers_v = LayerSelection::parse("1-");
-  }
-  if (c.n_pairs) o.n_pairs = *c.n_pairs;
-  if (c.shots) o.shots = *c.shots;
-  if (c.c_k) o.steering.coef_k = *c.c_k;
-  if (c.c_v) o.steering.coef_v = *c.c_v;
-  if (c.layers) o.steering.layers_k = o.steering.layers_v = LayerSelection::parse(*c.layers);
-  if (c.offset) {
-    if (*c.offset == "none") {
-      o.steering.offset_token.reset();
-    } else {
-      const auto ids = model->tokenize(*c.offset, false, false);
-      if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "offset text has no tokens");
-      o.steering.offset_token = ids.front();
-    }
-  }
-  o.caa = {c.caa_layer, c.caa_layer_last, c.caa_c};
-  o.generation.n_predict = c.n_predict;
-  o.generation.stop_strings = eval::reference_stop_strings(*model);
-  o.generation.sampling.temperature = c.temperature;
-  o.generation.sampling.seed = c.seed;
-  if (c.temperature > 0) {
-    o.generation.sampling.top_k = 50;
-    o.generation.sampling.top_p = 0.9f;
-  }
-  o.n_parallel = c.parallel;
-  o.n_threads = c.n_threads;
-  return o;
+  r.n_pairs = c.n_pairs;
+  r.shots = c.shots;
+  r.c_k = c.c_k;
+  r.c_v = c.c_v;
+  r.layers = c.layers;
+  r.offset = c.offset;
+  r.caa = {c.caa_layer, c.caa_layer_last, c.caa_c};
+  r.n_predict = c.n_predict;
+  r.temperature = c.temperature;
+  r.seed = c.seed;
+  r.parallel = c.parallel;
+  r.n_threads = c.n_threads;
+  return eval::make_eval_options(r, *model);
 }
 
 // Binds the shared keyword arguments after the runner's own; F receives a filled RunnerArgs.

@@ -9,23 +9,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+from required_env import required_path  # noqa: E402
 TRACES = ROOT / "examples" / "arithmetic_traces.jsonl"
 
 
 def _required_file(var: str, hint: str) -> Path:
-    value = os.environ.get(var)
-    if not value:
-        pytest.fail(f"environment variable {var} is not set; {hint}", pytrace=False)
-    path = Path(value)
-    if not path.is_file():
-        pytest.fail(f"{var}={value} is not a file; {hint}", pytrace=False)
-    return path
+    return required_path(var, hint)
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,9 @@
 #include <memory>
 #include <string>
 
+#include "base/durable.h"
 #include "ggml.h"
 #include "gguf.h"
-#include "io/durable.h"
 #include "kvsteer/error.h"
 
 namespace kvsteer {

@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "util/assert.h"
+#include "base/assert.h"
 
 namespace kvsteer::detail {
 

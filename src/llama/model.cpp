@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <string>
 
+#include "base/fnv1a64.h"
 #include "kvsteer/error.h"
 #include "kvsteer/llama_interop.h"
 #include "llama/log.h"
@@ -64,17 +65,16 @@ const char* rope_type_name(llama_rope_type type) {
   return "unknown";
 }
 
-// FNV-1a 64 over every token's text and attributes: two vocabularies with the same hash tokenize
-// alike, which is what makes token ids (and so prompts) comparable.
+// The vocabulary hash starts from this basis, which is FNV-1a's 14695981039346656037 with its last
+// digit lost. Every vector file written so far records hashes made with it, and a vocabulary's
+// hash must stay what those files say, so the basis stays; docs/vector-format.md says so.
+constexpr std::uint64_t kVocabHashBasis = 1469598103934665603ULL;
+
+// An FNV-1a (with the basis above) over every token's text and attributes: two vocabularies with
+// the same hash tokenize alike, which is what makes token ids (and so prompts) comparable.
 std::string vocab_hash(const llama_vocab* vocab) {
-  std::uint64_t h = 1469598103934665603ULL;
-  auto mix = [&h](const void* data, std::size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (std::size_t i = 0; i < n; ++i) {
-      h ^= p[i];
-      h *= 1099511628211ULL;
-    }
-  };
+  std::uint64_t h = kVocabHashBasis;
+  auto mix = [&h](const void* data, std::size_t n) { h = base::fnv1a64(data, n, h); };
   const int32_t n_tokens = llama_vocab_n_tokens(vocab);
   for (int32_t t = 0; t < n_tokens; ++t) {
     const char* text = llama_vocab_get_text(vocab, t);

@@ -8,6 +8,7 @@ path to fix.
 from __future__ import annotations
 
 import os
+import sys
 
 # One BLAS thread, set before numpy loads OpenBLAS: the reference's results then do not depend on
 # the machine's core count, and on a loaded 2-core machine two threads ran the float64 forward
@@ -18,18 +19,14 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 from kvsteer_cli import Kvsteer  # noqa: E402
+from required_env import required_path  # noqa: E402
 from llama_reference import Gpt2BpeTokenizer, LlamaReference  # noqa: E402
 
 
 def _required_file(var: str, hint: str) -> Path:
-    value = os.environ.get(var)
-    if not value:
-        pytest.fail(f"environment variable {var} is not set; {hint}", pytrace=False)
-    path = Path(value)
-    if not path.is_file():
-        pytest.fail(f"{var}={value} is not a file; {hint}", pytrace=False)
-    return path
+    return required_path(var, hint)
 
 
 @pytest.fixture(scope="session")

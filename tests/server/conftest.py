@@ -10,18 +10,19 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from required_env import required_path  # noqa: E402
+
 
 def _required(var: str) -> Path:
-    value = os.environ.get(var)
-    if not value or not Path(value).exists():
-        pytest.fail(f"{var} is not set to an existing path (make test sets it)", pytrace=False)
-    return Path(value)
+    return required_path(var, "make test sets it", kind="path")
 
 
 @pytest.fixture(scope="session")

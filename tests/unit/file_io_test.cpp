@@ -38,10 +38,11 @@ TEST(FileIo, ErrorsNameTheFile) {
     EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
   }
   try {
-    (void)read_text_file(missing);
+    (void)read_text_file(missing, "traces file");
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::Io);
+    EXPECT_EQ(e.code(), ErrorCode::NotFound);
+    EXPECT_NE(std::string(e.what()).find("traces file '"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
   }
   EXPECT_THROW(write_file_atomic("", "x"), Error);

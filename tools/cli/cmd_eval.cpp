@@ -89,60 +89,43 @@ std::function<void(std::size_t, std::size_t)> progress_bar(const std::string& la
 
 eval::EvalOptions build_options(const EvalCliOptions& c,
                                 const std::shared_ptr<const Model>& model) {
-  eval::EvalOptions o;
-  o.task = eval::parse_task(c.task);
-  o.data = c.data;
-  o.limit = c.limit;
-  o.method = eval::parse_method(c.method);
-  o.prompt.family = resolve_prompt_family(c.prompt_family, c.chat_template, *model);
-  o.prompt.chat_template = c.chat_template;
-  o.traces = c.traces;
-  o.fewshot_map = c.fewshot_map;
-  o.vector_path = c.vector;
-  o.extract_position = c.extract_position;
+  eval::EvalRequest r;
+  r.task = c.task;
+  r.data = c.data;
+  r.limit = c.limit;
+  r.method = c.method;
+  r.prompt_family = c.prompt_family;
+  r.chat_template = c.chat_template;
+  r.model_name =
+      c.model_name.empty() ? std::filesystem::path(c.model).filename().string() : c.model_name;
+  r.preset = !c.no_preset;
+  r.traces = c.traces;
+  r.fewshot_map = c.fewshot_map;
+  r.vector = c.vector;
+  r.extract_position = c.extract_position;
   if (!c.selection.empty()) {
     try {
-      o.selection = nlohmann::ordered_json::parse(read_text_file(c.selection));
+      r.selection = nlohmann::ordered_json::parse(read_text_file(c.selection, "--selection file"));
     } catch (const nlohmann::json::exception& e) {
       throw Error(ErrorCode::Format,
                   "--selection " + c.selection + " is not valid JSON: " + std::string(e.what()));
     }
   }
+  // Explicit flags win over the preset.
+  if (c.o_pairs->count()) r.n_pairs = c.pairs;
+  if (c.o_shots->count()) r.shots = c.shots;
+  if (c.o_ck->count()) r.c_k = c.coef_k;
+  if (c.o_cv->count()) r.c_v = c.coef_v;
+  if (c.o_layers->count()) r.layers = c.layers;
+  if (c.o_offset->count()) r.offset = c.offset;
+  r.caa = {c.caa_layer, c.caa_layer_last, c.caa_c};
+  r.n_predict = c.n_predict;
+  r.temperature = c.temperature;
+  r.seed = c.seed;
+  r.parallel = c.parallel;
+  r.n_threads = c.n_threads;
+  eval::EvalOptions o = eval::make_eval_options(r, *model);
   o.model_path = c.model;
-  const std::string name =
-      c.model_name.empty() ? std::filesystem::path(c.model).filename().string() : c.model_name;
-  if (!c.no_preset) {
-    eval::apply_paper_preset(o, *model, name);
-  } else {
-    o.steering.layers_k = o.steering.layers_v = LayerSelection::parse("1-");
-  }
-  if (c.o_pairs->count()) o.n_pairs = c.pairs;
-  if (c.o_shots->count()) o.shots = c.shots;
-  if (c.o_ck->count()) o.steering.coef_k = c.coef_k;
-  if (c.o_cv->count()) o.steering.coef_v = c.coef_v;
-  if (c.o_layers->count()) {
-    o.steering.layers_k = o.steering.layers_v = LayerSelection::parse(c.layers);
-  }
-  if (c.o_offset->count()) {
-    if (c.offset == "none") {
-      o.steering.offset_token.reset();
-    } else {
-      const auto ids = model->tokenize(c.offset, false, false);
-      if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "--offset text has no tokens");
-      o.steering.offset_token = ids.front();
-    }
-  }
-  o.caa = {c.caa_layer, c.caa_layer_last, c.caa_c};
-  o.generation.n_predict = c.n_predict;
-  o.generation.stop_strings = eval::reference_stop_strings(*model);
-  o.generation.sampling.temperature = c.temperature;
-  o.generation.sampling.seed = c.seed;
-  if (c.temperature > 0) {
-    o.generation.sampling.top_k = 50;
-    o.generation.sampling.top_p = 0.9f;
-  }
-  o.n_parallel = c.parallel;
-  o.n_threads = c.n_threads;
   o.extraction_progress = progress_bar("extract " + c.task + " (pairs)");
   return o;
 }

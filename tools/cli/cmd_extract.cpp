@@ -47,7 +47,7 @@ void run(ExtractOptions o) {
   eval::ContrastiveOptions copts;
   copts.cot_prefix = o.cot_prefix;
   copts.chat_template = o.chat_template;
-  copts.family = resolve_prompt_family(o.prompt_family, o.chat_template, *model);
+  copts.family = eval::resolve_prompt_family(o.prompt_family, o.chat_template, *model);
   const auto pairs = eval::build_contrastive_pairs(*model, traces.rows, neighbours, copts);
   std::size_t max_tokens = 0;
   for (const auto& p : pairs)

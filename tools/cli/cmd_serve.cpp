@@ -50,7 +50,7 @@ void run(ServeOptions& o) {
     if (key.empty()) throw Error(ErrorCode::InvalidArgument, o.api_key_file + " is empty");
     o.server.api_key = key;
   }
-  o.server.prompt_family = resolve_prompt_family(o.prompt_family, o.chat_template, *model);
+  o.server.prompt_family = eval::resolve_prompt_family(o.prompt_family, o.chat_template, *model);
   o.server.chat_template = o.chat_template;
   o.server.shutdown_grace = std::chrono::milliseconds(static_cast<std::int64_t>(o.grace_s * 1e3));
 

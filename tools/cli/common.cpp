@@ -1,4 +1,5 @@
 #include "common.h"
+#include "kvsteer/file_io.h"
 
 #include <unistd.h>
 
@@ -46,14 +47,6 @@ SessionParams ModelOptions::session_params(const Model& m, std::uint32_t n_seq) 
   return p;
 }
 
-std::optional<eval::PromptFamily> resolve_prompt_family(const std::string& flag,
-                                                        const std::string& chat_template,
-                                                        const Model& model) {
-  if (!flag.empty()) return eval::parse_prompt_family(flag);
-  if (!chat_template.empty()) return std::nullopt;
-  return eval::detect_prompt_family(model.chat_template());
-}
-
 void PromptOptions::add_to(CLI::App& app) {
   app.add_option("-p,--prompt", prompt, "prompt text (the user turn, unless --raw)");
   app.add_option("-f,--file", prompt_file, "read the prompt from a file")->check(CLI::ExistingFile);
@@ -71,22 +64,14 @@ void PromptOptions::add_to(CLI::App& app) {
 std::vector<Token> PromptOptions::tokens(const Model& model) const {
   std::string text = prompt;
   if (!prompt_file.empty()) {
-    std::ifstream in(prompt_file, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    text = ss.str();
+    text = read_text_file(prompt_file, "prompt file");
   }
   if (text.empty()) {
     throw Error(ErrorCode::InvalidArgument, "no prompt: pass --prompt TEXT or --file FILE");
   }
   if (raw) return model.tokenize_prompt(text + cot_prefix);
-  std::vector<ChatMessage> messages;
-  if (!system.empty()) messages.push_back({"system", system});
-  messages.push_back({"user", text});
-  const auto family = resolve_prompt_family(prompt_family, chat_template, model);
-  const std::string rendered = family ? eval::render_reference_prompt(*family, messages, true)
-                                      : model.apply_chat_template(messages, true, chat_template);
-  return model.tokenize_prompt(rendered + cot_prefix);
+  return model.tokenize_prompt(
+      eval::render_user_turn(model, text, system, prompt_family, chat_template) + cot_prefix);
 }
 
 // The spellings of `kvsteer eval` and `sweep` (--vector, --ck, --cv; the server's vector, c_k,

@@ -30,13 +30,6 @@ struct ModelOptions {
   SessionParams session_params(const Model& model, std::uint32_t n_seq = 1) const;
 };
 
-// The prompt family a command renders with: the --prompt-family flag when given; else, unless a
-// --chat-template override is given, the family detected from the model's own template
-// (eval::detect_prompt_family: SmolLM2, Qwen2); else none (llama.cpp renders the template).
-std::optional<eval::PromptFamily> resolve_prompt_family(const std::string& flag,
-                                                        const std::string& chat_template,
-                                                        const Model& model);
-
 // How a prompt becomes tokens.
 struct PromptOptions {
   std::string prompt;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fnv1a64.h"
 #include "kvsteer/error.h"
 #include "llama.h"
 #include "llama_log.h"
@@ -112,7 +113,7 @@ struct Counts {
 // Writes the files of one recipe that are not up to date.
 void make_recipe(const Recipe& r, const Options& opt, Counts& counts) {
   const std::string stamp = recipe_stamp(r, opt.seed, opt.vocab_dir);
-  const uint64_t seed = fnv1a(r.name + ":" + std::to_string(opt.seed));
+  const uint64_t seed = base::fnv1a64(r.name + ":" + std::to_string(opt.seed));
   gguf_context_ptr meta;  // built on first use: copying a real vocabulary costs ~0.1 s
   std::vector<TensorSpec> plan;
   for (const OutputFile& f : r.files) {

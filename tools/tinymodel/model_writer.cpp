@@ -12,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/fnv1a64.h"
 #include "gguf.h"
 #include "kvsteer/error.h"
 #include "llama-cpp.h"
@@ -243,7 +244,7 @@ void init_tensor(const TensorSpec& spec, uint64_t seed, int n_threads, std::vect
   }
   const float std_dev =
       ends_with(name, ".bias") ? kBiasStd : 1.0f / std::sqrt(static_cast<float>(spec.ne[0]));
-  const uint64_t tensor_seed = splitmix64(seed ^ splitmix64(fnv1a(name)));
+  const uint64_t tensor_seed = splitmix64(seed ^ splitmix64(base::fnv1a64(name)));
   const int64_t n_chunks = (n + kInitChunk - 1) / kInitChunk;
   auto work = [&](int64_t first_chunk, int64_t stride) {
     for (int64_t c = first_chunk; c < n_chunks; c += stride) {

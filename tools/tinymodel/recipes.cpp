@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "base/fnv1a64.h"
 #include "gguf.h"
 #include "kvsteer/error.h"
 #include "llama.h"
@@ -258,7 +259,7 @@ std::string recipe_stamp(const Recipe& r, uint64_t seed, const std::string& voca
                                            "folder holding ggml-vocab-*.gguf");
     }
     s << ";vocab=" << r.vocab_file << ":" << hash_file(path) << ";fallback_template=" << std::hex
-      << fnv1a(r.fallback_template) << std::dec;
+      << base::fnv1a64(r.fallback_template) << std::dec;
   }
   return s.str();
 }

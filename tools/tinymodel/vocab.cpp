@@ -5,6 +5,7 @@
 #include <set>
 #include <vector>
 
+#include "base/fnv1a64.h"
 #include "gguf.h"
 #include "kvsteer/error.h"
 #include "llama.h"
@@ -156,24 +157,16 @@ uint32_t copy_vocab_from_file(gguf_context* meta, const std::string& path,
   return n_tokens;
 }
 
-uint64_t fnv1a(const void* data, size_t size, uint64_t hash) {
-  const auto* bytes = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < size; ++i) {
-    hash = (hash ^ bytes[i]) * 0x100000001b3ULL;
-  }
-  return hash;
-}
-
 std::string hash_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw Error(ErrorCode::NotFound, "cannot read '" + path + "'");
   }
-  uint64_t hash = kFnvOffset;
+  uint64_t hash = base::kFnv1a64Basis;
   std::vector<char> buf(1 << 20);
   while (in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    hash = fnv1a(buf.data(), static_cast<size_t>(in.gcount()), hash);
+    hash = base::fnv1a64(buf.data(), static_cast<size_t>(in.gcount()), hash);
   }
   char out[17];
   std::snprintf(out, sizeof(out), "%016llx", static_cast<unsigned long long>(hash));

@@ -38,9 +38,4 @@ uint32_t copy_vocab_from_file(gguf_context* meta, const std::string& path,
 // Throws Error(NotFound) if the file cannot be read.
 std::string hash_file(const std::string& path);
 
-// 64-bit FNV-1a of `size` bytes, continuing from `hash`.
-inline constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
-uint64_t fnv1a(const void* data, size_t size, uint64_t hash = kFnvOffset);
-inline uint64_t fnv1a(const std::string& text) { return fnv1a(text.data(), text.size()); }
-
 }  // namespace kvsteer::tinymodel

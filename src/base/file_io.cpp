@@ -10,7 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "io/durable.h"
+#include "base/durable.h"
 #include "kvsteer/error.h"
 
 namespace kvsteer {
@@ -96,15 +96,20 @@ void write_file_atomic(const std::string& path, std::string_view text) {
   detail::sync_parent_folder(path);
 }
 
-std::string read_text_file(const std::string& path) {
+std::string read_text_file(const std::string& path, std::string_view what) {
+  const std::string named = std::string(what) + " '" + path + "'";
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    throw Error(ErrorCode::NotFound, named + " does not exist");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    throw Error(ErrorCode::Io, "cannot open '" + path + "'");
+    throw Error(ErrorCode::Io, "cannot open " + named);
   }
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) {
-    throw Error(ErrorCode::Io, "cannot read '" + path + "'");
+    throw Error(ErrorCode::Io, "cannot read " + named);
   }
   return text.str();
 }

@@ -1,0 +1,222 @@
+// The paper's presets and the mapping of a frontend's request onto EvalOptions.
+#include "eval/runner.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "eval/run_support.h"
+
+namespace kvsteer::eval {
+
+using nlohmann::ordered_json;
+namespace fs = std::filesystem;
+
+Method parse_method(const std::string& name) {
+  static const std::map<std::string, Method> names = {
+      {"baseline", Method::Baseline}, {"cot", Method::Cot},     {"fewshot", Method::FewShot},
+      {"caa", Method::Caa},           {"cache", Method::Cache}, {"cache+cot", Method::CacheCot}};
+  const auto it = names.find(name);
+  if (it == names.end()) {
+    throw Error(ErrorCode::InvalidArgument,
+                "unknown method '" + name + "' (baseline, cot, fewshot, caa, cache, cache+cot)");
+  }
+  return it->second;
+}
+
+const char* method_name(Method method) noexcept {
+  switch (method) {
+    case Method::Baseline:
+      return "baseline";
+    case Method::Cot:
+      return "cot";
+    case Method::FewShot:
+      return "fewshot";
+    case Method::Caa:
+      return "caa";
+    case Method::Cache:
+      return "cache";
+    case Method::CacheCot:
+      return "cache+cot";
+  }
+  return "?";
+}
+
+std::vector<std::string> reference_stop_strings(const Model& model) {
+  std::vector<std::string> stops = {"Q:", "Question:", "</s>", "<|im_end|>"};
+  (void)model;  // EOS tokens stop generation by id (stop_at_eog)
+  return stops;
+}
+
+void apply_paper_preset(EvalOptions& o, const Model& model, const std::string& model_name) {
+  const std::string name = lower(model_name);
+  struct Preset {
+    const char* key;
+    std::size_t n, k;
+    float ck, cv;
+  };
+  // method.md §2.1 (plain runs); the cache+cot overrides of §2.2 are applied below.
+  static const std::map<Task, std::vector<Preset>> presets = {
+      {Task::Gsm8k,
+       {{"smollm2", 200, 5, 0, 1},
+        {"llama-3.2-1b", 100, 5, 0, 1},
+        {"llama-3.2-3b", 100, 5, 0, 1},
+        {"qwen2", 100, 5, 0, 3},
+        {"llama-3.1-8b", 100, 5, 0, 2},
+        {"phi-4-mini", 100, 5, 0, 1}}},
+      {Task::Csqa,
+       {{"llama-3.2-1b", 100, 5, 0, 10},
+        {"llama-3.2-3b", 300, 10, 0, 4},
+        {"smollm2", 400, 12, 0, 6},
+        {"qwen2", 200, 10, 0.2f, 4},
+        {"llama-3.1-8b", 100, 5, 0, 10},
+        {"phi-4-mini", 100, 5, 0, 10}}},
+      {Task::Arc,
+       {{"llama-3.2-3b", 400, 10, 0, 6},
+        {"llama-3.2-1b", 200, 10, 0, 6},
+        {"smollm2", 300, 10, 0, 6},
+        {"qwen2", 400, 10, 0, 10},
+        {"llama-3.1-8b", 200, 10, 0, 6},
+        {"phi-4-mini", 200, 10, 0, 6}}},
+      {Task::Piqa,
+       {{"llama-3.2-1b", 200, 10, 0, 6},
+        {"llama-3.2-3b", 200, 10, 0, 10},
+        {"smollm2", 200, 10, 0, 6},
+        {"qwen2", 200, 10, 0, 8},
+        {"llama-3.1-8b", 200, 10, 0, 6},
+        {"phi-4-mini", 200, 10, 0, 6}}},
+  };
+  o.steering.coef_k = 0.0f;
+  o.steering.coef_v = o.task == Task::Gsm8k ? 1.0f : 6.0f;
+  o.n_pairs = 100;
+  o.shots = 5;
+  std::string matched;
+  if (const auto it = presets.find(o.task); it != presets.end()) {
+    for (const Preset& p : it->second) {
+      if (name.find(p.key) != std::string::npos) {
+        o.n_pairs = p.n;
+        o.shots = p.k;
+        o.steering.coef_k = p.ck;
+        o.steering.coef_v = p.cv;
+        matched = p.key;
+        break;
+      }
+    }
+  }
+  if (o.method == Method::CacheCot && !matched.empty()) {
+    // method.md §2.2
+    if (o.task == Task::Gsm8k) {
+      o.n_pairs = matched == "smollm2" ? 300 : 200;
+      if (matched == "qwen2") o.steering.coef_v = 1.0f;
+    } else if (o.task == Task::Csqa) {
+      if (matched == "llama-3.2-3b") {
+        o.n_pairs = 400;
+        o.shots = 10;
+        o.steering.coef_v = 6;
+      }
+      if (matched == "smollm2") {
+        o.n_pairs = 300;
+        o.shots = 10;
+      }
+    } else if (o.task == Task::Arc) {
+      if (matched == "llama-3.2-3b") o.n_pairs = 200;
+      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini")
+        o.steering.coef_v = 8;
+      if (matched == "smollm2") o.steering.coef_v = 4;
+      if (matched == "qwen2") {
+        o.steering.coef_v = 8;
+        o.n_pairs = 200;
+      }
+    } else if (o.task == Task::Piqa) {
+      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini")
+        o.steering.coef_v = 8;
+      if (matched == "llama-3.2-3b") {
+        o.n_pairs = 300;
+        o.steering.coef_v = 6;
+      }
+      if (matched == "smollm2" || matched == "qwen2") o.steering.coef_v = 10;
+    }
+  }
+  o.steering.layers_k = LayerSelection::parse("1-");
+  o.steering.layers_v = LayerSelection::parse("1-");
+  // Offset "\n" for the MC tasks; none for GSM8K (" " for SmolLM2's GSM8K+CoT run).
+  if (is_multiple_choice(o.task)) {
+    o.steering.offset_token = model.tokenize("\n", false, false).front();
+  } else if (o.method == Method::CacheCot && matched == "smollm2") {
+    o.steering.offset_token = model.tokenize(" ", false, false).front();
+  } else {
+    o.steering.offset_token.reset();
+  }
+}
+
+EvalOptions make_eval_options(const EvalRequest& c, const Model& model) {
+  if (c.extract_position > -1) {
+    throw Error(ErrorCode::InvalidArgument,
+                "extract_position must be <= -1, got " + std::to_string(c.extract_position));
+  }
+  if (c.parallel < 1 || c.parallel > 512) {
+    throw Error(ErrorCode::InvalidArgument,
+                "parallel must be in [1, 512], got " + std::to_string(c.parallel));
+  }
+  if ((c.c_k && !std::isfinite(*c.c_k)) || (c.c_v && !std::isfinite(*c.c_v)) ||
+      !std::isfinite(c.caa.coef) || !(c.temperature >= 0.0f)) {
+    throw Error(ErrorCode::InvalidArgument,
+                "c_k, c_v and caa_c (the CAA coefficient) must be finite and temperature >= 0");
+  }
+  EvalOptions o;
+  o.task = parse_task(c.task);
+  o.data = c.data;
+  o.limit = c.limit;
+  o.method = parse_method(c.method);
+  o.prompt.family = resolve_prompt_family(c.prompt_family, c.chat_template, model);
+  o.prompt.chat_template = c.chat_template;
+  o.traces = c.traces;
+  o.fewshot_map = c.fewshot_map;
+  o.vector_path = c.vector;
+  o.extract_position = c.extract_position;
+  o.selection = c.selection;
+  o.model_path = model.path();
+  const std::string name =
+      c.model_name.empty() ? fs::path(model.path()).filename().string() : c.model_name;
+  if (c.preset) {
+    apply_paper_preset(o, model, name);
+  } else {
+    o.steering.layers_k = o.steering.layers_v = LayerSelection::parse("1-");
+  }
+  if (c.n_pairs) o.n_pairs = *c.n_pairs;
+  if (c.shots) o.shots = *c.shots;
+  if (c.c_k) o.steering.coef_k = *c.c_k;
+  if (c.c_v) o.steering.coef_v = *c.c_v;
+  if (c.layers) o.steering.layers_k = o.steering.layers_v = LayerSelection::parse(*c.layers);
+  if (c.offset) {
+    if (*c.offset == "none") {
+      o.steering.offset_token.reset();
+    } else {
+      const auto ids = model.tokenize(*c.offset, false, false);
+      if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "the offset text has no tokens");
+      o.steering.offset_token = ids.front();
+    }
+  }
+  o.caa = c.caa;
+  o.generation.n_predict = c.n_predict;
+  o.generation.stop_strings = reference_stop_strings(model);
+  o.generation.sampling.temperature = c.temperature;
+  o.generation.sampling.seed = c.seed;
+  if (c.temperature > 0) {  // the reference's sampling (method.md §2.4)
+    o.generation.sampling.top_k = 50;
+    o.generation.sampling.top_p = 0.9f;
+  }
+  o.n_parallel = c.parallel;
+  o.n_threads = c.n_threads;
+  return o;
+}
+
+}  // namespace kvsteer::eval

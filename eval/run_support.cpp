@@ -1,0 +1,259 @@
+#include "eval/run_support.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "base/fnv1a64.h"
+#include "eval/run_support.h"
+#include "kvsteer/file_io.h"
+#include "kvsteer/vector_file.h"
+
+namespace kvsteer::eval {
+
+using nlohmann::ordered_json;
+namespace fs = std::filesystem;
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+bool is_organism(Task task) {
+  return task == Task::OrganismNumeric || task == Task::OrganismChoice;
+}
+
+std::string fingerprint_text(const ModelFingerprint& f) {
+  return f.arch + " L" + std::to_string(f.n_layer) + " H" + std::to_string(f.n_head) + "/" +
+         std::to_string(f.n_head_kv) + " d" + std::to_string(f.n_embd) + " V" +
+         std::to_string(f.n_vocab) + " vocab " + f.vocab_hash;
+}
+
+std::uint32_t longest_pair(const std::vector<ContrastivePair>& pairs) {
+  std::size_t longest = 0;
+  for (const auto& p : pairs) longest = std::max({longest, p.positive.size(), p.negative.size()});
+  return static_cast<std::uint32_t>(longest + 4);
+}
+
+// Mean residual difference (positive - negative) per layer at the last prompt token.
+std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
+                                                        const std::vector<ContrastivePair>& pairs,
+                                                        const EvalOptions& o) {
+  Session session = ev.make_session(1, true, longest_pair(pairs));
+  std::vector<std::vector<double>> sum;
+  for (std::size_t p = 0; p < pairs.size(); ++p) {
+    const ContrastivePair& pair = pairs[p];
+    if (o.extraction_progress) o.extraction_progress(p, pairs.size());
+    for (int sign : {1, -1}) {
+      session.clear();
+      session.decode(0, sign > 0 ? pair.positive : pair.negative, true);
+      const auto rows = session.last_residual();
+      sum.resize(rows.size());
+      for (std::size_t l = 0; l < rows.size(); ++l) {
+        sum[l].resize(rows[l].size(), 0.0);
+        for (std::size_t j = 0; j < rows[l].size(); ++j) sum[l][j] += sign * double(rows[l][j]);
+      }
+    }
+  }
+  if (o.extraction_progress) o.extraction_progress(pairs.size(), pairs.size());
+  std::vector<std::vector<float>> mean(sum.size());
+  for (std::size_t l = 0; l < sum.size(); ++l) {
+    for (double x : sum[l]) mean[l].push_back(static_cast<float>(x / double(pairs.size())));
+  }
+  return mean;
+}
+
+// A session that extracts from these pairs, n_seq prompts at a time.
+Session extraction_session(const Evaluator& ev, const std::vector<ContrastivePair>& pairs) {
+  const auto n_seq = std::min<std::uint32_t>(8, static_cast<std::uint32_t>(pairs.size() * 2));
+  return ev.make_session(n_seq, false, longest_pair(pairs));
+}
+
+// The cache-steering vector of a run: the --vector file, or extracted from the traces (with the
+// CoT prefix for cache+cot). `info` receives its provenance.
+SteeringVector cache_vector(const Evaluator& ev, const EvalOptions& o, ordered_json& info) {
+  if (!o.vector_path.empty()) {
+    SteeringVector v = load_steering_vector(o.vector_path);
+    info = {{"path", o.vector_path},
+            {"traces_sha256", v.info.traces_sha256},
+            {"n_pairs", v.info.n_pairs},
+            {"source", v.info.source}};
+    return v;
+  }
+  const auto pairs = ev.contrastive_pairs(o.method == Method::CacheCot);
+  Session s = extraction_session(ev, pairs);
+  ExtractionParams ep;
+  ep.position = o.extract_position;
+  ep.progress = o.extraction_progress;
+  SteeringVector v = extract_steering_vector(s, pairs, ep);
+  info = {{"extracted_from", o.traces},
+          {"traces_sha256", ev.traces_sha()},
+          {"n_pairs", pairs.size()},
+          {"shots", o.shots}};
+  return v;
+}
+
+// The provenance run_eval records for its vector, from the options and files alone: a resumed run
+// whose items are all done (killed between its last batch and summary.json) extracts nothing and
+// must still write the summary an uninterrupted run writes.
+ordered_json vector_provenance(const EvalOptions& o) {
+  if (o.method == Method::Caa || o.vector_path.empty()) {
+    if (o.traces.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "--traces is required to extract a steering vector");
+    }
+    ordered_json info = {{"extracted_from", o.traces},
+                         {"traces_sha256", load_traces(o.traces, trace_format_of(o.task)).sha256},
+                         {"n_pairs", o.n_pairs},
+                         {"shots", o.shots}};
+    if (o.method == Method::Caa) info["kind"] = "residual (l_out)";
+    return info;
+  }
+  const SteeringVector v = load_steering_vector(o.vector_path);
+  return {{"path", o.vector_path},
+          {"traces_sha256", v.info.traces_sha256},
+          {"n_pairs", v.info.n_pairs},
+          {"source", v.info.source}};
+}
+
+std::vector<std::vector<float>> scaled(const std::vector<std::vector<float>>& v, float c) {
+  auto out = v;
+  for (auto& row : out)
+    for (float& x : row) x *= c;
+  return out;
+}
+
+ordered_json steering_json(const SteeringParams& p) {
+  return ordered_json{
+      {"c_k", p.coef_k},
+      {"c_v", p.coef_v},
+      {"layers_k", p.layers_k.to_string()},
+      {"layers_v", p.layers_v.to_string()},
+      {"offset_token", p.offset_token ? ordered_json(*p.offset_token) : ordered_json(nullptr)}};
+}
+
+// The model file's size and an FNV-1a 64 of its first and last 4 MiB (the whole file when
+// smaller): a retrained or requantised model keeps its fingerprint (architecture, vocabulary),
+// and a resumed run must not mix its answers with another model's.
+ordered_json model_file_identity(const std::string& path) {
+  constexpr std::uintmax_t kSpan = 4u << 20;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::Io, "cannot read model file '" + path + "'");
+  const std::uintmax_t size = std::filesystem::file_size(path);
+  std::uint64_t h = base::kFnv1a64Basis;
+  std::vector<char> buffer;
+  auto hash_span = [&](std::uintmax_t from, std::uintmax_t n) {
+    buffer.resize(static_cast<std::size_t>(n));
+    in.seekg(static_cast<std::streamoff>(from));
+    in.read(buffer.data(), static_cast<std::streamsize>(n));
+    if (!in) throw Error(ErrorCode::Io, "cannot read model file '" + path + "'");
+    h = base::fnv1a64(buffer.data(), buffer.size(), h);
+  };
+  if (size <= 2 * kSpan) {
+    hash_span(0, size);
+  } else {
+    hash_span(0, kSpan);
+    hash_span(size - kSpan, kSpan);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return {{"bytes", size}, {"head_tail_fnv1a", hex}};
+}
+
+ordered_json config_json(const EvalOptions& o, const Model& model) {
+  ordered_json c{
+      {"task", task_name(o.task)},
+      {"data", o.data},
+      {"limit", o.limit},
+      {"method", method_name(o.method)},
+      {"prompt_family", o.prompt.family ? prompt_family_name(*o.prompt.family) : "model"},
+      {"chat_template", o.prompt.chat_template},
+      {"n_predict", o.generation.n_predict},
+      {"stop_strings", o.generation.stop_strings},
+      {"decoding", o.generation.sampling.temperature > 0 ? "sampling" : "greedy"},
+      {"seed", o.generation.sampling.seed},
+      {"parallel", o.n_parallel},
+      {"model", o.model_path},
+      {"model_fingerprint", fingerprint_text(model.fingerprint())}};
+  if (!o.model_path.empty()) c["model_file"] = model_file_identity(o.model_path);
+  if (o.task == Task::OrganismChoice) c["choice_scoring"] = "organism_answer_first";
+  if (o.method == Method::FewShot || o.method == Method::Cache || o.method == Method::CacheCot ||
+      o.method == Method::Caa) {
+    c["traces"] = o.traces;
+    c["fewshot_map"] = o.fewshot_map;
+    c["pairs"] = o.n_pairs;
+    c["shots"] = o.shots;
+  }
+  if (o.method == Method::Cache || o.method == Method::CacheCot) {
+    c["vector"] = o.vector_path;
+    c["steering"] = steering_json(o.steering);
+  }
+  if (o.method == Method::Caa) {
+    c["caa"] = {
+        {"layer_first", o.caa.layer_first}, {"layer_last", o.caa.layer_last}, {"c", o.caa.coef}};
+  }
+  if (o.extract_position != -1 && o.vector_path.empty() &&
+      (o.method == Method::Cache || o.method == Method::CacheCot)) {
+    c["extract_position"] = o.extract_position;
+  }
+  if (!o.selection.is_null()) c["selection"] = o.selection;
+  return c;
+}
+
+// A result JSON (sweep, diagnosis), its folder created when missing.
+void write_json_file(const std::string& path, const ordered_json& j) {
+  if (const auto parent = fs::path(path).parent_path(); !parent.empty()) {
+    fs::create_directories(parent);
+  }
+  write_file_atomic(path, j.dump(2) + "\n");
+}
+
+// Results already in items.jsonl; a torn last line (a kill mid-write) is cut off.
+std::map<std::size_t, ItemResult> load_done(const std::string& path) {
+  std::map<std::size_t, ItemResult> done;
+  if (!fs::exists(path)) return done;
+  const std::string text = read_text_file(path);
+  std::size_t good_end = 0, start = 0, line_no = 0;
+  while (start < text.size()) {
+    const std::size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) break;  // torn line
+    ++line_no;
+    try {
+      ItemResult r = ItemResult::from_json(ordered_json::parse(text.substr(start, nl - start)));
+      done[r.index] = std::move(r);
+    } catch (const std::exception& e) {
+      throw Error(ErrorCode::Format, path + ": line " + std::to_string(line_no) + ": " + e.what());
+    }
+    good_end = nl + 1;
+    start = nl + 1;
+  }
+  if (good_end != text.size()) fs::resize_file(path, good_end);
+  return done;
+}
+
+// One line of items.jsonl or a sweep journal. Byte-fallback tokens can leave invalid UTF-8 in a
+// response: it is replaced (U+FFFD) rather than failing the run.
+std::string journal_line(const ordered_json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+// The result as a resumed run reads it back from its line (ttft_ms rounded, invalid UTF-8
+// replaced): summaries are computed from these, so a run's summary does not depend on which of
+// its items were computed in this process and which were read back.
+ItemResult as_journalled(const ItemResult& r) {
+  return ItemResult::from_json(ordered_json::parse(journal_line(r.to_json())));
+}
+
+std::int32_t resolve_caa_layer(std::int32_t layer, const Model& model) {
+  return layer >= 0 ? layer : std::max(1, model.fingerprint().n_layer / 2);
+}
+
+}  // namespace kvsteer::eval
