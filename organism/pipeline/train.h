@@ -1,5 +1,5 @@
-// Training the reasoning organism end to end (organism/README.md): the mixture, a random-init llama GGUF
-// with the organism's vocabulary and ChatML template, tokenization through libllama into KVSD
+// Training the reasoning organism end to end (organism/README.md): the mixture, a random-init llama
+// GGUF with the organism's vocabulary and ChatML template, tokenization through libllama into KVSD
 // records with the loss on every assistant turn, and the full-gradient trainer.
 #pragma once
 
