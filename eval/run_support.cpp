@@ -49,27 +49,7 @@ std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
                                                         const std::vector<ContrastivePair>& pairs,
                                                         const EvalOptions& o) {
   Session session = ev.make_session(1, true, longest_pair(pairs));
-  std::vector<std::vector<double>> sum;
-  for (std::size_t p = 0; p < pairs.size(); ++p) {
-    const ContrastivePair& pair = pairs[p];
-    if (o.extraction_progress) o.extraction_progress(p, pairs.size());
-    for (int sign : {1, -1}) {
-      session.clear();
-      session.decode(0, sign > 0 ? pair.positive : pair.negative, true);
-      const auto rows = session.last_residual();
-      sum.resize(rows.size());
-      for (std::size_t l = 0; l < rows.size(); ++l) {
-        sum[l].resize(rows[l].size(), 0.0);
-        for (std::size_t j = 0; j < rows[l].size(); ++j) sum[l][j] += sign * double(rows[l][j]);
-      }
-    }
-  }
-  if (o.extraction_progress) o.extraction_progress(pairs.size(), pairs.size());
-  std::vector<std::vector<float>> mean(sum.size());
-  for (std::size_t l = 0; l < sum.size(); ++l) {
-    for (double x : sum[l]) mean[l].push_back(static_cast<float>(x / double(pairs.size())));
-  }
-  return mean;
+  return extract_residual_directions(session, pairs, o.extraction_progress);
 }
 
 // A session that extracts from these pairs, n_seq prompts at a time.

@@ -102,4 +102,13 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
                                                      std::span<const Pos> positions,
                                                      const ExtractionParams& params = {});
 
+// Activation steering's direction (CAA): per layer, the mean over pairs of the block output
+// (positive - negative) at each prompt's last token, [n_layer][n_embd], for
+// Session::set_control_vector. The session needs capture_residual; prompts are decoded one at a
+// time (the residual is read from the last token of a decode call) and its sequences are cleared.
+// progress as in ExtractionParams. Throws Error(InvalidArgument) for no pairs or an empty prompt.
+std::vector<std::vector<float>> extract_residual_directions(
+    Session& session, std::span<const ContrastivePair> pairs,
+    const std::function<void(std::size_t, std::size_t)>& progress = {});
+
 }  // namespace kvsteer

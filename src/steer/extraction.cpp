@@ -154,4 +154,44 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
   return vectors;
 }
 
+std::vector<std::vector<float>> extract_residual_directions(
+    Session& session, std::span<const ContrastivePair> pairs,
+    const std::function<void(std::size_t, std::size_t)>& progress) {
+  if (pairs.empty()) {
+    throw Error(ErrorCode::InvalidArgument, "no contrastive pairs to extract from");
+  }
+  std::vector<std::vector<double>> sum;
+  for (std::size_t p = 0; p < pairs.size(); ++p) {
+    const ContrastivePair& pair = pairs[p];
+    if (progress) progress(p, pairs.size());
+    for (int sign : {1, -1}) {
+      const std::vector<Token>& tokens = sign > 0 ? pair.positive : pair.negative;
+      if (tokens.empty()) {
+        throw Error(ErrorCode::InvalidArgument,
+                    std::string("the ") + (sign > 0 ? "positive" : "negative") +
+                        " prompt of pair " + std::to_string(p) + " is empty");
+      }
+      session.clear();
+      session.decode(0, tokens, true);
+      const auto rows = session.last_residual();
+      sum.resize(rows.size());
+      for (std::size_t l = 0; l < rows.size(); ++l) {
+        sum[l].resize(rows[l].size(), 0.0);
+        for (std::size_t j = 0; j < rows[l].size(); ++j) {
+          sum[l][j] += sign * static_cast<double>(rows[l][j]);
+        }
+      }
+    }
+  }
+  session.clear();
+  if (progress) progress(pairs.size(), pairs.size());
+  std::vector<std::vector<float>> mean(sum.size());
+  for (std::size_t l = 0; l < sum.size(); ++l) {
+    for (double x : sum[l]) {
+      mean[l].push_back(static_cast<float>(x / static_cast<double>(pairs.size())));
+    }
+  }
+  return mean;
+}
+
 }  // namespace kvsteer
