@@ -188,6 +188,48 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
   return c;
 }
 
+namespace {
+
+bool is_path_key(const std::string& key) {
+  return key == "data" || key == "traces" || key == "fewshot_map" || key == "vector" ||
+         key == "model";
+}
+
+std::string canonical_path(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code ec;
+  const fs::path p = fs::weakly_canonical(fs::absolute(path, ec), ec);
+  return ec ? path : p.string();
+}
+
+}  // namespace
+
+std::vector<std::string> config_differences(const ordered_json& recorded, const ordered_json& now) {
+  std::vector<std::string> keys;
+  const auto differs = [&](const std::string& key) {
+    if (!recorded.contains(key) || !now.contains(key)) return true;
+    const ordered_json& a = recorded.at(key);
+    const ordered_json& b = now.at(key);
+    if (is_path_key(key) && a.is_string() && b.is_string()) {
+      return canonical_path(a.get<std::string>()) != canonical_path(b.get<std::string>());
+    }
+    return a != b;
+  };
+  for (const auto& [key, value] : recorded.items()) {
+    if (differs(key)) keys.push_back(key);
+  }
+  for (const auto& [key, value] : now.items()) {
+    if (!recorded.contains(key)) keys.push_back(key);
+  }
+  return keys;
+}
+
+std::string join_keys(const std::vector<std::string>& keys) {
+  std::string out;
+  for (const std::string& k : keys) out += (out.empty() ? "" : ", ") + k;
+  return out;
+}
+
 // A result JSON (sweep, diagnosis), its folder created when missing.
 void write_json_file(const std::string& path, const ordered_json& j) {
   if (const auto parent = fs::path(path).parent_path(); !parent.empty()) {

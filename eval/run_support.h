@@ -328,6 +328,17 @@ ordered_json model_file_identity(const std::string& path);
 
 ordered_json config_json(const EvalOptions& o, const Model& model);
 
+// The top-level keys in which a recorded run configuration (config.json, a sweep journal's
+// header) and this run's differ, empty when the run may resume. File paths (data, traces,
+// fewshot_map, vector, model) are compared by the file they name, a relative one resolved against
+// the current directory: `make` and a shell spell the same file differently, and a resumed run
+// must not be refused for that. Whether the file's contents changed is what model_file (for the
+// model) and the extraction provenance are for.
+std::vector<std::string> config_differences(const ordered_json& recorded, const ordered_json& now);
+
+// "data, traces" from config_differences, for an error message.
+std::string join_keys(const std::vector<std::string>& keys);
+
 // A result JSON (sweep, diagnosis), its folder created when missing.
 void write_json_file(const std::string& path, const ordered_json& j);
 

@@ -48,10 +48,16 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   ordered_json config = config_json(o, *model);
   const std::string config_text = config.dump(2) + "\n";
   if (fs::exists(config_path)) {
-    if (read_text_file(config_path) != config_text) {
-      throw Error(ErrorCode::InvalidArgument, "output folder " + o.out_dir +
-                                                  " holds a run with another configuration "
-                                                  "(config.json differs); choose another --out");
+    ordered_json recorded;
+    try {
+      recorded = ordered_json::parse(read_text_file(config_path, "run configuration"));
+    } catch (const ordered_json::exception& e) {
+      throw Error(ErrorCode::Format, config_path + ": not a run configuration: " + e.what());
+    }
+    if (const auto keys = config_differences(recorded, config); !keys.empty()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "output folder " + o.out_dir + " holds a run with another configuration (" +
+                      join_keys(keys) + " differ); choose another --out");
     }
   } else {
     write_file_atomic(config_path, config_text);

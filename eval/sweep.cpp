@@ -31,14 +31,15 @@ namespace {
 // refused rather than mixed in. Item lines are eval's item records with the setting's index.
 class SweepJournal {
  public:
-  SweepJournal(std::string path, const ordered_json& header, std::size_t n_settings)
-      : path_(std::move(path)), done_(n_settings) {
+  SweepJournal(std::string path, const ordered_json& config, const ordered_json& grid)
+      : path_(std::move(path)), done_(grid.size()) {
     if (path_.empty()) return;
-    const std::string head = header.dump(-1) + "\n";
+    const ordered_json header{
+        {"kind", "kvsteer-sweep-items"}, {"version", 1}, {"config", config}, {"grid", grid}};
     if (!fs::exists(path_)) {
-      write_file_atomic(path_, head);
+      write_file_atomic(path_, header.dump(-1) + "\n");
     } else {
-      load(head);
+      load(header);
     }
     out_.emplace(path_);
   }
@@ -85,14 +86,32 @@ class SweepJournal {
   }
 
  private:
-  void load(const std::string& head) {
-    const std::string text = read_text_file(path_);
+  void load(const ordered_json& header) {
+    const std::string text = read_text_file(path_, "sweep journal");
     const std::size_t first = text.find('\n');
-    if (first == std::string::npos || text.compare(0, first + 1, head) != 0) {
+    ordered_json recorded;
+    if (first != std::string::npos) {
+      try {
+        recorded = ordered_json::parse(text.substr(0, first));
+      } catch (const ordered_json::exception&) {
+        recorded = nullptr;
+      }
+    }
+    if (!recorded.is_object() || recorded.value("kind", "") != header.at("kind") ||
+        recorded.value("version", 0) != header.at("version")) {
+      throw Error(ErrorCode::Format, path_ + " is not a kvsteer sweep journal");
+    }
+    std::vector<std::string> keys;
+    if (recorded.contains("config") && recorded.at("config").is_object()) {
+      keys = config_differences(recorded.at("config"), header.at("config"));
+    } else {
+      keys.push_back("config");
+    }
+    if (recorded.value("grid", ordered_json()) != header.at("grid")) keys.push_back("grid");
+    if (!keys.empty()) {
       throw Error(ErrorCode::InvalidArgument,
-                  path_ +
-                      " holds a sweep with another configuration or grid; remove it or "
-                      "choose another -o");
+                  path_ + " holds a sweep with another configuration (" + join_keys(keys) +
+                      " differ); remove it or choose another -o");
     }
     std::size_t good_end = first + 1, start = first + 1, line_no = 1;
     while (start < text.size()) {
@@ -159,10 +178,7 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
       fs::create_directories(parent);
     }
   }
-  SweepJournal journal(
-      so.out.empty() ? "" : so.out + ".items.jsonl",
-      {{"kind", "kvsteer-sweep-items"}, {"version", 1}, {"config", config}, {"grid", grid}},
-      grid.size());
+  SweepJournal journal(so.out.empty() ? "" : so.out + ".items.jsonl", config, grid);
   const auto start = std::chrono::steady_clock::now();
   if (o.method == Method::Caa) {
     std::size_t s = 0;
