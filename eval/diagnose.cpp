@@ -153,6 +153,7 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
   sp.n_batch = std::min<std::uint32_t>(512, sp.n_ctx);
   sp.n_threads = o.n_threads;
   sp.capture_tensors = diagnosis_capture_tensors();
+  sp.abort_callback = o.abort;
   Session session(model, sp);
 
   // Settings: the given one, its scaled copies, and each selected layer alone.

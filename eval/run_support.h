@@ -69,6 +69,7 @@ class Evaluator {
     sp.n_batch = std::min<std::uint32_t>(512, sp.n_ctx);
     sp.n_threads = o_.n_threads;
     sp.capture_residual = capture;
+    sp.abort_callback = o_.abort;
     return Session(model_, sp);
   }
 

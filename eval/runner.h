@@ -89,6 +89,10 @@ struct EvalOptions {
   std::function<void(std::size_t, std::size_t)> progress;
   // (pairs done, pairs total) while a steering vector is extracted; may be empty.
   std::function<void(std::size_t, std::size_t)> extraction_progress;
+  // Asked during every decode (SessionParams::abort_callback); true stops the batch in flight
+  // with Error(Cancelled). Finished batches stay journalled, so the same call resumes. May be
+  // empty. Called on a compute thread: it must be cheap and must not throw.
+  std::function<bool()> abort;
 };
 
 // The reference's stop strings (method.md §1.5) plus the model's EOS text.

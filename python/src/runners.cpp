@@ -135,9 +135,10 @@ offset token): cache steering; caa_layer, caa_layer_last, caa_c: activation
 steering; n_predict, temperature, seed: decoding; parallel: items decoded
 together. Arguments left None take the preset; given ones win.
 progress / extraction_progress: callable(done, total) or a tqdm bar, after each
-batch. The GIL is released; Ctrl-C stops after the batch being decoded with
-KeyboardInterrupt (finished items stay in items.jsonl; summary files are
-written atomically, so none is left half-written).)doc";
+batch. The GIL is released; Ctrl-C stops the batch being decoded with
+KeyboardInterrupt (its answers are dropped, finished batches stay in items.jsonl
+and the same call resumes; summary files are written atomically, so none is
+left half-written).)doc";
 
 template <typename Run>
 nb::object run_runner(const RunnerArgs& args, const PyModel& model, nb::object progress,
@@ -148,6 +149,7 @@ nb::object run_runner(const RunnerArgs& args, const PyModel& model, nb::object p
   const std::string dump = run_long([&](LongCall& call) {
     o.progress = cancellable(items, call);
     o.extraction_progress = cancellable(pairs, call);
+    o.abort = call.abort_callback();
     return run(o).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   });
   return json_to_python(dump);

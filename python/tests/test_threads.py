@@ -111,3 +111,28 @@ def test_ctrl_c_stops_eval_with_whole_files(stories_gguf, gsm8k_items, traces, t
     m = kvsteer.Model(stories_gguf)
     summary = kvsteer.eval(m, "gsm8k", str(gsm8k_items), str(out), **args)
     assert summary["n"] == 8
+
+
+def test_ctrl_c_stops_eval_inside_a_batch(stories_gguf, gsm8k_items, tmp_path):
+    # One batch of 8 answers of 2 000 tokens (stories260K does not stop by itself): about 15-30 s
+    # here. Ctrl-C after 1 s must stop it inside the batch, not at its end, and journal nothing.
+    out = tmp_path / "run"
+    proc = _run_interrupted(f"""
+        import os, signal, threading, time, kvsteer
+        m = kvsteer.Model({str(stories_gguf)!r})
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        t = time.perf_counter()
+        try:
+            kvsteer.eval(m, "gsm8k", {str(gsm8k_items)!r}, {str(out)!r}, prompt_family="chatml",
+                         n_predict=2000, parallel=8, limit=8, n_threads=1, preset=False)
+            print("finished after", round(time.perf_counter() - t, 2))
+        except KeyboardInterrupt:
+            print("interrupted after", round(time.perf_counter() - t, 2))
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("interrupted after"), proc.stdout
+    assert float(proc.stdout.split()[-1]) < 8, proc.stdout
+    assert json.loads((out / "config.json").read_text())["n_predict"] == 2000
+    items = out / "items.jsonl"
+    assert not items.exists() or items.read_text() == ""
+    assert not (out / "summary.json").exists()
