@@ -154,6 +154,11 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
   sp.n_threads = o.n_threads;
   sp.capture_tensors = diagnosis_capture_tensors();
   sp.abort_callback = o.abort;
+  // The engine's cache types and attention, in one unified stream: the diagnosis reads
+  // attention windows by physical cell, which is what a unified cache gives.
+  sp.type_k = o.engine.type_k;
+  sp.type_v = o.engine.type_v;
+  sp.flash_attn = o.engine.flash_attn;
   Session session(model, sp);
 
   // Settings: the given one, its scaled copies, and each selected layer alone.

@@ -185,6 +185,16 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
     c["extract_position"] = o.extract_position;
   }
   if (!o.selection.is_null()) c["selection"] = o.selection;
+  if (!(o.engine == EvalEngine{})) {
+    const auto fa = o.engine.flash_attn;
+    c["engine"] = {
+        {"cache_type_k", kv_type_name(o.engine.type_k)},
+        {"cache_type_v", kv_type_name(o.engine.type_v)},
+        {"flash_attn", fa == FlashAttn::On    ? "on"
+                       : fa == FlashAttn::Off ? "off"
+                                              : "auto"},
+        {"kv_streams", o.engine.kv_streams == KvStreams::PerSequence ? "per-sequence" : "unified"}};
+  }
   return c;
 }
 

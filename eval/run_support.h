@@ -70,6 +70,11 @@ class Evaluator {
     sp.n_threads = o_.n_threads;
     sp.capture_residual = capture;
     sp.abort_callback = o_.abort;
+    sp.type_k = o_.engine.type_k;
+    sp.type_v = o_.engine.type_v;
+    sp.flash_attn = o_.engine.flash_attn;
+    sp.kv_streams = o_.engine.kv_streams;
+    if (sp.kv_streams == KvStreams::PerSequence) sp.edit_route = EditRoute::FullSequence;
     return Session(model_, sp);
   }
 

@@ -29,6 +29,7 @@
 #include "eval/prompts.h"
 #include "kvsteer/generation.h"
 #include "kvsteer/model.h"
+#include "kvsteer/session.h"
 #include "kvsteer/steering.h"
 
 namespace kvsteer::eval {
@@ -57,6 +58,18 @@ struct CaaParams {
   float coef = 1.0f;
 };
 
+// How eval's sessions hold the cache (kvsteer/session.h; docs/DESIGN.md, "Cache layout"). The
+// defaults are the library's; config.json records the engine when it differs from them. With
+// per-sequence streams the sessions edit through the full-sequence route, and a sequence's
+// answer no longer depends on where its batch-mates' cells lie.
+struct EvalEngine {
+  KvType type_k = KvType::F16;
+  KvType type_v = KvType::F16;
+  FlashAttn flash_attn = FlashAttn::Auto;
+  KvStreams kv_streams = KvStreams::Unified;
+  bool operator==(const EvalEngine&) const = default;
+};
+
 struct EvalOptions {
   Task task = Task::Gsm8k;
   std::string data;       // the task's test file
@@ -83,6 +96,7 @@ struct EvalOptions {
 
   std::uint32_t n_parallel = 16;  // sequences decoded together
   std::int32_t n_threads = 0;
+  EvalEngine engine;
   std::string out_dir;
   std::string model_path;  // recorded in config/summary; its size and head/tail hash guard resumes
   // (done, total) after every batch; may be empty.
@@ -125,6 +139,9 @@ struct EvalRequest {
   std::uint32_t seed = 1234;
   std::uint32_t parallel = 16;
   std::int32_t n_threads = 0;
+  // The engine by name: f32/f16/bf16/q8_0/q4_0; on/off/auto; unified/per-sequence.
+  std::string cache_type_k = "f16", cache_type_v = "f16", flash_attn = "auto",
+              kv_streams = "unified";
 };
 
 // EvalOptions for a request on a model: preset first, then the request's explicit values. Throws

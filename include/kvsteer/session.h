@@ -22,8 +22,21 @@ enum class EditRoute {
   FullSequence,  // patch the whole sequence blob and restore it: O(n_tokens)
 };
 
+// How the cache holds several sequences (../docs/DESIGN.md, "Cache layout").
+enum class KvStreams {
+  // One stream for all sequences: a token's attention is computed over every sequence's cells
+  // (masked), and cells can be shared between sequences (the one-cell edit route needs this).
+  Unified,
+  // A stream per sequence, of n_ctx / n_seq cells (rounded up to 256): a token's attention runs
+  // over its own sequence's cells only, and a sequence's cells lie in the order it decoded them
+  // whoever shares the session. Measured on SmolLM2-135M, 16 sequences of 800 cells: decode 2.2x
+  // faster than Unified with an F16 cache, 3.3x with F32 and flash attention off. Needs
+  // EditRoute::FullSequence (a cell cannot be shared across streams).
+  PerSequence,
+};
+
 struct SessionParams {
-  std::uint32_t n_ctx = 4096;   // cells of the (unified) cache, shared by all sequences
+  std::uint32_t n_ctx = 4096;   // cells of the cache, all sequences together
   std::uint32_t n_batch = 512;  // tokens per llama_decode call; n_ubatch is the same, so prefill
                                 // chunking is fixed and results are reproducible
   std::uint32_t n_seq = 1;      // user sequences 0 .. n_seq-1 (one more is reserved as scratch)
@@ -32,6 +45,7 @@ struct SessionParams {
   KvType type_v = KvType::F16;  // quantized V needs flash attention
   FlashAttn flash_attn = FlashAttn::Auto;
   EditRoute edit_route = EditRoute::OneCell;
+  KvStreams kv_streams = KvStreams::Unified;
   // Record the block outputs (the residual stream, llama.cpp's "l_out-<il>") of the last token
   // of every decode, for activation-steering extraction (last_residual()). Costs a graph split
   // per layer; leave off otherwise.
@@ -99,7 +113,7 @@ class Session {
   void clear();                    // empties every sequence
   void clear_sequence(SeqId seq);  // removes all cells of seq
   // Makes dst a copy of src: dst's old cells are removed, then src's cells are shared with dst
-  // (metadata only, no data is copied).
+  // (metadata only, no data is copied; with KvStreams::PerSequence the cells are copied).
   void copy_sequence(SeqId src, SeqId dst);
   // Position the next token of seq gets: last position + 1, or 0 for an empty sequence.
   Pos next_pos(SeqId seq) const;

@@ -39,6 +39,8 @@ struct RunnerArgs {
   std::uint32_t seed = 1234;
   std::uint32_t parallel = 16;
   std::int32_t n_threads = 0;
+  std::string cache_type_k = "f16", cache_type_v = "f16", flash_attn = "auto",
+              kv_streams = "unified";
 };
 
 eval::EvalOptions build_options(const RunnerArgs& c, const std::shared_ptr<const Model>& model) {
@@ -72,6 +74,10 @@ eval::EvalOptions build_options(const RunnerArgs& c, const std::shared_ptr<const
   r.seed = c.seed;
   r.parallel = c.parallel;
   r.n_threads = c.n_threads;
+  r.cache_type_k = c.cache_type_k;
+  r.cache_type_v = c.cache_type_v;
+  r.flash_attn = c.flash_attn;
+  r.kv_streams = c.kv_streams;
   return eval::make_eval_options(r, *model);
 }
 
@@ -85,8 +91,9 @@ eval::EvalOptions build_options(const RunnerArgs& c, const std::shared_ptr<const
       std::optional<float> c_v, std::optional<std::string> layers,                               \
       std::optional<std::string> offset, std::int32_t caa_layer, std::int32_t caa_layer_last,    \
       float caa_c, std::int32_t n_predict, float temperature, std::uint32_t seed,                \
-      std::uint32_t parallel, std::int32_t n_threads, nb::object progress,                       \
-      nb::object extraction_progress
+      std::uint32_t parallel, std::int32_t n_threads, const std::string &cache_type_k,           \
+      const std::string &cache_type_v, const std::string &flash_attn,                            \
+      const std::string &kv_streams, nb::object progress, nb::object extraction_progress
 
 #define KVSTEER_RUNNER_FILL(args)                \
   args.limit = limit;                            \
@@ -112,7 +119,11 @@ eval::EvalOptions build_options(const RunnerArgs& c, const std::shared_ptr<const
   args.temperature = temperature;                \
   args.seed = seed;                              \
   args.parallel = parallel;                      \
-  args.n_threads = n_threads
+  args.n_threads = n_threads;                    \
+  args.cache_type_k = cache_type_k;              \
+  args.cache_type_v = cache_type_v;              \
+  args.flash_attn = flash_attn;                  \
+  args.kv_streams = kv_streams
 
 #define KVSTEER_RUNNER_ARGS(default_limit)                                                      \
   "limit"_a = default_limit, "prompt_family"_a = nb::none(), "chat_template"_a = "",            \
@@ -122,7 +133,8 @@ eval::EvalOptions build_options(const RunnerArgs& c, const std::shared_ptr<const
   "c_k"_a = nb::none(), "c_v"_a = nb::none(), "layers"_a = nb::none(), "offset"_a = nb::none(), \
   "caa_layer"_a = -1, "caa_layer_last"_a = -1, "caa_c"_a = 1.0f, "n_predict"_a = 768,           \
   "temperature"_a = 0.0f, "seed"_a = 1234, "parallel"_a = 16, "n_threads"_a = 0,                \
-  "progress"_a = nb::none(), "extraction_progress"_a = nb::none()
+  "cache_type_k"_a = "f16", "cache_type_v"_a = "f16", "flash_attn"_a = "auto",                  \
+  "kv_streams"_a = "unified", "progress"_a = nb::none(), "extraction_progress"_a = nb::none()
 
 constexpr const char* kSharedDoc = R"doc(
 Shared arguments (the flags of `kvsteer eval`, README): task 'gsm8k', 'arc',
@@ -132,7 +144,10 @@ rendered; preset: apply the paper's per-task settings for model_name (default:
 the model file name); traces, fewshot_map, n_pairs, shots, extract_position:
 extraction (or vector: a vector file); c_k, c_v, layers, offset ('none' for no
 offset token): cache steering; caa_layer, caa_layer_last, caa_c: activation
-steering; n_predict, temperature, seed: decoding; parallel: items decoded
+steering; n_predict, temperature, seed: decoding; cache_type_k, cache_type_v,
+flash_attn ('on', 'off', 'auto'), kv_streams ('unified', 'per-sequence'): how
+the cache is held (per-sequence: each sequence attends over its own cells only,
+faster with many long answers); parallel: items decoded
 together. Arguments left None take the preset; given ones win.
 progress / extraction_progress: callable(done, total) or a tqdm bar, after each
 batch. The GIL is released; Ctrl-C stops the batch being decoded with

@@ -76,3 +76,25 @@ def test_runner_refusals(stories, gsm8k_items, tmp_path):
     with pytest.raises(kvsteer.InvalidArgumentError):
         kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "f"), c_v=float("nan"),
                      **COMMON)
+
+
+def test_engine_arguments_reach_the_runs_and_bad_ones_raise(cli, stories, stories_gguf,
+                                                            gsm8k_items, tmp_path):
+    engine = ["--kv-streams", "per-sequence", "--cache-type-k", "f32", "--cache-type-v", "f32",
+              "--flash-attn", "off"]
+    cli.run("eval", "-m", str(stories_gguf), "--task", "gsm8k", "--data", str(gsm8k_items),
+            "--prompt-family", "chatml", "--limit", "3", "--n-predict", "8", "--parallel", "2",
+            "--no-preset", "-o", str(tmp_path / "cli"), *engine)
+    kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "py"), kv_streams="per-sequence",
+                 cache_type_k="f32", cache_type_v="f32", flash_attn="off", **COMMON)
+    config = json.loads((tmp_path / "py" / "config.json").read_text())
+    assert config["engine"] == {"cache_type_k": "f32", "cache_type_v": "f32", "flash_attn": "off",
+                                "kv_streams": "per-sequence"}
+    read = lambda d: [json.loads(x) for x in (tmp_path / d / "items.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "ttft_ms"} for r in rows]
+    assert strip(read("py")) == strip(read("cli"))
+    for bad in (dict(kv_streams="both"), dict(flash_attn="maybe"), dict(cache_type_v="f8"),
+                dict(cache_type_v="q8_0", flash_attn="off")):
+        with pytest.raises(kvsteer.InvalidArgumentError):
+            kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "bad"), **bad, **COMMON)
+        assert not (tmp_path / "bad").exists()

@@ -69,6 +69,10 @@ void validate(const Model& model, const SessionParams& p) {
   if (p.n_threads < 0) {
     bad("threads must be >= 0, got " + std::to_string(p.n_threads));
   }
+  if (p.kv_streams == KvStreams::PerSequence && p.edit_route == EditRoute::OneCell) {
+    bad("a cache with a stream per sequence needs the full-sequence edit route (--edit-route "
+        "full): the one-cell route shares a cell with a scratch sequence");
+  }
 }
 
 // ggml scheduler callback: asks for every "<name>-<il>" tensor of a captured name and keeps the
@@ -309,9 +313,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
   cp.flash_attn_type = params.flash_attn == FlashAttn::On    ? LLAMA_FLASH_ATTN_TYPE_ENABLED
                        : params.flash_attn == FlashAttn::Off ? LLAMA_FLASH_ATTN_TYPE_DISABLED
                                                              : LLAMA_FLASH_ATTN_TYPE_AUTO;
-  // One stream for all sequences: partial seq_cp between sequences (the one-cell route and
-  // copy_sequence) needs it.
-  cp.kv_unified = true;
+  cp.kv_unified = params.kv_streams == KvStreams::Unified;
   cp.no_perf = true;
   std::vector<std::string> captured = params.capture_tensors;
   if (params.capture_residual) {
@@ -405,8 +407,17 @@ void Session::copy_sequence(SeqId src, SeqId dst) {
   if (src == dst) {
     return;
   }
-  llama_memory_seq_rm(impl_->mem, dst, -1, -1);
-  llama_memory_seq_cp(impl_->mem, src, dst, -1, -1);
+  if (impl_->params.kv_streams == KvStreams::PerSequence) {
+    // llama.cpp copies a stream to another only at the next decode, so a state read (an edit)
+    // before it would see the old cells, and the copy would then overwrite the edit. A state
+    // restore copies now: the blob's cells land in dst's stream.
+    const std::vector<std::uint8_t> blob = impl_->get_state(src);
+    llama_memory_seq_rm(impl_->mem, dst, -1, -1);
+    if (llama_memory_seq_pos_max(impl_->mem, src) >= 0) impl_->set_state(dst, blob);
+  } else {
+    llama_memory_seq_rm(impl_->mem, dst, -1, -1);
+    llama_memory_seq_cp(impl_->mem, src, dst, -1, -1);
+  }
   impl_->logits[dst] = impl_->logits[src];
   impl_->has_logits[dst] = impl_->has_logits[src];
 }
@@ -449,11 +460,12 @@ void Session::Impl::decode_chunked(std::span<const DecodeItem> items) {
     start[i] = llama_memory_seq_pos_max(mem, items[i].seq) + 1;
     has_logits[items[i].seq] = false;
     const std::size_t need = static_cast<std::size_t>(start[i]) + items[i].tokens.size();
-    if (need > llama_n_ctx(ctx.get())) {
+    // Per-sequence streams hold n_ctx / n_seq cells each; a unified one n_ctx.
+    if (need > llama_n_ctx_seq(ctx.get())) {
       throw Error(ErrorCode::InvalidArgument,
                   "sequence " + std::to_string(items[i].seq) + " would hold " +
                       std::to_string(need) + " tokens, more than the context (" +
-                      std::to_string(llama_n_ctx(ctx.get())) + "); raise --ctx-size");
+                      std::to_string(llama_n_ctx_seq(ctx.get())) + "); raise --ctx-size");
     }
   }
   auto rollback = [&] {

@@ -24,6 +24,8 @@ struct EvalCliOptions {
   float coef_k = 0, coef_v = 0, caa_c = 1.0f, temperature = 0.0f;
   std::int32_t caa_layer = -1, caa_layer_last = -1, n_predict = 768, n_threads = 0;
   std::uint32_t parallel = 16, seed = 1234;
+  std::string cache_type_k = "f16", cache_type_v = "f16", flash_attn = "auto",
+              kv_streams = "unified";
   bool no_preset = false;
   // Explicit flags win over the preset.
   CLI::Option *o_pairs = nullptr, *o_shots = nullptr, *o_ck = nullptr, *o_cv = nullptr,
@@ -74,6 +76,18 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
       ->capture_default_str()
       ->check(CLI::Range(1u, 512u));
   cmd.add_option("-t,--threads", o.n_threads, "CPU threads (0: all)");
+  cmd.add_option("--cache-type-k,--ctk", o.cache_type_k, "K cache type: f32, f16, bf16, q8_0, q4_0")
+      ->capture_default_str();
+  cmd.add_option("--cache-type-v,--ctv", o.cache_type_v, "V cache type: f32, f16, bf16, q8_0, q4_0")
+      ->capture_default_str();
+  cmd.add_option("--flash-attn,--fa", o.flash_attn, "flash attention: on, off, auto")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off", "auto"}));
+  cmd.add_option("--kv-streams", o.kv_streams,
+                 "unified (one cache stream) or per-sequence (each sequence attends over its own "
+                 "cells only: faster with many long sequences; docs/DESIGN.md)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"unified", "per-sequence"}));
 }
 
 // A progress callback that draws its own bar, created on first use (when the total is known) and
@@ -124,6 +138,10 @@ eval::EvalOptions build_options(const EvalCliOptions& c,
   r.seed = c.seed;
   r.parallel = c.parallel;
   r.n_threads = c.n_threads;
+  r.cache_type_k = c.cache_type_k;
+  r.cache_type_v = c.cache_type_v;
+  r.flash_attn = c.flash_attn;
+  r.kv_streams = c.kv_streams;
   eval::EvalOptions o = eval::make_eval_options(r, *model);
   o.model_path = c.model;
   o.extraction_progress = progress_bar("extract " + c.task + " (pairs)");

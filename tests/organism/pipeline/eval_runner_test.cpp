@@ -9,6 +9,7 @@
 #include "eval/runner.h"
 #include "eval/scoring.h"
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 #include "organism/gen/commands.h"
 #include "organism/pipeline/train.h"
 #include "support/test_env.h"
@@ -396,6 +397,52 @@ TEST_F(EvalRunner, DiagnosisMeasuresTheEditAndAZeroEditChangesNothing) {
   d.base = options("cache");
   d.n_follow = 0;
   EXPECT_THROW(eval::run_diagnosis(model_, d), Error);
+}
+
+// Responses of a run, in item order.
+std::vector<std::string> responses_of(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& l : lines_of(dir + "/items.jsonl"))
+    out.push_back(ordered_json::parse(l).at("response").get<std::string>());
+  return out;
+}
+
+TEST_F(EvalRunner, PerSequenceStreamsGiveTheUnifiedCachesAnswersAndAreRecorded) {
+  // Cache steering (edits after a shared prefill), 8 items x 1 setting in one batch of 8: with an
+  // F32 cache and flash attention off the two layouts differ only in the rounding of attention
+  // over other sequences' masked cells, far below this organism's greedy margins.
+  test::TempDir out;
+  auto o = options("cache", "choice");
+  o.limit = 8;
+  o.engine.type_k = o.engine.type_v = KvType::F32;
+  o.engine.flash_attn = FlashAttn::Off;
+  o.out_dir = out.file("unified");
+  eval::run_eval(model_, o);
+  auto s = o;
+  s.engine.kv_streams = KvStreams::PerSequence;
+  s.out_dir = out.file("streams");
+  const ordered_json summary = eval::run_eval(model_, s);
+  EXPECT_EQ(responses_of(s.out_dir), responses_of(o.out_dir));
+  EXPECT_EQ(summary.at("n"), 8);
+  const auto config = ordered_json::parse(read_text_file(s.out_dir + "/config.json"));
+  EXPECT_EQ(config.at("engine"), (ordered_json{{"cache_type_k", "f32"},
+                                               {"cache_type_v", "f32"},
+                                               {"flash_attn", "off"},
+                                               {"kv_streams", "per-sequence"}}));
+  // The library's default engine is not written, so runs made before the key existed resume.
+  auto d = options("cache", "choice");
+  d.limit = 2;
+  d.out_dir = out.file("default");
+  eval::run_eval(model_, d);
+  EXPECT_FALSE(ordered_json::parse(read_text_file(d.out_dir + "/config.json")).contains("engine"));
+  // Resuming with another engine is refused, naming it.
+  s.engine.kv_streams = KvStreams::Unified;
+  try {
+    eval::run_eval(model_, s);
+    FAIL() << "a run was resumed with another engine";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("(engine differ)"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
