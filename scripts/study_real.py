@@ -175,7 +175,18 @@ class Study:
         return self.base() + ["--task", plan.name, "--data", str(data), "--traces",
                               str(self.shared / plan.traces), "--limit", str(limit),
                               "--n-predict", str(self.n_predict), "--parallel",
-                              str(self.parallel)]
+                              str(self.parallel)] + self.engine
+
+    @property
+    def engine(self) -> list[str]:
+        """How eval and sweep hold the cache. The full study: a stream per sequence, F32, flash
+        attention off (docs/DESIGN.md "Cache layout": 3x faster decode of 16 long answers than
+        the default, and an answer does not depend on where its batch-mates' cells lie). The
+        demo keeps the library's defaults, as its committed results were made with them."""
+        if self.mode != "full":
+            return []
+        return ["--kv-streams", "per-sequence", "--cache-type-k", "f32", "--cache-type-v", "f32",
+                "--flash-attn", "off"]
 
     def run_eval(self, plan: TaskPlan, method: str, extra: list[str],
                  selection: Path | None = None, n_predict: int | None = None) -> Path:
