@@ -105,10 +105,8 @@ void prepare(const OrganismTrainOptions& o, std::ostream& log) {
   const std::shared_ptr<const Model> model = load_model(dir + "init.gguf");
   const std::vector<train::Record> train_records = tokenize_conversations(*model, train_convs);
   const std::vector<train::Record> val_records = tokenize_conversations(*model, val_convs);
-  train::save_dataset(dir + "train.kvsd.tmp", train_records);
-  fs::rename(dir + "train.kvsd.tmp", dir + "train.kvsd");
-  train::save_dataset(dir + "val.kvsd.tmp", val_records);
-  fs::rename(dir + "val.kvsd.tmp", dir + "val.kvsd");
+  train::save_dataset(dir + "train.kvsd", train_records);
+  train::save_dataset(dir + "val.kvsd", val_records);
   int64_t n_tokens = 0, n_trained = 0, longest = 0;
   for (const train::Record& r : train_records) {
     n_tokens += static_cast<int64_t>(r.tokens.size());

@@ -5,6 +5,7 @@
 
 #include "base/fnv1a64.h"
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 
 namespace kvsteer::train {
 namespace {
@@ -157,11 +158,7 @@ void save_dataset(const std::string& path, const std::vector<Record>& records) {
       out.push_back(static_cast<char>(m != 0));
     }
   }
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  file.write(out.data(), static_cast<std::streamsize>(out.size()));
-  if (!file.flush()) {
-    throw Error(ErrorCode::Io, "cannot write dataset " + path);
-  }
+  write_file_atomic(path, out);
 }
 
 std::vector<PackedSequence> pack_records(const std::vector<Record>& records, int n_ctx, int n_vocab,

@@ -30,8 +30,8 @@ struct Record {
 // version, truncated record or a mask value other than 0/1.
 std::vector<Record> load_dataset(const std::string& path);
 
-// Writes a KVSD file (not atomically). Throws Error(InvalidArgument) if a record's token and mask
-// lengths differ, Error(Io) if the file cannot be written.
+// Writes a KVSD file, whole or not at all (write_file_atomic). Throws Error(InvalidArgument) if a
+// record's token and mask lengths differ, Error(Io) if the file cannot be written.
 void save_dataset(const std::string& path, const std::vector<Record>& records);
 
 // n_ctx tokens holding one or more whole records, then padding. Records are isolated from each

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 
+#include "base/durable.h"
 #include "ggml-backend.h"
 #include "gguf.h"
 #include "kvsteer/error.h"
@@ -267,19 +268,17 @@ gguf_context_ptr make_weights_gguf(const Model& model) {
 }
 
 void write_gguf_atomically(const gguf_context* gguf, const std::string& path) {
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
+  kvsteer::detail::AtomicFile file(path);
+  FILE* f = std::fopen(file.tmp().c_str(), "wb");
   if (!f) {
-    throw Error(ErrorCode::Io, "cannot open " + tmp + " for writing: " + std::strerror(errno));
-  }
-  bool ok = gguf_write_to_file_ptr(gguf, f, /*only_meta=*/false);
-  ok = std::fflush(f) == 0 && ok;
-  ok = fsync(fileno(f)) == 0 && ok;
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
     throw Error(ErrorCode::Io, "cannot write " + path + ": " + std::strerror(errno));
   }
+  bool ok = gguf_write_to_file_ptr(gguf, f, /*only_meta=*/false);
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok) {
+    throw Error(ErrorCode::Io, "cannot write " + path + ": " + std::strerror(errno));
+  }
+  file.commit();
 }
 
 }  // namespace kvsteer::train

@@ -19,4 +19,25 @@ void sync_file(const std::string& path, const std::string& what);
 // filesystems refuse fsync on folders, and the rename itself has already succeeded.
 void sync_parent_folder(const std::string& path) noexcept;
 
+// A file that appears whole or not at all, for writers that need a path or a FILE* of their own
+// (gguf_write_to_file_ptr, llama_model_quantize) rather than a string (write_file_atomic): they
+// write tmp(), then commit() syncs it, renames it over path and syncs the folder. Destroyed
+// without a commit (an error on the way), the temporary file is removed.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  const std::string& tmp() const noexcept { return tmp_; }
+  // Throws Error(Io) naming the path when the data cannot be synced or the rename fails.
+  void commit();
+
+ private:
+  std::string path_;
+  std::string tmp_;
+  bool committed_ = false;
+};
+
 }  // namespace kvsteer::detail

@@ -33,6 +33,30 @@ void sync_file(const std::string& path, const std::string& what) {
   ::close(fd);
 }
 
+AtomicFile::AtomicFile(std::string path)
+    : path_(std::move(path)), tmp_(temporary_path_beside(path_)) {
+  if (path_.empty()) {
+    throw Error(ErrorCode::InvalidArgument, "output path is empty");
+  }
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) {
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void AtomicFile::commit() {
+  sync_file(tmp_, path_);
+  std::error_code ec;
+  std::filesystem::rename(tmp_, path_, ec);
+  if (ec) {
+    throw Error(ErrorCode::Io, "cannot write '" + path_ + "': " + ec.message());
+  }
+  committed_ = true;
+  sync_parent_folder(path_);
+}
+
 void sync_parent_folder(const std::string& path) noexcept {
   std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (parent.empty()) {

@@ -113,9 +113,10 @@ def chat_logprobs(server, steering: dict | None, max_tokens: int = 24) -> list:
 LAYOUT_TOLERANCE = 0.5
 
 
-def test_concurrent_requests_with_different_vectors_each_get_their_own_output(server):
-    # Four steered settings that this check can tell apart, and an unsteered request; five
-    # requests on four sequences, so one also waits in the queue.
+def check_together_equals_alone(server, tolerance: float) -> float:
+    """Four steered settings that the check can tell apart, and an unsteered request, each asked
+    alone and then all at once (five requests on four sequences, so one also waits in the
+    queue). Returns the largest log-probability movement seen on shared tokens."""
     steered = [{"vector": "arc", "c_v": 6}, {"vector": "arc4", "c_v": 6},
                {"vector": "arc", "c_v": 10}, {"vector": "arc", "c_v": -4}]
     settings = [*steered, None]
@@ -123,7 +124,7 @@ def test_concurrent_requests_with_different_vectors_each_get_their_own_output(se
     assert len({tuple(t for t, _, _ in a) for a in alone}) == len(alone), "five answers"
     # Had a request been given another setting's edit, the comparison below would see it: from
     # each steered answer's own log-probabilities, every other steered answer moves a shared
-    # token's log-probability, or parts from it at a token, by more than the layout tolerance.
+    # token's log-probability, or parts from it at a token, by more than the tolerance.
     for i in range(len(steered)):
         for j in range(len(steered)):
             if i == j:
@@ -132,20 +133,43 @@ def test_concurrent_requests_with_different_vectors_each_get_their_own_output(se
             moved = max([abs(x[1] - y[1]) for x, y in zip(a, b) if x[0] == y[0]], default=0)
             k = next((k for k, (x, y) in enumerate(zip(a, b)) if x[0] != y[0]), None)
             gap = 0 if k is None else a[k][1] - a[k][2].get(b[k][0], float("-inf"))
-            assert max(moved, gap) > LAYOUT_TOLERANCE, (steered[i], steered[j], moved, gap)
+            assert max(moved, gap) > tolerance, (steered[i], steered[j], moved, gap)
     with ThreadPoolExecutor(len(settings)) as pool:
         together = list(pool.map(lambda s: chat_logprobs(server, s), settings))
+    largest = 0.0
     for setting, a, b in zip(settings, alone, together):
         for k, ((tok_a, lp_a, top_a), (tok_b, lp_b, _)) in enumerate(zip(a, b)):
             if tok_a == tok_b:
-                assert abs(lp_a - lp_b) <= LAYOUT_TOLERANCE, (setting, k, lp_a, lp_b)
+                largest = max(largest, abs(lp_a - lp_b))
+                assert abs(lp_a - lp_b) <= tolerance, (setting, k, lp_a, lp_b)
                 continue
             # Parted: only where the alone answer had the shared answer's token nearly tied.
             assert tok_b in top_a, (setting, k, tok_a, tok_b)
-            assert lp_a - top_a[tok_b] <= LAYOUT_TOLERANCE, (setting, k, lp_a, top_a[tok_b])
+            assert lp_a - top_a[tok_b] <= tolerance, (setting, k, lp_a, top_a[tok_b])
             break
         else:
             assert len(a) == len(b), setting
+    return largest
+
+
+def test_concurrent_requests_with_different_vectors_each_get_their_own_output(server):
+    check_together_equals_alone(server, LAYOUT_TOLERANCE)
+
+
+# With a cache stream per sequence a request's cells lie as they would alone, whoever shares the
+# server; what is left is the rounding of matmuls over batches of other sizes (7.9e-6 on F32
+# stories260K, KvStreamsTest). Measured on this test: 0.0, every token and log-probability equal.
+STREAMS_TOLERANCE = 1e-3
+
+
+def test_per_sequence_streams_make_answers_independent_of_the_load(cli, model, vectors):
+    s = start_server(cli, model, vectors, "--parallel", "4", "--max-queue", "16", "--kv-streams",
+                     "per-sequence")
+    try:
+        largest = check_together_equals_alone(s, STREAMS_TOLERANCE)
+        print(f"largest log-probability movement with per-sequence streams: {largest:.3g}")
+    finally:
+        assert s.stop() == 0, "".join(s.log)
 
 
 def test_refusals(server):

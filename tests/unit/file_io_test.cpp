@@ -1,11 +1,13 @@
 // Whole-file writes and reads: atomic replacement and errors that name the file.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "base/durable.h"
 #include "kvsteer/error.h"
 #include "kvsteer/file_io.h"
 #include "support/test_env.h"
@@ -46,6 +48,52 @@ TEST(FileIo, ErrorsNameTheFile) {
     EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
   }
   EXPECT_THROW(write_file_atomic("", "x"), Error);
+}
+
+std::size_t files_in(const std::string& dir) {
+  std::size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    (void)entry;
+    ++n;
+  }
+  return n;
+}
+
+// A writer with a FILE* of its own (the GGUF writers): the file appears at commit, whole.
+TEST(FileIo, AtomicFileAppearsAtCommitAndLeavesNothingWhenAbandoned) {
+  test::TempDir dir;
+  const std::string path = dir.file("model.gguf");
+  write_file_atomic(path, "old");
+  {
+    detail::AtomicFile file(path);
+    std::FILE* f = std::fopen(file.tmp().c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fputs("new contents", f);
+    std::fclose(f);
+    EXPECT_EQ(read_text_file(path), "old") << "visible before commit";
+    file.commit();
+  }
+  EXPECT_EQ(read_text_file(path), "new contents");
+  EXPECT_EQ(files_in(dir.path()), 1u);
+  {
+    detail::AtomicFile file(path);  // an error on the way: never committed
+    std::FILE* f = std::fopen(file.tmp().c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fputs("half", f);
+    std::fclose(f);
+  }
+  EXPECT_EQ(read_text_file(path), "new contents");
+  EXPECT_EQ(files_in(dir.path()), 1u) << "the abandoned temporary file was left behind";
+  // A commit that cannot happen (nothing was written to the temporary) names the file.
+  try {
+    detail::AtomicFile file(path);
+    file.commit();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Io);
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(detail::AtomicFile(""), Error);
 }
 
 TEST(FileIo, ConcurrentWritersOfOnePathLeaveOneWholeFile) {

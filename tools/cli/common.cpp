@@ -24,6 +24,10 @@ void ModelOptions::add_to(CLI::App& app, bool model_required) {
   app.add_option("--edit-route", edit_route,
                  "how cells are edited: one-cell (O(1), default) or full (whole sequence)")
       ->check(CLI::IsMember({"one-cell", "full"}));
+  app.add_option("--kv-streams", kv_streams,
+                 "unified (one cache stream) or per-sequence (each sequence attends over its own "
+                 "cells; implies --edit-route full; docs/DESIGN.md)")
+      ->check(CLI::IsMember({"unified", "per-sequence"}));
   app.add_flag("-v,--verbose", verbose, "print libllama's log");
 }
 
@@ -44,6 +48,11 @@ SessionParams ModelOptions::session_params(const Model& m, std::uint32_t n_seq) 
                  : flash_attn == "off" ? FlashAttn::Off
                                        : FlashAttn::Auto;
   p.edit_route = edit_route == "full" ? EditRoute::FullSequence : EditRoute::OneCell;
+  if (kv_streams == "per-sequence") {
+    // The one-cell route shares a cell with a scratch sequence, which separate streams cannot.
+    p.kv_streams = KvStreams::PerSequence;
+    p.edit_route = EditRoute::FullSequence;
+  }
   return p;
 }
 

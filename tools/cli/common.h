@@ -23,6 +23,7 @@ struct ModelOptions {
   std::string cache_type_v = "f16";
   std::string flash_attn = "auto";
   std::string edit_route = "one-cell";
+  std::string kv_streams = "unified";  // per-sequence implies the full-sequence edit route
   bool verbose = false;
 
   void add_to(CLI::App& app, bool model_required = true);

@@ -12,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/durable.h"
 #include "base/fnv1a64.h"
 #include "gguf.h"
 #include "kvsteer/error.h"
@@ -111,40 +112,6 @@ void fill_normal(float* out, int64_t n, uint64_t seed, float std_dev) {
     }
   }
 }
-
-std::string tmp_name(const std::string& path) {
-  return path + ".tmp." + std::to_string(static_cast<long>(getpid()));
-}
-
-// Removes the temporary file unless commit() renamed it.
-class AtomicFile {
- public:
-  explicit AtomicFile(std::string path) : path_(std::move(path)), tmp_(tmp_name(path_)) {}
-  AtomicFile(const AtomicFile&) = delete;
-  AtomicFile& operator=(const AtomicFile&) = delete;
-  ~AtomicFile() {
-    if (!committed_) {
-      std::error_code ec;
-      std::filesystem::remove(tmp_, ec);
-    }
-  }
-  const std::string& tmp() const { return tmp_; }
-  uint64_t commit() {
-    std::error_code ec;
-    std::filesystem::rename(tmp_, path_, ec);
-    if (ec) {
-      throw Error(ErrorCode::Io,
-                  "cannot rename '" + tmp_ + "' to '" + path_ + "': " + ec.message());
-    }
-    committed_ = true;
-    return std::filesystem::file_size(path_);
-  }
-
- private:
-  std::string path_;
-  std::string tmp_;
-  bool committed_ = false;
-};
 
 struct FileCloser {
   void operator()(FILE* f) const { std::fclose(f); }
@@ -299,7 +266,7 @@ uint64_t write_model(const std::string& path, const gguf_context* meta,
     gguf_add_tensor(out.get(), info);
   }
 
-  AtomicFile file(path);
+  kvsteer::detail::AtomicFile file(path);
   std::unique_ptr<FILE, FileCloser> f(std::fopen(file.tmp().c_str(), "wb"));
   if (!f) {
     throw Error(ErrorCode::Io, "cannot create '" + file.tmp() + "'");
@@ -320,12 +287,13 @@ uint64_t write_model(const std::string& path, const gguf_context* meta,
   if (std::fclose(f.release()) != 0) {
     throw Error(ErrorCode::Io, "cannot close '" + file.tmp() + "'; hint: check free disk space");
   }
-  return file.commit();
+  file.commit();
+  return std::filesystem::file_size(path);
 }
 
 uint64_t write_quantized_copy(const std::string& src, const std::string& dst, ggml_type type,
                               int n_threads) {
-  AtomicFile file(dst);
+  kvsteer::detail::AtomicFile file(dst);
   llama_model_quantize_params params = llama_model_quantize_default_params();
   params.nthread = n_threads;
   params.ftype = ftype_of(type);
@@ -334,7 +302,8 @@ uint64_t write_quantized_copy(const std::string& src, const std::string& dst, gg
     throw Error(ErrorCode::Backend, "llama_model_quantize '" + src + "' -> " +
                                         ggml_type_name(type) + " failed: " + llama_errors());
   }
-  return file.commit();
+  file.commit();
+  return std::filesystem::file_size(dst);
 }
 
 bool is_up_to_date(const std::string& path, const std::string& stamp, ggml_type type) {
