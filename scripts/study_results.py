@@ -120,6 +120,10 @@ def sweep_lines(out: Path, task: str) -> list[str]:
     for f in sorted((out / "selection" / task).glob("*.json.items.jsonl")) if (out / "selection" / task).exists() else []:
         if not f.with_name(f.name[: -len(".items.jsonl")]).exists():
             lines.append(partial_sweep_line(f))
+    # Journals moved into a subfolder were superseded (e.g. made with another engine) and are
+    # kept for the record; the subfolder's name says why.
+    for f in sorted((out / "selection" / task).glob("*/*.json.items.jsonl")) if (out / "selection" / task).exists() else []:
+        lines.append(partial_sweep_line(f, f"superseded, `{f.parent.name}`"))
     for f in sorted((out / "selection" / task).glob("chosen-*.json")) if (out / "selection" / task).exists() else []:
         j = json.loads(f.read_text())
         lines.append(f"- chosen for {j['method']}: `{json.dumps(j['chosen'])}` "
@@ -127,8 +131,9 @@ def sweep_lines(out: Path, task: str) -> list[str]:
     return lines
 
 
-def partial_sweep_line(journal: Path) -> str:
-    """A sweep still running, from its journal (kvsteer sweep's <out>.items.jsonl)."""
+def partial_sweep_line(journal: Path, state: str = "**running**") -> str:
+    """A sweep still running (or superseded), from its journal (kvsteer sweep's
+    <out>.items.jsonl)."""
     lines = journal.read_text(encoding="utf-8").split("\n")
     head = json.loads(lines[0])
     grid = head["grid"]
@@ -152,7 +157,7 @@ def partial_sweep_line(journal: Path) -> str:
         rr = 100 * sum(r["reasoning"] for r in rows) / n
         tok = sum(r["n_tokens"] for r in rows) / n
         parts.append(f"{label}: {acc:.1f} % / reasoning {rr:.0f} % / {tok:.0f} tok (n {n})")
-    return f"- `{name}` (**running**, partial): " + "; ".join(parts)
+    return f"- `{name}` ({state}, partial): " + "; ".join(parts)
 
 
 def diagnosis_lines(out: Path, task: str) -> list[str]:
