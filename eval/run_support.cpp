@@ -240,6 +240,20 @@ std::string join_keys(const std::vector<std::string>& keys) {
   return out;
 }
 
+std::vector<std::vector<std::size_t>> pending_batches(
+    std::size_t total, std::size_t size, const std::function<bool(std::size_t)>& done) {
+  if (size == 0) throw Error(ErrorCode::InvalidArgument, "batch size must be >= 1");
+  std::vector<std::vector<std::size_t>> batches;
+  for (std::size_t begin = 0; begin < total; begin += size) {
+    std::vector<std::size_t> batch;
+    for (std::size_t i = begin; i < std::min(total, begin + size); ++i) {
+      if (!done(i)) batch.push_back(i);
+    }
+    if (!batch.empty()) batches.push_back(std::move(batch));
+  }
+  return batches;
+}
+
 // A result JSON (sweep, diagnosis), its folder created when missing.
 void write_json_file(const std::string& path, const ordered_json& j) {
   if (const auto parent = fs::path(path).parent_path(); !parent.empty()) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -350,6 +351,12 @@ void write_json_file(const std::string& path, const ordered_json& j);
 
 // Results already in items.jsonl; a torn last line (a kill mid-write) is cut off.
 std::map<std::size_t, ItemResult> load_done(const std::string& path);
+
+// The items [0, total) in slices of `size`, each without the items `done` says are finished,
+// empty slices left out. A resumed run keeps the slice boundaries, so each remaining item is
+// decoded beside the same neighbours as in an uninterrupted run.
+std::vector<std::vector<std::size_t>> pending_batches(std::size_t total, std::size_t size,
+                                                      const std::function<bool(std::size_t)>& done);
 
 // One line of items.jsonl or a sweep journal. Byte-fallback tokens can leave invalid UTF-8 in a
 // response: it is replaced (U+FFFD) rather than failing the run.

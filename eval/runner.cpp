@@ -102,12 +102,9 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   Session session = ev.make_session(o.n_parallel);
   if (o.progress) o.progress(done.size(), total);  // the start: resumed items are not new work
   AppendFile items_out(items_path);
-  for (std::size_t begin = 0; begin < total; begin += o.n_parallel) {
-    std::vector<std::size_t> batch;
-    for (std::size_t i = begin; i < std::min(total, begin + o.n_parallel); ++i) {
-      if (!done.count(i)) batch.push_back(i);
-    }
-    if (batch.empty()) continue;
+  const auto batches =
+      pending_batches(total, o.n_parallel, [&done](std::size_t i) { return done.count(i) != 0; });
+  for (const std::vector<std::size_t>& batch : batches) {
     auto results = ev.run_batch(session, batch, {setting}, before_tail);
     if (o.method == Method::Caa) session.clear_control_vector();
     std::string lines;

@@ -194,11 +194,9 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
       auto before_tail = [&directions, layer](Session& sess) {
         sess.set_control_vector(directions, layer, layer);
       };
-      for (std::size_t begin = 0; begin < total; begin += o.n_parallel) {
-        std::vector<std::size_t> batch;
-        for (std::size_t i = begin; i < std::min(total, begin + o.n_parallel); ++i)
-          if (!journal.has(s, i)) batch.push_back(i);
-        if (batch.empty()) continue;
+      const auto batches = pending_batches(
+          total, o.n_parallel, [&journal, s](std::size_t i) { return journal.has(s, i); });
+      for (const std::vector<std::size_t>& batch : batches) {
         if (!session) session.emplace(ev.make_session(o.n_parallel));
         auto r = ev.run_batch(*session, batch, {Setting{}}, before_tail);
         session->clear_control_vector();
@@ -216,11 +214,9 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
     std::size_t n_done = 0;
     for (std::size_t i = 0; i < total; ++i) n_done += journal.has_all(i) ? 1 : 0;
     if (o.progress) o.progress(n_done, total);
-    for (std::size_t begin = 0; begin < total; begin += per_batch) {
-      std::vector<std::size_t> batch;
-      for (std::size_t i = begin; i < std::min(total, begin + per_batch); ++i)
-        if (!journal.has_all(i)) batch.push_back(i);
-      if (batch.empty()) continue;
+    const auto batches =
+        pending_batches(total, per_batch, [&journal](std::size_t i) { return journal.has_all(i); });
+    for (const std::vector<std::size_t>& batch : batches) {
       if (!vector) {
         vector = cache_vector(ev, o, vector_info);
         for (const auto& g : grid) {

@@ -413,7 +413,9 @@ void Session::copy_sequence(SeqId src, SeqId dst) {
     // restore copies now: the blob's cells land in dst's stream.
     const std::vector<std::uint8_t> blob = impl_->get_state(src);
     llama_memory_seq_rm(impl_->mem, dst, -1, -1);
-    if (llama_memory_seq_pos_max(impl_->mem, src) >= 0) impl_->set_state(dst, blob);
+    if (llama_memory_seq_pos_max(impl_->mem, src) >= 0) {
+      impl_->set_state(dst, blob);
+    }
   } else {
     llama_memory_seq_rm(impl_->mem, dst, -1, -1);
     llama_memory_seq_cp(impl_->mem, src, dst, -1, -1);

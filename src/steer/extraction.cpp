@@ -163,7 +163,9 @@ std::vector<std::vector<float>> extract_residual_directions(
   std::vector<std::vector<double>> sum;
   for (std::size_t p = 0; p < pairs.size(); ++p) {
     const ContrastivePair& pair = pairs[p];
-    if (progress) progress(p, pairs.size());
+    if (progress) {
+      progress(p, pairs.size());
+    }
     for (int sign : {1, -1}) {
       const std::vector<Token>& tokens = sign > 0 ? pair.positive : pair.negative;
       if (tokens.empty()) {
@@ -184,7 +186,9 @@ std::vector<std::vector<float>> extract_residual_directions(
     }
   }
   session.clear();
-  if (progress) progress(pairs.size(), pairs.size());
+  if (progress) {
+    progress(pairs.size(), pairs.size());
+  }
   std::vector<std::vector<float>> mean(sum.size());
   for (std::size_t l = 0; l < sum.size(); ++l) {
     for (double x : sum[l]) {

@@ -1,10 +1,13 @@
-// config_differences (eval/run_support.h): when a recorded run configuration lets a run resume.
+// config_differences and pending_batches (eval/run_support.h): when a recorded run configuration
+// lets a run resume, and which items a resumed run decodes together.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "eval/run_support.h"
+#include "kvsteer/error.h"
 
 namespace kvsteer::eval {
 namespace {
@@ -48,6 +51,18 @@ TEST(RunConfig, AKeyOnOneSideOnlyDiffers) {
   ordered_json c = a;
   c["vector"] = "";  // an empty path names no file
   EXPECT_EQ(config_differences(a, c), Keys{"vector"});
+}
+
+TEST(RunBatches, KeepTheirSlicesAndLeaveOutFinishedItems) {
+  const std::set<std::size_t> finished{1, 4, 5, 6, 7};
+  const auto done = [&](std::size_t i) { return finished.count(i) != 0; };
+  using Batches = std::vector<std::vector<std::size_t>>;
+  EXPECT_EQ(pending_batches(10, 4, done), (Batches{{0, 2, 3}, {8, 9}}));
+  EXPECT_EQ(pending_batches(10, 4, [](std::size_t) { return false; }),
+            (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9}}));
+  EXPECT_EQ(pending_batches(3, 4, [](std::size_t) { return true; }), Batches{});
+  EXPECT_EQ(pending_batches(0, 4, done), Batches{});
+  EXPECT_THROW(pending_batches(3, 0, done), Error);
 }
 
 }  // namespace
