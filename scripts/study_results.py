@@ -201,6 +201,25 @@ def study_state(out: Path) -> list[str]:
             f"{i + 1}. {t}" for i, t in enumerate(seen)] + [""]
 
 
+def engine_lines(out: Path) -> list[str]:
+    """How the study's sweeps and runs held the cache (config "engine"; absent: the library's
+    defaults), so that results of different engines are not read as one (docs/real-model.md)."""
+    seen: dict[str, list[str]] = {}
+    configs = [(f, json.loads(f.read_text())) for f in sorted(out.glob("runs/*/config.json"))]
+    for f in sorted(out.glob("selection/*/*.json.items.jsonl")):
+        with open(f, encoding="utf-8") as journal:
+            configs.append((f, json.loads(journal.readline())["config"]))
+    for f, config in configs:
+        engine = config.get("engine")
+        key = ("F16 cache, flash attention auto, one unified stream (the defaults)" if engine is None
+               else f"{engine['cache_type_k'].upper()} cache, flash attention {engine['flash_attn']}, "
+                    f"{engine['kv_streams']} streams")
+        seen.setdefault(key, []).append(str(f.relative_to(out)).split("/config.json")[0])
+    if not seen:
+        return []
+    return ["Engine: " + "; ".join(f"{k} ({len(v)} runs/sweeps)" for k, v in seen.items()) + ".", ""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", type=Path, help="the study's output folder")
@@ -214,6 +233,7 @@ def main() -> None:
         pre = [e["prefill_tok_per_s"] for e in b["edit"]["one-cell"]]
         md += [f"Speed ({b.get('threads', '?')} threads): prefill {min(pre):.0f}-{max(pre):.0f} "
                f"tok/s, decode {b['decode_tok_per_s']['unsteered']:.1f} tok/s (one sequence).", ""]
+    md += engine_lines(a.out)
     md += study_state(a.out)
     all_records = []
     for task in TASKS:
