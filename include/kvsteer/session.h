@@ -106,6 +106,9 @@ class Session {
   const std::shared_ptr<const Model>& model_ptr() const;
   const SessionParams& params() const;
   std::uint32_t n_ctx() const;
+  // Cells one sequence can hold: n_ctx() in a unified cache; with KvStreams::PerSequence its
+  // stream's share, n_ctx / n_seq rounded up to 256 (llama.cpp's padding).
+  std::uint32_t n_ctx_seq() const;
   // Whether the K cache is stored Hadamard-rotated (quantized K with a head size that is a
   // multiple of 64). Vectors must be extracted and applied in the same domain.
   bool k_rotated() const;

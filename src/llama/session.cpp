@@ -380,6 +380,8 @@ const Model& Session::model() const { return *impl_->model; }
 const std::shared_ptr<const Model>& Session::model_ptr() const { return impl_->model; }
 const SessionParams& Session::params() const { return impl_->params; }
 std::uint32_t Session::n_ctx() const { return llama_n_ctx(impl_->ctx.get()); }
+
+std::uint32_t Session::n_ctx_seq() const { return llama_n_ctx_seq(impl_->ctx.get()); }
 bool Session::k_rotated() const { return impl_->k_rotated; }
 
 void Session::Impl::check_seq(SeqId seq) const {

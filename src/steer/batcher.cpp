@@ -147,11 +147,11 @@ RequestId Batcher::submit(BatchRequest request) {
   }
   const std::size_t cells =
       request.prompt.size() + (offset ? 1 : 0) + static_cast<std::size_t>(request.n_predict);
-  if (cells > session_.n_ctx()) {
+  if (cells > session_.n_ctx_seq()) {
     throw Error(ErrorCode::InvalidArgument,
                 "prompt (" + std::to_string(request.prompt.size()) + " tokens) plus n_predict (" +
                     std::to_string(request.n_predict) + ") exceeds the context (" +
-                    std::to_string(session_.n_ctx()) + " cells)");
+                    std::to_string(session_.n_ctx_seq()) + " cells per sequence)");
   }
   if (request.n_logprobs < -1 || request.n_logprobs > kMaxLogprobs) {
     throw Error(ErrorCode::InvalidArgument, "n_logprobs must be -1 (none) or 0.." +

@@ -64,11 +64,11 @@ void validate(const Session& session, std::span<const GenerationRequest> request
     }
     const std::size_t total =
         r.prompt.size() + (has_offset ? 1 : 0) + static_cast<std::size_t>(params.n_predict);
-    if (total > session.n_ctx()) {
+    if (total > session.n_ctx_seq()) {
       throw Error(ErrorCode::InvalidArgument,
                   "prompt (" + std::to_string(r.prompt.size()) + " tokens) plus n-predict (" +
                       std::to_string(params.n_predict) + ") exceeds the context (" +
-                      std::to_string(session.n_ctx()) + "); raise --ctx-size");
+                      std::to_string(session.n_ctx_seq()) + " per sequence); raise --ctx-size");
     }
     cells += total;
     if (r.steering != nullptr) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kvsteer/error.h"
+#include "kvsteer/generation.h"
 #include "kvsteer/session.h"
 #include "support/model_cases.h"
 
@@ -172,6 +173,31 @@ TEST_F(KvStreamsTest, ASequenceDoesNotDependOnItsNeighbours) {
       largest = std::max(largest, static_cast<double>(std::abs(a[i][j] - b[i][j])));
   }
   EXPECT_LT(largest, 1e-4);
+}
+
+TEST_F(KvStreamsTest, ASequenceHoldsItsStreamsShareAndLongerRequestsAreRefusedUpFront) {
+  Session unified(model_, params(KvStreams::Unified, 2));
+  Session streams(model_, params(KvStreams::PerSequence, 2));
+  EXPECT_EQ(unified.n_ctx(), 512u);
+  EXPECT_EQ(unified.n_ctx_seq(), 512u);
+  EXPECT_EQ(streams.n_ctx(), 512u);
+  EXPECT_EQ(streams.n_ctx_seq(), 256u);
+  // 10 + 300 cells fit the whole cache but not one stream: refused before anything is decoded,
+  // not by the decode that overflows the stream halfway through the answer.
+  const auto prompt = tokens("Once upon a time");
+  GenerationRequest r;
+  r.seq = 0;
+  r.prompt = prompt;
+  GenerationParams gp;
+  gp.n_predict = 300;
+  try {
+    generate(streams, std::vector<GenerationRequest>{r}, gp);
+    FAIL() << "a request longer than its stream was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("256 per sequence"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(streams.next_pos(0), 0);
 }
 
 }  // namespace

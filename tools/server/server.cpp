@@ -321,11 +321,12 @@ struct Server::Impl {
       }
     }
     const std::size_t cells = r.prompt.size() + 1 + static_cast<std::size_t>(r.n_predict);
-    if (cells > session.n_ctx()) {
+    if (cells > session.n_ctx_seq()) {
       throw ApiError(400,
                      "the prompt (" + std::to_string(r.prompt.size()) +
                          " tokens) plus max_tokens (" + std::to_string(r.n_predict) +
-                         ") exceeds the context (" + std::to_string(session.n_ctx()) + " tokens)",
+                         ") exceeds the context (" + std::to_string(session.n_ctx_seq()) +
+                         " tokens)",
                      "invalid_request_error", "messages");
     }
     return r;
