@@ -218,19 +218,8 @@ EvalOptions make_eval_options(const EvalRequest& c, const Model& model) {
   o.n_threads = c.n_threads;
   o.engine.type_k = parse_kv_type(c.cache_type_k);
   o.engine.type_v = parse_kv_type(c.cache_type_v);
-  if (c.flash_attn != "on" && c.flash_attn != "off" && c.flash_attn != "auto") {
-    throw Error(ErrorCode::InvalidArgument,
-                "flash_attn must be on, off or auto, got '" + c.flash_attn + "'");
-  }
-  o.engine.flash_attn = c.flash_attn == "on"    ? FlashAttn::On
-                        : c.flash_attn == "off" ? FlashAttn::Off
-                                                : FlashAttn::Auto;
-  if (c.kv_streams != "unified" && c.kv_streams != "per-sequence") {
-    throw Error(ErrorCode::InvalidArgument,
-                "kv_streams must be unified or per-sequence, got '" + c.kv_streams + "'");
-  }
-  o.engine.kv_streams =
-      c.kv_streams == "per-sequence" ? KvStreams::PerSequence : KvStreams::Unified;
+  o.engine.flash_attn = parse_flash_attn(c.flash_attn);
+  o.engine.kv_streams = parse_kv_streams(c.kv_streams);
   // Refused here, before a run writes anything, rather than by the first session.
   if ((o.engine.type_v == KvType::Q8_0 || o.engine.type_v == KvType::Q4_0) &&
       o.engine.flash_attn == FlashAttn::Off) {

@@ -186,14 +186,10 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
   }
   if (!o.selection.is_null()) c["selection"] = o.selection;
   if (!(o.engine == EvalEngine{})) {
-    const auto fa = o.engine.flash_attn;
-    c["engine"] = {
-        {"cache_type_k", kv_type_name(o.engine.type_k)},
-        {"cache_type_v", kv_type_name(o.engine.type_v)},
-        {"flash_attn", fa == FlashAttn::On    ? "on"
-                       : fa == FlashAttn::Off ? "off"
-                                              : "auto"},
-        {"kv_streams", o.engine.kv_streams == KvStreams::PerSequence ? "per-sequence" : "unified"}};
+    c["engine"] = {{"cache_type_k", kv_type_name(o.engine.type_k)},
+                   {"cache_type_v", kv_type_name(o.engine.type_v)},
+                   {"flash_attn", flash_attn_name(o.engine.flash_attn)},
+                   {"kv_streams", kv_streams_name(o.engine.kv_streams)}};
   }
   return c;
 }

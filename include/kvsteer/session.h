@@ -35,6 +35,13 @@ enum class KvStreams {
   PerSequence,
 };
 
+// Names as the CLI and config.json spell them: "on", "off", "auto"; "unified", "per-sequence".
+// The parsers throw Error(InvalidArgument) naming the accepted values.
+FlashAttn parse_flash_attn(const std::string& name);
+const char* flash_attn_name(FlashAttn fa) noexcept;
+KvStreams parse_kv_streams(const std::string& name);
+const char* kv_streams_name(KvStreams streams) noexcept;
+
 struct SessionParams {
   std::uint32_t n_ctx = 4096;   // cells of the cache, all sequences together
   std::uint32_t n_batch = 512;  // tokens per llama_decode call; n_ubatch is the same, so prefill

@@ -379,6 +379,38 @@ Session& Session::operator=(Session&&) noexcept = default;
 const Model& Session::model() const { return *impl_->model; }
 const std::shared_ptr<const Model>& Session::model_ptr() const { return impl_->model; }
 const SessionParams& Session::params() const { return impl_->params; }
+FlashAttn parse_flash_attn(const std::string& name) {
+  if (name == "on") {
+    return FlashAttn::On;
+  }
+  if (name == "off") {
+    return FlashAttn::Off;
+  }
+  if (name == "auto") {
+    return FlashAttn::Auto;
+  }
+  throw Error(ErrorCode::InvalidArgument, "flash_attn must be on, off or auto, got '" + name + "'");
+}
+
+const char* flash_attn_name(FlashAttn fa) noexcept {
+  return fa == FlashAttn::On ? "on" : fa == FlashAttn::Off ? "off" : "auto";
+}
+
+KvStreams parse_kv_streams(const std::string& name) {
+  if (name == "unified") {
+    return KvStreams::Unified;
+  }
+  if (name == "per-sequence") {
+    return KvStreams::PerSequence;
+  }
+  throw Error(ErrorCode::InvalidArgument,
+              "kv_streams must be unified or per-sequence, got '" + name + "'");
+}
+
+const char* kv_streams_name(KvStreams streams) noexcept {
+  return streams == KvStreams::PerSequence ? "per-sequence" : "unified";
+}
+
 std::uint32_t Session::n_ctx() const { return llama_n_ctx(impl_->ctx.get()); }
 
 std::uint32_t Session::n_ctx_seq() const { return llama_n_ctx_seq(impl_->ctx.get()); }

@@ -44,13 +44,11 @@ SessionParams ModelOptions::session_params(const Model& m, std::uint32_t n_seq) 
   p.n_threads = n_threads;
   p.type_k = parse_kv_type(cache_type_k);
   p.type_v = parse_kv_type(cache_type_v);
-  p.flash_attn = flash_attn == "on"    ? FlashAttn::On
-                 : flash_attn == "off" ? FlashAttn::Off
-                                       : FlashAttn::Auto;
+  p.flash_attn = parse_flash_attn(flash_attn);
   p.edit_route = edit_route == "full" ? EditRoute::FullSequence : EditRoute::OneCell;
-  if (kv_streams == "per-sequence") {
+  p.kv_streams = parse_kv_streams(kv_streams);
+  if (p.kv_streams == KvStreams::PerSequence) {
     // The one-cell route shares a cell with a scratch sequence, which separate streams cannot.
-    p.kv_streams = KvStreams::PerSequence;
     p.edit_route = EditRoute::FullSequence;
   }
   return p;
