@@ -230,6 +230,11 @@ std::vector<std::string> config_differences(const ordered_json& recorded, const 
   return keys;
 }
 
+bool limit_extends(std::size_t recorded_limit, std::size_t limit) {
+  if (recorded_limit == 0) return limit == 0;
+  return limit == 0 || limit >= recorded_limit;
+}
+
 std::string join_keys(const std::vector<std::string>& keys) {
   std::string out;
   for (const std::string& k : keys) out += (out.empty() ? "" : ", ") + k;

@@ -343,6 +343,11 @@ ordered_json config_json(const EvalOptions& o, const Model& model);
 // model) and the extraction provenance are for.
 std::vector<std::string> config_differences(const ordered_json& recorded, const ordered_json& now);
 
+// Whether a run recorded with `recorded_limit` items may go on with `limit` (0: all items in
+// both): raising it extends the run, since items are taken in file order and the answered ones
+// stay a prefix of the new set; lowering it would leave answered items outside the run.
+bool limit_extends(std::size_t recorded_limit, std::size_t limit);
+
 // "data, traces" from config_differences, for an error message.
 std::string join_keys(const std::vector<std::string>& keys);
 

@@ -54,7 +54,21 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
     } catch (const ordered_json::exception& e) {
       throw Error(ErrorCode::Format, config_path + ": not a run configuration: " + e.what());
     }
-    if (const auto keys = config_differences(recorded, config); !keys.empty()) {
+    const auto keys = config_differences(recorded, config);
+    if (keys == std::vector<std::string>{"limit"} && recorded.at("limit").is_number_unsigned()) {
+      // Only the number of items differs: a larger --limit extends the run.
+      const auto recorded_limit = recorded.at("limit").get<std::size_t>();
+      if (!limit_extends(recorded_limit, o.limit)) {
+        const std::string held = recorded_limit == 0
+                                     ? std::string("all items")
+                                     : "the first " + std::to_string(recorded_limit) + " items";
+        throw Error(ErrorCode::InvalidArgument,
+                    "output folder " + o.out_dir + " holds the answers of " + held +
+                        "; a resumed run may raise --limit (0: all items), not lower it; "
+                        "choose another --out");
+      }
+      write_file_atomic(config_path, config_text);
+    } else if (!keys.empty()) {
       throw Error(ErrorCode::InvalidArgument,
                   "output folder " + o.out_dir + " holds a run with another configuration (" +
                       join_keys(keys) + " differ); choose another --out");

@@ -6,9 +6,11 @@ Two modes:
         GSM8K, CommonsenseQA and PIQA, every method. Every tuned setting (cache steering's c_v, c_k
         and offset protocol, the extraction cell, activation steering's layer and coefficient) is
         chosen on a selection split that shares no item with the test set, by a rule fixed here
-        before any test item is run, and written into the test runs' configuration. Hours to days
-        on 2 cores: every step is skipped when its output exists, and `kvsteer eval` resumes item
-        by item, so the same command continues where an interrupted one stopped.
+        before any test item is run, and written into the test runs' configuration. Days on
+        2 cores, so in two passes: every task's selection and the first FIRST_PASS test items of
+        every method, then every run extended to the whole test set. Every step is skipped when
+        its output exists, and `kvsteer eval` resumes item by item (and extends a run to a larger
+        --limit), so the same command continues where an interrupted one stopped.
   demo  A bounded subset (ARC-Challenge and GSM8K test items, fewer contrastive pairs and shots,
         shorter answers) with the paper's SmolLM2 settings as published, nothing tuned; about 20
         minutes on 2 cores. Its output says what was reduced.
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 COT_PREFIX = "Let's think step by step."
+FIRST_PASS = 320  # test items per task and method in the full study's first pass
 
 
 @dataclass
@@ -191,7 +194,7 @@ class Study:
     def run_eval(self, plan: TaskPlan, method: str, extra: list[str],
                  selection: Path | None = None, n_predict: int | None = None) -> Path:
         out = self.out / "runs" / f"{plan.name}-{method.replace('+', '-')}"
-        if (out / "summary.json").exists():
+        if (out / "summary.json").exists() and run_limit(out) == plan.limit:
             return out
         self.say(f"{plan.name}: {method} on {plan.limit or 'all'} test items")
         args = ["eval"] + self.eval_args(plan, self.shared / plan.test, plan.limit) + [
@@ -214,6 +217,14 @@ class Study:
             full[full.index("--n-predict") + 1] = str(n_predict)
         self.run(full, done=out)
         return json.loads(out.read_text())
+
+
+def run_limit(out: Path) -> int | None:
+    """The --limit a run folder was last run with (eval extends a run to a larger limit)."""
+    try:
+        return int(json.loads((out / "config.json").read_text())["limit"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def offset_args(offset: str | None) -> list[str]:
@@ -466,12 +477,22 @@ def main() -> None:
             f"{study.n_predict} new tokens (paper: 768); few-shot CoT with "
             f"{plans[0].fewshot_shots} examples; paper's SmolLM2 settings, nothing tuned")
     speed(study)
-    for plan in plans:
-        if a.mode == "full":
+    if a.mode == "full":
+        # Two passes, so that every task and method has results with intervals long before the
+        # whole test sets are through: first every task's selection and the first FIRST_PASS
+        # test items of every method, then the same runs extended to all items (eval keeps the
+        # answered ones). FIRST_PASS is a multiple of --parallel: the extension's batches are
+        # then the ones an uninterrupted run would have decoded.
+        for plan in plans:
             v = study.vectors(plan)
             diagnose(study, plan, v, 30)
+            plan.limit = FIRST_PASS
             run_task_full(study, plan)
-        else:
+        for plan in plans:
+            plan.limit = 0
+            run_task_full(study, plan)
+    else:
+        for plan in plans:
             run_task_demo(study, plan)
             diagnose(study, plan, study.vectors(plan), 8, detail=False)
     study.say("done")

@@ -65,5 +65,14 @@ TEST(RunBatches, KeepTheirSlicesAndLeaveOutFinishedItems) {
   EXPECT_THROW(pending_batches(3, 0, done), Error);
 }
 
+TEST(RunConfig, OnlyARaisedLimitExtends) {
+  EXPECT_TRUE(limit_extends(8, 8));
+  EXPECT_TRUE(limit_extends(8, 16));
+  EXPECT_TRUE(limit_extends(8, 0));
+  EXPECT_TRUE(limit_extends(0, 0));
+  EXPECT_FALSE(limit_extends(8, 7));
+  EXPECT_FALSE(limit_extends(0, 100));
+}
+
 }  // namespace
 }  // namespace kvsteer::eval

@@ -146,6 +146,58 @@ TEST_F(EvalRunner, FolderOfAnotherConfigurationIsRefused) {
   expect_refused_as_another_configuration(o);
 }
 
+TEST_F(EvalRunner, ALargerLimitExtendsARunAndASmallerOneIsRefused) {
+  test::TempDir out;
+  auto o = options("baseline");
+  o.out_dir = out.path();
+  o.limit = 8;
+  eval::run_eval(model_, o);
+  // Mark a finished item: the extended run must keep it, not recompute it.
+  auto lines = lines_of(o.out_dir + "/items.jsonl");
+  ASSERT_EQ(lines.size(), 8u);
+  auto marked = ordered_json::parse(lines[2]);
+  marked["response"] = "SENTINEL kept from the first 8";
+  lines[2] = marked.dump();
+  std::string text;
+  for (const auto& l : lines) text += l + "\n";
+  test::write_file(o.out_dir + "/items.jsonl", text);
+
+  o.limit = 16;
+  const ordered_json extended = eval::run_eval(model_, o);
+  EXPECT_EQ(extended.at("n"), 16);
+  const auto extended_lines = lines_of(o.out_dir + "/items.jsonl");
+  ASSERT_EQ(extended_lines.size(), 16u);
+  EXPECT_EQ(ordered_json::parse(extended_lines[2]).at("response"),
+            "SENTINEL kept from the first 8");
+  EXPECT_EQ(ordered_json::parse(read_text_file(o.out_dir + "/config.json", "config")).at("limit"),
+            16);
+  // The new items are the file's next ones, answered as a fresh run of 16 answers them.
+  test::TempDir fresh;
+  auto f = o;
+  f.out_dir = fresh.path();
+  eval::run_eval(model_, f);
+  const auto fresh_lines = lines_of(f.out_dir + "/items.jsonl");
+  ASSERT_EQ(fresh_lines.size(), 16u);
+  for (std::size_t i = 8; i < 16; ++i) {
+    EXPECT_EQ(ordered_json::parse(extended_lines[i]).at("response"),
+              ordered_json::parse(fresh_lines[i]).at("response"))
+        << "item " << i;
+  }
+
+  o.limit = 0;  // all 24
+  EXPECT_EQ(eval::run_eval(model_, o).at("n"), 24);
+  o.limit = 12;
+  try {
+    eval::run_eval(model_, o);
+    FAIL() << "expected a refusal";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds the answers of all items"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("not lower it"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(lines_of(o.out_dir + "/items.jsonl").size(), 24u);
+}
+
 TEST_F(EvalRunner, FolderOfAnotherModelFileWithTheSameFingerprintIsRefused) {
   test::TempDir out;
   const std::string copy = out.file("organism-copy.gguf");
