@@ -17,71 +17,15 @@ namespace {
 
 using namespace nb::literals;
 
-// Keyword arguments shared by the three runners. Optional ones left None take the paper's preset
-// (or the default); given ones win, as flags do in the CLI.
-struct RunnerArgs {
-  std::string task, data, method;
-  std::size_t limit = 0;
-  std::optional<std::string> prompt_family;
-  std::string chat_template;
-  std::optional<std::string> model_name;
-  bool preset = true;
-  std::optional<std::string> traces, fewshot_map, vector;
-  std::optional<std::size_t> n_pairs, shots;
-  std::int32_t extract_position = -1;
-  nb::object selection;
-  std::optional<float> c_k, c_v;
-  std::optional<std::string> layers, offset;
-  std::int32_t caa_layer = -1, caa_layer_last = -1;
-  float caa_c = 1.0f;
-  std::int32_t n_predict = 768;
-  float temperature = 0.0f;
-  std::uint32_t seed = 1234;
-  std::uint32_t parallel = 16;
-  std::int32_t n_threads = 0;
-  std::string cache_type_k = "f16", cache_type_v = "f16", flash_attn = "auto",
-              kv_streams = "unified";
-};
-
-eval::EvalOptions build_options(const RunnerArgs& c, const std::shared_ptr<const Model>& model) {
-  eval::EvalRequest r;
-  r.task = c.task;
-  r.data = c.data;
-  r.limit = c.limit;
-  r.method = c.method;
-  r.prompt_family = c.prompt_family.value_or("");
-  r.chat_template = c.chat_template;
-  r.model_name = c.model_name.value_or("");
-  r.preset = c.preset;
-  r.traces = c.traces.value_or("");
-  r.fewshot_map = c.fewshot_map.value_or("");
-  r.vector = c.vector.value_or("");
-  r.extract_position = c.extract_position;
-  if (!c.selection.is_none()) {
-    const std::string dump =
-        nb::cast<std::string>(nb::module_::import_("json").attr("dumps")(c.selection));
-    r.selection = nlohmann::ordered_json::parse(dump);
-  }
-  r.n_pairs = c.n_pairs;
-  r.shots = c.shots;
-  r.c_k = c.c_k;
-  r.c_v = c.c_v;
-  r.layers = c.layers;
-  r.offset = c.offset;
-  r.caa = {c.caa_layer, c.caa_layer_last, c.caa_c};
-  r.n_predict = c.n_predict;
-  r.temperature = c.temperature;
-  r.seed = c.seed;
-  r.parallel = c.parallel;
-  r.n_threads = c.n_threads;
-  r.cache_type_k = c.cache_type_k;
-  r.cache_type_v = c.cache_type_v;
-  r.flash_attn = c.flash_attn;
-  r.kv_streams = c.kv_streams;
-  return eval::make_eval_options(r, *model);
+// The `selection` keyword (a JSON-able Python object or None) as JSON.
+nlohmann::ordered_json selection_json(const nb::object& selection) {
+  if (selection.is_none()) return nullptr;
+  const std::string dump =
+      nb::cast<std::string>(nb::module_::import_("json").attr("dumps")(selection));
+  return nlohmann::ordered_json::parse(dump);
 }
 
-// Binds the shared keyword arguments after the runner's own; F receives a filled RunnerArgs.
+// Binds the shared keyword arguments after the runner's own (filled in by KVSTEER_RUNNER_FILL).
 #define KVSTEER_RUNNER_PARAMS                                                                    \
   std::size_t limit, std::optional<std::string> prompt_family, const std::string &chat_template, \
       std::optional<std::string> model_name, bool preset, std::optional<std::string> traces,     \
@@ -95,35 +39,35 @@ eval::EvalOptions build_options(const RunnerArgs& c, const std::shared_ptr<const
       const std::string &cache_type_v, const std::string &flash_attn,                            \
       const std::string &kv_streams, nb::object progress, nb::object extraction_progress
 
-#define KVSTEER_RUNNER_FILL(args)                \
-  args.limit = limit;                            \
-  args.prompt_family = std::move(prompt_family); \
-  args.chat_template = chat_template;            \
-  args.model_name = std::move(model_name);       \
-  args.preset = preset;                          \
-  args.traces = std::move(traces);               \
-  args.fewshot_map = std::move(fewshot_map);     \
-  args.vector = std::move(vector);               \
-  args.n_pairs = n_pairs;                        \
-  args.shots = shots;                            \
-  args.extract_position = extract_position;      \
-  args.selection = std::move(selection);         \
-  args.c_k = c_k;                                \
-  args.c_v = c_v;                                \
-  args.layers = std::move(layers);               \
-  args.offset = std::move(offset);               \
-  args.caa_layer = caa_layer;                    \
-  args.caa_layer_last = caa_layer_last;          \
-  args.caa_c = caa_c;                            \
-  args.n_predict = n_predict;                    \
-  args.temperature = temperature;                \
-  args.seed = seed;                              \
-  args.parallel = parallel;                      \
-  args.n_threads = n_threads;                    \
-  args.cache_type_k = cache_type_k;              \
-  args.cache_type_v = cache_type_v;              \
-  args.flash_attn = flash_attn;                  \
-  args.kv_streams = kv_streams
+// Fills an eval::EvalRequest, the description of a run `kvsteer eval|sweep|diagnose` fill from
+// their flags. Keywords left None stay unset (the preset decides) or empty (the default).
+#define KVSTEER_RUNNER_FILL(r)                  \
+  r.limit = limit;                              \
+  r.prompt_family = prompt_family.value_or(""); \
+  r.chat_template = chat_template;              \
+  r.model_name = model_name.value_or("");       \
+  r.preset = preset;                            \
+  r.traces = traces.value_or("");               \
+  r.fewshot_map = fewshot_map.value_or("");     \
+  r.vector = vector.value_or("");               \
+  r.n_pairs = n_pairs;                          \
+  r.shots = shots;                              \
+  r.extract_position = extract_position;        \
+  r.selection = selection_json(selection);      \
+  r.c_k = c_k;                                  \
+  r.c_v = c_v;                                  \
+  r.layers = std::move(layers);                 \
+  r.offset = std::move(offset);                 \
+  r.caa = {caa_layer, caa_layer_last, caa_c};   \
+  r.n_predict = n_predict;                      \
+  r.temperature = temperature;                  \
+  r.seed = seed;                                \
+  r.parallel = parallel;                        \
+  r.n_threads = n_threads;                      \
+  r.cache_type_k = cache_type_k;                \
+  r.cache_type_v = cache_type_v;                \
+  r.flash_attn = flash_attn;                    \
+  r.kv_streams = kv_streams
 
 #define KVSTEER_RUNNER_ARGS(default_limit)                                                      \
   "limit"_a = default_limit, "prompt_family"_a = nb::none(), "chat_template"_a = "",            \
@@ -156,9 +100,9 @@ and the same call resumes; summary files are written atomically, so none is
 left half-written).)doc";
 
 template <typename Run>
-nb::object run_runner(const RunnerArgs& args, const PyModel& model, nb::object progress,
+nb::object run_runner(const eval::EvalRequest& request, const PyModel& model, nb::object progress,
                       nb::object extraction_progress, Run&& run) {
-  eval::EvalOptions o = build_options(args, model.model);
+  eval::EvalOptions o = eval::make_eval_options(request, *model.model);
   const Progress items = progress_adaptor(std::move(progress));
   const Progress pairs = progress_adaptor(std::move(extraction_progress));
   const std::string dump = run_long([&](LongCall& call) {
@@ -214,7 +158,7 @@ alone. follow: tokens decoded after the edit.)doc") +
       "eval",
       [](const PyModel& model, const std::string& task, const std::string& data,
          const std::string& out_dir, const std::string& method, KVSTEER_RUNNER_PARAMS) {
-        RunnerArgs args;
+        eval::EvalRequest args;
         args.task = task;
         args.data = data;
         args.method = method;
@@ -235,7 +179,7 @@ alone. follow: tokens decoded after the edit.)doc") +
          const std::vector<float>& cv_grid, const std::vector<std::string>& layers_grid,
          std::optional<std::vector<std::int32_t>> caa_layers, const std::vector<float>& caa_coefs,
          KVSTEER_RUNNER_PARAMS) {
-        RunnerArgs args;
+        eval::EvalRequest args;
         args.task = task;
         args.data = data;
         args.method = method;
@@ -270,7 +214,7 @@ alone. follow: tokens decoded after the edit.)doc") +
       [](const PyModel& model, const std::string& task, const std::string& data,
          std::optional<std::string> out, const std::string& method, std::int32_t follow,
          const std::vector<float>& scales, bool per_layer, KVSTEER_RUNNER_PARAMS) {
-        RunnerArgs args;
+        eval::EvalRequest args;
         args.task = task;
         args.data = data;
         args.method = method;

@@ -16,42 +16,39 @@
 namespace kvsteer::cli {
 namespace {
 
+// The flags bind straight into an eval::EvalRequest, the one description of a run that the
+// Python runners fill too; the options left unset (n_pairs, shots, c_k, c_v, layers, offset) take
+// the paper's preset.
 struct EvalCliOptions {
-  std::string model, task, data, method = "baseline", prompt_family, chat_template, model_name;
-  std::string traces, fewshot_map, vector, layers, offset, out, selection;
-  std::int32_t extract_position = -1;
-  std::size_t limit = 0, pairs = 0, shots = 0;
-  float coef_k = 0, coef_v = 0, caa_c = 1.0f, temperature = 0.0f;
-  std::int32_t caa_layer = -1, caa_layer_last = -1, n_predict = 768, n_threads = 0;
-  std::uint32_t parallel = 16, seed = 1234;
-  std::string cache_type_k = "f16", cache_type_v = "f16", flash_attn = "auto",
-              kv_streams = "unified";
+  std::string model, out;
+  std::string selection;  // a JSON file, read into request.selection
   bool no_preset = false;
-  // Explicit flags win over the preset.
-  CLI::Option *o_pairs = nullptr, *o_shots = nullptr, *o_ck = nullptr, *o_cv = nullptr,
-              *o_layers = nullptr, *o_offset = nullptr;
+  eval::EvalRequest request;
 };
 
 void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
+  eval::EvalRequest& r = o.request;
   cmd.add_option("-m,--model", o.model, "GGUF model")->required()->check(CLI::ExistingFile);
-  cmd.add_option("--task", o.task, "gsm8k, arc, csqa, piqa, organism-numeric, organism-choice")
+  cmd.add_option("--task", r.task, "gsm8k, arc, csqa, piqa, organism-numeric, organism-choice")
       ->required();
-  cmd.add_option("--data", o.data, "The task's test file (see README)")->required();
-  cmd.add_option("--limit", o.limit, "First N items only (0: all)");
-  cmd.add_option("--prompt-family", o.prompt_family,
+  cmd.add_option("--data", r.data, "The task's test file (see README)")->required();
+  cmd.add_option("--limit", r.limit,
+                 "First N items only (0: all); a finished or interrupted run resumed with a "
+                 "larger limit is extended");
+  cmd.add_option("--prompt-family", r.prompt_family,
                  "Render prompts with the reference template: llama32, llama31, qwen2, smollm2, "
                  "phi4mini, chatml (default: the model's template)");
-  cmd.add_option("--chat-template", o.chat_template, "Override of the model's chat template");
-  cmd.add_option("--model-name", o.model_name,
+  cmd.add_option("--chat-template", r.chat_template, "Override of the model's chat template");
+  cmd.add_option("--model-name", r.model_name,
                  "Name matched against the paper's presets (default: the model file name)");
   cmd.add_flag("--no-preset", o.no_preset, "Do not apply the paper's per-task preset");
-  cmd.add_option("--traces", o.traces, "Teacher traces JSONL (few-shot examples, extraction)");
-  cmd.add_option("--fewshot-map", o.fewshot_map,
+  cmd.add_option("--traces", r.traces, "Teacher traces JSONL (few-shot examples, extraction)");
+  cmd.add_option("--fewshot-map", r.fewshot_map,
                  "Neighbour map (fewshot_maps_from_results.json); default: lexical neighbours");
-  o.o_pairs = cmd.add_option("--pairs", o.pairs, "Contrastive pairs (first N trace rows)");
-  o.o_shots = cmd.add_option("--shots", o.shots, "In-context examples per prompt");
-  cmd.add_option("--vector", o.vector, "Cache steering: a vector file instead of extracting");
-  cmd.add_option("--extract-position", o.extract_position,
+  cmd.add_option("--pairs", r.n_pairs, "Contrastive pairs (first N trace rows)");
+  cmd.add_option("--shots", r.shots, "In-context examples per prompt");
+  cmd.add_option("--vector", r.vector, "Cache steering: a vector file instead of extracting");
+  cmd.add_option("--extract-position", r.extract_position,
                  "Cell the vector is extracted from, from the end of the prompt (-1: last token; "
                  "-2 lines it up with the edit of --offset none)")
       ->capture_default_str()
@@ -60,30 +57,30 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
                  "JSON file saying how the steering settings were chosen (selection split, "
                  "candidates, scores); recorded in config.json and summary.json")
       ->check(CLI::ExistingFile);
-  o.o_ck = cmd.add_option("--ck", o.coef_k, "c_k");
-  o.o_cv = cmd.add_option("--cv", o.coef_v, "c_v");
-  o.o_layers = cmd.add_option("--layers", o.layers, "Steered layers, e.g. 1- (default) or 2,5");
-  o.o_offset = cmd.add_option("--offset", o.offset,
-                              "Offset text whose first token is decoded after the edit; 'none'");
-  cmd.add_option("--caa-layer", o.caa_layer, "CAA: steered block (default: the middle one)");
-  cmd.add_option("--caa-layer-last", o.caa_layer_last, "CAA: last block of a range");
-  cmd.add_option("--caa-c", o.caa_c, "CAA: coefficient")->capture_default_str();
-  cmd.add_option("--n-predict", o.n_predict, "New tokens at most")->capture_default_str();
-  cmd.add_option("--temp", o.temperature, "Sampling temperature (0: greedy)")
+  cmd.add_option("--ck", r.c_k, "c_k");
+  cmd.add_option("--cv", r.c_v, "c_v");
+  cmd.add_option("--layers", r.layers, "Steered layers, e.g. 1- (default) or 2,5");
+  cmd.add_option("--offset", r.offset,
+                 "Offset text whose first token is decoded after the edit; 'none'");
+  cmd.add_option("--caa-layer", r.caa.layer_first, "CAA: steered block (default: the middle one)");
+  cmd.add_option("--caa-layer-last", r.caa.layer_last, "CAA: last block of a range");
+  cmd.add_option("--caa-c", r.caa.coef, "CAA: coefficient")->capture_default_str();
+  cmd.add_option("--n-predict", r.n_predict, "New tokens at most")->capture_default_str();
+  cmd.add_option("--temp", r.temperature, "Sampling temperature (0: greedy)")
       ->capture_default_str();
-  cmd.add_option("--seed", o.seed, "Sampling seed")->capture_default_str();
-  cmd.add_option("--parallel,--np", o.parallel, "Sequences decoded together")
+  cmd.add_option("--seed", r.seed, "Sampling seed")->capture_default_str();
+  cmd.add_option("--parallel,--np", r.parallel, "Sequences decoded together")
       ->capture_default_str()
       ->check(CLI::Range(1u, 512u));
-  cmd.add_option("-t,--threads", o.n_threads, "CPU threads (0: all)");
-  cmd.add_option("--cache-type-k,--ctk", o.cache_type_k, "K cache type: f32, f16, bf16, q8_0, q4_0")
+  cmd.add_option("-t,--threads", r.n_threads, "CPU threads (0: all)");
+  cmd.add_option("--cache-type-k,--ctk", r.cache_type_k, "K cache type: f32, f16, bf16, q8_0, q4_0")
       ->capture_default_str();
-  cmd.add_option("--cache-type-v,--ctv", o.cache_type_v, "V cache type: f32, f16, bf16, q8_0, q4_0")
+  cmd.add_option("--cache-type-v,--ctv", r.cache_type_v, "V cache type: f32, f16, bf16, q8_0, q4_0")
       ->capture_default_str();
-  cmd.add_option("--flash-attn,--fa", o.flash_attn, "flash attention: on, off, auto")
+  cmd.add_option("--flash-attn,--fa", r.flash_attn, "flash attention: on, off, auto")
       ->capture_default_str()
       ->check(CLI::IsMember({"on", "off", "auto"}));
-  cmd.add_option("--kv-streams", o.kv_streams,
+  cmd.add_option("--kv-streams", r.kv_streams,
                  "unified (one cache stream) or per-sequence (each sequence attends over its own "
                  "cells only: faster with many long sequences; docs/DESIGN.md)")
       ->capture_default_str()
@@ -103,20 +100,8 @@ std::function<void(std::size_t, std::size_t)> progress_bar(const std::string& la
 
 eval::EvalOptions build_options(const EvalCliOptions& c,
                                 const std::shared_ptr<const Model>& model) {
-  eval::EvalRequest r;
-  r.task = c.task;
-  r.data = c.data;
-  r.limit = c.limit;
-  r.method = c.method;
-  r.prompt_family = c.prompt_family;
-  r.chat_template = c.chat_template;
-  r.model_name =
-      c.model_name.empty() ? std::filesystem::path(c.model).filename().string() : c.model_name;
+  eval::EvalRequest r = c.request;
   r.preset = !c.no_preset;
-  r.traces = c.traces;
-  r.fewshot_map = c.fewshot_map;
-  r.vector = c.vector;
-  r.extract_position = c.extract_position;
   if (!c.selection.empty()) {
     try {
       r.selection = nlohmann::ordered_json::parse(read_text_file(c.selection, "--selection file"));
@@ -125,26 +110,8 @@ eval::EvalOptions build_options(const EvalCliOptions& c,
                   "--selection " + c.selection + " is not valid JSON: " + std::string(e.what()));
     }
   }
-  // Explicit flags win over the preset.
-  if (c.o_pairs->count()) r.n_pairs = c.pairs;
-  if (c.o_shots->count()) r.shots = c.shots;
-  if (c.o_ck->count()) r.c_k = c.coef_k;
-  if (c.o_cv->count()) r.c_v = c.coef_v;
-  if (c.o_layers->count()) r.layers = c.layers;
-  if (c.o_offset->count()) r.offset = c.offset;
-  r.caa = {c.caa_layer, c.caa_layer_last, c.caa_c};
-  r.n_predict = c.n_predict;
-  r.temperature = c.temperature;
-  r.seed = c.seed;
-  r.parallel = c.parallel;
-  r.n_threads = c.n_threads;
-  r.cache_type_k = c.cache_type_k;
-  r.cache_type_v = c.cache_type_v;
-  r.flash_attn = c.flash_attn;
-  r.kv_streams = c.kv_streams;
   eval::EvalOptions o = eval::make_eval_options(r, *model);
-  o.model_path = c.model;
-  o.extraction_progress = progress_bar("extract " + c.task + " (pairs)");
+  o.extraction_progress = progress_bar("extract " + r.task + " (pairs)");
   return o;
 }
 
@@ -163,7 +130,7 @@ void add_eval(CLI::App& app) {
   auto c = std::make_shared<EvalCliOptions>();
   CLI::App* cmd = app.add_subcommand("eval", "Evaluate one method on one task (resumable)");
   add_eval_flags(*cmd, *c);
-  cmd->add_option("--method", c->method, "baseline, cot, fewshot, caa, cache, cache+cot")
+  cmd->add_option("--method", c->request.method, "baseline, cot, fewshot, caa, cache, cache+cot")
       ->capture_default_str();
   cmd->add_option("-o,--out", c->out, "Output folder (config.json, items.jsonl, summary.json)")
       ->required();
@@ -173,7 +140,7 @@ void add_eval(CLI::App& app) {
     o.out_dir = c->out;
     std::optional<Progress> progress;  // the total is known once the items are loaded
     o.progress = [&](std::size_t done, std::size_t total) {
-      if (!progress) progress.emplace("eval " + c->task + " " + c->method, total);
+      if (!progress) progress.emplace("eval " + c->request.task + " " + c->request.method, total);
       progress->update(done);
     };
     const auto summary = eval::run_eval(model, o);
@@ -190,8 +157,8 @@ void add_sweep(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "sweep", "Evaluate a grid of steering settings, prefilling each question once");
   add_eval_flags(*cmd, *c);
-  c->method = "cache";
-  cmd->add_option("--method", c->method, "cache, cache+cot or caa")->capture_default_str();
+  c->request.method = "cache";
+  cmd->add_option("--method", c->request.method, "cache, cache+cot or caa")->capture_default_str();
   cmd->add_option("--ck-grid", *ck, "c_k values, comma-separated")->capture_default_str();
   cmd->add_option("--cv-grid", *cv, "c_v values, comma-separated")->capture_default_str();
   cmd->add_option("--layers-grid", *layers, "layer selections, ';'-separated")
@@ -217,7 +184,7 @@ void add_sweep(CLI::App& app) {
     so.out = c->out;
     std::optional<Progress> progress;
     so.base.progress = [&](std::size_t done, std::size_t total) {
-      if (!progress) progress.emplace("sweep " + c->task + " " + c->method, total);
+      if (!progress) progress.emplace("sweep " + c->request.task + " " + c->request.method, total);
       progress->update(done);
     };
     const auto out = eval::run_sweep(model, so);
@@ -246,9 +213,9 @@ void add_diagnose(CLI::App& app) {
       "Why cache steering acts or not: edit size, attention on the steered cell per layer and "
       "head, V share of head outputs, next-token KL");
   add_eval_flags(*cmd, *c);
-  c->method = "cache";
-  c->limit = 50;
-  cmd->add_option("--method", c->method, "cache or cache+cot")->capture_default_str();
+  c->request.method = "cache";
+  c->request.limit = 50;
+  cmd->add_option("--method", c->request.method, "cache or cache+cot")->capture_default_str();
   cmd->add_option("--follow", d->n_follow, "Decoded tokens measured after the edit")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
@@ -261,7 +228,7 @@ void add_diagnose(CLI::App& app) {
     if (!scales->empty()) d->scales = parse_float_list(*scales, "--scales");
     std::optional<Progress> progress;
     d->base.progress = [&](std::size_t done, std::size_t total) {
-      if (!progress) progress.emplace("diagnose " + c->task, total);
+      if (!progress) progress.emplace("diagnose " + c->request.task, total);
       progress->update(done);
     };
     const auto out = eval::run_diagnosis(model, *d);
