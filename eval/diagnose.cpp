@@ -13,7 +13,6 @@
 #include <set>
 #include <sstream>
 
-#include "eval/git_commit.h"  // generated: KVSTEER_GIT_COMMIT (eval/CMakeLists.txt)
 #include "eval/run_support.h"
 #include "kvsteer/file_io.h"
 
@@ -147,18 +146,14 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
   std::size_t longest = 0;
   for (std::size_t i = 0; i < ev.items().size(); ++i)
     longest = std::max(longest, ev.prompt_tokens(i).size());
-  SessionParams sp;
-  sp.n_seq = 2;
-  sp.n_ctx = static_cast<std::uint32_t>(2 * (longest + static_cast<std::size_t>(d.n_follow) + 8));
-  sp.n_batch = std::min<std::uint32_t>(512, sp.n_ctx);
-  sp.n_threads = o.n_threads;
+  // Two sequences (plain and steered) of the longest prompt and the followed tokens each, with
+  // the engine's cache types and attention in one unified stream: the diagnosis reads attention
+  // windows by physical cell, which is what a unified cache gives.
+  SessionParams sp = ev.session_params(
+      2, static_cast<std::uint32_t>(longest + static_cast<std::size_t>(d.n_follow) + 8));
   sp.capture_tensors = diagnosis_capture_tensors();
-  sp.abort_callback = o.abort;
-  // The engine's cache types and attention, in one unified stream: the diagnosis reads
-  // attention windows by physical cell, which is what a unified cache gives.
-  sp.type_k = o.engine.type_k;
-  sp.type_v = o.engine.type_v;
-  sp.flash_attn = o.engine.flash_attn;
+  sp.kv_streams = KvStreams::Unified;
+  sp.edit_route = SessionParams{}.edit_route;
   Session session(model, sp);
 
   // Settings: the given one, its scaled copies, and each selected layer alone.
@@ -224,25 +219,19 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
       per_layer.push_back(j);
     }
   }
-  const double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ordered_json out{{"kind", "kvsteer-diagnosis"},
-                   {"version", 1},
-                   {"task", task_name(o.task)},
-                   {"method", method_name(o.method)},
-                   {"n_prompts", total},
-                   {"n_follow", d.n_follow},
-                   {"steering", steering_json(o.steering)},
-                   {"vector", vector_info},
-                   {"model", {{"path", o.model_path}, {"fingerprint", fingerprint_text(fp)}}},
-                   {"attention_recompute_error", recompute_error},
-                   {"uniform_attention_tail", tallies[0].uniform()},
-                   {"effect", tallies[0].effect()},
-                   {"layers", tallies[0].layers()},
-                   {"scales", scales},
-                   {"per_layer", per_layer},
-                   {"elapsed_s", std::round(elapsed * 10) / 10},
-                   {"commit", KVSTEER_GIT_COMMIT}};
+  ordered_json out = result_head("kvsteer-diagnosis", o);
+  out.update(ordered_json{{"n_prompts", total},
+                          {"n_follow", d.n_follow},
+                          {"steering", steering_json(o.steering)},
+                          {"vector", vector_info},
+                          {"model", model_json(o, *model)},
+                          {"attention_recompute_error", recompute_error},
+                          {"uniform_attention_tail", tallies[0].uniform()},
+                          {"effect", tallies[0].effect()},
+                          {"layers", tallies[0].layers()},
+                          {"scales", scales},
+                          {"per_layer", per_layer}});
+  stamp_result(out, start);
   if (!d.out.empty()) write_json_file(d.out, out);
   return out;
 }

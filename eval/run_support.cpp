@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "base/fnv1a64.h"
+#include "eval/git_commit.h"  // generated: KVSTEER_GIT_COMMIT (eval/CMakeLists.txt)
 #include "eval/run_support.h"
 #include "kvsteer/file_io.h"
 #include "kvsteer/vector_file.h"
@@ -253,6 +254,24 @@ std::vector<std::vector<std::size_t>> pending_batches(
     if (!batch.empty()) batches.push_back(std::move(batch));
   }
   return batches;
+}
+
+ordered_json result_head(const std::string& kind, const EvalOptions& o) {
+  return {{"kind", kind},
+          {"version", 1},
+          {"task", task_name(o.task)},
+          {"method", method_name(o.method)}};
+}
+
+ordered_json model_json(const EvalOptions& o, const Model& model) {
+  return {{"path", o.model_path}, {"fingerprint", fingerprint_text(model.fingerprint())}};
+}
+
+void stamp_result(ordered_json& out, std::chrono::steady_clock::time_point start) {
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  out["elapsed_s"] = std::round(elapsed * 10) / 10;
+  out["commit"] = KVSTEER_GIT_COMMIT;
 }
 
 // A result JSON (sweep, diagnosis), its folder created when missing.

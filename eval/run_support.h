@@ -3,6 +3,7 @@
 // to eval/: frontends use eval/runner.h.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -62,20 +63,26 @@ class Evaluator {
   const std::vector<Token>& prompt_tokens(std::size_t i) const { return prompts_[i].tokens; }
   std::uint32_t per_seq() const { return per_seq_; }
 
-  // per_seq: cells each sequence may need (0: an evaluation prompt plus generation).
-  Session make_session(std::uint32_t n_seq, bool capture = false, std::uint32_t per_seq = 0) const {
+  // The engine's session for n_seq sequences (EvalOptions::engine, threads, abort); per_seq:
+  // cells each sequence may need (0: an evaluation prompt plus generation).
+  SessionParams session_params(std::uint32_t n_seq, std::uint32_t per_seq = 0) const {
     SessionParams sp;
     sp.n_seq = n_seq;
     sp.n_ctx = n_seq * (per_seq > 0 ? per_seq : per_seq_);
     sp.n_batch = std::min<std::uint32_t>(512, sp.n_ctx);
     sp.n_threads = o_.n_threads;
-    sp.capture_residual = capture;
     sp.abort_callback = o_.abort;
     sp.type_k = o_.engine.type_k;
     sp.type_v = o_.engine.type_v;
     sp.flash_attn = o_.engine.flash_attn;
     sp.kv_streams = o_.engine.kv_streams;
     if (sp.kv_streams == KvStreams::PerSequence) sp.edit_route = EditRoute::FullSequence;
+    return sp;
+  }
+
+  Session make_session(std::uint32_t n_seq, bool capture = false, std::uint32_t per_seq = 0) const {
+    SessionParams sp = session_params(n_seq, per_seq);
+    sp.capture_residual = capture;
     return Session(model_, sp);
   }
 
@@ -350,6 +357,16 @@ bool limit_extends(std::size_t recorded_limit, std::size_t limit);
 
 // "data, traces" from config_differences, for an error message.
 std::string join_keys(const std::vector<std::string>& keys);
+
+// The fields every result file (eval summary, sweep, diagnosis) starts with: its kind, format
+// version, task and method.
+ordered_json result_head(const std::string& kind, const EvalOptions& o);
+
+// The model a result was computed with: its path and fingerprint.
+ordered_json model_json(const EvalOptions& o, const Model& model);
+
+// Ends a result file: the seconds since `start` and the commit that computed it.
+void stamp_result(ordered_json& out, std::chrono::steady_clock::time_point start);
 
 // A result JSON (sweep, diagnosis), its folder created when missing.
 void write_json_file(const std::string& path, const ordered_json& j);

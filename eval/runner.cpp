@@ -15,7 +15,6 @@
 #include "base/fnv1a64.h"
 #include "eval/append_file.h"
 #include "eval/contrastive.h"
-#include "eval/git_commit.h"  // generated: KVSTEER_GIT_COMMIT (eval/CMakeLists.txt)
 #include "eval/run_support.h"
 #include "eval/scoring.h"
 #include "eval/traces.h"
@@ -129,12 +128,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   }
   std::vector<ItemResult> all;
   for (auto& [i, r] : done) all.push_back(r);
-  const double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ordered_json summary{{"kind", "kvsteer-eval-summary"},
-                       {"version", 1},
-                       {"task", task_name(o.task)},
-                       {"method", method_name(o.method)}};
+  ordered_json summary = result_head("kvsteer-eval-summary", o);
   std::string label = method_name(o.method);
   if (o.method == Method::Cache || o.method == Method::CacheCot) {
     char buf[96];
@@ -147,14 +141,13 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   }
   summary["label"] = label;
   summary.update(summarize(all));
-  summary["elapsed_s"] = std::round(elapsed * 10) / 10;
-  summary["items_per_s"] =
-      elapsed > 0 ? std::round(100.0 * double(all.size()) / elapsed) / 100.0 : 0.0;
-  summary["model"] = {{"path", o.model_path},
-                      {"fingerprint", fingerprint_text(model->fingerprint())}};
+  summary["model"] = model_json(o, *model);
   summary["vector"] = vector_info;
   summary["config"] = config;
-  summary["commit"] = KVSTEER_GIT_COMMIT;
+  stamp_result(summary, start);
+  const double elapsed = summary.at("elapsed_s").get<double>();
+  summary["items_per_s"] =
+      elapsed > 0 ? std::round(100.0 * double(all.size()) / elapsed) / 100.0 : 0.0;
   write_file_atomic(o.out_dir + "/summary.json", summary.dump(2) + "\n");
   return summary;
 }

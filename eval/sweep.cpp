@@ -14,7 +14,6 @@
 #include <sstream>
 
 #include "eval/append_file.h"
-#include "eval/git_commit.h"  // generated: KVSTEER_GIT_COMMIT (eval/CMakeLists.txt)
 #include "eval/run_support.h"
 #include "kvsteer/file_io.h"
 
@@ -239,17 +238,11 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
   ordered_json settings_json = ordered_json::array();
   for (std::size_t s = 0; s < grid.size(); ++s)
     settings_json.push_back(setting_summary(grid[s], journal.results(s)));
-  const double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ordered_json out{{"kind", "kvsteer-sweep"},
-                   {"version", 1},
-                   {"task", task_name(o.task)},
-                   {"method", method_name(o.method)},
-                   {"n_items", total},
-                   {"elapsed_s", std::round(elapsed * 10) / 10},
-                   {"settings", settings_json},
-                   {"config", config},
-                   {"commit", KVSTEER_GIT_COMMIT}};
+  ordered_json out = result_head("kvsteer-sweep", o);
+  out["n_items"] = total;
+  out["settings"] = settings_json;
+  out["config"] = config;
+  stamp_result(out, start);
   if (!so.out.empty()) write_json_file(so.out, out);
   return out;
 }
