@@ -86,6 +86,10 @@ struct ExtractionParams {
   Pos position = -1;  // cell to read, counted from the end of each prompt (-1 = last token)
   // Called after each decoded batch with (pairs done, pairs total); may be empty.
   std::function<void(std::size_t, std::size_t)> progress;
+  // Called with every cell read, before it enters the mean: (pair index, true for the positive
+  // prompt, index into the positions, the cell). Lets a caller measure more than the mean (row
+  // norms, spread over pairs) from the same decode; may be empty.
+  std::function<void(std::size_t, bool, std::size_t, const KvCell&)> on_cell;
 };
 
 // Decodes every prompt (as many at a time as the session has sequences), reads the cell at

@@ -10,6 +10,7 @@
 #include "kvsteer/error.h"
 #include "kvsteer/generation.h"
 #include "kvsteer/session.h"
+#include "kvsteer/steering.h"
 
 namespace kvsteer::organism {
 namespace {
@@ -161,7 +162,8 @@ RunTally run_block(Session& session, const Model& model, const std::vector<Item>
 }
 
 // Per-layer |mean(pos - neg)| / mean row norm of K and V at the prompt's last and second-to-last
-// token over n_pairs contrastive pairs (3-shot reasoned vs 3-shot direct, same question).
+// token over n_pairs contrastive pairs (3-shot reasoned vs 3-shot direct, same question): the
+// library's extraction, with the row norms read from the cells it averages.
 ordered_json steerability(const std::shared_ptr<const Model>& model_ptr,
                           const std::vector<Item>& pool, const CheckOptions& o) {
   const Model& model = *model_ptr;
@@ -170,64 +172,48 @@ ordered_json steerability(const std::shared_ptr<const Model>& model_ptr,
   sp.n_ctx = 2048;
   sp.n_threads = o.n_threads;
   Session session(model_ptr, sp);
-  const int n_layer = model.fingerprint().n_layer;
-  struct Acc {
-    std::vector<std::vector<double>> dk, dv;
-    std::vector<double> nk, nv;
-  };
-  Acc acc[2];
-  for (Acc& a : acc) {
-    a.dk.assign(n_layer, {});
-    a.dv.assign(n_layer, {});
-    a.nk.assign(n_layer, 0.0);
-    a.nv.assign(n_layer, 0.0);
-  }
+  const auto n_layer = static_cast<std::size_t>(model.fingerprint().n_layer);
   const int n_pairs = std::min<int>(o.n_pairs, static_cast<int>(pool.size()));
+  std::vector<ContrastivePair> pairs;
   for (int i = 0; i < n_pairs; ++i) {
     const Item& item = pool[static_cast<size_t>(pool.size() - 1 - static_cast<size_t>(i))];
     const auto examples = pick_examples(pool, item, i, o.shots);
-    const std::vector<Token> pos =
-        prompt_tokens(model, item, PromptMode::FewShotReasoned, examples);
-    const std::vector<Token> neg = prompt_tokens(model, item, PromptMode::FewShotDirect, examples);
-    session.clear();
-    const DecodeItem batch[] = {{0, pos, false}, {1, neg, false}};
-    session.decode(batch);
-    for (int back = 0; back < 2; ++back) {
-      const KvCell cp = session.read_cell(0, static_cast<Pos>(pos.size()) - 1 - back);
-      const KvCell cn = session.read_cell(1, static_cast<Pos>(neg.size()) - 1 - back);
-      for (int l = 0; l < n_layer; ++l) {
-        auto accumulate = [](std::vector<double>& d, double& norms, const std::vector<float>& p,
-                             const std::vector<float>& n) {
-          d.resize(p.size(), 0.0);
-          double np = 0, nn = 0;
-          for (size_t j = 0; j < p.size(); ++j) {
-            d[j] += double(p[j]) - double(n[j]);
-            np += double(p[j]) * p[j];
-            nn += double(n[j]) * n[j];
-          }
-          norms += std::sqrt(np) + std::sqrt(nn);
-        };
-        accumulate(acc[back].dk[l], acc[back].nk[l], cp.k[l], cn.k[l]);
-        accumulate(acc[back].dv[l], acc[back].nv[l], cp.v[l], cn.v[l]);
-      }
-    }
+    pairs.push_back({prompt_tokens(model, item, PromptMode::FewShotReasoned, examples),
+                     prompt_tokens(model, item, PromptMode::FewShotDirect, examples)});
   }
-  auto ratio = [&](const std::vector<double>& d, double norms) {
+  // Sum of the row norms of every averaged cell, per position and layer.
+  std::vector<std::vector<double>> norm_k(2, std::vector<double>(n_layer, 0.0));
+  std::vector<std::vector<double>> norm_v = norm_k;
+  const auto norm = [](const std::vector<float>& row) {
     double s = 0;
-    for (double x : d) s += (x / n_pairs) * (x / n_pairs);
+    for (float x : row) s += double(x) * x;
+    return std::sqrt(s);
+  };
+  ExtractionParams ep;
+  ep.on_cell = [&](std::size_t, bool, std::size_t position, const KvCell& cell) {
+    for (std::size_t l = 0; l < n_layer; ++l) {
+      norm_k[position][l] += norm(cell.k[l]);
+      norm_v[position][l] += norm(cell.v[l]);
+    }
+  };
+  const Pos positions[] = {-1, -2};
+  const std::vector<SteeringVector> means = extract_steering_vectors(session, pairs, positions, ep);
+  const auto ratio = [&](const std::vector<float>& mean, double norms) {
+    double s = 0;
+    for (float x : mean) s += double(x) * x;
     const double mean_norm = norms / (2.0 * n_pairs);
     return mean_norm > 0 ? std::round(1e4 * std::sqrt(s) / mean_norm) / 1e4 : 0.0;
   };
   ordered_json out{{"n_pairs", n_pairs}, {"shots", o.shots}};
   const char* names[2] = {"last_token", "second_to_last_token"};
-  for (int back = 0; back < 2; ++back) {
+  for (std::size_t p = 0; p < 2; ++p) {
     ordered_json layers = ordered_json::array();
-    for (int l = 0; l < n_layer; ++l) {
+    for (std::size_t l = 0; l < n_layer; ++l) {
       layers.push_back({{"layer", l},
-                        {"k_ratio", ratio(acc[back].dk[l], acc[back].nk[l])},
-                        {"v_ratio", ratio(acc[back].dv[l], acc[back].nv[l])}});
+                        {"k_ratio", ratio(means[p].k[l], norm_k[p][l])},
+                        {"v_ratio", ratio(means[p].v[l], norm_v[p][l])}});
     }
-    out[names[back]] = layers;
+    out[names[p]] = layers;
   }
   return out;
 }

@@ -65,6 +65,7 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
     std::span<const Token> tokens;
     std::vector<Pos> pos;  // one cell per requested position
     double sign;
+    std::size_t pair;
   };
   std::vector<Prompt> prompts;
   for (std::size_t i = 0; i < pairs.size(); ++i) {
@@ -85,7 +86,7 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
       for (Pos p : positions) {
         cells.push_back(resolve_position(p, tokens.size(), i, which));
       }
-      prompts.push_back({tokens, std::move(cells), sign});
+      prompts.push_back({tokens, std::move(cells), sign, i});
     }
   }
   const auto& fp = session.model().fingerprint();
@@ -119,7 +120,11 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
     for (std::size_t i = begin; i < end; ++i) {
       const auto seq = static_cast<SeqId>(i - begin);
       for (std::size_t p = 0; p < positions.size(); ++p) {
-        accumulate(sums[p], session.read_cell(seq, prompts[i].pos[p]), prompts[i].sign);
+        const KvCell cell = session.read_cell(seq, prompts[i].pos[p]);
+        if (params.on_cell) {
+          params.on_cell(prompts[i].pair, prompts[i].sign > 0, p, cell);
+        }
+        accumulate(sums[p], cell, prompts[i].sign);
       }
       session.clear_sequence(seq);
     }

@@ -1,6 +1,9 @@
 // Extraction and one-time steering on a real pretrained model (stories260K).
 #include <gtest/gtest.h>
 
+#include <set>
+#include <tuple>
+
 #include "kvsteer/error.h"
 #include "kvsteer/generation.h"
 #include "kvsteer/steering.h"
@@ -90,6 +93,42 @@ TEST_F(Steering, ExtractionIsTheMeanOfCellDifferences) {
       << "batched: " << max_diff_batched << " of " << max_abs;
   EXPECT_EQ(vec.info.n_pairs, 3u);
   EXPECT_EQ(vec.model.mismatch(model_->fingerprint()), "");
+}
+
+TEST_F(Steering, ExtractionShowsEveryCellItAverages) {
+  const auto ps = pairs();
+  SessionParams batched = params_;
+  batched.n_seq = 4;
+  Session s(model_, batched);
+  struct Seen {
+    std::size_t pair, position;
+    bool positive;
+    KvCell cell;
+  };
+  std::vector<Seen> seen;
+  ExtractionParams ep;
+  ep.on_cell = [&](std::size_t pair, bool positive, std::size_t position, const KvCell& cell) {
+    seen.push_back({pair, position, positive, cell});
+  };
+  const Pos positions[] = {-1, -2};
+  const auto vecs = extract_steering_vectors(s, ps, positions, ep);
+  // Every prompt of every pair, at every position, once.
+  ASSERT_EQ(seen.size(), ps.size() * 2 * 2);
+  std::set<std::tuple<std::size_t, bool, std::size_t>> keys;
+  for (const Seen& x : seen) keys.insert({x.pair, x.positive, x.position});
+  EXPECT_EQ(keys.size(), seen.size());
+  // The vector is the mean of what was shown: positive minus negative.
+  for (std::size_t p = 0; p < 2; ++p) {
+    for (std::size_t il = 1; il < vecs[p].v.size(); ++il) {
+      for (std::size_t j = 0; j < vecs[p].v[il].size(); j += 7) {
+        double mean = 0;
+        for (const Seen& x : seen) {
+          if (x.position == p) mean += (x.positive ? 1.0 : -1.0) * x.cell.v[il][j] / 3;
+        }
+        EXPECT_NEAR(vecs[p].v[il][j], mean, 1e-6) << "position " << p << " layer " << il;
+      }
+    }
+  }
 }
 
 TEST_F(Steering, ExtractionRejectsBadInput) {

@@ -241,6 +241,17 @@ TEST(OrganismCheck, ReportsEveryModeOffsetAndVariantWithCriteriaAndSteerability)
   EXPECT_EQ(report.at("steerability").at("last_token").size(), n_layer);
   EXPECT_EQ(report["steerability"]["last_token"][0]["v_ratio"], 0.0)
       << "layer 0's V depends on the token alone";
+  // Deeper cells read the different examples before them: a difference that is a real fraction
+  // of the rows' size (a ratio against zero norms would be 0 or infinite).
+  for (const char* cell : {"last_token", "second_to_last_token"}) {
+    for (std::size_t l = 1; l < n_layer; ++l) {
+      for (const char* which : {"k_ratio", "v_ratio"}) {
+        const double r = report["steerability"][cell][l][which].get<double>();
+        EXPECT_GT(r, 0.0) << cell << " layer " << l << " " << which;
+        EXPECT_LT(r, 2.0) << cell << " layer " << l << " " << which;
+      }
+    }
+  }
 }
 
 }  // namespace
