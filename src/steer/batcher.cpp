@@ -11,6 +11,7 @@
 
 #include "kvsteer/error.h"
 #include "llama/sampler.h"
+#include "steer/protocol.h"
 #include "steer/stop_strings.h"
 
 namespace kvsteer {
@@ -161,19 +162,14 @@ RequestId Batcher::submit(BatchRequest request) {
   auto run = std::make_unique<Run>(request.sampling);
   if (request.steering) {
     check_applicable(*request.steering, session_);
-    if (!offset && request.prompt.size() < 2) {
-      throw Error(ErrorCode::InvalidArgument,
-                  "steering without an offset token needs a prompt of at least 2 tokens");
-    }
     run->delta = steering_delta(*request.steering, request.steering_params);
   }
+  const detail::ProtocolSplit split =
+      detail::split_prompt(request.prompt, offset, request.steering != nullptr);
+  run->prefill.assign(split.prefill.begin(), split.prefill.end());
+  run->tail = split.tail;
   if (offset) {
-    run->prefill = request.prompt;
-    run->tail = *offset;
     run->text = model.token_to_piece(*offset);
-  } else {
-    run->prefill.assign(request.prompt.begin(), request.prompt.end() - 1);
-    run->tail = request.prompt.back();
   }
   run->id = next_id_++;
   run->cells = cells;

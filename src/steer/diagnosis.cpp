@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kvsteer/error.h"
+#include "steer/protocol.h"
 
 namespace kvsteer {
 namespace {
@@ -214,14 +215,7 @@ PromptDiagnosis diagnose_prompt(Session& session, std::span<const Token> prompt,
     throw Error(ErrorCode::InvalidArgument, "n_follow must be >= 1");
   }
   check_applicable(vector, session);
-  const bool offset = params.steering.offset_token.has_value();
-  if (prompt.size() < (offset ? 1u : 2u)) {
-    throw Error(
-        ErrorCode::InvalidArgument,
-        offset ? "the prompt is empty" : "without an offset token the prompt needs 2 tokens");
-  }
-  const std::span<const Token> prefill = offset ? prompt : prompt.first(prompt.size() - 1);
-  const Token tail = offset ? *params.steering.offset_token : prompt.back();
+  const auto [prefill, tail] = detail::split_prompt(prompt, params.steering.offset_token, true);
 
   PromptDiagnosis out;
   out.n_prompt = static_cast<std::int32_t>(prompt.size());

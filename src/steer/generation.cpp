@@ -11,6 +11,7 @@
 
 #include "kvsteer/error.h"
 #include "llama/sampler.h"
+#include "steer/protocol.h"
 #include "steer/stop_strings.h"
 
 namespace kvsteer {
@@ -55,9 +56,7 @@ void validate(const Session& session, std::span<const GenerationRequest> request
   std::size_t cells = 0;
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const auto& r = requests[i];
-    if (r.prompt.empty()) {
-      throw Error(ErrorCode::InvalidArgument, "the prompt is empty");
-    }
+    (void)detail::split_prompt(r.prompt, r.steering_params.offset_token, r.steering != nullptr);
     const bool has_offset = r.steering_params.offset_token.has_value();
     if (has_offset) {
       session.model().check_token(*r.steering_params.offset_token);
@@ -73,10 +72,6 @@ void validate(const Session& session, std::span<const GenerationRequest> request
     cells += total;
     if (r.steering != nullptr) {
       check_applicable(*r.steering, session);
-      if (!has_offset && r.prompt.size() < 2) {
-        throw Error(ErrorCode::InvalidArgument,
-                    "steering without an offset token needs a prompt of at least 2 tokens");
-      }
     }
     for (std::size_t j = 0; j < i; ++j) {
       if (requests[j].seq == r.seq) {
@@ -113,13 +108,12 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
   for (const auto& r : requests) {
     Running run{&r, {}, 0, detail::Sampler(params.sampling), {}, false, 0};
     const auto& offset = r.steering_params.offset_token;
+    const detail::ProtocolSplit split =
+        detail::split_prompt(r.prompt, offset, r.steering != nullptr);
+    run.prefill.assign(split.prefill.begin(), split.prefill.end());
+    run.tail = split.tail;
     if (offset) {
-      run.prefill.assign(r.prompt.begin(), r.prompt.end());
-      run.tail = *offset;
       run.result.text = model.token_to_piece(*offset);
-    } else {
-      run.prefill.assign(r.prompt.begin(), r.prompt.end() - 1);
-      run.tail = r.prompt.back();
     }
     run.result.n_prompt = static_cast<std::int32_t>(r.prompt.size());
     session.clear_sequence(r.seq);
