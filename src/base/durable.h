@@ -19,10 +19,10 @@ void sync_file(const std::string& path, const std::string& what);
 // filesystems refuse fsync on folders, and the rename itself has already succeeded.
 void sync_parent_folder(const std::string& path) noexcept;
 
-// A file that appears whole or not at all, for writers that need a path or a FILE* of their own
-// (gguf_write_to_file_ptr, llama_model_quantize) rather than a string (write_file_atomic): they
-// write tmp(), then commit() syncs it, renames it over path and syncs the folder. Destroyed
-// without a commit (an error on the way), the temporary file is removed.
+// A file that appears whole or not at all: write tmp() (by path or FILE*, as
+// gguf_write_to_file_ptr and llama_model_quantize need; write_file_atomic for a string), then
+// commit() syncs it, renames it over path and syncs the folder. Destroyed without a commit (an
+// error on the way), the temporary file is removed.
 class AtomicFile {
  public:
   explicit AtomicFile(std::string path);

@@ -91,33 +91,21 @@ bool write_all(int fd, std::string_view text) {
 }  // namespace
 
 void write_file_atomic(const std::string& path, std::string_view text) {
-  if (path.empty()) {
-    throw Error(ErrorCode::InvalidArgument, "output path is empty");
-  }
-  const std::string tmp = detail::temporary_path_beside(path);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  detail::AtomicFile file(path);
+  const int fd = ::open(file.tmp().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     throw Error(ErrorCode::Io, "cannot write '" + path + "': " + std::strerror(errno));
   }
-  // Data on disk before the rename: the new name never points at a file that a power loss
-  // could leave empty or short.
-  bool ok = write_all(fd, text) && ::fsync(fd) == 0;
+  bool ok = write_all(fd, text);
   int err = errno;
   if (::close(fd) != 0 && ok) {
     ok = false;
     err = errno;
   }
   if (!ok) {
-    ::unlink(tmp.c_str());
     throw Error(ErrorCode::Io, "cannot write '" + path + "': " + std::strerror(err));
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    ::unlink(tmp.c_str());
-    throw Error(ErrorCode::Io, "cannot write '" + path + "': " + ec.message());
-  }
-  detail::sync_parent_folder(path);
+  file.commit();
 }
 
 std::string read_text_file(const std::string& path, std::string_view what) {
