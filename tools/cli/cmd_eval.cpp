@@ -73,18 +73,7 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
       ->capture_default_str()
       ->check(CLI::Range(1u, 512u));
   cmd.add_option("-t,--threads", r.n_threads, "CPU threads (0: all)");
-  cmd.add_option("--cache-type-k,--ctk", r.cache_type_k, "K cache type: f32, f16, bf16, q8_0, q4_0")
-      ->capture_default_str();
-  cmd.add_option("--cache-type-v,--ctv", r.cache_type_v, "V cache type: f32, f16, bf16, q8_0, q4_0")
-      ->capture_default_str();
-  cmd.add_option("--flash-attn,--fa", r.flash_attn, "flash attention: on, off, auto")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"on", "off", "auto"}));
-  cmd.add_option("--kv-streams", r.kv_streams,
-                 "unified (one cache stream) or per-sequence (each sequence attends over its own "
-                 "cells only: faster with many long sequences; docs/DESIGN.md)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"unified", "per-sequence"}));
+  add_engine_flags(cmd, r.cache_type_k, r.cache_type_v, r.flash_attn, r.kv_streams);
 }
 
 // A progress callback that draws its own bar, created on first use (when the total is known) and

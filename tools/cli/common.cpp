@@ -17,18 +17,28 @@ void ModelOptions::add_to(CLI::App& app, bool model_required) {
   app.add_option("-b,--batch-size", n_batch, "tokens per decode call (fixed for reproducibility)")
       ->check(CLI::Range(1u, 65536u));
   app.add_option("-t,--threads", n_threads, "CPU threads (0 = all)")->check(CLI::Range(0, 1024));
-  app.add_option("--cache-type-k,--ctk", cache_type_k, "K cache type: f32, f16, bf16, q8_0, q4_0");
-  app.add_option("--cache-type-v,--ctv", cache_type_v, "V cache type: f32, f16, bf16, q8_0, q4_0");
-  app.add_option("--flash-attn,--fa", flash_attn, "flash attention: on, off, auto")
-      ->check(CLI::IsMember({"on", "off", "auto"}));
+  add_engine_flags(app, cache_type_k, cache_type_v, flash_attn, kv_streams);
   app.add_option("--edit-route", edit_route,
-                 "how cells are edited: one-cell (O(1), default) or full (whole sequence)")
+                 "how cells are edited: one-cell (O(1), default) or full (whole sequence; "
+                 "--kv-streams per-sequence implies it)")
       ->check(CLI::IsMember({"one-cell", "full"}));
+  app.add_flag("-v,--verbose", verbose, "print libllama's log");
+}
+
+void add_engine_flags(CLI::App& app, std::string& cache_type_k, std::string& cache_type_v,
+                      std::string& flash_attn, std::string& kv_streams) {
+  app.add_option("--cache-type-k,--ctk", cache_type_k, "K cache type: f32, f16, bf16, q8_0, q4_0")
+      ->capture_default_str();
+  app.add_option("--cache-type-v,--ctv", cache_type_v, "V cache type: f32, f16, bf16, q8_0, q4_0")
+      ->capture_default_str();
+  app.add_option("--flash-attn,--fa", flash_attn, "flash attention: on, off, auto")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off", "auto"}));
   app.add_option("--kv-streams", kv_streams,
                  "unified (one cache stream) or per-sequence (each sequence attends over its own "
-                 "cells; implies --edit-route full; docs/DESIGN.md)")
+                 "cells only: faster with many long sequences; docs/DESIGN.md)")
+      ->capture_default_str()
       ->check(CLI::IsMember({"unified", "per-sequence"}));
-  app.add_flag("-v,--verbose", verbose, "print libllama's log");
 }
 
 std::shared_ptr<const Model> ModelOptions::load() const {

@@ -31,6 +31,11 @@ struct ModelOptions {
   SessionParams session_params(const Model& model, std::uint32_t n_seq = 1) const;
 };
 
+// The flags that say how the cache is held (--cache-type-k/-v, --flash-attn, --kv-streams), bound
+// to the given names; shared by the model-level commands (ModelOptions) and eval/sweep/diagnose.
+void add_engine_flags(CLI::App& app, std::string& cache_type_k, std::string& cache_type_v,
+                      std::string& flash_attn, std::string& kv_streams);
+
 // How a prompt becomes tokens.
 struct PromptOptions {
   std::string prompt;
