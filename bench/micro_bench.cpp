@@ -17,34 +17,16 @@ namespace {
 
 using kvsteer::detail::BlockShape;
 
-// A one-block F16 blob of n_cells cells, n_layer layers of width n_embd (K and V).
+// A one-block F16 blob of n_cells cells, n_layer layers of width n_embd (K and V), all zero.
 std::vector<std::uint8_t> make_blob(std::uint32_t n_layer, std::uint32_t n_embd,
                                     std::uint32_t n_cells) {
-  std::vector<std::uint8_t> out;
-  auto put = [&out](const auto& v) {
-    const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
-    out.insert(out.end(), p, p + sizeof(v));
-  };
-  put(kvsteer::detail::kSeqBlobMagic);
-  put(std::int32_t{0});
-  put(std::uint32_t{1});
-  put(n_cells);
-  for (std::uint32_t c = 0; c < n_cells; ++c) {
-    put(static_cast<std::int32_t>(c));
-    put(std::uint32_t{1});
-    put(std::int32_t{0});
-  }
-  put(std::uint32_t{0});
-  put(n_layer);
-  const std::uint64_t row = ggml_row_size(GGML_TYPE_F16, n_embd);
-  for (int half = 0; half < 2; ++half) {
-    for (std::uint32_t l = 0; l < n_layer; ++l) {
-      put(static_cast<std::int32_t>(GGML_TYPE_F16));
-      put(row);
-      out.resize(out.size() + row * n_cells, 0);
-    }
-  }
-  return out;
+  kvsteer::detail::BlobLayout layout;
+  for (std::uint32_t c = 0; c < n_cells; ++c)
+    layout.positions.push_back(static_cast<std::int32_t>(c));
+  layout.n_layer = n_layer;
+  layout.n_embd_k = layout.n_embd_v = n_embd;
+  layout.type_k = layout.type_v = GGML_TYPE_F16;
+  return kvsteer::detail::write_seq_blob(layout);
 }
 
 // SmolLM2-360M: 32 layers, 5 KV heads of 64; Llama-3.2-1B: 16 layers, 8 KV heads of 64.

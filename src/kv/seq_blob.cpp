@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
 
 #include "ggml.h"
 #include "kvsteer/error.h"
@@ -201,6 +202,109 @@ SeqBlob parse_seq_blob(std::span<const std::uint8_t> blob, std::span<const Block
          " block(s)");
   }
   return out;
+}
+
+std::vector<BlockShape> block_shapes(std::int32_t n_layer, std::uint32_t n_embd_k_gqa,
+                                     std::uint32_t n_embd_v_gqa, const std::vector<bool>& swa) {
+  const bool iswa = std::any_of(swa.begin(), swa.end(), [](bool b) { return b; });
+  std::vector<BlockShape> shapes(iswa ? 2 : 1);
+  for (std::int32_t il = 0; il < n_layer; ++il) {
+    BlockShape& shape = shapes[iswa && swa[static_cast<std::size_t>(il)] ? 1 : 0];
+    shape.n_embd_k.push_back(n_embd_k_gqa);
+    shape.n_embd_v.push_back(n_embd_v_gqa);
+  }
+  return shapes;
+}
+
+namespace {
+
+class BlobWriter {
+ public:
+  template <typename T>
+  void put(T value) {
+    const auto* p = reinterpret_cast<const std::uint8_t*>(&value);
+    out_.insert(out_.end(), p, p + sizeof(T));
+  }
+  void put_floats(ggml_type type, std::span<const float> values) {
+    const std::size_t at = out_.size();
+    out_.resize(at + ggml_row_size(type, static_cast<std::int64_t>(values.size())));
+    from_floats(type, values.data(), out_.data() + at, values.size());
+  }
+  std::vector<std::uint8_t> take() { return std::move(out_); }
+
+ private:
+  std::vector<std::uint8_t> out_;
+};
+
+}  // namespace
+
+std::vector<std::uint8_t> write_seq_blob(const BlobLayout& layout, const BlobValue& value) {
+  const auto type_k = static_cast<ggml_type>(layout.type_k);
+  const auto type_v = static_cast<ggml_type>(layout.type_v);
+  for (const auto& [type, n_embd, what] : {std::tuple{layout.type_k, layout.n_embd_k, "K"},
+                                           std::tuple{layout.type_v, layout.n_embd_v, "V"}}) {
+    if (!valid_type(type)) {
+      throw Error(ErrorCode::InvalidArgument,
+                  std::string(what) + " type " + std::to_string(type) + " is not a cache type");
+    }
+    if (n_embd % ggml_blck_size(static_cast<ggml_type>(type)) != 0) {
+      throw Error(ErrorCode::InvalidArgument, std::string(what) + " width " +
+                                                  std::to_string(n_embd) +
+                                                  " is not a multiple of the type's block size");
+    }
+  }
+  if (layout.v_trans && ggml_is_quantized(type_v)) {
+    throw Error(ErrorCode::InvalidArgument, "a transposed V cannot be quantized");
+  }
+  const auto n_cells = static_cast<std::uint32_t>(layout.positions.size());
+  const auto at = [&](std::uint32_t l, std::uint32_t c, std::uint32_t j, bool v) {
+    return value ? value(l, c, j, v) : 0.0f;
+  };
+  BlobWriter w;
+  w.put<std::uint32_t>(kSeqBlobMagic);
+  w.put<std::int32_t>(0);   // seq_id
+  w.put<std::uint32_t>(1);  // n_stream
+  w.put<std::uint32_t>(n_cells);
+  for (std::int32_t pos : layout.positions) {
+    w.put<std::int32_t>(pos);
+    w.put<std::uint32_t>(1);  // n_seq_id
+    w.put<std::int32_t>(0);
+  }
+  w.put<std::uint32_t>(layout.v_trans ? 1 : 0);
+  w.put<std::uint32_t>(layout.n_layer);
+  // One layer's K or V rows: a cell after another (llama_kv_cache::state_write_data).
+  std::vector<float> row;
+  const auto put_rows = [&](std::uint32_t l, ggml_type type, std::uint32_t n_embd, bool v) {
+    w.put<std::int32_t>(type);
+    w.put<std::uint64_t>(ggml_row_size(type, n_embd));
+    row.resize(n_embd);
+    for (std::uint32_t c = 0; c < n_cells; ++c) {
+      for (std::uint32_t j = 0; j < n_embd; ++j) {
+        row[j] = at(l, c, j, v);
+      }
+      w.put_floats(type, row);
+    }
+  };
+  for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
+    put_rows(l, type_k, layout.n_embd_k, false);
+  }
+  for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
+    if (!layout.v_trans) {
+      put_rows(l, type_v, layout.n_embd_v, true);
+      continue;
+    }
+    // Transposed: element j of every cell, then element j + 1.
+    w.put<std::int32_t>(type_v);
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(ggml_type_size(type_v)));
+    w.put<std::uint32_t>(layout.n_embd_v);
+    for (std::uint32_t j = 0; j < layout.n_embd_v; ++j) {
+      for (std::uint32_t c = 0; c < n_cells; ++c) {
+        const float x = at(l, c, j, true);
+        w.put_floats(type_v, {&x, 1});
+      }
+    }
+  }
+  return w.take();
 }
 
 namespace {

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -52,10 +53,31 @@ struct BlockShape {
   std::vector<std::uint32_t> n_embd_v;  // [n_layer of the block]
 };
 
+// The blocks of a model's blobs: the base block holds the full-attention layers, an iSWA
+// model's second block the sliding-window ones (swa[il]), each in increasing layer order.
+std::vector<BlockShape> block_shapes(std::int32_t n_layer, std::uint32_t n_embd_k_gqa,
+                                     std::uint32_t n_embd_v_gqa, const std::vector<bool>& swa);
+
 // Parses and validates a blob: magic, stream counts, cell counts, v_trans, layer counts and row
 // widths against `shapes`, tensor types, row sizes, and that exactly blob.size() bytes are
 // consumed. Throws Error(Format) naming the field, the value read and the value expected.
 SeqBlob parse_seq_blob(std::span<const std::uint8_t> blob, std::span<const BlockShape> shapes);
+
+// What write_seq_blob writes: one block with one stream, sequence 0, a cell per position.
+struct BlobLayout {
+  std::vector<std::int32_t> positions;
+  std::uint32_t n_layer = 0;
+  std::uint32_t n_embd_k = 0, n_embd_v = 0;
+  std::int32_t type_k = 0, type_v = 0;  // ggml types (0: F32)
+  bool v_trans = false;                 // V element-major, as llama.cpp without flash attention
+};
+
+// The inverse of parse_seq_blob for such a layout, for tests and benchmarks that need blobs
+// without a model. Row values come from value(layer, cell, j, is_v), rounded to the section's
+// type; without it every row is zero. Throws Error(InvalidArgument) for a transposed quantized V
+// or a width that is not a multiple of the type's block size.
+using BlobValue = std::function<float(std::uint32_t, std::uint32_t, std::uint32_t, bool)>;
+std::vector<std::uint8_t> write_seq_blob(const BlobLayout& layout, const BlobValue& value = {});
 
 // Reads cell `cell` (index among the stream's cells) of a section as floats. out: [n_embd].
 void read_cell_row(std::span<const std::uint8_t> blob, const RowSection& section,

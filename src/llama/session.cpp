@@ -349,17 +349,15 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
   s.k_rotated = is_quantized(params.type_k) && s.model->fingerprint().n_embd_head_k % 64 == 0 &&
                 !(rot_off != nullptr && std::atoi(rot_off) != 0);
 
-  // Blob blocks: the base block holds the full-attention layers, an iSWA model's second block
-  // the sliding-window layers, each in increasing layer order.
+  // Blob blocks (kv/seq_blob.h) and where each layer lies in them.
   const auto& fp = s.model->fingerprint();
   const auto& swa = s.model->swa_layers();
-  const bool iswa = std::any_of(swa.begin(), swa.end(), [](bool b) { return b; });
-  s.block_shapes.assign(iswa ? 2 : 1, {});
+  s.block_shapes = detail::block_shapes(fp.n_layer, static_cast<std::uint32_t>(fp.n_embd_k_gqa),
+                                        static_cast<std::uint32_t>(fp.n_embd_v_gqa), swa);
+  std::vector<std::size_t> filled(s.block_shapes.size(), 0);
   for (std::int32_t il = 0; il < fp.n_layer; ++il) {
-    const std::size_t b = iswa && swa[il] ? 1 : 0;
-    s.layer_slots.push_back({b, s.block_shapes[b].n_embd_k.size()});
-    s.block_shapes[b].n_embd_k.push_back(static_cast<std::uint32_t>(fp.n_embd_k_gqa));
-    s.block_shapes[b].n_embd_v.push_back(static_cast<std::uint32_t>(fp.n_embd_v_gqa));
+    const std::size_t b = s.block_shapes.size() > 1 && swa[il] ? 1 : 0;
+    s.layer_slots.push_back({b, filled[b]++});
   }
   s.self_test();
   // The self-test decodes; what it captured is not the caller's.

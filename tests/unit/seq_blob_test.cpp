@@ -13,49 +13,19 @@
 namespace kvsteer::detail {
 namespace {
 
-// Writes a blob in the layout of llama.cpp v0.4.0 (llama-internals.md §1.2): one block, one
-// stream, `positions.size()` cells, n_layer layers of F32 rows (value = 100*layer + 10*cell + j).
+// Blobs of one block and one stream: `positions.size()` cells, n_layer layers of K rows of `type`
+// (value = 100*layer + 10*cell + j) and F32 V rows (value + 0.5).
 class BlobBuilder {
  public:
   BlobBuilder(std::uint32_t n_layer, std::uint32_t width, bool v_trans,
               std::int32_t type = GGML_TYPE_F32)
       : n_layer_(n_layer), width_(width), v_trans_(v_trans), type_(type) {}
 
-  std::vector<std::uint8_t> build(const std::vector<std::int32_t>& positions) {
-    out_.clear();
-    put<std::uint32_t>(kSeqBlobMagic);
-    put<std::int32_t>(0);   // seq_id
-    put<std::uint32_t>(1);  // n_stream
-    const auto n = static_cast<std::uint32_t>(positions.size());
-    put<std::uint32_t>(n);
-    for (auto pos : positions) {
-      put<std::int32_t>(pos);
-      put<std::uint32_t>(1);
-      put<std::int32_t>(0);
-    }
-    put<std::uint32_t>(v_trans_ ? 1 : 0);
-    put<std::uint32_t>(n_layer_);
-    for (std::uint32_t l = 0; l < n_layer_; ++l) {
-      put<std::int32_t>(type_);
-      put<std::uint64_t>(ggml_row_size(static_cast<ggml_type>(type_), width_));
-      for (std::uint32_t c = 0; c < n; ++c) put_row(l, c);
-    }
-    for (std::uint32_t l = 0; l < n_layer_; ++l) {
-      put<std::int32_t>(GGML_TYPE_F32);
-      if (!v_trans_) {
-        put<std::uint64_t>(width_ * sizeof(float));
-        for (std::uint32_t c = 0; c < n; ++c) {
-          for (std::uint32_t j = 0; j < width_; ++j) put<float>(value(l, c, j) + 0.5f);
-        }
-      } else {
-        put<std::uint32_t>(sizeof(float));
-        put<std::uint32_t>(width_);
-        for (std::uint32_t j = 0; j < width_; ++j) {
-          for (std::uint32_t c = 0; c < n; ++c) put<float>(value(l, c, j) + 0.5f);
-        }
-      }
-    }
-    return out_;
+  std::vector<std::uint8_t> build(const std::vector<std::int32_t>& positions) const {
+    return write_seq_blob({positions, n_layer_, width_, width_, type_, GGML_TYPE_F32, v_trans_},
+                          [](std::uint32_t l, std::uint32_t c, std::uint32_t j, bool v) {
+                            return value(l, c, j) + (v ? 0.5f : 0.0f);
+                          });
   }
 
   static float value(std::uint32_t l, std::uint32_t c, std::uint32_t j) {
@@ -67,29 +37,56 @@ class BlobBuilder {
   }
 
  private:
-  template <typename T>
-  void put(T v) {
-    const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
-    out_.insert(out_.end(), p, p + sizeof(T));
-  }
-  void put_row(std::uint32_t l, std::uint32_t c) {
-    std::vector<float> row(width_);
-    for (std::uint32_t j = 0; j < width_; ++j) row[j] = value(l, c, j);
-    std::vector<std::uint8_t> bytes(ggml_row_size(static_cast<ggml_type>(type_), width_));
-    if (type_ == GGML_TYPE_F32) {
-      std::memcpy(bytes.data(), row.data(), bytes.size());
-    } else {
-      ggml_quantize_chunk(static_cast<ggml_type>(type_), row.data(), bytes.data(), 0, 1, width_,
-                          nullptr);
-    }
-    out_.insert(out_.end(), bytes.begin(), bytes.end());
-  }
-
   std::uint32_t n_layer_, width_;
   bool v_trans_;
   std::int32_t type_;
-  std::vector<std::uint8_t> out_;
 };
+
+// The byte layout write_seq_blob must produce (llama-internals.md §1.2), written out field by
+// field once, so that the writer and the parser cannot drift together.
+TEST(SeqBlob, TheWriterLaysOutV040Blobs) {
+  const auto blob = write_seq_blob({{7, 9}, 1, 2, 2, GGML_TYPE_F32, GGML_TYPE_F32, true},
+                                   [](std::uint32_t, std::uint32_t c, std::uint32_t j, bool v) {
+                                     return static_cast<float>(10 * c + j) + (v ? 0.5f : 0.0f);
+                                   });
+  std::vector<std::uint8_t> want;
+  const auto put = [&want](auto x) {
+    const auto* p = reinterpret_cast<const std::uint8_t*>(&x);
+    want.insert(want.end(), p, p + sizeof(x));
+  };
+  put(kSeqBlobMagic);
+  put(std::int32_t{0});   // seq_id
+  put(std::uint32_t{1});  // n_stream
+  put(std::uint32_t{2});  // cell_count
+  for (std::int32_t pos : {7, 9}) {
+    put(pos);
+    put(std::uint32_t{1});  // n_seq_id
+    put(std::int32_t{0});   // seq_id
+  }
+  put(std::uint32_t{1});  // v_trans
+  put(std::uint32_t{1});  // n_layer
+  put(std::int32_t{GGML_TYPE_F32});
+  put(std::uint64_t{8});  // K row size
+  for (float x : {0.0f, 1.0f, 10.0f, 11.0f}) put(x);
+  put(std::int32_t{GGML_TYPE_F32});
+  put(std::uint32_t{4});                              // V element size
+  put(std::uint32_t{2});                              // V width
+  for (float x : {0.5f, 10.5f, 1.5f, 11.5f}) put(x);  // element-major
+  EXPECT_EQ(blob, want);
+  EXPECT_THROW(write_seq_blob({{0}, 1, 32, 32, GGML_TYPE_F32, GGML_TYPE_Q8_0, true}), Error);
+  EXPECT_THROW(write_seq_blob({{0}, 1, 30, 32, GGML_TYPE_Q8_0, GGML_TYPE_F32, false}), Error);
+}
+
+TEST(SeqBlob, BlockShapesPutSlidingWindowLayersInTheSecondBlock) {
+  const auto dense = block_shapes(3, 8, 4, {false, false, false});
+  ASSERT_EQ(dense.size(), 1u);
+  EXPECT_EQ(dense[0].n_embd_k, (std::vector<std::uint32_t>{8, 8, 8}));
+  EXPECT_EQ(dense[0].n_embd_v, (std::vector<std::uint32_t>{4, 4, 4}));
+  const auto iswa = block_shapes(5, 8, 4, {true, false, true, false, true});
+  ASSERT_EQ(iswa.size(), 2u);
+  EXPECT_EQ(iswa[0].n_embd_k.size(), 2u);
+  EXPECT_EQ(iswa[1].n_embd_k.size(), 3u);
+}
 
 TEST(SeqBlob, ParsesRowsAndPositions) {
   BlobBuilder b(2, 4, false);

@@ -104,7 +104,10 @@ void check_logits(const float* logits, int32_t n_vocab, const std::string& path,
   }
 }
 
-// Bounds-checked little-endian reader over a state blob.
+// Bounds-checked little-endian reader over a state blob. The verifier reads the blocks' headers
+// itself rather than through the library's parser (src/kv/seq_blob.*): it checks, on every
+// fixture, the layout that parser assumes (block count, SWA block, v_trans), so it must not trust
+// it; and tools/tinymodel sits beside the engine, not above it (scripts/check_layers.py).
 class BlobReader {
  public:
   BlobReader(const std::vector<uint8_t>& blob, const std::string& path)
