@@ -1,10 +1,10 @@
-// Killed runs lose nothing: `kvsteer eval` and `kvsteer sweep` on the organism are killed with
-// SIGKILL at many points (before the first batch, inside batches, right after the last append
-// and before the summary, at random times), resumed each time, and their final outputs must equal
-// an uninterrupted run's byte for byte apart from the timing fields; after every kill the files
-// on disk must be whole (config and summary parse, every journal line is a whole record, no item
-// twice). Then the output folder on a full and on a read-only filesystem: one error line, the
-// earlier results intact, and the run completes once there is space again.
+// Killed runs lose nothing: `kvsteer eval`, `kvsteer sweep` and `kvsteer organism train` on the
+// organism are killed with SIGKILL at many points (before the first batch, inside batches, right
+// after the last append and before the summary, at random times), resumed each time, and their
+// final outputs must equal an uninterrupted run's byte for byte apart from the timing fields; after
+// every kill the files on disk must be whole (config and summary parse, every journal line is a
+// whole record, no item twice). Then the output folder on a full and on a read-only filesystem: one
+// error line, the earlier results intact, and the run completes once there is space again.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -62,9 +62,15 @@ ordered_json without_timing(ordered_json j) {
   return j;
 }
 
-// A JSON file or JSON-lines file, timing fields dropped, one dump per line (or one for the file).
-std::vector<std::string> comparable(const std::string& path, bool json_lines) {
-  if (!json_lines) return {without_timing(ordered_json::parse(test::read_file(path))).dump()};
+// How an output is compared: JSON without its timing fields, JSON lines the same line by line, or
+// the bytes of a binary file (a trained GGUF).
+enum class Kind { Json, JsonLines, Bytes };
+
+// A file as compared: one dump per JSON line (or one for a JSON file), or its bytes.
+std::vector<std::string> comparable(const std::string& path, Kind kind) {
+  if (kind == Kind::Bytes) return {test::read_file(path)};
+  if (kind == Kind::Json)
+    return {without_timing(ordered_json::parse(test::read_file(path))).dump()};
   std::vector<std::string> out;
   for (const std::string& line : lines_of(path)) {
     out.push_back(without_timing(ordered_json::parse(line)).dump());
@@ -72,13 +78,14 @@ std::vector<std::string> comparable(const std::string& path, bool json_lines) {
   return out;
 }
 
-// One command whose outputs are checked: the files it writes, which of them are JSON lines, the
-// journal it appends to (watched for kill points) and the file it writes last.
+// One command whose outputs are checked: the files it writes and how they are compared, the
+// journal it appends to (watched for kill points; empty: kills at times only) and the file it
+// writes last.
 struct Job {
   std::string name;
   std::vector<std::string> argv;
   std::string out;                                  // the folder to clear between cycles
-  std::vector<std::pair<std::string, bool>> files;  // path, JSON lines
+  std::vector<std::pair<std::string, Kind>> files;  // path, comparison
   std::string journal;
   std::string last_written;
 };
@@ -139,9 +146,9 @@ class KillResume : public ::testing::Test {
   static Job eval_job(const std::string& out) {
     Job j{"eval", common("eval"), out, {}, out + "/items.jsonl", out + "/summary.json"};
     j.argv.insert(j.argv.end(), {"-o", out});
-    j.files = {{out + "/config.json", false},
-               {out + "/items.jsonl", true},
-               {out + "/summary.json", false}};
+    j.files = {{out + "/config.json", Kind::Json},
+               {out + "/items.jsonl", Kind::JsonLines},
+               {out + "/summary.json", Kind::Json}};
     return j;
   }
 
@@ -149,8 +156,24 @@ class KillResume : public ::testing::Test {
     const std::string json = out + "/sweep.json";
     Job j{"sweep", common("sweep"), out, {}, json + ".items.jsonl", json};
     j.argv.insert(j.argv.end(), {"--cv-grid", "0,4", "-o", json});
-    j.files = {{json, false}, {json + ".items.jsonl", true}};
+    j.files = {{json, Kind::Json}, {json + ".items.jsonl", Kind::JsonLines}};
     return j;
+  }
+
+  // The organism trainer on a tiny shape: the mixture, tokenized records and random init are
+  // prepared in the work folder, then checkpoints every 3 steps; always run with --resume, which
+  // starts afresh when there is no checkpoint. One thread: the trainer is deterministic per
+  // thread count.
+  static Job train_job(const std::string& out) {
+    const std::string model = out + "/trained.gguf";
+    std::vector<std::string> argv{test::cli_path(), "organism", "train", "--work-dir",
+                                  out + "/work",    "-o",       model};
+    std::istringstream flags(
+        "--n-train 240 --n-val 16 --max-shots 2 --n-layer 2 --n-embd 32 --n-head 2 --n-head-kv 1 "
+        "--n-ff 64 --ctx 512 --batch 2 --warmup 2 --checkpoint-every 3 --eval-every 10 "
+        "--log-every 1000 -t 1 --resume");
+    for (std::string flag; flags >> flag;) argv.push_back(flag);
+    return {"organism train", argv, out, {{model, Kind::Bytes}}, "", model};
   }
 
   // Starts the job, kills it at `point`, and reports whether it was killed or exited first.
@@ -202,10 +225,11 @@ class KillResume : public ::testing::Test {
 
   // What a kill may leave: whole JSON files, whole journal records, no record twice.
   static void check_state(const Job& job, int kill_no) {
-    for (const auto& [path, json_lines] : job.files) {
+    for (const auto& [path, kind] : job.files) {
       if (!fs::exists(path)) continue;
+      if (kind == Kind::Bytes) continue;  // compared whole, below and at the end
       const std::vector<std::string> lines = lines_of(path);
-      if (!json_lines) {
+      if (kind == Kind::Json) {
         EXPECT_TRUE(ordered_json::accept(test::read_file(path)))
             << path << " is torn after kill " << kill_no;
         continue;
@@ -235,9 +259,9 @@ class KillResume : public ::testing::Test {
 
   static void expect_same_outputs(const Job& job, const Job& reference, const std::string& when) {
     for (std::size_t f = 0; f < job.files.size(); ++f) {
-      const auto& [path, json_lines] = job.files[f];
+      const auto& [path, kind] = job.files[f];
       ASSERT_TRUE(fs::exists(path)) << path << " missing " << when;
-      EXPECT_EQ(comparable(path, json_lines), comparable(reference.files[f].first, json_lines))
+      EXPECT_EQ(comparable(path, kind), comparable(reference.files[f].first, kind))
           << path << " differs from the uninterrupted run " << when;
     }
   }
@@ -265,7 +289,10 @@ class KillResume : public ::testing::Test {
     int kills = 0, compared = 0, runs = 0;
     std::vector<int> by_point(4, 0);
     while (kills < n_kills) {
-      const auto point = static_cast<KillPoint>(runs % 4);
+      // Without a journal only times can be chosen: early ones and any time of the run.
+      const auto point = job.journal.empty()
+                             ? (runs % 2 == 0 ? KillPoint::Early : KillPoint::RandomTime)
+                             : static_cast<KillPoint>(runs % 4);
       ++runs;
       std::size_t lines = 0;
       double delay = 0.0;
@@ -289,6 +316,14 @@ class KillResume : public ::testing::Test {
         ++kills;
         ++by_point[static_cast<std::size_t>(point)];
         check_state(job, kills);
+        // A binary output is written atomically: after any kill it is absent or final.
+        for (std::size_t f = 0; f < job.files.size(); ++f) {
+          const auto& [path, kind] = job.files[f];
+          if (kind == Kind::Bytes && fs::exists(path)) {
+            EXPECT_TRUE(test::read_file(path) == test::read_file(reference.files[f].first))
+                << path << " is not the final model after kill " << kills;
+          }
+        }
         continue;
       }
       ASSERT_EQ(o.exit_code, 0) << job.name << " failed on a resume (run " << runs << ")";
@@ -323,6 +358,12 @@ TEST_F(KillResume, SweepLosesNothing) {
   fs::create_directories(dir_->file("sweep-ref"));
   fs::create_directories(dir_->file("sweep"));
   kill_and_resume(sweep_job(dir_->file("sweep")), sweep_job(dir_->file("sweep-ref")), 24);
+}
+
+TEST_F(KillResume, OrganismTrainerLosesNothing) {
+  fs::create_directories(dir_->file("train-ref"));
+  fs::create_directories(dir_->file("train"));
+  kill_and_resume(train_job(dir_->file("train")), train_job(dir_->file("train-ref")), 20);
 }
 
 // The output folder on a private tmpfs (a user and mount namespace, so no root is needed where
@@ -381,8 +422,8 @@ cp -r "$mnt/run" "$out/resumed"
   ASSERT_EQ(full.size(), 1u) << test::read_file(out + "/full.err");
   EXPECT_EQ(full[0].rfind("kvsteer: error: ", 0), 0u) << full[0];
   EXPECT_NE(full[0].find("No space left on device"), std::string::npos) << full[0];
-  const auto kept = comparable(out + "/after-full/items.jsonl", true);
-  const auto all = comparable(complete.files[1].first, true);
+  const auto kept = comparable(out + "/after-full/items.jsonl", Kind::JsonLines);
+  const auto all = comparable(complete.files[1].first, Kind::JsonLines);
   ASSERT_GE(kept.size(), 4u);
   ASSERT_LT(kept.size(), all.size());
   for (std::size_t i = 0; i < kept.size(); ++i) EXPECT_EQ(kept[i], all[i]) << "record " << i;
