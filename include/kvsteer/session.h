@@ -41,6 +41,9 @@ FlashAttn parse_flash_attn(const std::string& name);
 const char* flash_attn_name(FlashAttn fa) noexcept;
 KvStreams parse_kv_streams(const std::string& name);
 const char* kv_streams_name(KvStreams streams) noexcept;
+// "one-cell", "full".
+EditRoute parse_edit_route(const std::string& name);
+const char* edit_route_name(EditRoute route) noexcept;
 
 struct SessionParams {
   std::uint32_t n_ctx = 4096;   // cells of the cache, all sequences together
@@ -74,6 +77,22 @@ struct SessionParams {
   // stop long calls on Ctrl-C (the Python package).
   std::function<bool()> abort_callback;
 };
+
+// A session's settings by name, as the CLI's flags and the Python package's keywords give them.
+struct SessionSettings {
+  std::uint32_t n_ctx = 0;      // 0: the model's training context, clamped to [64, 8192]
+  std::uint32_t n_batch = 512;  // capped at n_ctx
+  std::int32_t n_threads = 0;
+  std::string type_k = "f16", type_v = "f16";
+  std::string flash_attn = "auto";
+  std::string edit_route = "one-cell";
+  std::string kv_streams = "unified";  // "per-sequence" implies the full-sequence edit route
+};
+
+// SessionParams for n_seq sequences of model. Throws Error(InvalidArgument) naming a bad name,
+// a zero n_batch or negative threads; Session's constructor checks the rest.
+SessionParams session_params(const Model& model, const SessionSettings& settings,
+                             std::uint32_t n_seq = 1);
 
 // The cells one decode call attended over (SessionParams::capture_attention_window), read from
 // llama.cpp's attention mask at layer 0.

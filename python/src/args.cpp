@@ -8,35 +8,6 @@
 
 namespace kvsteer::py {
 
-SessionParams SessionArgs::params(const Model& model, std::uint32_t n_seq) const {
-  if (n_batch == 0) throw Error(ErrorCode::InvalidArgument, "n_batch must be >= 1 (got 0)");
-  if (n_threads < 0) {
-    throw Error(ErrorCode::InvalidArgument,
-                "n_threads must be >= 0 (0: all cores), got " + std::to_string(n_threads));
-  }
-  SessionParams p;
-  p.n_ctx =
-      n_ctx != 0 ? n_ctx : static_cast<std::uint32_t>(std::clamp(model.n_ctx_train(), 64, 8192));
-  p.n_batch = std::min(n_batch, p.n_ctx);
-  p.n_seq = n_seq;
-  p.n_threads = n_threads;
-  p.type_k = parse_kv_type(type_k);
-  p.type_v = parse_kv_type(type_v);
-  if (flash_attn != "on" && flash_attn != "off" && flash_attn != "auto") {
-    throw Error(ErrorCode::InvalidArgument,
-                "flash_attn must be 'on', 'off' or 'auto', got '" + flash_attn + "'");
-  }
-  p.flash_attn = flash_attn == "on"    ? FlashAttn::On
-                 : flash_attn == "off" ? FlashAttn::Off
-                                       : FlashAttn::Auto;
-  if (edit_route != "one-cell" && edit_route != "full") {
-    throw Error(ErrorCode::InvalidArgument,
-                "edit_route must be 'one-cell' or 'full', got '" + edit_route + "'");
-  }
-  p.edit_route = edit_route == "full" ? EditRoute::FullSequence : EditRoute::OneCell;
-  return p;
-}
-
 std::string PromptArgs::render(const Model& model, const std::string& user) const {
   if (raw) return user + cot_prefix;
   return eval::render_user_turn(model, user, system, prompt_family.value_or(""), chat_template) +

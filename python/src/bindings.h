@@ -98,16 +98,6 @@ ModelFingerprint fingerprint_from_dict(nb::handle d);
 
 // SessionParams from the keyword arguments shared by the functions that decode. n_ctx 0: the
 // model's training context clamped to [64, 8192] (as the CLI). Throws Error(InvalidArgument).
-struct SessionArgs {
-  std::uint32_t n_ctx = 0;
-  std::uint32_t n_batch = 512;
-  std::int32_t n_threads = 0;
-  std::string type_k = "f16";
-  std::string type_v = "f16";
-  std::string flash_attn = "auto";
-  std::string edit_route = "one-cell";
-  SessionParams params(const Model& model, std::uint32_t n_seq) const;
-};
 
 // Text of a user prompt as the CLI renders it (`kvsteer generate -p`): the model's chat template,
 // or the reference render of the detected or given prompt family; raw text unless `raw` is false.

@@ -35,7 +35,7 @@ nb::dict generation_dict(const PyGeneration& r) {
 struct GenerateArgs {
   SteerArgs steer;
   PromptArgs prompt;
-  SessionArgs session;
+  SessionSettings session;
   GenerationParams gen;
   std::uint32_t parallel = 8;
 };
@@ -54,7 +54,7 @@ std::vector<PyGeneration> generate_all(const std::shared_ptr<const Model>& model
   }
   const SteeringParams sp = a.steer.params(*model);
   const auto n_seq = static_cast<std::uint32_t>(std::min<std::size_t>(a.parallel, prompts.size()));
-  SessionParams params = a.session.params(*model, n_seq);
+  SessionParams params = session_params(*model, a.session, n_seq);
   const Progress progress_fn = progress_adaptor(std::move(progress));
   return run_long([&](LongCall& call) {
     params.abort_callback = call.abort_callback();
@@ -119,13 +119,13 @@ void bind_generate(nb::module_& m) {
          const std::string& cot_prefix, std::uint32_t parallel, std::uint32_t n_ctx,
          std::uint32_t n_batch, std::int32_t n_threads, const std::string& type_k,
          const std::string& type_v, const std::string& flash_attn, const std::string& edit_route,
-         nb::object progress) -> nb::object {
+         const std::string& kv_streams, nb::object progress) -> nb::object {
         GenerateArgs a;
         a.steer = {
             c_k,      c_v, layers, std::move(layers_k), std::move(layers_v), std::move(offset),
             offset_id};
         a.prompt = {system, std::move(prompt_family), chat_template, cot_prefix, raw};
-        a.session = {n_ctx, n_batch, n_threads, type_k, type_v, flash_attn, edit_route};
+        a.session = {n_ctx, n_batch, n_threads, type_k, type_v, flash_attn, edit_route, kv_streams};
         a.gen.n_predict = n_predict;
         a.gen.stop_strings = std::move(stop);
         a.gen.stop_at_eog = stop_at_eog;
@@ -163,7 +163,7 @@ void bind_generate(nb::module_& m) {
       "system"_a = "", "prompt_family"_a = nb::none(), "chat_template"_a = "", "cot_prefix"_a = "",
       "parallel"_a = 8, "n_ctx"_a = 0, "n_batch"_a = 512, "n_threads"_a = 0, "type_k"_a = "f16",
       "type_v"_a = "f16", "flash_attn"_a = "auto", "edit_route"_a = "one-cell",
-      "progress"_a = nb::none(),
+      "kv_streams"_a = "unified", "progress"_a = nb::none(),
       R"doc(Generates for one prompt or many, optionally steered once through the KV cache.
 
 prompts: a str (the user turn, rendered as `kvsteer generate -p` renders it;
@@ -183,7 +183,9 @@ n_predict tokens, an end-of-generation token (stop_at_eog) or a stop string.
 parallel prompts are decoded together as sequences of one context (n_ctx cells,
 0 = the model's training context up to 8192, shared). On CPU the batch
 composition changes the last bits, so a greedy near-tie can differ from a run of
-the same prompt alone. progress: callable(done, total) or a tqdm bar, after
+the same prompt alone; kv_streams='per-sequence' gives each prompt its own cache
+stream (n_ctx / parallel cells each), where its cells lie as they would alone and
+long generations decode faster. progress: callable(done, total) or a tqdm bar, after
 each batch. The GIL is released while decoding; Ctrl-C raises KeyboardInterrupt.
 Raises InvalidArgumentError for bad values (non-finite c_k/c_v, bad layers,
 unknown tokens, a prompt longer than n_ctx) and FormatError for a vector of
@@ -218,8 +220,8 @@ another model.)doc");
           delta = steering_delta(*vector.get(), sa.params(mdl));
           steer_at = resolve(steer_pos, "steer_pos");
         }
-        SessionArgs args{n_ctx, 512, n_threads, type_k, type_v, flash_attn, "one-cell"};
-        SessionParams sp = args.params(mdl, 1);
+        SessionSettings args{n_ctx, 512, n_threads, type_k, type_v, flash_attn, "one-cell"};
+        SessionParams sp = session_params(mdl, args, 1);
         if (tokens.size() > sp.n_ctx) {
           throw Error(ErrorCode::InvalidArgument, "prompt has " + std::to_string(tokens.size()) +
                                                       " tokens, more than n_ctx " +

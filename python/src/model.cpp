@@ -224,9 +224,10 @@ context now; otherwise it is freed with the object.)doc")
           [](PySession* self, const PyModel& model, std::uint32_t n_ctx, std::uint32_t n_seq,
              std::uint32_t n_batch, std::int32_t n_threads, const std::string& type_k,
              const std::string& type_v, const std::string& flash_attn,
-             const std::string& edit_route) {
-            SessionArgs args{n_ctx, n_batch, n_threads, type_k, type_v, flash_attn, edit_route};
-            SessionParams sp = args.params(*model.model, n_seq);
+             const std::string& edit_route, const std::string& kv_streams) {
+            SessionSettings args{n_ctx,  n_batch,    n_threads,  type_k,
+                                 type_v, flash_attn, edit_route, kv_streams};
+            SessionParams sp = session_params(*model.model, args, n_seq);
             auto slot = std::make_shared<std::atomic<const std::atomic<bool>*>>(nullptr);
             sp.abort_callback = [slot] {
               const std::atomic<bool>* flag = slot->load();
@@ -242,10 +243,11 @@ context now; otherwise it is freed with the object.)doc")
           },
           "model"_a, nb::kw_only(), "n_ctx"_a = 0, "n_seq"_a = 1, "n_batch"_a = 512,
           "n_threads"_a = 0, "type_k"_a = "f16", "type_v"_a = "f16", "flash_attn"_a = "auto",
-          "edit_route"_a = "one-cell",
+          "edit_route"_a = "one-cell", "kv_streams"_a = "unified",
           "n_ctx 0: the model's training context, at most 8192. type_k/type_v: 'f32', 'f16', "
           "'bf16', 'q8_0', 'q4_0'. flash_attn: 'on', 'off', 'auto'. edit_route: 'one-cell' or "
-          "'full'.")
+          "'full'. kv_streams: 'unified' or 'per-sequence' (a cache stream per sequence, "
+          "n_ctx / n_seq cells each; implies edit_route 'full').")
       .def_prop_ro("n_ctx", [](PySession& s) { return s.get().n_ctx(); })
       .def_prop_ro("n_seq", [](PySession& s) { return s.get().params().n_seq; })
       .def_prop_ro("closed", [](const PySession& s) { return !s.session.has_value(); })

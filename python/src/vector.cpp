@@ -139,7 +139,7 @@ struct ExtractArgs {
   std::string cot_prefix;
   std::vector<Pos> positions;
   std::uint32_t parallel = 4;
-  SessionArgs session;
+  SessionSettings session;
 };
 
 // Pairs given as (positive, negative): rendered prompt texts (tokenized with the BOS rule) or
@@ -204,7 +204,7 @@ std::vector<SteeringVector> extract(const std::shared_ptr<const Model>& model, c
     pairs = explicit_pairs(*model, a.pairs);
   }
   const std::size_t max_tokens = longest(pairs);
-  SessionParams sp = a.session.params(*model, a.parallel);
+  SessionParams sp = session_params(*model, a.session, a.parallel);
   if (a.session.n_ctx == 0) {
     // Room for `parallel` of the longest prompts (the cache is shared by the sequences).
     sp.n_ctx = static_cast<std::uint32_t>((max_tokens * a.parallel + 255) / 256 * 256);

@@ -33,6 +33,22 @@ def test_batches_match_single_runs_on_f32(stories):
         assert greedy(stories, p, **kw).tokens == g.tokens
 
 
+def test_per_sequence_streams_give_each_prompt_its_answer_alone(stories, stories_vector):
+    # A cache stream per prompt: each one's cells lie as they would alone, steered or not.
+    prompts = [PROMPT, "The cat sat", "Lily and Ben", "One day"]
+    kw = dict(type_k="f32", type_v="f32", flash_attn="off", kv_streams="per-sequence",
+              steer=stories_vector, c_v=8.0)
+    batched = greedy(stories, prompts, parallel=4, **kw)
+    for p, g in zip(prompts, batched):
+        assert g.steered
+        assert greedy(stories, p, **kw).tokens == g.tokens
+        # and what the unified cache gives the prompt alone
+        unified = {k: v for k, v in kw.items() if k != "kv_streams"}
+        assert greedy(stories, p, **unified).tokens == g.tokens
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        greedy(stories, PROMPT, kv_streams="both")
+
+
 def test_zero_coefficients_equal_unsteered(stories, stories_vector):
     plain = greedy(stories, PROMPT)
     zero = greedy(stories, PROMPT, steer=stories_vector, c_k=0.0, c_v=0.0)

@@ -91,3 +91,19 @@ def test_session_decode_logits_and_close(stories):
     assert s.closed
     with pytest.raises(kvsteer.InvalidArgumentError):
         s.decode(ids)
+
+
+def test_session_with_a_stream_per_sequence(stories):
+    # 512 cells: one stream holds them all for either sequence; two streams hold 256 each.
+    tokens = [1] + [100] * 299
+    with kvsteer.Session(stories, n_ctx=512, n_seq=2, n_threads=1) as s:
+        s.decode(tokens, seq=0)
+    with kvsteer.Session(stories, n_ctx=512, n_seq=2, n_threads=1, flash_attn="off",
+                         kv_streams="per-sequence") as s:
+        with pytest.raises(kvsteer.InvalidArgumentError):
+            s.decode(tokens, seq=0)
+        s.decode(tokens[:200], seq=0)
+        s.decode(tokens[:200], seq=1)
+        assert s.next_pos(0) == s.next_pos(1) == 200
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.Session(stories, kv_streams="many")

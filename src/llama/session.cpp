@@ -409,6 +409,49 @@ const char* kv_streams_name(KvStreams streams) noexcept {
   return streams == KvStreams::PerSequence ? "per-sequence" : "unified";
 }
 
+EditRoute parse_edit_route(const std::string& name) {
+  if (name == "one-cell") {
+    return EditRoute::OneCell;
+  }
+  if (name == "full") {
+    return EditRoute::FullSequence;
+  }
+  throw Error(ErrorCode::InvalidArgument,
+              "edit_route must be one-cell or full, got '" + name + "'");
+}
+
+const char* edit_route_name(EditRoute route) noexcept {
+  return route == EditRoute::FullSequence ? "full" : "one-cell";
+}
+
+SessionParams session_params(const Model& model, const SessionSettings& settings,
+                             std::uint32_t n_seq) {
+  if (settings.n_batch == 0) {
+    throw Error(ErrorCode::InvalidArgument, "n_batch must be >= 1 (got 0)");
+  }
+  if (settings.n_threads < 0) {
+    throw Error(ErrorCode::InvalidArgument,
+                "threads must be >= 0 (0: all cores), got " + std::to_string(settings.n_threads));
+  }
+  SessionParams p;
+  p.n_ctx = settings.n_ctx != 0
+                ? settings.n_ctx
+                : static_cast<std::uint32_t>(std::clamp(model.n_ctx_train(), 64, 8192));
+  p.n_batch = std::min(settings.n_batch, p.n_ctx);
+  p.n_seq = n_seq;
+  p.n_threads = settings.n_threads;
+  p.type_k = parse_kv_type(settings.type_k);
+  p.type_v = parse_kv_type(settings.type_v);
+  p.flash_attn = parse_flash_attn(settings.flash_attn);
+  p.edit_route = parse_edit_route(settings.edit_route);
+  p.kv_streams = parse_kv_streams(settings.kv_streams);
+  if (p.kv_streams == KvStreams::PerSequence) {
+    // The one-cell route shares a cell with a scratch sequence, which separate streams cannot.
+    p.edit_route = EditRoute::FullSequence;
+  }
+  return p;
+}
+
 std::uint32_t Session::n_ctx() const { return llama_n_ctx(impl_->ctx.get()); }
 
 std::uint32_t Session::n_ctx_seq() const { return llama_n_ctx_seq(impl_->ctx.get()); }

@@ -53,10 +53,10 @@ void run(ExtractOptions o) {
   for (const auto& p : pairs)
     max_tokens = std::max({max_tokens, p.positive.size(), p.negative.size()});
   auto sparams = o.model.session_params(*model, o.parallel);
-  if (o.model.n_ctx == 0) {
+  if (o.model.session.n_ctx == 0) {
     // Room for `parallel` of the longest prompts (the cache is shared by the sequences).
     sparams.n_ctx = static_cast<std::uint32_t>((max_tokens * o.parallel + 255) / 256 * 256);
-    sparams.n_batch = std::min<std::uint32_t>(o.model.n_batch, sparams.n_ctx);
+    sparams.n_batch = std::min<std::uint32_t>(o.model.session.n_batch, sparams.n_ctx);
   }
   Session session(model, sparams);
   Progress bar("extract", pairs.size());

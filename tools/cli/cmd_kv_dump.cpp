@@ -87,8 +87,8 @@ void run(const KvDumpOptions& o) {
   out["pos"] = pos;
   out["token"] = prompt[static_cast<std::size_t>(pos)];
   out["model"] = fingerprint_json(fp);
-  out["cache_type_k"] = o.model.cache_type_k;
-  out["cache_type_v"] = o.model.cache_type_v;
+  out["cache_type_k"] = o.model.session.type_k;
+  out["cache_type_v"] = o.model.session.type_v;
   out["k_rotated"] = session.k_rotated();
   nlohmann::json layers = nlohmann::json::array();
   for (std::size_t il = 0; il < cell.k.size(); ++il) {

@@ -13,12 +13,15 @@ namespace kvsteer::cli {
 void ModelOptions::add_to(CLI::App& app, bool model_required) {
   auto* m = app.add_option("-m,--model", model, "GGUF model file");
   if (model_required) m->required();
-  app.add_option("-c,--ctx-size", n_ctx, "context size in tokens (0 = model's, at most 8192)");
-  app.add_option("-b,--batch-size", n_batch, "tokens per decode call (fixed for reproducibility)")
+  app.add_option("-c,--ctx-size", session.n_ctx,
+                 "context size in tokens (0 = model's, at most 8192)");
+  app.add_option("-b,--batch-size", session.n_batch,
+                 "tokens per decode call (fixed for reproducibility)")
       ->check(CLI::Range(1u, 65536u));
-  app.add_option("-t,--threads", n_threads, "CPU threads (0 = all)")->check(CLI::Range(0, 1024));
-  add_engine_flags(app, cache_type_k, cache_type_v, flash_attn, kv_streams);
-  app.add_option("--edit-route", edit_route,
+  app.add_option("-t,--threads", session.n_threads, "CPU threads (0 = all)")
+      ->check(CLI::Range(0, 1024));
+  add_engine_flags(app, session.type_k, session.type_v, session.flash_attn, session.kv_streams);
+  app.add_option("--edit-route", session.edit_route,
                  "how cells are edited: one-cell (O(1), default) or full (whole sequence; "
                  "--kv-streams per-sequence implies it)")
       ->check(CLI::IsMember({"one-cell", "full"}));
@@ -47,21 +50,7 @@ std::shared_ptr<const Model> ModelOptions::load() const {
 }
 
 SessionParams ModelOptions::session_params(const Model& m, std::uint32_t n_seq) const {
-  SessionParams p;
-  p.n_ctx = n_ctx != 0 ? n_ctx : static_cast<std::uint32_t>(std::clamp(m.n_ctx_train(), 64, 8192));
-  p.n_batch = std::min(n_batch, p.n_ctx);
-  p.n_seq = n_seq;
-  p.n_threads = n_threads;
-  p.type_k = parse_kv_type(cache_type_k);
-  p.type_v = parse_kv_type(cache_type_v);
-  p.flash_attn = parse_flash_attn(flash_attn);
-  p.edit_route = edit_route == "full" ? EditRoute::FullSequence : EditRoute::OneCell;
-  p.kv_streams = parse_kv_streams(kv_streams);
-  if (p.kv_streams == KvStreams::PerSequence) {
-    // The one-cell route shares a cell with a scratch sequence, which separate streams cannot.
-    p.edit_route = EditRoute::FullSequence;
-  }
-  return p;
+  return kvsteer::session_params(m, session, n_seq);
 }
 
 void PromptOptions::add_to(CLI::App& app) {

@@ -16,14 +16,7 @@ namespace kvsteer::cli {
 // Model and context flags (llama.cpp spellings where the concept is the same).
 struct ModelOptions {
   std::string model;
-  std::uint32_t n_ctx = 0;  // 0: the model's training context, at most 8192
-  std::uint32_t n_batch = 512;
-  std::int32_t n_threads = 0;
-  std::string cache_type_k = "f16";
-  std::string cache_type_v = "f16";
-  std::string flash_attn = "auto";
-  std::string edit_route = "one-cell";
-  std::string kv_streams = "unified";  // per-sequence implies the full-sequence edit route
+  SessionSettings session;
   bool verbose = false;
 
   void add_to(CLI::App& app, bool model_required = true);
