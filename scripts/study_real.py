@@ -192,11 +192,12 @@ class Study:
                 "--flash-attn", "off"]
 
     def run_eval(self, plan: TaskPlan, method: str, extra: list[str],
-                 selection: Path | None = None, n_predict: int | None = None) -> Path:
-        out = self.out / "runs" / f"{plan.name}-{method.replace('+', '-')}"
+                 selection: Path | None = None, n_predict: int | None = None,
+                 name: str | None = None) -> Path:
+        out = self.out / "runs" / f"{plan.name}-{(name or method).replace('+', '-')}"
         if (out / "summary.json").exists() and run_limit(out) == plan.limit:
             return out
-        self.say(f"{plan.name}: {method} on {plan.limit or 'all'} test items")
+        self.say(f"{plan.name}: {name or method} on {plan.limit or 'all'} test items")
         args = ["eval"] + self.eval_args(plan, self.shared / plan.test, plan.limit) + [
             "--method", method, "-o", str(out)] + extra
         if n_predict is not None:
@@ -217,6 +218,18 @@ class Study:
             full[full.index("--n-predict") + 1] = str(n_predict)
         self.run(full, done=out)
         return json.loads(out.read_text())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes a file whole or not at all: a kill never leaves half a file that a resumed study
+    would take as done."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: dict) -> None:
+    write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def run_limit(out: Path) -> int | None:
@@ -366,7 +379,7 @@ def write_selection(study: Study, plan: TaskPlan, record: dict) -> Path:
               "split_rule": make_selection.__doc__.strip(), "n_items": plan.selection_n,
               "n_predict": study.n_predict, **record}
     path = study.out / "selection" / plan.name / f"chosen-{record['method']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(path, record)
     return path
 
 
@@ -382,6 +395,20 @@ def run_task_full(study: Study, plan: TaskPlan) -> None:
     study.run_eval(plan, "cache", pairs(plan) + ["--vector", str(v[ch["vector_cell"]]), "--ck",
                                                  f"{ch['c_k']:g}", "--cv", f"{ch['c_v']:g}"] +
                    offset_args(ch["offset"]), selection=cache_sel_path)
+    # The paper's published setting as well, whatever the selection chose: fixed before the study
+    # (not tuned on anything), it answers the study's first question on test items: does the
+    # edit induce reasoning in this model as the paper reports for its SmolLM2 rows?
+    paper = cache_sel["paper_setting"]
+    if ch != paper:
+        record = study.out / "selection" / plan.name / "paper-cache.json"
+        write_json(record, {
+            "method": "cache", "setting": paper,
+            "why": "the paper's published SmolLM2 setting for this task (method.md §3.5), run on "
+                   "test beside the setting chosen on the selection split; not tuned"})
+        study.run_eval(plan, "cache", pairs(plan) + ["--vector", str(v["last"]), "--ck",
+                                                     f"{paper['c_k']:g}", "--cv",
+                                                     f"{paper['c_v']:g}"] +
+                       offset_args(paper["offset"]), selection=record, name="cache-paper")
     caa_sel = select_caa(study, plan)
     caa_sel_path = write_selection(study, plan, caa_sel)
     study.say(f"{plan.name}: chosen activation-steering setting: {caa_sel['chosen']}")
@@ -422,8 +449,9 @@ def run_task_demo(study: Study, plan: TaskPlan) -> None:
 def diagnose(study: Study, plan: TaskPlan, v: dict[str, Path], limit: int,
              detail: bool = True) -> None:
     out = study.out / "diagnose" / f"{plan.name}.json"
+    txt = out.with_suffix(".txt")
     out.parent.mkdir(exist_ok=True)
-    if out.exists():
+    if out.exists() and txt.exists():
         return
     study.say(f"{plan.name}: diagnose (paper setting, {limit} selection items)")
     data = study.selection_file(plan) if study.mode == "full" else study.shared / plan.test
@@ -431,7 +459,7 @@ def diagnose(study: Study, plan: TaskPlan, v: dict[str, Path], limit: int,
         "--task", plan.name, "--data", str(data), "--limit", str(limit), "--vector",
         str(v["last"]), "--ck", "0", "--cv", f"{plan.coef_v:g}", "-o", str(out)] +
         (["--scales", "4,16", "--per-layer"] if detail else []) + offset_args(plan.offset))
-    (study.out / "diagnose" / f"{plan.name}.txt").write_text(text)
+    write_atomic(txt, text)
 
 
 def speed(study: Study) -> None:
@@ -440,7 +468,7 @@ def speed(study: Study) -> None:
         study.say("measuring prefill and decode speed (kvsteer bench)")
         text = study.run(["bench", "-m", study.model, "-t", str(study.threads), "--contexts",
                           "100", "1000", "--repeats", "10", "--n-decode", "64"])
-        out.write_text(text)
+        write_atomic(out, text)
     b = json.loads(out.read_text())
     pre = [e["prefill_tok_per_s"] for e in b["edit"]["one-cell"]]
     dec = b["decode_tok_per_s"]

@@ -16,10 +16,10 @@ import re
 import shutil
 from pathlib import Path
 
-METHODS = ["baseline", "cot", "fewshot", "caa", "cache", "cache+cot"]
+METHODS = ["baseline", "cot", "fewshot", "caa", "cache", "cache-paper", "cache+cot"]
 LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT",
           "caa": "activation steering", "cache": "cache steering",
-          "cache+cot": "cache steering + CoT"}
+          "cache-paper": "cache steering, paper's setting", "cache+cot": "cache steering + CoT"}
 TASKS = ["arc", "gsm8k", "csqa", "piqa"]
 MULTIPLE_CHOICE = {"arc", "csqa", "piqa"}
 # A response that opens with an option ("B: ...", "**C.**", "Answer: A)") answers before it reasons:
