@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvsteer/generation.h"
@@ -79,14 +80,26 @@ struct BatcherStats {
   std::uint64_t steps = 0;             // decode calls of step()
   double decode_ms = 0.0;              // time spent in the decode calls (prefills included)
   std::uint64_t prompt_tokens = 0;     // prefilled and tail tokens
+  std::uint64_t reused_tokens = 0;     // prompt tokens whose cells a finished request left
   std::uint64_t generated_tokens = 0;  // sampled tokens
+};
+
+struct BatcherOptions {
+  // A prompt cache (llama-server's cache_prompt): a finished request's sequence keeps the cells
+  // that the edit did not touch (an unsteered request's prompt and answer; a steered request's
+  // prompt before the edited cell), and a later request whose prompt starts with the same tokens
+  // is admitted to that sequence and prefills only the rest. Those cells were computed in
+  // another decode call, so an answer can differ from a fresh prefill's in the last bits of the
+  // logits (a greedy near-tie can flip on a quantized model). Kept cells give way to new
+  // requests when the cache is full, the least recently used first.
+  bool reuse_prompt_cache = false;
 };
 
 // Owns no session: schedules requests onto the sequences of one (the session's n_seq slots).
 // Not thread-safe: one thread calls submit/cancel/step (a server's scheduler loop).
 class Batcher {
  public:
-  explicit Batcher(Session& session);
+  explicit Batcher(Session& session, BatcherOptions options = {});
   ~Batcher();
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
@@ -113,14 +126,24 @@ class Batcher {
 
  private:
   struct Run;
+  // A free sequence's cells kept for the prompt cache.
+  struct Kept {
+    std::vector<Token> tokens;  // their tokens, position 0 on
+    std::uint64_t used_at = 0;  // admission count when they were last used (least recent first)
+  };
   void admit();
+  // The free sequence for the next request, and how many of its kept tokens the request reuses.
+  std::pair<std::size_t, std::size_t> choose_slot(const Run& run) const;
   void finish(Run& run, StopReason reason, std::vector<BatchEvent>& events);
+  void release(Run& run);
 
   Session& session_;
+  BatcherOptions options_;
   BatcherStats stats_;
   RequestId next_id_ = 1;
   std::deque<std::unique_ptr<Run>> queue_;
   std::vector<std::unique_ptr<Run>> slots_;  // index = sequence id; null = free
+  std::vector<Kept> kept_;                   // index = sequence id; empty tokens: none kept
 };
 
 }  // namespace kvsteer

@@ -141,6 +141,10 @@ class Session {
 
   void clear();                    // empties every sequence
   void clear_sequence(SeqId seq);  // removes all cells of seq
+  // Keeps the cells of seq at positions [0, n) and removes the rest, so that decoding continues
+  // at position n (a prompt cache: a later prompt that starts with the same n tokens). Throws
+  // Error(InvalidArgument) for a bad seq or a negative n.
+  void keep_prefix(SeqId seq, Pos n);
   // Makes dst a copy of src: dst's old cells are removed, then src's cells are shared with dst
   // (metadata only, no data is copied; with KvStreams::PerSequence the cells are copied).
   void copy_sequence(SeqId src, SeqId dst);

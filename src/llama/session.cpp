@@ -476,6 +476,16 @@ void Session::clear_sequence(SeqId seq) {
   impl_->has_logits[seq] = false;
 }
 
+void Session::keep_prefix(SeqId seq, Pos n) {
+  impl_->check_seq(seq);
+  if (n < 0) {
+    throw Error(ErrorCode::InvalidArgument,
+                "keep_prefix: n must be >= 0, got " + std::to_string(n));
+  }
+  llama_memory_seq_rm(impl_->mem, seq, n, -1);
+  impl_->has_logits[seq] = false;
+}
+
 void Session::copy_sequence(SeqId src, SeqId dst) {
   impl_->check_seq(src);
   impl_->check_seq(dst);

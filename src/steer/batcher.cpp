@@ -94,6 +94,13 @@ GeneratedLogprob logprobs_of(std::span<const float> logits, Token sampled, std::
   return out;
 }
 
+// How many tokens two sequences share from their start.
+std::size_t common_prefix(const std::vector<Token>& a, const std::vector<Token>& b) {
+  const auto n = static_cast<std::ptrdiff_t>(std::min(a.size(), b.size()));
+  return static_cast<std::size_t>(std::mismatch(a.begin(), a.begin() + n, b.begin()).first -
+                                  a.begin());
+}
+
 }  // namespace
 
 struct Batcher::Run {
@@ -115,11 +122,19 @@ struct Batcher::Run {
   SeqId seq = -1;
   bool fresh = false;  // admitted in this step: its tail token is decoded, nothing sampled yet
   Token next = 0;
+  std::size_t reused = 0;  // prefill tokens whose cells the prompt cache gave
+  // Tokens whose cells in the sequence no edit has touched, position 0 on: what the prompt cache
+  // may keep when the request finishes.
+  std::vector<Token> clean;
 
   explicit Run(const SamplingParams& sampling) : sampler(sampling) {}
 };
 
-Batcher::Batcher(Session& session) : session_(session), slots_(session.params().n_seq) {}
+Batcher::Batcher(Session& session, BatcherOptions options)
+    : session_(session),
+      options_(options),
+      slots_(session.params().n_seq),
+      kept_(session.params().n_seq) {}
 
 Batcher::~Batcher() = default;
 
@@ -188,56 +203,125 @@ void Batcher::cancel(RequestId id) {
   }
   for (auto& slot : slots_) {
     if (slot && slot->id == id) {
-      session_.clear_sequence(slot->seq);
+      release(*slot);
       slot.reset();
       return;
     }
   }
 }
 
-void Batcher::admit() {
-  std::size_t used = 0;
-  for (const auto& slot : slots_) {
-    used += slot ? slot->cells : 0;
-  }
-  std::vector<Run*> admitted;
-  for (std::size_t s = 0; s < slots_.size() && !queue_.empty(); ++s) {
+// Shorter matches (a BOS token, a chat header) are not worth another prompt's kept cells: the
+// request then goes to a sequence that keeps nothing, or the least recently used one.
+constexpr std::size_t kMinReuse = 8;
+
+std::pair<std::size_t, std::size_t> Batcher::choose_slot(const Run& run) const {
+  std::size_t best = slots_.size(), best_score = 0;
+  // 0 for a sequence that keeps nothing, so that it is chosen first when nothing is reused.
+  const auto age_rank = [this](std::size_t s) {
+    return kept_[s].tokens.empty() ? 0 : kept_[s].used_at + 1;
+  };
+  for (std::size_t s = 0; s < slots_.size(); ++s) {
     if (slots_[s]) {
       continue;
     }
+    const std::size_t score = common_prefix(kept_[s].tokens, run.prefill);
+    const std::size_t counted = score >= kMinReuse ? score : 0;
+    if (best == slots_.size() || counted > best_score ||
+        (counted == best_score && counted == 0 && age_rank(s) < age_rank(best))) {
+      best = s;
+      best_score = counted;
+    }
+  }
+  if (best == slots_.size()) {
+    return {best, 0};
+  }
+  return {best, common_prefix(kept_[best].tokens, run.prefill)};
+}
+
+// A run leaves its sequence: emptied, or with its untouched cells kept for the prompt cache.
+void Batcher::release(Run& run) {
+  Kept& kept = kept_[static_cast<std::size_t>(run.seq)];
+  if (options_.reuse_prompt_cache && !run.clean.empty()) {
+    session_.keep_prefix(run.seq, static_cast<Pos>(run.clean.size()));
+    kept.tokens = std::move(run.clean);
+    kept.used_at = stats_.admitted;
+  } else {
+    session_.clear_sequence(run.seq);
+    kept.tokens.clear();
+  }
+}
+
+void Batcher::admit() {
+  std::size_t used = 0;  // cells of running requests and of kept prompts
+  for (std::size_t s = 0; s < slots_.size(); ++s) {
+    used += slots_[s] ? slots_[s]->cells : kept_[s].tokens.size();
+  }
+  std::vector<Run*> admitted;
+  while (!queue_.empty()) {
+    const auto [s, reuse] = choose_slot(*queue_.front());
+    if (s == slots_.size()) {
+      break;  // no free sequence
+    }
     // First come, first served: a large request at the head waits for room rather than being
-    // overtaken forever by small ones.
-    if (used + queue_.front()->cells > session_.n_ctx()) {
+    // overtaken forever by small ones. Kept prompts give way first, least recently used first.
+    const std::size_t cells = queue_.front()->cells;
+    used -= kept_[s].tokens.size();
+    while (used + cells > session_.n_ctx()) {
+      std::size_t oldest = slots_.size();
+      for (std::size_t o = 0; o < slots_.size(); ++o) {
+        if (o != s && !slots_[o] && !kept_[o].tokens.empty() &&
+            (oldest == slots_.size() || kept_[o].used_at < kept_[oldest].used_at)) {
+          oldest = o;
+        }
+      }
+      if (oldest == slots_.size()) {
+        break;
+      }
+      used -= kept_[oldest].tokens.size();
+      kept_[oldest].tokens.clear();
+      session_.clear_sequence(static_cast<SeqId>(oldest));
+    }
+    if (used + cells > session_.n_ctx()) {
+      used += kept_[s].tokens.size();
       break;
     }
-    used += queue_.front()->cells;
+    used += cells;
     slots_[s] = std::move(queue_.front());
     queue_.pop_front();
     Run& run = *slots_[s];
     run.seq = static_cast<SeqId>(s);
     run.fresh = true;
     run.queue_ms = ms_since(run.submitted);
-    session_.clear_sequence(run.seq);
+    run.reused = reuse;
+    if (reuse > 0) {
+      session_.keep_prefix(run.seq, static_cast<Pos>(reuse));
+    } else {
+      session_.clear_sequence(run.seq);
+    }
+    kept_[s].tokens.clear();
     admitted.push_back(&run);
   }
   // One decode call per prompt: prompts decoded together share matmul batches, whose rounding
   // depends on the batch (a few % of a row on a Q4 model), and a request's answer must not depend
   // on which others arrived with it. Prefill is compute-bound, so little is lost.
   for (Run* run : admitted) {
-    if (!run->prefill.empty()) {
+    if (run->prefill.size() > run->reused) {
       const auto t = Clock::now();
-      session_.decode(run->seq, run->prefill, false);
+      session_.decode(run->seq, std::span<const Token>(run->prefill).subspan(run->reused), false);
       stats_.decode_ms += ms_since(t);
     }
   }
   for (Run* run : admitted) {
     ++stats_.admitted;
-    stats_.prompt_tokens += run->prefill.size() + 1;
+    stats_.prompt_tokens += run->prefill.size() - run->reused + 1;
+    stats_.reused_tokens += run->reused;
+    run->clean = run->prefill;
     if (run->request.steering) {
       const auto t = Clock::now();
       session_.add_to_cell(run->seq, static_cast<Pos>(run->prefill.size()) - 1, run->delta);
       stats_.edit_ms += ms_since(t);
       ++stats_.edits;
+      run->clean.pop_back();  // the edited cell; every later cell has attended to it
     }
   }
 }
@@ -259,7 +343,7 @@ void Batcher::finish(Run& run, StopReason reason, std::vector<BatchEvent>& event
   e.queue_ms = run.queue_ms;
   e.ttft_ms = run.ttft_ms;
   events.push_back(std::move(e));
-  session_.clear_sequence(run.seq);
+  release(run);
   slots_[static_cast<std::size_t>(run.seq)].reset();
 }
 
@@ -328,6 +412,14 @@ std::vector<BatchEvent> Batcher::step() {
     session_.decode(items);
     stats_.decode_ms += ms_since(t);
     ++stats_.steps;
+    // An unsteered request's decoded tokens stay clean; a steered one's attended to the edit.
+    for (const DecodeItem& item : items) {
+      Run& run = *slots_[static_cast<std::size_t>(item.seq)];
+      if (options_.reuse_prompt_cache && !run.request.steering &&
+          run.clean.size() == static_cast<std::size_t>(session_.next_pos(item.seq)) - 1) {
+        run.clean.push_back(item.tokens.front());
+      }
+    }
   }
   for (auto& slot : slots_) {
     if (slot && slot->fresh) {

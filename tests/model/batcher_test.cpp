@@ -168,6 +168,70 @@ TEST_F(Batching, LateRequestsJoinRunningOnesAndQueueWhenSlotsAreFull) {
   EXPECT_TRUE(out.at(d).finished);
 }
 
+// With the prompt cache a request reuses the cells that a finished one left untouched and answers
+// as a fresh prefill would (F32 cache and weights: exact on this model).
+TEST_F(Batching, PromptCacheReusesUntouchedCellsAndAnswersAsAFreshPrefill) {
+  const auto v = vector();
+  const std::string story = "Once upon a time, there was a cat. The cat liked to play in the sun.";
+  const BatchRequest first = request(story, nullptr, 0);
+  const BatchRequest longer = request(story + " One day", nullptr, 0);
+  const BatchRequest steered = request(story + " One day", v, 6.0f);
+  // What each reuses: the first's prompt (its answer parts from the longer prompt at once); the
+  // whole prefill of the steered one (an unsteered request's cells are all untouched); all but
+  // the edited cell of its repeat.
+  const std::vector<std::pair<BatchRequest, std::size_t>> plan{
+      {first, 0},
+      {longer, first.prompt.size()},
+      {steered, steered.prompt.size()},
+      {steered, steered.prompt.size() - 1}};
+  for (bool reuse : {true, false}) {
+    SessionParams p = params_;
+    p.n_seq = 2;
+    Session s(model_, p);
+    Batcher b(s, BatcherOptions{reuse});
+    std::uint64_t reused_before = 0;
+    for (std::size_t i = 0; i < plan.size(); ++i) {
+      const auto& [r, want_reused] = plan[i];
+      const RequestId id = b.submit(r);
+      const auto out = drain(b);
+      EXPECT_EQ(out.at(id).text, alone(r).text) << "request " << i << " reuse " << reuse;
+      EXPECT_EQ(b.stats().reused_tokens - reused_before, reuse ? want_reused : 0u)
+          << "request " << i << " reuse " << reuse;
+      reused_before = b.stats().reused_tokens;
+    }
+  }
+}
+
+TEST_F(Batching, KeptPromptsGiveWayWhenTheCacheIsFull) {
+  // 256 cells, three sequences, requests of about 110 cells: a kept prompt must be dropped for
+  // every new request to fit beside a running one.
+  SessionParams p = params_;
+  p.n_ctx = 256;
+  p.n_seq = 3;
+  Session s(model_, p);
+  Batcher b(s, BatcherOptions{true});
+  const std::vector<std::string> prompts{
+      "Once upon a time, there was a cat.", "Tom went to the park with his ball.",
+      "The sun was warm and the girl smiled.", "Lily had a red hat and a blue bag."};
+  std::vector<BatchRequest> reqs;
+  for (const auto& text : prompts) reqs.push_back(request(text, nullptr, 0, 96));
+  std::map<RequestId, Outcome> out;
+  std::vector<RequestId> ids{b.submit(reqs[0])};
+  for (int i = 0; i < 20; ++i) collect(b.step(), out);
+  for (std::size_t i = 1; i < reqs.size(); ++i) {
+    ids.push_back(b.submit(reqs[i]));
+    for (int k = 0; k < 40; ++k) collect(b.step(), out);
+  }
+  for (const auto& [id, o] : drain(b)) {
+    out[id].text += o.text;
+    out[id].finished = o.finished;
+  }
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_TRUE(out.at(ids[i]).finished) << "request " << i;
+    EXPECT_EQ(out.at(ids[i]).text, alone(reqs[i]).text) << "request " << i;
+  }
+}
+
 TEST_F(Batching, CancelFreesTheSequenceAndStopsItsEvents) {
   SessionParams p = params_;
   p.n_seq = 1;

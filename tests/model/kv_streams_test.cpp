@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 #include <vector>
 
 #include "kvsteer/error.h"
@@ -70,6 +71,38 @@ class KvStreamsTest : public ::testing::Test {
 
   std::shared_ptr<const Model> model_;
 };
+
+// keep_prefix (the prompt cache's truncation) in either layout: the kept cells are untouched,
+// the rest is gone, and decoding the dropped tokens again gives the logits of one whole decode.
+TEST_F(KvStreamsTest, KeepPrefixDropsTheTailAndDecodingGoesOnFromIt) {
+  const auto t = tokens("Once upon a time, there was a little cat who liked milk.");
+  ASSERT_GT(t.size(), 8u);
+  for (KvStreams streams : {KvStreams::Unified, KvStreams::PerSequence}) {
+    Session s(model_, params(streams, 2));
+    s.decode(0, t);
+    const auto whole = s.logits(0);
+    const std::vector<float> want(whole.begin(), whole.end());
+    const KvCell kept_before = s.read_cell(0, 4);
+    s.decode(1, t);
+    s.keep_prefix(0, 5);
+    EXPECT_EQ(s.next_pos(0), 5);
+    EXPECT_EQ(s.next_pos(1), static_cast<Pos>(t.size())) << "another sequence is untouched";
+    EXPECT_THROW((void)s.logits(0), Error) << "its logits went with the dropped cells";
+    const KvCell kept_after = s.read_cell(0, 4);
+    EXPECT_EQ(kept_after.k, kept_before.k);
+    EXPECT_EQ(kept_after.v, kept_before.v);
+    s.decode(0, std::span<const Token>(t).subspan(5));
+    const auto again = s.logits(0);
+    double worst = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      worst = std::max(worst, static_cast<double>(std::abs(again[i] - want[i])));
+    }
+    // Decoded in two calls instead of one: the same cells, summed in another matmul batch.
+    EXPECT_LT(worst, 1e-4) << kv_streams_name(streams);
+    EXPECT_THROW(s.keep_prefix(0, -1), Error);
+    EXPECT_THROW(s.keep_prefix(2, 0), Error);
+  }
+}
 
 TEST_F(KvStreamsTest, NeedsTheFullSequenceRoute) {
   SessionParams p = params(KvStreams::PerSequence, 2);

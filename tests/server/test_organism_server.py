@@ -8,6 +8,7 @@ changes, and the test can see that the edit was applied."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -83,3 +84,42 @@ def test_organism_requests_decoded_together_keep_their_own_answers(organism_serv
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(lambda s: chat(organism_server, s), (STEERING, None)))
     assert together == alone
+
+
+def chat_messages(server, messages: list[dict]) -> str:
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=300)
+    r = c.chat.completions.create(model="organism", messages=messages, temperature=0,
+                                  max_tokens=40)
+    return r.choices[0].message.content
+
+
+def metric(server, name: str) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics:\n{text}")
+
+
+def test_prompt_cache_reuses_a_conversation_and_answers_as_without(
+        cli, organism, organism_vector, organism_server):
+    """--cache-prompt: a chat's second turn starts with the first turn's tokens, which the first
+    request's sequence kept; it prefills only the rest and answers as a server without the cache
+    (the organism's weights are F32, so the reused cells equal a fresh prefill's)."""
+    s = start_server(cli, organism, {"organism": organism_vector}, "--parallel", "2",
+                     "--cache-prompt")
+    try:
+        first = [{"role": "user", "content": QUESTION}]
+        answer = chat_messages(s, first)
+        assert answer == chat_messages(organism_server, first)
+        assert metric(s, "kvsteer_prompt_tokens_reused_total") == 0
+        second = first + [{"role": "assistant", "content": answer},
+                          {"role": "user", "content": "And if she finds 3 more pencils?"}]
+        assert chat_messages(s, second) == chat_messages(organism_server, second)
+        assert metric(s, "kvsteer_prompt_tokens_reused_total") > 20, "the first turn was reused"
+        assert metric(organism_server, "kvsteer_prompt_tokens_reused_total") == 0
+    finally:
+        assert s.stop() == 0, "".join(s.log)

@@ -112,6 +112,10 @@ void add_serve(CLI::App& app) {
                   "seconds running requests get to finish after SIGTERM (default 10)")
       ->check(CLI::Range(0.0, 3600.0));
   sub->add_option("--model-id", opts->server.model_id, "model name in /v1/models");
+  sub->add_flag("--cache-prompt", opts->server.cache_prompt,
+                "keep finished requests' cells for later prompts that start the same way (a "
+                "chat's earlier turns, a shared system prompt): less prefill, but an answer may "
+                "then differ from a fresh prefill's in the last bits (docs/server.md)");
   sub->callback([opts] { run(*opts); });
 }
 

@@ -161,7 +161,7 @@ struct Server::Impl {
        std::map<std::string, NamedVector> v, ServerOptions o)
       : model(std::move(m)),
         session(model, sp),
-        batcher(session),
+        batcher(session, BatcherOptions{o.cache_prompt}),
         vectors(std::move(v)),
         options(std::move(o)) {}
 
@@ -469,6 +469,9 @@ struct Server::Impl {
            static_cast<double>(counters.queued));
     metric("kvsteer_prompt_tokens_total", "counter", "Prompt tokens prefilled.",
            static_cast<double>(s.prompt_tokens));
+    metric("kvsteer_prompt_tokens_reused_total", "counter",
+           "Prompt tokens taken from the prompt cache (--cache-prompt) instead of prefilled.",
+           static_cast<double>(s.reused_tokens));
     metric("kvsteer_generated_tokens_total", "counter", "Tokens generated.",
            static_cast<double>(s.generated_tokens));
     metric("kvsteer_edits_total", "counter", "One-cell cache edits applied.",

@@ -31,6 +31,9 @@ struct ServerOptions {
   std::string model_id;                             // name in /v1/models (default: file stem)
   std::optional<eval::PromptFamily> prompt_family;  // chat rendering (see cli resolve)
   std::string chat_template;                        // override of the model's template
+  // Keep finished requests' untouched cells for later prompts that start the same way
+  // (BatcherOptions::reuse_prompt_cache); off: every answer equals a fresh prefill's.
+  bool cache_prompt = false;
 };
 
 // A vector the operator loaded, by name.
