@@ -363,27 +363,20 @@ std::vector<BatchEvent> Batcher::step() {
     }
     const std::span<const float> logits = session_.logits(run.seq);
     const Token token = run.sampler.sample(logits);
-    if (run.request.stop_at_eog && model.is_eog(token)) {
-      finish(run, StopReason::Eog, events);
-      continue;
+    const detail::AcceptedToken accepted = detail::accept_token(
+        model, token, run.text, run.n_generated,
+        {run.request.n_predict, &run.request.stop_strings, run.request.stop_at_eog}, run.emitted);
+    if (accepted.counted) {
+      ++run.n_generated;
+      ++stats_.generated_tokens;
+      if (run.request.n_logprobs >= 0) {
+        GeneratedLogprob lp = logprobs_of(logits, token, run.request.n_logprobs);
+        lp.text_offset = accepted.text_begin;
+        run.pending_logprobs.emplace_back(std::move(lp), accepted.text_end);
+      }
     }
-    ++run.n_generated;
-    ++stats_.generated_tokens;
-    const std::size_t before = run.text.size();
-    run.text += model.token_to_piece(token);
-    if (run.request.n_logprobs >= 0) {
-      GeneratedLogprob lp = logprobs_of(logits, token, run.request.n_logprobs);
-      lp.text_offset = before;
-      run.pending_logprobs.emplace_back(std::move(lp), run.text.size());
-    }
-    const std::size_t at = detail::find_stop(run.text, before, run.request.stop_strings);
-    if (at != std::string::npos) {
-      run.text.resize(std::max(at, run.emitted));
-      finish(run, StopReason::StopString, events);
-      continue;
-    }
-    if (run.n_generated >= run.request.n_predict) {
-      finish(run, StopReason::Length, events);
+    if (accepted.stop) {
+      finish(run, *accepted.stop, events);
       continue;
     }
     const std::size_t held = std::max(stop_prefix_tail(run.text, run.request.stop_strings),

@@ -163,6 +163,7 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
     run.result.ttft_ms = ttft_ms;
   }
 
+  const detail::StopRules rules{params.n_predict, &params.stop_strings, params.stop_at_eog};
   for (std::int32_t step = 0; step < params.n_predict; ++step) {
     items.clear();
     for (auto& run : runs) {
@@ -170,24 +171,15 @@ std::vector<Generation> generate(Session& session, std::span<const GenerationReq
         continue;
       }
       const Token token = run.sampler.sample(session.logits(run.request->seq));
-      if (params.stop_at_eog && model.is_eog(token)) {
-        run.done = true;
-        run.result.stop_reason = StopReason::Eog;
-        continue;
+      const detail::AcceptedToken accepted =
+          detail::accept_token(model, token, run.result.text,
+                               static_cast<std::int32_t>(run.result.tokens.size()), rules);
+      if (accepted.counted) {
+        run.result.tokens.push_back(token);
       }
-      run.result.tokens.push_back(token);
-      const std::size_t before = run.result.text.size();
-      run.result.text += model.token_to_piece(token);
-      const std::size_t at = detail::find_stop(run.result.text, before, params.stop_strings);
-      if (at != std::string::npos) {
-        run.result.text.resize(at);
+      if (accepted.stop) {
         run.done = true;
-        run.result.stop_reason = StopReason::StopString;
-        continue;
-      }
-      if (static_cast<std::int32_t>(run.result.tokens.size()) >= params.n_predict) {
-        run.done = true;
-        run.result.stop_reason = StopReason::Length;
+        run.result.stop_reason = *accepted.stop;
         continue;
       }
       run.next = token;

@@ -20,4 +20,29 @@ std::size_t find_stop(const std::string& text, std::size_t from,
   return best;
 }
 
+AcceptedToken accept_token(const Model& model, Token token, std::string& text,
+                           std::int32_t n_generated, const StopRules& rules,
+                           std::size_t keep_from) {
+  AcceptedToken out;
+  if (rules.stop_at_eog && model.is_eog(token)) {
+    out.stop = StopReason::Eog;
+    out.text_begin = out.text_end = text.size();
+    return out;
+  }
+  out.counted = true;
+  out.text_begin = text.size();
+  text += model.token_to_piece(token);
+  out.text_end = text.size();
+  static const std::vector<std::string> kNone;
+  const std::size_t at =
+      find_stop(text, out.text_begin, rules.stop_strings != nullptr ? *rules.stop_strings : kNone);
+  if (at != std::string::npos) {
+    text.resize(std::max(at, keep_from));
+    out.stop = StopReason::StopString;
+  } else if (n_generated + 1 >= rules.n_predict) {
+    out.stop = StopReason::Length;
+  }
+  return out;
+}
+
 }  // namespace kvsteer::detail
