@@ -43,6 +43,8 @@ class TempDir {
 };
 
 std::string read_file(const std::string& path);
+// The file's lines, without their newlines (a missing file: none).
+std::vector<std::string> read_lines(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
 
 }  // namespace kvsteer::test

@@ -19,13 +19,6 @@ namespace {
 
 using nlohmann::ordered_json;
 
-std::vector<std::string> lines_of(const std::string& path) {
-  std::vector<std::string> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
 class EvalRunner : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -95,7 +88,7 @@ TEST_F(EvalRunner, ResumeAfterKillLosesNothingAndRecomputesNothing) {
   auto o = options("fewshot");
   o.out_dir = out.file("full");
   const ordered_json full = eval::run_eval(model_, o);
-  const auto full_lines = lines_of(o.out_dir + "/items.jsonl");
+  const auto full_lines = test::read_lines(o.out_dir + "/items.jsonl");
   ASSERT_EQ(full_lines.size(), 24u);
 
   // A run killed while writing its second batch: 8 whole lines and a torn one, no summary.
@@ -113,7 +106,7 @@ TEST_F(EvalRunner, ResumeAfterKillLosesNothingAndRecomputesNothing) {
   test::write_file(o.out_dir + "/items.jsonl", partial);
 
   const ordered_json resumed = eval::run_eval(model_, o);
-  const auto resumed_lines = lines_of(o.out_dir + "/items.jsonl");
+  const auto resumed_lines = test::read_lines(o.out_dir + "/items.jsonl");
   ASSERT_EQ(resumed_lines.size(), 24u);
   std::map<std::size_t, ordered_json> by_index;
   for (const auto& l : resumed_lines) {
@@ -153,7 +146,7 @@ TEST_F(EvalRunner, ALargerLimitExtendsARunAndASmallerOneIsRefused) {
   o.limit = 8;
   eval::run_eval(model_, o);
   // Mark a finished item: the extended run must keep it, not recompute it.
-  auto lines = lines_of(o.out_dir + "/items.jsonl");
+  auto lines = test::read_lines(o.out_dir + "/items.jsonl");
   ASSERT_EQ(lines.size(), 8u);
   auto marked = ordered_json::parse(lines[2]);
   marked["response"] = "SENTINEL kept from the first 8";
@@ -165,7 +158,7 @@ TEST_F(EvalRunner, ALargerLimitExtendsARunAndASmallerOneIsRefused) {
   o.limit = 16;
   const ordered_json extended = eval::run_eval(model_, o);
   EXPECT_EQ(extended.at("n"), 16);
-  const auto extended_lines = lines_of(o.out_dir + "/items.jsonl");
+  const auto extended_lines = test::read_lines(o.out_dir + "/items.jsonl");
   ASSERT_EQ(extended_lines.size(), 16u);
   EXPECT_EQ(ordered_json::parse(extended_lines[2]).at("response"),
             "SENTINEL kept from the first 8");
@@ -176,7 +169,7 @@ TEST_F(EvalRunner, ALargerLimitExtendsARunAndASmallerOneIsRefused) {
   auto f = o;
   f.out_dir = fresh.path();
   eval::run_eval(model_, f);
-  const auto fresh_lines = lines_of(f.out_dir + "/items.jsonl");
+  const auto fresh_lines = test::read_lines(f.out_dir + "/items.jsonl");
   ASSERT_EQ(fresh_lines.size(), 16u);
   for (std::size_t i = 8; i < 16; ++i) {
     EXPECT_EQ(ordered_json::parse(extended_lines[i]).at("response"),
@@ -195,7 +188,7 @@ TEST_F(EvalRunner, ALargerLimitExtendsARunAndASmallerOneIsRefused) {
         << e.what();
     EXPECT_NE(std::string(e.what()).find("not lower it"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(lines_of(o.out_dir + "/items.jsonl").size(), 24u);
+  EXPECT_EQ(test::read_lines(o.out_dir + "/items.jsonl").size(), 24u);
 }
 
 TEST_F(EvalRunner, FolderOfAnotherModelFileWithTheSameFingerprintIsRefused) {
@@ -275,7 +268,7 @@ TEST_F(EvalRunner, SweepResumesFromItsJournalAndRefusesAnotherGrid) {
   so.out = out.file("sweep.json");
   const ordered_json full = eval::run_sweep(model_, so);
   const std::string journal = so.out + ".items.jsonl";
-  const auto lines = lines_of(journal);
+  const auto lines = test::read_lines(journal);
   ASSERT_EQ(lines.size(), 1u + 2u * 8u);  // the header, then one line per setting and item
   EXPECT_EQ(ordered_json::parse(lines[0]).at("kind"), "kvsteer-sweep-items");
 
@@ -293,16 +286,17 @@ TEST_F(EvalRunner, SweepResumesFromItsJournalAndRefusesAnotherGrid) {
       EXPECT_EQ(resumed["settings"][s].at(key), full["settings"][s].at(key)) << key << " " << s;
     }
   }
-  EXPECT_EQ(lines_of(journal).size(), 1u + 4u + 4u + 2u + 2u * 4u);  // torn line cut, rest added
+  EXPECT_EQ(test::read_lines(journal).size(),
+            1u + 4u + 4u + 2u + 2u * 4u);  // torn line cut, rest added
 
   // Finished: a rerun computes nothing and writes the same results, also when the data file is
   // spelled relative to the current directory instead of absolute (make vs a shell).
-  const std::size_t journalled = lines_of(journal).size();
+  const std::size_t journalled = test::read_lines(journal).size();
   so.base.data = std::filesystem::relative(so.base.data).string();
   ASSERT_NE(so.base.data.front(), '/');
   const ordered_json again = eval::run_sweep(model_, so);
   EXPECT_EQ(again.at("settings"), resumed.at("settings"));
-  EXPECT_EQ(lines_of(journal).size(), journalled);
+  EXPECT_EQ(test::read_lines(journal).size(), journalled);
 
   so.coef_v = {0.0f, 8.0f};
   try {
@@ -323,7 +317,7 @@ TEST_F(EvalRunner, ZeroCoefficientCacheSteeringEqualsBaselineWithOffset) {
   steer.out_dir = out.file("steer");
   const auto a = eval::run_eval(model_, steer);
   // The baseline with the same offset token, by hand: the responses must agree token for token.
-  auto items = lines_of(out.file("steer/items.jsonl"));
+  auto items = test::read_lines(out.file("steer/items.jsonl"));
   ASSERT_EQ(items.size(), 8u);
   for (const auto& l : items) {
     const auto j = ordered_json::parse(l);
@@ -350,8 +344,8 @@ TEST_F(EvalRunner, ActivationSteeringChangesOutputsAndZeroCoefficientDoesNot) {
   strong.caa = {3, -1, 8.0f};
   strong.out_dir = out.file("strong");
   eval::run_eval(model_, strong);
-  const auto base_lines = lines_of(out.file("base/items.jsonl"));
-  const auto strong_lines = lines_of(out.file("strong/items.jsonl"));
+  const auto base_lines = test::read_lines(out.file("base/items.jsonl"));
+  const auto strong_lines = test::read_lines(out.file("strong/items.jsonl"));
   int differ = 0;
   for (std::size_t i = 0; i < base_lines.size(); ++i) {
     differ += ordered_json::parse(base_lines[i]).at("response") !=
@@ -454,7 +448,7 @@ TEST_F(EvalRunner, DiagnosisMeasuresTheEditAndAZeroEditChangesNothing) {
 // Responses of a run, in item order.
 std::vector<std::string> responses_of(const std::string& dir) {
   std::vector<std::string> out;
-  for (const auto& l : lines_of(dir + "/items.jsonl"))
+  for (const auto& l : test::read_lines(dir + "/items.jsonl"))
     out.push_back(ordered_json::parse(l).at("response").get<std::string>());
   return out;
 }

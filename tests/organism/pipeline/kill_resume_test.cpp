@@ -37,13 +37,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::ordered_json;
 
-std::vector<std::string> lines_of(const std::string& path) {
-  std::vector<std::string> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
 std::size_t count_lines(const std::string& path) {
   std::ifstream in(path);
   std::size_t n = 0;
@@ -72,7 +65,7 @@ std::vector<std::string> comparable(const std::string& path, Kind kind) {
   if (kind == Kind::Json)
     return {without_timing(ordered_json::parse(test::read_file(path))).dump()};
   std::vector<std::string> out;
-  for (const std::string& line : lines_of(path)) {
+  for (const std::string& line : test::read_lines(path)) {
     out.push_back(without_timing(ordered_json::parse(line)).dump());
   }
   return out;
@@ -228,7 +221,7 @@ class KillResume : public ::testing::Test {
     for (const auto& [path, kind] : job.files) {
       if (!fs::exists(path)) continue;
       if (kind == Kind::Bytes) continue;  // compared whole, below and at the end
-      const std::vector<std::string> lines = lines_of(path);
+      const std::vector<std::string> lines = test::read_lines(path);
       if (kind == Kind::Json) {
         EXPECT_TRUE(ordered_json::accept(test::read_file(path)))
             << path << " is torn after kill " << kill_no;
@@ -279,7 +272,7 @@ class KillResume : public ::testing::Test {
       // The reference's summary agrees with its items.
       const auto summary = ordered_json::parse(test::read_file(reference.last_written));
       int correct = 0;
-      for (const auto& line : lines_of(reference.journal)) {
+      for (const auto& line : test::read_lines(reference.journal)) {
         correct += ordered_json::parse(line).at("correct").get<bool>() ? 1 : 0;
       }
       EXPECT_EQ(summary.at("n").get<std::size_t>(), total_lines);
