@@ -7,9 +7,7 @@
 #include <cmath>
 
 #include "bindings.h"
-#include "eval/contrastive.h"
-#include "eval/prompts.h"
-#include "eval/traces.h"
+#include "eval/trace_extraction.h"
 
 namespace kvsteer::py {
 namespace {
@@ -128,15 +126,9 @@ SteeringVector from_numpy(const Array2& keys, const Array2& values, nb::handle m
 }
 
 struct ExtractArgs {
-  std::optional<std::string> traces;
+  bool from_traces = false;  // x.traces given; else explicit pairs
+  eval::TraceExtraction x;
   nb::object pairs;
-  std::string task;
-  std::size_t n_pairs = 100;
-  std::size_t shots = 5;
-  std::optional<std::string> fewshot_map;
-  std::optional<std::string> prompt_family;
-  std::string chat_template;
-  std::string cot_prefix;
   std::vector<Pos> positions;
   std::uint32_t parallel = 4;
   SessionSettings session;
@@ -158,12 +150,6 @@ std::vector<ContrastivePair> explicit_pairs(const Model& model, nb::handle pairs
   return out;
 }
 
-std::size_t longest(const std::vector<ContrastivePair>& pairs) {
-  std::size_t n = 0;
-  for (const auto& p : pairs) n = std::max({n, p.positive.size(), p.negative.size()});
-  return n;
-}
-
 // The same steps, session and provenance as `kvsteer extract` (tools/cli/cmd_extract.cpp), so
 // that the same settings give the same vector bytes.
 std::vector<SteeringVector> extract(const std::shared_ptr<const Model>& model, const ExtractArgs& a,
@@ -172,76 +158,36 @@ std::vector<SteeringVector> extract(const std::shared_ptr<const Model>& model, c
     throw Error(ErrorCode::InvalidArgument,
                 "parallel must be in [1, 64], got " + std::to_string(a.parallel));
   }
-  if (a.traces.has_value() == !a.pairs.is_none()) {
+  if (a.from_traces == !a.pairs.is_none()) {
     throw Error(ErrorCode::InvalidArgument, "give either traces (a JSONL path) or pairs");
   }
-  std::vector<ContrastivePair> pairs;
-  eval::Traces traces;
-  std::optional<eval::PromptFamily> family;
-  if (a.traces) {
-    if (a.n_pairs == 0) throw Error(ErrorCode::InvalidArgument, "n_pairs must be >= 1");
-    traces = eval::load_traces(*a.traces, eval::parse_task_format(a.task));
-    if (traces.rows.size() < a.n_pairs) {
-      throw Error(ErrorCode::InvalidArgument,
-                  "traces file '" + *a.traces + "' has " + std::to_string(traces.rows.size()) +
-                      " rows, fewer than n_pairs " + std::to_string(a.n_pairs));
-    }
-    traces.rows.resize(a.n_pairs);  // the first N rows in file order (method.md §1.2)
-    const auto neighbours =
-        a.fewshot_map ? eval::neighbours_from_map_file(*a.fewshot_map, traces.rows, a.shots)
-                      : eval::lexical_neighbours(traces.rows, a.shots);
-    eval::ContrastiveOptions copts;
-    copts.cot_prefix = a.cot_prefix;
-    copts.chat_template = a.chat_template;
-    if (a.prompt_family) {
-      family = eval::parse_prompt_family(*a.prompt_family);
-    } else if (a.chat_template.empty()) {
-      family = eval::detect_prompt_family(model->chat_template());
-    }
-    copts.family = family;
-    pairs = eval::build_contrastive_pairs(*model, traces.rows, neighbours, copts);
+  eval::ContrastiveSet set;
+  if (a.from_traces) {
+    set = eval::contrastive_set(*model, a.x);
   } else {
-    pairs = explicit_pairs(*model, a.pairs);
+    set.pairs = explicit_pairs(*model, a.pairs);
   }
-  const std::size_t max_tokens = longest(pairs);
-  SessionParams sp = session_params(*model, a.session, a.parallel);
-  if (a.session.n_ctx == 0) {
-    // Room for `parallel` of the longest prompts (the cache is shared by the sequences).
-    sp.n_ctx = static_cast<std::uint32_t>((max_tokens * a.parallel + 255) / 256 * 256);
-    sp.n_batch = std::min<std::uint32_t>(a.session.n_batch, sp.n_ctx);
-  }
+  SessionParams sp = eval::extraction_session(*model, a.session, a.parallel, set.pairs);
   const Progress report = progress_adaptor(std::move(progress));
   std::vector<SteeringVector> vectors = run_long([&](LongCall& call) {
     sp.abort_callback = call.abort_callback();
     Session session(model, sp);
     ExtractionParams params;
     params.progress = cancellable(report, call);
-    return extract_steering_vectors(session, pairs, a.positions, params);
+    return extract_steering_vectors(session, set.pairs, a.positions, params);
   });
   for (std::size_t i = 0; i < vectors.size(); ++i) {
-    SteeringVector& vec = vectors[i];
-    const std::string batch =
-        " --parallel " + std::to_string(a.parallel) + " --batch-size " + std::to_string(sp.n_batch);
-    if (!a.traces) {
-      vec.info.source =
+    if (a.from_traces) {
+      // The CLI's provenance, so that the file is the one `kvsteer extract` writes (tested byte
+      // for byte).
+      eval::record_provenance(vectors[i], a.x, set, a.positions[i], a.parallel, sp.n_batch);
+    } else {
+      vectors[i].info.source =
           "kvsteer.extract(pairs=...)" +
-          (a.positions[i] == -1 ? "" : " --position " + std::to_string(a.positions[i])) + batch;
-      continue;
+          (a.positions[i] == -1 ? "" : " --position " + std::to_string(a.positions[i])) +
+          " --parallel " + std::to_string(a.parallel) + " --batch-size " +
+          std::to_string(sp.n_batch);
     }
-    vec.info.n_shots = static_cast<std::uint32_t>(a.shots);
-    vec.info.traces_sha256 = traces.sha256;
-    vec.info.chat_template = family
-                                 ? std::string("prompt family ") + eval::prompt_family_name(*family)
-                             : a.chat_template.empty() ? model->chat_template()
-                                                       : a.chat_template;
-    // The CLI's spelling of the same settings, so that the file is the one `kvsteer extract`
-    // writes (tested byte for byte).
-    vec.info.source =
-        "kvsteer extract --task " + a.task + " --n-pairs " + std::to_string(a.n_pairs) +
-        " --shots " + std::to_string(a.shots) +
-        (a.fewshot_map ? " --fewshot-map" : " (lexical neighbours)") +
-        (a.cot_prefix.empty() ? "" : " --cot-prefix") +
-        (a.positions[i] == -1 ? "" : " --position " + std::to_string(a.positions[i])) + batch;
   }
   return vectors;
 }
@@ -336,15 +282,16 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
          const std::string& type_k, const std::string& type_v, const std::string& flash_attn,
          nb::object progress) -> nb::object {
         ExtractArgs a;
-        a.traces = std::move(traces);
+        a.from_traces = traces.has_value();
+        a.x.traces = traces.value_or("");
         a.pairs = std::move(pairs);
-        a.task = task;
-        a.n_pairs = n_pairs;
-        a.shots = shots;
-        a.fewshot_map = std::move(fewshot_map);
-        a.prompt_family = std::move(prompt_family);
-        a.chat_template = chat_template;
-        a.cot_prefix = cot_prefix;
+        a.x.task = task;
+        a.x.n_pairs = n_pairs;
+        a.x.shots = shots;
+        a.x.fewshot_map = fewshot_map.value_or("");
+        a.x.prompt_family = prompt_family.value_or("");
+        a.x.chat_template = chat_template;
+        a.x.cot_prefix = cot_prefix;
         a.parallel = parallel;
         a.session = {n_ctx, n_batch, n_threads, type_k, type_v, flash_attn, "one-cell"};
         const bool many = !nb::isinstance<nb::int_>(position);
