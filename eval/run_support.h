@@ -18,6 +18,7 @@
 #include "eval/contrastive.h"
 #include "eval/runner.h"
 #include "eval/scoring.h"
+#include "eval/trace_extraction.h"
 #include "eval/traces.h"
 #include "kvsteer/diagnosis.h"
 #include "kvsteer/error.h"
@@ -91,30 +92,14 @@ class Evaluator {
     if (o_.traces.empty()) {
       throw Error(ErrorCode::InvalidArgument, "--traces is required to extract a steering vector");
     }
-    Traces traces = load_traces(o_.traces, trace_format_of(o_.task));
-    if (traces.rows.empty()) {
-      throw Error(ErrorCode::InvalidArgument, "traces file " + o_.traces + " holds no rows");
-    }
-    if (traces.rows.size() < o_.n_pairs) {
-      throw Error(ErrorCode::InvalidArgument,
-                  "traces file " + o_.traces + " holds " + std::to_string(traces.rows.size()) +
-                      " rows, fewer than --pairs " + std::to_string(o_.n_pairs));
-    }
-    traces.rows.resize(o_.n_pairs);
-    if (o_.shots >= traces.rows.size()) {
-      throw Error(ErrorCode::InvalidArgument, "--shots " + std::to_string(o_.shots) +
-                                                  " needs more than that many pairs (--pairs " +
-                                                  std::to_string(o_.n_pairs) + ")");
-    }
-    const NeighbourMap neighbours =
-        o_.fewshot_map.empty() ? lexical_neighbours(traces.rows, o_.shots)
-                               : neighbours_from_map_file(o_.fewshot_map, traces.rows, o_.shots);
     ContrastiveOptions co;
     co.cot_prefix = cot ? std::string(kCotPrefix) : "";
     co.chat_template = o_.prompt.chat_template;
     co.family = o_.prompt.family;
-    traces_sha_ = traces.sha256;
-    return build_contrastive_pairs(*model_, traces.rows, neighbours, co);
+    PairsFromTraces made = contrastive_pairs_from_traces(
+        *model_, o_.traces, trace_format_of(o_.task), o_.n_pairs, o_.shots, o_.fewshot_map, co);
+    traces_sha_ = made.traces_sha256;
+    return std::move(made.pairs);
   }
   const std::string& traces_sha() const { return traces_sha_; }
 

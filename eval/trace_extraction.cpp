@@ -2,32 +2,44 @@
 
 #include <algorithm>
 
-#include "eval/contrastive.h"
 #include "eval/prompts.h"
-#include "eval/traces.h"
 #include "kvsteer/error.h"
 
 namespace kvsteer::eval {
 
-ContrastiveSet contrastive_set(const Model& model, const TraceExtraction& x) {
-  if (x.n_pairs == 0) throw Error(ErrorCode::InvalidArgument, "n_pairs must be >= 1");
-  Traces traces = load_traces(x.traces, parse_task_format(x.task));
-  if (traces.rows.size() < x.n_pairs) {
+PairsFromTraces contrastive_pairs_from_traces(const Model& model, const std::string& path,
+                                              TaskFormat format, std::size_t n_pairs,
+                                              std::size_t shots, const std::string& fewshot_map,
+                                              const ContrastiveOptions& options) {
+  if (n_pairs == 0) throw Error(ErrorCode::InvalidArgument, "n_pairs must be >= 1");
+  Traces traces = load_traces(path, format);
+  if (traces.rows.size() < n_pairs) {
     throw Error(ErrorCode::InvalidArgument,
-                "traces file '" + x.traces + "' has " + std::to_string(traces.rows.size()) +
-                    " rows, fewer than n_pairs " + std::to_string(x.n_pairs));
+                "traces file '" + path + "' has " + std::to_string(traces.rows.size()) +
+                    " rows, fewer than n_pairs " + std::to_string(n_pairs));
   }
-  traces.rows.resize(x.n_pairs);
-  const NeighbourMap neighbours =
-      x.fewshot_map.empty() ? lexical_neighbours(traces.rows, x.shots)
-                            : neighbours_from_map_file(x.fewshot_map, traces.rows, x.shots);
+  traces.rows.resize(n_pairs);  // the first N rows in file order (method.md §1.2)
+  if (shots >= n_pairs) {
+    throw Error(ErrorCode::InvalidArgument,
+                "shots " + std::to_string(shots) + " needs more than that many pairs (n_pairs " +
+                    std::to_string(n_pairs) + "): the examples are other rows");
+  }
+  const NeighbourMap neighbours = fewshot_map.empty()
+                                      ? lexical_neighbours(traces.rows, shots)
+                                      : neighbours_from_map_file(fewshot_map, traces.rows, shots);
+  return {build_contrastive_pairs(model, traces.rows, neighbours, options), traces.sha256};
+}
+
+ContrastiveSet contrastive_set(const Model& model, const TraceExtraction& x) {
   ContrastiveOptions copts;
   copts.cot_prefix = x.cot_prefix;
   copts.chat_template = x.chat_template;
   copts.family = resolve_prompt_family(x.prompt_family, x.chat_template, model);
+  PairsFromTraces made = contrastive_pairs_from_traces(model, x.traces, parse_task_format(x.task),
+                                                       x.n_pairs, x.shots, x.fewshot_map, copts);
   ContrastiveSet set;
-  set.pairs = build_contrastive_pairs(model, traces.rows, neighbours, copts);
-  set.traces_sha256 = traces.sha256;
+  set.pairs = std::move(made.pairs);
+  set.traces_sha256 = std::move(made.traces_sha256);
   set.rendered_with = copts.family
                           ? std::string("prompt family ") + prompt_family_name(*copts.family)
                       : x.chat_template.empty() ? model.chat_template()

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "eval/contrastive.h"
+#include "eval/traces.h"
 #include "kvsteer/model.h"
 #include "kvsteer/session.h"
 #include "kvsteer/steering.h"
@@ -26,14 +28,28 @@ struct TraceExtraction {
   std::string cot_prefix;
 };
 
+struct PairsFromTraces {
+  std::vector<ContrastivePair> pairs;
+  std::string traces_sha256;
+};
+
+// The contrastive pairs of the first n_pairs rows of a traces file, each row's `shots` neighbours
+// (from the map file, else lexical) as its in-context examples. Throws Error(InvalidArgument)
+// naming the value for n_pairs 0, fewer rows than n_pairs or shots that leave no row to pair with;
+// and what load_traces and the neighbour map throw.
+PairsFromTraces contrastive_pairs_from_traces(const Model& model, const std::string& path,
+                                              TaskFormat format, std::size_t n_pairs,
+                                              std::size_t shots, const std::string& fewshot_map,
+                                              const ContrastiveOptions& options);
+
 struct ContrastiveSet {
   std::vector<ContrastivePair> pairs;
   std::string traces_sha256;
   std::string rendered_with;  // "prompt family <name>", or the chat template used
 };
 
-// The contrastive pairs of the first n_pairs rows. Throws Error(InvalidArgument) for n_pairs 0 or
-// a file with fewer rows, and what load_traces and the neighbour map throw.
+// contrastive_pairs_from_traces with x's settings, the prompt family resolved as the CLI's
+// --prompt-family and --chat-template say.
 ContrastiveSet contrastive_set(const Model& model, const TraceExtraction& x);
 
 // The session an extraction decodes in, `parallel` prompts at a time: with settings.n_ctx 0, room

@@ -375,10 +375,10 @@ TEST_F(EvalRunner, BadInputsAreRefusedWithClearErrors) {
   expect_error(o, "no rows");
   o = options("fewshot");
   o.shots = 100;
-  expect_error(o, "--shots 100");
+  expect_error(o, "shots 100");
   o = options("cache");
   o.shots = 40;
-  expect_error(o, "--shots 40");
+  expect_error(o, "shots 40");
   o = options("baseline");
   o.task = eval::Task::Gsm8k;
   expect_error(o, "gsm8k");
