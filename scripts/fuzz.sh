@@ -13,6 +13,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] && targets=(vector_file seq_blob jsonl scoring prompts cli_grammar)
 out="${KVSTEER_FUZZ_OUT:-$here/build/fuzz-runs}"
+# Absolute: each target runs inside its own folder.
+mkdir -p "$out" && out=$(cd "$out" && pwd)
 # Leaks are findings too; a bad input must not take longer than 10 s or 2 GiB.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
