@@ -8,10 +8,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "eval/run_support.h"
 
@@ -29,17 +31,46 @@ ordered_json ItemResult::to_json() const {
                       {"forced", forced},       {"ttft_ms", std::round(ttft_ms * 100.0) / 100.0}};
 }
 
+namespace {
+
+// An integer field of a record, refused unless it is a JSON integer within T's range: a float or
+// an out-of-range number would otherwise be converted with undefined behaviour.
+template <typename T>
+T integer_field(const ordered_json& j, const char* key) {
+  const ordered_json& v = j.at(key);
+  const auto refuse = [&] {
+    throw Error(ErrorCode::Format, std::string("field '") + key + "' is " + v.dump() +
+                                       ", expected an integer in [" +
+                                       std::to_string(std::numeric_limits<T>::min()) + ", " +
+                                       std::to_string(std::numeric_limits<T>::max()) + "]");
+  };
+  if (!v.is_number_integer()) refuse();
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) refuse();
+    return static_cast<T>(u);
+  }
+  const auto i = v.get<std::int64_t>();
+  if (std::cmp_less(i, std::numeric_limits<T>::min()) ||
+      std::cmp_greater(i, std::numeric_limits<T>::max())) {
+    refuse();
+  }
+  return static_cast<T>(i);
+}
+
+}  // namespace
+
 ItemResult ItemResult::from_json(const ordered_json& j) {
   ItemResult r;
-  r.index = j.at("index").get<std::size_t>();
+  r.index = integer_field<std::size_t>(j, "index");
   r.id = j.at("id").get<std::string>();
   r.prompt = j.at("prompt").get<std::string>();
   r.response = j.at("response").get<std::string>();
   r.extracted = j.at("extracted").get<std::string>();
   r.target = j.at("target").get<std::string>();
   r.correct = j.at("correct").get<bool>();
-  r.n_tokens = j.at("n_tokens").get<std::int32_t>();
-  r.n_steps = j.at("n_steps").get<int>();
+  r.n_tokens = integer_field<std::int32_t>(j, "n_tokens");
+  r.n_steps = integer_field<int>(j, "n_steps");
   r.reasoning = j.at("reasoning").get<bool>();
   r.forced = j.at("forced").get<bool>();
   r.ttft_ms = j.value("ttft_ms", 0.0);

@@ -1,5 +1,6 @@
-// config_differences and pending_batches (eval/run_support.h): when a recorded run configuration
-// lets a run resume, and which items a resumed run decodes together.
+// config_differences, pending_batches and load_done (eval/run_support.h): when a recorded run
+// configuration lets a run resume, which items a resumed run decodes together, and which journal
+// lines it refuses.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -8,6 +9,7 @@
 
 #include "eval/run_support.h"
 #include "kvsteer/error.h"
+#include "support/test_env.h"
 
 namespace kvsteer::eval {
 namespace {
@@ -63,6 +65,41 @@ TEST(RunBatches, KeepTheirSlicesAndLeaveOutFinishedItems) {
   EXPECT_EQ(pending_batches(3, 4, [](std::size_t) { return true; }), Batches{});
   EXPECT_EQ(pending_batches(0, 4, done), Batches{});
   EXPECT_THROW(pending_batches(3, 0, done), Error);
+}
+
+// A journal line whose numbers are not integers of their field's range is refused with the line
+// and the field named, never converted (found by the jsonl fuzz target: an index of 3.5e67 was cast
+// to size_t with undefined behaviour; input in fuzz/regressions/jsonl/).
+TEST(RunConfig, JournalNumbersOutsideTheirFieldsAreRefused) {
+  test::TempDir dir;
+  const std::string good =
+      R"({"index":0,"id":"a","prompt":"p","response":"r","extracted":"x","target":"x",)"
+      R"("correct":true,"n_tokens":3,"n_steps":0,"reasoning":false,"forced":false})";
+  const auto line_with = [&](const std::string& field, const std::string& value) {
+    std::string l = good;
+    const std::string key = "\"" + field + "\":";
+    const std::size_t at = l.find(key) + key.size();
+    return l.substr(0, at) + value + l.substr(l.find_first_of(",}", at));
+  };
+  test::write_file(dir.file("ok.jsonl"), good + "\n");
+  EXPECT_EQ(load_done(dir.file("ok.jsonl")).size(), 1u);
+  for (const auto& [field, value] : std::vector<std::pair<std::string, std::string>>{
+           {"index", "35555555555555555555555555555555555555555555555555555555555555555555"},
+           {"index", "-1"},
+           {"index", "2.5"},
+           {"n_tokens", "4294967296"},
+           {"n_steps", "1e30"}}) {
+    test::write_file(dir.file("bad.jsonl"), good + "\n" + line_with(field, value) + "\n");
+    try {
+      (void)load_done(dir.file("bad.jsonl"));
+      ADD_FAILURE() << field << " " << value << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Format);
+      const std::string what = e.what();
+      EXPECT_NE(what.find("line 2"), std::string::npos) << what;
+      EXPECT_NE(what.find("'" + field + "'"), std::string::npos) << what;
+    }
+  }
 }
 
 TEST(RunConfig, OnlyARaisedLimitExtends) {
