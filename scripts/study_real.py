@@ -7,10 +7,16 @@ Two modes:
         and offset protocol, the extraction cell, activation steering's layer and coefficient) is
         chosen on a selection split that shares no item with the test set, by a rule fixed here
         before any test item is run, and written into the test runs' configuration. Days on
-        2 cores, so in two passes: every task's selection and the first FIRST_PASS test items of
-        every method, then every run extended to the whole test set. Every step is skipped when
-        its output exists, and `kvsteer eval` resumes item by item (and extends a run to a larger
-        --limit), so the same command continues where an interrupted one stopped.
+        2 cores, so in three stages, each answering a question before the next spends hours:
+          1. the question: does the paper's published edit (fixed before the study, not tuned)
+             induce reasoning on test items? Every task's vector, then the baseline and the
+             paper's setting on the first QUESTION_PASS test items;
+          2. the comparison: diagnosis, the selection sweeps, and every method on the first
+             FIRST_PASS test items;
+          3. every run extended to the whole test set.
+        Every step is skipped when its output exists, and `kvsteer eval` resumes item by item
+        (and extends a run to a larger --limit), so the same command continues where an
+        interrupted one stopped.
   demo  A bounded subset (ARC-Challenge and GSM8K test items, fewer contrastive pairs and shots,
         shorter answers) with the paper's SmolLM2 settings as published, nothing tuned; about 20
         minutes on 2 cores. Its output says what was reduced.
@@ -33,7 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 COT_PREFIX = "Let's think step by step."
-FIRST_PASS = 320  # test items per task and method in the full study's first pass
+QUESTION_PASS = 160  # test items per task of the baseline and the paper's setting, stage 1
+FIRST_PASS = 320  # test items per task and method, stage 2
+# Stage 1's task order: cheapest extraction first (N x k x trace length), so that the most
+# tasks have an answer when a session ends.
+QUESTION_ORDER = ("arc", "gsm8k", "piqa", "csqa")
 
 
 @dataclass
@@ -140,10 +150,11 @@ class Study:
 
     # -- vectors -------------------------------------------------------------------------------
 
-    def vectors(self, plan: TaskPlan) -> dict[str, Path]:
+    def vectors(self, plan: TaskPlan, cot: bool = True) -> dict[str, Path]:
         """Cache-steering vectors of a task: at the last prompt cell (-1, the paper) and at the
-        cell before it (-2, the cell the no-offset protocol edits), from one extraction; and the
-        CoT-prefixed vector of cache steering + CoT."""
+        cell before it (-2, the cell the no-offset protocol edits), from one extraction; and,
+        with `cot`, the CoT-prefixed vector of cache steering + CoT (an hour on 2 cores, so
+        stage 1 leaves it for later)."""
         vdir = self.out / "vectors"
         vdir.mkdir(exist_ok=True)
         v = {"last": vdir / f"{plan.name}-last.gguf", "second_last": vdir / f"{plan.name}-second-last.gguf",
@@ -162,6 +173,8 @@ class Study:
             tmp = Path(str(v[key]) + ".tmp.gguf")
             if tmp.exists():
                 tmp.rename(v[key])
+        if not cot:
+            return v
         fmap_cot = fewshot_map(self.shared, plan.name, plan.cot_n_pairs, plan.cot_shots)
         if not v["cot"].exists():
             self.say(f"{plan.name}: extracting the cache steering + CoT vector "
@@ -195,10 +208,13 @@ class Study:
                  selection: Path | None = None, n_predict: int | None = None,
                  name: str | None = None) -> Path:
         out = self.out / "runs" / f"{plan.name}-{(name or method).replace('+', '-')}"
-        if (out / "summary.json").exists() and run_limit(out) == plan.limit:
+        # A run already started with a larger limit (an earlier stage, or a study interrupted
+        # after an extension began) goes on to that limit: eval refuses to shrink a run.
+        limit = widest_limit(plan.limit, run_limit(out))
+        if (out / "summary.json").exists() and run_limit(out) == limit:
             return out
-        self.say(f"{plan.name}: {name or method} on {plan.limit or 'all'} test items")
-        args = ["eval"] + self.eval_args(plan, self.shared / plan.test, plan.limit) + [
+        self.say(f"{plan.name}: {name or method} on {limit or 'all'} test items")
+        args = ["eval"] + self.eval_args(plan, self.shared / plan.test, limit) + [
             "--method", method, "-o", str(out)] + extra
         if n_predict is not None:
             args[args.index("--n-predict") + 1] = str(n_predict)
@@ -238,6 +254,15 @@ def run_limit(out: Path) -> int | None:
         return int(json.loads((out / "config.json").read_text())["limit"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def widest_limit(wanted: int, existing: int | None) -> int:
+    """The larger of two --limit values, where 0 means every item."""
+    if existing is None:
+        return wanted
+    if wanted == 0 or existing == 0:
+        return 0
+    return max(wanted, existing)
 
 
 def offset_args(offset: str | None) -> list[str]:
@@ -349,7 +374,7 @@ def select_cache(study: Study, plan: TaskPlan, v: dict[str, Path]) -> dict:
                             "vector_cell": vector},
                 "accuracy": s["accuracy"], "ci95": s["ci95"], "reasoning_rate": s["reasoning_rate"],
                 "mean_tokens": s["mean_tokens"]})
-    paper = {"c_k": 0.0, "c_v": plan.coef_v, "offset": paper_offset, "vector_cell": "last"}
+    paper = paper_setting(plan)
     chosen = choose(candidates, paper)
     return {"method": "cache", "rule": choose.__doc__.strip(), "paper_setting": paper,
             "aligned_cell_with_paper_protocol": aligned, "misaligned_cell": misaligned,
@@ -391,24 +416,10 @@ def run_task_full(study: Study, plan: TaskPlan) -> None:
     cache_sel_path = write_selection(study, plan, cache_sel)
     ch = cache_sel["chosen"]
     study.say(f"{plan.name}: chosen cache setting on the selection split: {ch}")
-    study.run_eval(plan, "baseline", [])
+    question(study, plan, v)
     study.run_eval(plan, "cache", pairs(plan) + ["--vector", str(v[ch["vector_cell"]]), "--ck",
                                                  f"{ch['c_k']:g}", "--cv", f"{ch['c_v']:g}"] +
                    offset_args(ch["offset"]), selection=cache_sel_path)
-    # The paper's published setting as well, whatever the selection chose: fixed before the study
-    # (not tuned on anything), it answers the study's first question on test items: does the
-    # edit induce reasoning in this model as the paper reports for its SmolLM2 rows?
-    paper = cache_sel["paper_setting"]
-    if ch != paper:
-        record = study.out / "selection" / plan.name / "paper-cache.json"
-        write_json(record, {
-            "method": "cache", "setting": paper,
-            "why": "the paper's published SmolLM2 setting for this task (method.md §3.5), run on "
-                   "test beside the setting chosen on the selection split; not tuned"})
-        study.run_eval(plan, "cache", pairs(plan) + ["--vector", str(v["last"]), "--ck",
-                                                     f"{paper['c_k']:g}", "--cv",
-                                                     f"{paper['c_v']:g}"] +
-                       offset_args(paper["offset"]), selection=record, name="cache-paper")
     caa_sel = select_caa(study, plan)
     caa_sel_path = write_selection(study, plan, caa_sel)
     study.say(f"{plan.name}: chosen activation-steering setting: {caa_sel['chosen']}")
@@ -420,6 +431,29 @@ def run_task_full(study: Study, plan: TaskPlan) -> None:
     study.run_eval(plan, "cache+cot", pairs(plan, cot=True) + [
         "--vector", str(v["cot"]), "--cv", f"{plan.cot_coef_v:g}"] + offset_args(plan.cot_offset))
     study.run_eval(plan, "fewshot", fewshot(plan))
+
+
+def paper_setting(plan: TaskPlan) -> dict:
+    """The paper's published SmolLM2 cache-steering setting for the task (method.md §3.5)."""
+    return {"c_k": 0.0, "c_v": plan.coef_v, "offset": plan.offset, "vector_cell": "last"}
+
+
+def question(study: Study, plan: TaskPlan, v: dict[str, Path]) -> None:
+    """The study's first question on test items: does the paper's published edit induce
+    reasoning in this model as the paper reports for its SmolLM2 rows? The baseline and the
+    paper's setting, which was fixed before the study and is not tuned on anything, so it runs
+    on test whatever the selection split later chooses."""
+    study.run_eval(plan, "baseline", [])
+    paper = paper_setting(plan)
+    record = study.out / "selection" / plan.name / "paper-cache.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_json(record, {
+        "method": "cache", "setting": paper,
+        "why": "the paper's published SmolLM2 setting for this task (method.md §3.5), run on "
+               "test beside the setting chosen on the selection split; not tuned"})
+    study.run_eval(plan, "cache", pairs(plan) + ["--vector", str(v["last"]), "--ck",
+                                                 f"{paper['c_k']:g}", "--cv", f"{paper['c_v']:g}"] +
+                   offset_args(paper["offset"]), selection=record, name="cache-paper")
 
 
 def fewshot(plan: TaskPlan) -> list[str]:
@@ -506,11 +540,14 @@ def main() -> None:
             f"{plans[0].fewshot_shots} examples; paper's SmolLM2 settings, nothing tuned")
     speed(study)
     if a.mode == "full":
-        # Two passes, so that every task and method has results with intervals long before the
-        # whole test sets are through: first every task's selection and the first FIRST_PASS
-        # test items of every method, then the same runs extended to all items (eval keeps the
-        # answered ones). FIRST_PASS is a multiple of --parallel: the extension's batches are
-        # then the ones an uninterrupted run would have decoded.
+        # Three stages (module doc), so that the study's question has an answer on every task
+        # long before the comparison and the whole test sets are through; eval keeps a run's
+        # answered items when a later stage extends it. QUESTION_PASS and FIRST_PASS are
+        # multiples of --parallel: an extension's batches are then the ones an uninterrupted
+        # run would have decoded.
+        for plan in sorted(plans, key=lambda p: QUESTION_ORDER.index(p.name)):
+            plan.limit = QUESTION_PASS
+            question(study, plan, study.vectors(plan, cot=False))
         for plan in plans:
             v = study.vectors(plan)
             diagnose(study, plan, v, 30)

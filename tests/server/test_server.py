@@ -224,18 +224,34 @@ def test_client_that_disconnects_mid_stream_frees_its_sequence(server):
     assert "kvsteer_requests_running 0" in metrics
 
 
+def counters(server) -> dict[str, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith("kvsteer_") and "{" not in line}
+
+
 def test_bounded_load_every_request_answered(server):
-    def one(i: int) -> tuple[int, str]:
+    def one(i: int) -> tuple[int, str, int]:
         steering = [None, {"vector": "arc", "c_v": 4}, {"vector": "arc4", "c_v": 2}][i % 3]
         r = client(server).completions.create(
             model="m", prompt=f"Story {i}: Once upon a time", temperature=0.7, seed=i,
             max_tokens=12, extra_body={"steering": steering} if steering else None)
-        return i, r.choices[0].finish_reason
+        return i, r.choices[0].finish_reason, r.usage.completion_tokens
 
+    before = counters(server)
     with ThreadPoolExecutor(6) as pool:
         done = list(pool.map(one, range(24)))
-    assert [i for i, _ in done] == list(range(24))
-    assert all(reason in ("stop", "length") for _, reason in done)
+    after = counters(server)
+    assert [i for i, _, _ in done] == list(range(24))
+    assert all(reason in ("stop", "length") for _, reason, _ in done)
+    # Once every answer is complete, /metrics counts all of it: each generated token, and one
+    # edit per steered request.
+    generated = after["kvsteer_generated_tokens_total"] - before["kvsteer_generated_tokens_total"]
+    assert generated == sum(n for _, _, n in done)
+    assert after["kvsteer_edits_total"] - before["kvsteer_edits_total"] == 16
 
 
 def test_queue_bound_api_key_and_sigterm(cli, model, vectors, tmp_path):

@@ -208,7 +208,11 @@ struct Server::Impl {
       }
       if (!batcher.idle()) {
         try {
-          for (BatchEvent& e : batcher.step()) {
+          std::vector<BatchEvent> events = batcher.step();
+          // The counters first: a client that reads /metrics once its answer is complete sees
+          // that answer counted.
+          publish_counters();
+          for (BatchEvent& e : events) {
             const auto it = live.find(e.id);
             if (it == live.end()) {
               continue;
@@ -229,11 +233,15 @@ struct Server::Impl {
           live.clear();
         }
       }
-      const std::lock_guard<std::mutex> lock(metrics_mu);
-      counters.batcher = batcher.stats();
-      counters.running = batcher.running();
-      counters.queued = batcher.queued();
+      publish_counters();
     }
+  }
+
+  void publish_counters() {
+    const std::lock_guard<std::mutex> lock(metrics_mu);
+    counters.batcher = batcher.stats();
+    counters.running = batcher.running();
+    counters.queued = batcher.queued();
   }
 
   void enqueue(const std::shared_ptr<Job>& job) {
