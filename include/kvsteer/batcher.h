@@ -132,6 +132,10 @@ class Batcher {
     std::uint64_t used_at = 0;  // admission count when they were last used (least recent first)
   };
   void admit();
+  // Drops kept prompts, least recently used first and never sequence `keep`'s, until `needed`
+  // cells fit the cache; `used` (cells held) and `needed` shrink by what is dropped. False when
+  // dropping every other kept prompt is not enough.
+  bool make_room(std::size_t keep, std::size_t needed, std::size_t& used);
   // The free sequence for the next request, and how many of its kept tokens the request reuses.
   std::pair<std::size_t, std::size_t> choose_slot(const Run& run) const;
   void finish(Run& run, StopReason reason, std::vector<BatchEvent>& events);

@@ -251,6 +251,27 @@ void Batcher::release(Run& run) {
   }
 }
 
+bool Batcher::make_room(std::size_t keep, std::size_t needed, std::size_t& used) {
+  while (needed > session_.n_ctx()) {
+    std::size_t oldest = slots_.size();
+    for (std::size_t o = 0; o < slots_.size(); ++o) {
+      if (o != keep && !slots_[o] && !kept_[o].tokens.empty() &&
+          (oldest == slots_.size() || kept_[o].used_at < kept_[oldest].used_at)) {
+        oldest = o;
+      }
+    }
+    if (oldest == slots_.size()) {
+      return false;  // only running requests' cells are left
+    }
+    const std::size_t freed = kept_[oldest].tokens.size();
+    used -= freed;
+    needed -= freed;
+    kept_[oldest].tokens.clear();
+    session_.clear_sequence(static_cast<SeqId>(oldest));
+  }
+  return true;
+}
+
 void Batcher::admit() {
   std::size_t used = 0;  // cells of running requests and of kept prompts
   for (std::size_t s = 0; s < slots_.size(); ++s) {
@@ -263,25 +284,10 @@ void Batcher::admit() {
       break;  // no free sequence
     }
     // First come, first served: a large request at the head waits for room rather than being
-    // overtaken forever by small ones. Kept prompts give way first, least recently used first.
+    // overtaken forever by small ones.
     const std::size_t cells = queue_.front()->cells;
-    used -= kept_[s].tokens.size();
-    while (used + cells > session_.n_ctx()) {
-      std::size_t oldest = slots_.size();
-      for (std::size_t o = 0; o < slots_.size(); ++o) {
-        if (o != s && !slots_[o] && !kept_[o].tokens.empty() &&
-            (oldest == slots_.size() || kept_[o].used_at < kept_[oldest].used_at)) {
-          oldest = o;
-        }
-      }
-      if (oldest == slots_.size()) {
-        break;
-      }
-      used -= kept_[oldest].tokens.size();
-      kept_[oldest].tokens.clear();
-      session_.clear_sequence(static_cast<SeqId>(oldest));
-    }
-    if (used + cells > session_.n_ctx()) {
+    used -= kept_[s].tokens.size();  // the chosen sequence's kept cells become the request's
+    if (!make_room(s, used + cells, used)) {
       used += kept_[s].tokens.size();
       break;
     }
