@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -7,6 +8,7 @@
 #include <string_view>
 #include <thread>
 #include <tuple>
+#include <utility>
 
 #include "kvsteer/error.h"
 #include "kvsteer/llama_interop.h"
@@ -377,52 +379,61 @@ Session& Session::operator=(Session&&) noexcept = default;
 const Model& Session::model() const { return *impl_->model; }
 const std::shared_ptr<const Model>& Session::model_ptr() const { return impl_->model; }
 const SessionParams& Session::params() const { return impl_->params; }
-FlashAttn parse_flash_attn(const std::string& name) {
-  if (name == "on") {
-    return FlashAttn::On;
-  }
-  if (name == "off") {
-    return FlashAttn::Off;
-  }
-  if (name == "auto") {
-    return FlashAttn::Auto;
-  }
-  throw Error(ErrorCode::InvalidArgument, "flash_attn must be on, off or auto, got '" + name + "'");
-}
+namespace {
 
-const char* flash_attn_name(FlashAttn fa) noexcept {
-  return fa == FlashAttn::On ? "on" : fa == FlashAttn::Off ? "off" : "auto";
-}
+// The names of an enum's values as the CLI, config.json and Python spell them, in the order the
+// error message lists them.
+template <typename E, std::size_t N>
+using NameTable = std::array<std::pair<std::string_view, E>, N>;
 
-KvStreams parse_kv_streams(const std::string& name) {
-  if (name == "unified") {
-    return KvStreams::Unified;
-  }
-  if (name == "per-sequence") {
-    return KvStreams::PerSequence;
+constexpr NameTable<FlashAttn, 3> kFlashAttnNames{
+    {{"on", FlashAttn::On}, {"off", FlashAttn::Off}, {"auto", FlashAttn::Auto}}};
+constexpr NameTable<KvStreams, 2> kKvStreamsNames{
+    {{"unified", KvStreams::Unified}, {"per-sequence", KvStreams::PerSequence}}};
+constexpr NameTable<EditRoute, 2> kEditRouteNames{
+    {{"one-cell", EditRoute::OneCell}, {"full", EditRoute::FullSequence}}};
+
+template <typename E, std::size_t N>
+E parse_name(const NameTable<E, N>& table, const char* what, const std::string& name) {
+  std::string accepted;
+  for (std::size_t i = 0; i < N; ++i) {
+    if (table[i].first == name) {
+      return table[i].second;
+    }
+    accepted += (i == 0 ? "" : i + 1 == N ? " or " : ", ") + std::string(table[i].first);
   }
   throw Error(ErrorCode::InvalidArgument,
-              "kv_streams must be unified or per-sequence, got '" + name + "'");
+              std::string(what) + " must be " + accepted + ", got '" + name + "'");
 }
 
+template <typename E, std::size_t N>
+const char* name_of(const NameTable<E, N>& table, E value) noexcept {
+  for (const auto& [name, v] : table) {
+    if (v == value) {
+      return name.data();  // the table's literals are NUL-terminated
+    }
+  }
+  return "?";
+}
+
+}  // namespace
+
+FlashAttn parse_flash_attn(const std::string& name) {
+  return parse_name(kFlashAttnNames, "flash_attn", name);
+}
+const char* flash_attn_name(FlashAttn fa) noexcept { return name_of(kFlashAttnNames, fa); }
+
+KvStreams parse_kv_streams(const std::string& name) {
+  return parse_name(kKvStreamsNames, "kv_streams", name);
+}
 const char* kv_streams_name(KvStreams streams) noexcept {
-  return streams == KvStreams::PerSequence ? "per-sequence" : "unified";
+  return name_of(kKvStreamsNames, streams);
 }
 
 EditRoute parse_edit_route(const std::string& name) {
-  if (name == "one-cell") {
-    return EditRoute::OneCell;
-  }
-  if (name == "full") {
-    return EditRoute::FullSequence;
-  }
-  throw Error(ErrorCode::InvalidArgument,
-              "edit_route must be one-cell or full, got '" + name + "'");
+  return parse_name(kEditRouteNames, "edit_route", name);
 }
-
-const char* edit_route_name(EditRoute route) noexcept {
-  return route == EditRoute::FullSequence ? "full" : "one-cell";
-}
+const char* edit_route_name(EditRoute route) noexcept { return name_of(kEditRouteNames, route); }
 
 SessionParams session_params(const Model& model, const SessionSettings& settings,
                              std::uint32_t n_seq) {
