@@ -154,12 +154,15 @@ def start_llama_server(args, name: str, extra: list[str]) -> Server:
     # The engine as kvsteer serve holds it: one context of --ctx cells shared by --parallel
     # sequences (kv-unified), F16 cache, the same flash-attention setting, no web UI. llama-server
     # reuses a slot's cached prompt prefix by default; the prompts here share only "Story ".
+    # --no-repack: the weights stay in their file layout, as kvsteer loads them
+    # (ModelParams::use_extra_bufts): the AMX kernels of this llama.cpp crash on machines that
+    # have AMX, and the two servers then run the same matmul kernels.
     cmd = [args.llama_server, "-m", args.model, "-t", str(args.threads), "-tb", str(args.threads),
            "-c", str(args.ctx), "-np", str(args.parallel), "--kv-unified", "-fa", args.fa,
-           "-ctk", "f16", "-ctv", "f16", "--host", "127.0.0.1", "--port", str(port),
-           "--no-webui"] + extra
+           "-ctk", "f16", "-ctv", "f16", "--no-repack", "--host", "127.0.0.1", "--port",
+           str(port), "--no-webui"] + extra
     s = Server(name, (name,), subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True), port)
-    wait_listening(s, r"(server is listening|HTTP server listening|main: model loaded)")
+    wait_listening(s, r"listening on http://127\.0\.0\.1:(\d+)")
     # Loaded is not yet ready: poll /health.
     for _ in range(600):
         try:

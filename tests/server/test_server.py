@@ -286,3 +286,28 @@ def test_queue_bound_api_key_and_sigterm(cli, model, vectors, tmp_path):
     finally:
         if s.proc.poll() is None:
             s.proc.kill()
+
+
+def test_a_model_that_emits_bytes_that_are_not_utf8_is_answered(cli, tmp_path):
+    """A random model with a byte-fallback vocabulary (the tiny-model fixture) emits bytes that
+    are no UTF-8 within a few tokens: both forms answer, invalid bytes become U+FFFD, the stream
+    runs to [DONE] and the server keeps serving."""
+    from conftest import _required
+    model = _required("KVSTEER_TEST_MODELS_DIR") / "llama-f32.gguf"
+    s = start_server(cli, model, {}, "--parallel", "2")
+    try:
+        body = {"prompt": "hello world", "max_tokens": 64, "temperature": 0, "ignore_eos": True}
+        status, _, data = post(s, "/v1/completions", json.dumps(body))
+        assert status == 200, data
+        text = json.loads(data)["choices"][0]["text"]
+        assert "\ufffd" in text, "the fixture no longer emits invalid bytes; pick another prompt"
+        status, _, data = post(s, "/v1/completions", json.dumps({**body, "stream": True}))
+        assert status == 200
+        events = [e[6:] for e in data.decode().split("\n\n") if e.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        assert "\ufffd" in "".join(c["choices"][0]["text"] for c in chunks)
+        assert post(s, "/v1/completions", json.dumps(body))[0] == 200
+    finally:
+        assert s.stop() == 0, "".join(s.log)

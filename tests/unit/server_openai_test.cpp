@@ -130,6 +130,23 @@ TEST(ServerOpenAi, ResponsesHaveTheShapesClientsParse) {
   EXPECT_TRUE(last["choices"][0]["delta"].empty());
 }
 
+TEST(ServerOpenAi, TextThatIsNotUtf8BecomesReplacementCharacters) {
+  // Byte-fallback tokens can produce bytes that are no UTF-8; the response must still serialize
+  // (a throw while a stream is written would end the server).
+  const std::string bytes = "a\xff b\xe2\x82";
+  const std::string replaced = "a\xef\xbf\xbd b\xef\xbf\xbd";
+  const json chat = completion_response(true, "c", 1, "m", bytes, StopReason::Length, {1, 2});
+  EXPECT_EQ(chat["choices"][0]["message"]["content"], replaced);
+  EXPECT_NO_THROW((void)chat.dump());
+  const json text = completion_response(false, "c", 1, "m", bytes, StopReason::Length, {1, 2});
+  EXPECT_EQ(text["choices"][0]["text"], replaced);
+  const json delta = stream_chunk(true, "c", 1, "m", bytes, std::nullopt, false);
+  EXPECT_EQ(delta["choices"][0]["delta"]["content"], replaced);
+  const json piece = stream_chunk(false, "c", 1, "m", bytes, std::nullopt, false);
+  EXPECT_EQ(piece["choices"][0]["text"], replaced);
+  EXPECT_NO_THROW((void)piece.dump());
+}
+
 TEST(ServerOpenAi, LogprobsAreParsedPerEndpoint) {
   const Limits limits;
   EXPECT_EQ(parse_request(R"({"prompt": "x"})", false, limits).logprobs, -1);

@@ -55,8 +55,9 @@ std::int64_t integer(const json& body, const char* key, std::int64_t fallback, s
                                           static_cast<double>(lo), static_cast<double>(hi)));
 }
 
-// Text that JSON can carry: a token may end inside a UTF-8 character, and its invalid bytes
-// become U+FFFD (the raw bytes travel in "bytes").
+// Text that JSON can carry: a token may end inside a UTF-8 character, and a model may produce
+// bytes that are no UTF-8 at all (byte-fallback tokens); invalid bytes become U+FFFD, as
+// llama-server does (the raw bytes of a logprob token travel in "bytes").
 std::string displayable(const std::string& text) {
   return json::parse(json(text).dump(-1, ' ', false, json::error_handler_t::replace))
       .get<std::string>();
@@ -291,9 +292,9 @@ json completion_response(bool chat, const std::string& id, std::int64_t created,
                          const Usage& usage, const std::vector<LogprobEntry>* logprobs) {
   json choice = {{"index", 0}, {"finish_reason", finish_reason(reason)}};
   if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
+    choice["message"] = {{"role", "assistant"}, {"content", displayable(text)}};
   } else {
-    choice["text"] = text;
+    choice["text"] = displayable(text);
   }
   choice["logprobs"] = logprobs ? logprobs_json(chat, *logprobs) : json(nullptr);
   return {{"id", id},
@@ -318,11 +319,11 @@ json stream_chunk(bool chat, const std::string& id, std::int64_t created, const 
       delta["role"] = "assistant";
     }
     if (!piece.empty() || !finish) {
-      delta["content"] = piece;
+      delta["content"] = displayable(piece);
     }
     choice["delta"] = delta;
   } else {
-    choice["text"] = piece;
+    choice["text"] = displayable(piece);
   }
   choice["logprobs"] = logprobs ? logprobs_json(chat, *logprobs) : json(nullptr);
   return {{"id", id},

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <mutex>
@@ -126,9 +127,16 @@ std::int64_t unix_time() {
       .count();
 }
 
+// A response body: never throws on text that is not UTF-8 (openai.cpp already makes model text
+// displayable; this is the guard for anything else), since a throw while a stream is being
+// written cannot be answered any more.
+std::string json_text(const json& body) {
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(json_text(body), "application/json");
 }
 
 }  // namespace
@@ -424,31 +432,39 @@ struct Server::Impl {
         [this, job, flight, chat, id, created, model_id, with_logprobs](std::size_t,
                                                                         httplib::DataSink& sink) {
           auto send = [&](const json& j) {
-            const std::string line = "data: " + j.dump() + "\n\n";
+            const std::string line = "data: " + json_text(j) + "\n\n";
             return sink.write(line.data(), line.size());
           };
-          bool first = true;
-          while (auto e = job->next()) {
-            if (!e->piece.empty() || first) {
-              const std::vector<LogprobEntry> logprobs = entries(*e);
-              if (!send(stream_chunk(chat, id, created, model_id, e->piece, std::nullopt, first,
-                                     with_logprobs ? &logprobs : nullptr))) {
-                cancel(job);  // the client went away: free its sequence at the next step
-                return false;
+          // An exception here would end the process (the stream's headers are out, and the
+          // HTTP library does not catch it): end this stream instead.
+          try {
+            bool first = true;
+            while (auto e = job->next()) {
+              if (!e->piece.empty() || first) {
+                const std::vector<LogprobEntry> logprobs = entries(*e);
+                if (!send(stream_chunk(chat, id, created, model_id, e->piece, std::nullopt, first,
+                                       with_logprobs ? &logprobs : nullptr))) {
+                  cancel(job);  // the client went away: free its sequence at the next step
+                  return false;
+                }
+                first = false;
               }
-              first = false;
+              if (e->finished) {
+                send(stream_chunk(chat, id, created, model_id, "", e->stop_reason, false));
+              }
             }
-            if (e->finished) {
-              send(stream_chunk(chat, id, created, model_id, "", e->stop_reason, false));
+            if (auto err = job->failure()) {
+              send(err->body());
             }
+            const std::string done = "data: [DONE]\n\n";
+            sink.write(done.data(), done.size());
+            sink.done();
+            return true;
+          } catch (const std::exception& e) {
+            std::fprintf(stderr, "kvsteer serve: a stream failed: %s\n", e.what());
+            cancel(job);
+            return false;
           }
-          if (auto err = job->failure()) {
-            send(err->body());
-          }
-          const std::string done = "data: [DONE]\n\n";
-          sink.write(done.data(), done.size());
-          sink.done();
-          return true;
         },
         [this, job](bool success) {
           if (!success) {
@@ -535,7 +551,28 @@ struct Server::Impl {
       const std::string message = res.status == 413   ? "the request body is too large"
                                   : res.status == 404 ? "no such endpoint"
                                                       : "request failed";
-      res.set_content(ApiError(res.status, message).body().dump(), "application/json");
+      res.set_content(
+          json_text(ApiError(res.status, message,
+                             res.status >= 500 ? "server_error" : "invalid_request_error")
+                        .body()),
+          "application/json");
+    });
+    // A handler that throws something unexpected: the client gets a 500 with the reason, and the
+    // operator sees it on stderr.
+    http.set_exception_handler([](const httplib::Request& req, httplib::Response& res,
+                                  std::exception_ptr ep) {
+      std::string what = "unknown exception";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      std::fprintf(stderr, "kvsteer serve: %s %s failed: %s\n", req.method.c_str(),
+                   req.path.c_str(), what.c_str());
+      res.status = 500;
+      res.set_content(json_text(ApiError(500, "internal error: " + what, "server_error").body()),
+                      "application/json");
     });
     http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
       completions(req, res, true);
