@@ -216,7 +216,12 @@ def round_(server: Server, mode: str, args, round_no: int) -> dict:
         body = {"prompt": f"Story {round_no}-{i}: Once upon a time", "max_tokens": args.max_tokens,
                 "temperature": 0.8, "seed": 1000 * round_no + i, "stream": True,
                 "ignore_eos": True}
-        if mode == "one":
+        if mode.startswith("llama-server"):
+            # The same distribution as kvsteer samples (OpenAI's parameters: temperature, top_p
+            # 1): llama-server's defaults would add top-k 40 and min-p 0.05, which sample from a
+            # few dozen tokens instead of the whole vocabulary.
+            body.update({"top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0})
+        elif mode == "one":
             body["steering"] = {"vector": "v0", "c_v": 4}
         elif mode == "different":
             body["steering"] = {"vector": f"v{i}", "c_v": 1 + 0.25 * i}

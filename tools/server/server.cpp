@@ -156,7 +156,7 @@ struct Server::Impl {
   std::vector<std::shared_ptr<Job>> inbox;
   bool cancel_pending = false;
   bool stop_now = false;  // grace over: cancel what runs, then leave the loop
-  std::thread scheduler;
+  std::thread listener;   // the HTTP server; the scheduler runs on run()'s thread
 
   std::atomic<std::size_t> in_flight{0};  // accepted requests whose handler has not returned
   std::atomic<bool> draining{false};
@@ -173,7 +173,7 @@ struct Server::Impl {
         vectors(std::move(v)),
         options(std::move(o)) {}
 
-  // -- the scheduler thread -----------------------------------------------------------------
+  // -- the scheduler --------------------------------------------------------------------------
 
   void schedule() {
     std::unordered_map<RequestId, std::shared_ptr<Job>> live;
@@ -616,8 +616,8 @@ Server::Server(std::shared_ptr<const Model> model, const SessionParams& session_
 
 Server::~Server() {
   shutdown();
-  if (impl_->scheduler.joinable()) {
-    impl_->scheduler.join();
+  if (impl_->listener.joinable()) {
+    impl_->listener.join();
   }
 }
 
@@ -633,17 +633,31 @@ void Server::run(const std::function<void(int port)>& on_ready) {
     throw Error(ErrorCode::Io, "cannot listen on " + s.options.host + ":" +
                                    std::to_string(s.options.port) + " (in use or not permitted)");
   }
-  s.scheduler = std::thread([&s] { s.schedule(); });
+  s.listener = std::thread([&s] {
+    s.http.listen_after_bind();
+    // However listening ended (shutdown(), or an error), the scheduler stops too.
+    {
+      const std::lock_guard<std::mutex> lock(s.mu);
+      s.stop_now = true;
+    }
+    s.wake.notify_all();
+  });
   if (on_ready) {
     on_ready(port);
   }
-  s.http.listen_after_bind();
-  {
-    const std::lock_guard<std::mutex> lock(s.mu);
-    s.stop_now = true;
+  // The scheduler decodes on this thread, the one that built the session (whose self-test
+  // decoded): llama.cpp's CPU backend runs on OpenMP, whose worker pool belongs to the thread that
+  // starts a parallel region. Decoding from a second thread makes a second pool, and with more
+  // OpenMP threads than cores libgomp stops spinning at barriers and puts its workers to sleep
+  // at every one: 16 streamed requests on 2 cores ran 20 % slower (docs/server.md).
+  try {
+    s.schedule();
+  } catch (...) {
+    s.http.stop();
+    s.listener.join();
+    throw;
   }
-  s.wake.notify_all();
-  s.scheduler.join();
+  s.listener.join();
 }
 
 void Server::shutdown() {

@@ -1,5 +1,5 @@
 // `kvsteer serve`: an OpenAI-compatible HTTP server with per-request cache steering. One llama
-// context, one sequence per running request; a scheduler thread runs the continuous batcher
+// context, one sequence per running request; a scheduler runs the continuous batcher
 // (kvsteer/batcher.h), so requests with different vectors, or none, share every decode call.
 #pragma once
 
@@ -57,7 +57,10 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Binds (throws Error(Io) when the address cannot be bound) and serves until shutdown().
-  // Calls on_ready with the bound port once the socket listens.
+  // Calls on_ready with the bound port once the socket listens. The scheduler decodes on the
+  // calling thread and HTTP is served from others: call run() on the thread that constructed
+  // the Server (llama.cpp's OpenMP worker pool belongs to the thread that first decoded; a
+  // second decoding thread costs about a fifth of the throughput on a 2-core machine).
   void run(const std::function<void(int port)>& on_ready);
 
   // From any thread (a signal-waiting thread): refuses new requests with 503, lets running ones
