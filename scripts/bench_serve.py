@@ -15,12 +15,16 @@ reversed every other round) so that drift on a shared machine hits all alike:
 Every request asks for the same prompt length and runs to max_tokens (`ignore_eos`): steering
 changes how long answers are, and every mode must do the same work to compare speeds. Per mode:
 aggregate generated tokens/s (tokens / wall time of the round), time to first token p50/p99, the
-ratio to kvsteer's unsteered mode; for kvsteer the edits and their mean time (from /metrics).
+ratio to kvsteer's unsteered mode in the same round (median and range over rounds: drift between
+rounds cancels); for kvsteer the edits and their mean time (from /metrics).
 
 Without --vector, a vector is extracted for the model from four built-in pairs (its content does
 not matter for speed: the edit is one cell whatever it holds), so random benchmark models
-(`kvsteer-make-tiny-models --only bench-smollm2-360m`) work too. --llama-server needs the `gguf`
-package (the project's venv has it) to write the control vector. Usage:
+(`kvsteer-make-tiny-models --only bench-smollm2-360m`) work too, though not with --llama-server:
+llama-server (v0.4.0) ends a stream with a 500 ("does not match the expected Content-only
+format") once a random model emits control characters or bytes that are no UTF-8.
+--llama-server needs the `gguf` package (the project's venv has it) to write the control vector.
+Usage:
   bench_serve.py --kvsteer build/release/tools/cli/kvsteer --model M.gguf [--vector V.gguf]
                  [--llama-server "$(scripts/setup_llama_server.sh)"] [--parallel 16]
                  [--max-tokens 64] [--rounds 3] [--threads 2] [--fa auto] [--json OUT]
@@ -144,7 +148,7 @@ def start_kvsteer(args, vector: str) -> Server:
     for i in range(args.parallel):
         cmd += ["--vector", f"v{i}={vector}"]
     s = Server("kvsteer serve", KVSTEER_MODES,
-               subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
+               subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace"))
     wait_listening(s, r"listening on http://127\.0\.0\.1:(\d+)")
     return s
 
@@ -161,7 +165,8 @@ def start_llama_server(args, name: str, extra: list[str]) -> Server:
            "-c", str(args.ctx), "-np", str(args.parallel), "--kv-unified", "-fa", args.fa,
            "-ctk", "f16", "-ctv", "f16", "--no-repack", "--host", "127.0.0.1", "--port",
            str(port), "--no-webui"] + extra
-    s = Server(name, (name,), subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True), port)
+    s = Server(name, (name,),
+               subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace"), port)
     wait_listening(s, r"listening on http://127\.0\.0\.1:(\d+)")
     # Loaded is not yet ready: poll /health.
     for _ in range(600):
@@ -329,12 +334,18 @@ def main() -> None:
     for _, m in slots:
         tps = [x["tok_per_s"] for x in results[m]]
         ttft = [t for x in results[m] for t in x["ttft_s"]]
+        # Each round runs every mode back to back, so the ratio within a round cancels the
+        # drift between rounds; its median and range say what the modes cost.
+        paired = [t / u["tok_per_s"] for t, u in zip(tps, results["unsteered"])]
         row = {"tok_per_s_median": statistics.median(tps), "tok_per_s": tps,
                "ratio_to_unsteered": statistics.median(tps) / base,
+               "paired_ratio_median": statistics.median(paired),
+               "paired_ratio_min": min(paired), "paired_ratio_max": max(paired),
                "ttft_p50_s": pct(ttft, 0.5), "ttft_p99_s": pct(ttft, 0.99)}
         line = (f"  {m:18s} {row['tok_per_s_median']:7.1f} tok/s (rounds "
-                f"{', '.join(f'{t:.1f}' for t in tps)})  ratio {row['ratio_to_unsteered']:.3f}  "
-                f"TTFT p50 {row['ttft_p50_s'] * 1e3:.0f} ms p99 {row['ttft_p99_s'] * 1e3:.0f} ms")
+                f"{min(tps):.1f}-{max(tps):.1f})  ratio per round {row['paired_ratio_median']:.3f} "
+                f"[{min(paired):.3f}, {max(paired):.3f}]  TTFT p50 {row['ttft_p50_s'] * 1e3:.0f} ms "
+                f"p99 {row['ttft_p99_s'] * 1e3:.0f} ms")
         if m in KVSTEER_MODES:
             edits = sum(x["edits"] for x in results[m])
             row["edits"] = edits
