@@ -27,7 +27,8 @@ format") once a random model emits control characters or bytes that are no UTF-8
 Usage:
   bench_serve.py --kvsteer build/release/tools/cli/kvsteer --model M.gguf [--vector V.gguf]
                  [--llama-server "$(scripts/setup_llama_server.sh)"] [--parallel 16]
-                 [--max-tokens 64] [--rounds 3] [--threads 2] [--fa auto] [--json OUT]
+                 [--max-tokens 64] [--rounds 3] [--threads 2] [--fa auto]
+                 [--kv-streams unified|per-sequence] [--json OUT]
 """
 from __future__ import annotations
 
@@ -142,7 +143,8 @@ def make_control_vector(shape: dict, tmp: Path) -> str:
 
 def start_kvsteer(args, vector: str) -> Server:
     cmd = [args.kvsteer, "serve", "-m", args.model, "-t", str(args.threads), "-c", str(args.ctx),
-           "--parallel", str(args.parallel), "--port", "0", "--fa", args.fa]
+           "--parallel", str(args.parallel), "--port", "0", "--fa", args.fa, "--kv-streams",
+           args.kv_streams]
     # One file under many names: a different vector per request costs what a different file
     # would (the edit is one cell either way); the coefficients differ too.
     for i in range(args.parallel):
@@ -156,13 +158,14 @@ def start_kvsteer(args, vector: str) -> Server:
 def start_llama_server(args, name: str, extra: list[str]) -> Server:
     port = free_port()
     # The engine as kvsteer serve holds it: one context of --ctx cells shared by --parallel
-    # sequences (kv-unified), F16 cache, the same flash-attention setting, no web UI. llama-server
+    # sequences (kv-unified, or a stream per sequence with --kv-streams per-sequence), F16 cache, the same flash-attention setting, no web UI. llama-server
     # reuses a slot's cached prompt prefix by default; the prompts here share only "Story ".
     # --no-repack: the weights stay in their file layout, as kvsteer loads them
     # (ModelParams::use_extra_bufts): the AMX kernels of this llama.cpp crash on machines that
     # have AMX, and the two servers then run the same matmul kernels.
     cmd = [args.llama_server, "-m", args.model, "-t", str(args.threads), "-tb", str(args.threads),
-           "-c", str(args.ctx), "-np", str(args.parallel), "--kv-unified", "-fa", args.fa,
+           "-c", str(args.ctx), "-np", str(args.parallel),
+           "--kv-unified" if args.kv_streams == "unified" else "--no-kv-unified", "-fa", args.fa,
            "-ctk", "f16", "-ctv", "f16", "--no-repack", "--host", "127.0.0.1", "--port",
            str(port), "--no-webui"] + extra
     s = Server(name, (name,),
@@ -288,6 +291,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--fa", choices=["on", "off", "auto"], default="auto")
+    ap.add_argument("--kv-streams", choices=["unified", "per-sequence"], default="unified")
     ap.add_argument("--json")
     args = ap.parse_args()
     for path, what in ((args.kvsteer, "--kvsteer"), (args.model, "--model"),
@@ -325,12 +329,14 @@ def main() -> None:
     base = statistics.median(x["tok_per_s"] for x in results["unsteered"])
     summary = {"parallel": args.parallel, "max_tokens": args.max_tokens, "rounds": args.rounds,
                "threads": args.threads, "ctx": args.ctx, "flash_attn": args.fa,
+               "kv_streams": args.kv_streams,
                "model": os.path.basename(args.model), "n_layer": shape.get("n_layer"),
                "n_embd": shape.get("n_embd"), "vector": "given" if args.vector else "built-in pairs",
                "modes": {}}
     print(f"{summary['model']} ({shape.get('n_layer')} layers, n_embd {shape.get('n_embd')}): "
           f"{args.parallel} concurrent streamed requests x {args.max_tokens} tokens, "
-          f"{args.rounds} interleaved rounds, {args.threads} threads, flash attention {args.fa}")
+          f"{args.rounds} interleaved rounds, {args.threads} threads, flash attention {args.fa}, "
+          f"cache {args.kv_streams}")
     for _, m in slots:
         tps = [x["tok_per_s"] for x in results[m]]
         ttft = [t for x in results[m] for t in x["ttft_s"]]
