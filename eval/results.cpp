@@ -23,12 +23,20 @@ using nlohmann::ordered_json;
 namespace fs = std::filesystem;
 
 ordered_json ItemResult::to_json() const {
-  return ordered_json{{"index", index},         {"id", id},
-                      {"prompt", prompt},       {"response", response},
-                      {"extracted", extracted}, {"target", target},
-                      {"correct", correct},     {"n_tokens", n_tokens},
-                      {"n_steps", n_steps},     {"reasoning", reasoning},
-                      {"forced", forced},       {"ttft_ms", std::round(ttft_ms * 100.0) / 100.0}};
+  ordered_json j{{"index", index}, {"id", id}};
+  if (has_text) {
+    j["prompt"] = prompt;
+    j["response"] = response;
+  }
+  j["extracted"] = extracted;
+  j["target"] = target;
+  j["correct"] = correct;
+  j["n_tokens"] = n_tokens;
+  j["n_steps"] = n_steps;
+  j["reasoning"] = reasoning;
+  j["forced"] = forced;
+  j["ttft_ms"] = std::round(ttft_ms * 100.0) / 100.0;
+  return j;
 }
 
 namespace {
@@ -64,8 +72,12 @@ ItemResult ItemResult::from_json(const ordered_json& j) {
   ItemResult r;
   r.index = integer_field<std::size_t>(j, "index");
   r.id = j.at("id").get<std::string>();
-  r.prompt = j.at("prompt").get<std::string>();
-  r.response = j.at("response").get<std::string>();
+  // Both texts or neither: a record with one of them is damaged, not compact.
+  r.has_text = j.contains("prompt") || j.contains("response");
+  if (r.has_text) {
+    r.prompt = j.at("prompt").get<std::string>();
+    r.response = j.at("response").get<std::string>();
+  }
   r.extracted = j.at("extracted").get<std::string>();
   r.target = j.at("target").get<std::string>();
   r.correct = j.at("correct").get<bool>();

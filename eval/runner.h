@@ -154,6 +154,10 @@ struct ItemResult {
   std::string id;
   std::string prompt;    // rendered prompt text
   std::string response;  // generated text (offset token included when one was decoded)
+  // False for a record read from a journal line that carries no prompt or response: a run's
+  // results kept where the texts may not go (a repository: prompts hold the paper's traces),
+  // from which a run resumes on another machine. Every number of the record is still there.
+  bool has_text = true;
   std::string extracted;
   std::string target;
   bool correct = false;

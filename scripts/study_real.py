@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from study_state import restore_state
+
 COT_PREFIX = "Let's think step by step."
 QUESTION_PASS = 160  # test items per task of the baseline and the paper's setting, stage 1
 FIRST_PASS = 320  # test items per task and method, stage 2
@@ -254,6 +256,13 @@ def run_limit(out: Path) -> int | None:
         return int(json.loads((out / "config.json").read_text())["limit"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def run_done(out: Path, limit: int) -> bool:
+    """Whether a run folder holds a finished run of at least `limit` items (0: all)."""
+    existing = run_limit(out)
+    return ((out / "summary.json").exists() and existing is not None and
+            widest_limit(limit, existing) == existing)
 
 
 def widest_limit(wanted: int, existing: int | None) -> int:
@@ -520,8 +529,15 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tasks", default="", help="comma-separated subset, in this order")
+    ap.add_argument("--state", type=Path,
+                    help="a committed state to go on from (scripts/study_state.py): what --out "
+                         "lacks of it is restored first")
     a = ap.parse_args()
     study = Study(a.kvsteer, a.model, a.shared, a.out, a.threads, a.mode)
+    if a.state is not None:
+        restored = restore_state(a.state, a.out)
+        if restored:
+            study.say(f"restored from {a.state}: " + "; ".join(restored))
     plans = full_plans() if a.mode == "full" else demo_plans()
     if a.mode == "demo":
         study.n_predict = 128
@@ -547,7 +563,10 @@ def main() -> None:
         # run would have decoded.
         for plan in sorted(plans, key=lambda p: QUESTION_ORDER.index(p.name)):
             plan.limit = QUESTION_PASS
-            question(study, plan, study.vectors(plan, cot=False))
+            # A question answered in an earlier session (restored runs) needs no vector yet.
+            if not all(run_done(study.out / "runs" / f"{plan.name}-{m}", plan.limit)
+                       for m in ("baseline", "cache-paper")):
+                question(study, plan, study.vectors(plan, cot=False))
         for plan in plans:
             v = study.vectors(plan)
             diagnose(study, plan, v, 30)

@@ -7,7 +7,8 @@
 # Then prints the tables, writes the HTML report and the committable results.
 # Environment: KVSTEER_STUDY_OUT (default out/real-<mode>), KVSTEER_THREADS (2),
 #   KVSTEER_STUDY_TASKS (full mode: a comma-separated subset of arc,gsm8k,csqa,piqa),
-#   KVSTEER_SHARED (../shared).
+#   KVSTEER_SHARED (../shared), KVSTEER_STUDY_STATE (full mode: the committed state it goes on
+#   from and writes back, results/smollm2-135m).
 set -euo pipefail
 build="$1"
 mode="${2:-demo}"
@@ -18,13 +19,17 @@ model="${KVSTEER_STUDY_MODEL:-$("$here/scripts/setup_models.sh" "$prefix" smollm
 shared="${KVSTEER_SHARED:-$here/../shared}"
 out="${KVSTEER_STUDY_OUT:-$here/out/real-$mode}"
 threads="${KVSTEER_THREADS:-2}"
+# The full study goes on from its committed state (results/smollm2-135m, scripts/study_state.py):
+# a machine is lent for hours, the study takes days.
+state=()
+[[ "$mode" == full ]] && state=(--state "${KVSTEER_STUDY_STATE:-$here/results/smollm2-135m}")
 python3 "$here/scripts/study_real.py" "$mode" --kvsteer "$kvsteer" --model "$model" \
-  --shared "$shared" --out "$out" --threads "$threads" --tasks "${KVSTEER_STUDY_TASKS:-}"
+  --shared "$shared" --out "$out" --threads "$threads" --tasks "${KVSTEER_STUDY_TASKS:-}" "${state[@]}"
 "$kvsteer" report --out "$out/report" --title "kvsteer on SmolLM2-135M-Instruct ($mode)" \
   "$out"/runs/*/summary.json $(find "$out/selection" -name '*.json' 2>/dev/null) >/dev/null
 echo
 results=()
-[[ "$mode" == full ]] && results=(--results "$here/results/smollm2-135m")
+[[ "$mode" == full ]] && results=(--results "${KVSTEER_STUDY_STATE:-$here/results/smollm2-135m}")
 python3 "$here/scripts/study_results.py" "$out" "${results[@]}" \
   --title "kvsteer on SmolLM2-135M-Instruct ($mode)"
 echo

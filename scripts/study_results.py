@@ -2,19 +2,21 @@
 """Tables of a real-model study (scripts/study_real.py): accuracy with 95 % Wilson intervals, the
 paired difference to the baseline on the same items (exact McNemar test), reasoning rate and answer
 lengths per task and method; the selection-split curves; the diagnosis. Prints them and, with
---results, writes what may be committed: the summaries and per-item records without any text
-(index, id, extracted answer, correct, tokens, steps, whether the response opened with an option
-letter), the sweeps, the selection records and the
-diagnosis, plus a markdown page with the tables.
+--results, writes what may be committed: the study's resumable state without any text
+(scripts/study_state.py: run configurations, summaries, per-item records with index, id, extracted
+answer, correct, tokens, steps and whether the response opened with an option letter; sweeps and
+running sweep journals, selection records, diagnoses, vectors), plus a markdown page with the
+tables.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import re
 import shutil
 from pathlib import Path
+
+from study_state import answer_first, export_state
 
 METHODS = ["baseline", "cot", "fewshot", "caa", "cache", "cache-paper", "cache+cot"]
 LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT",
@@ -22,21 +24,12 @@ LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT"
           "cache-paper": "cache steering, paper's setting", "cache+cot": "cache steering + CoT"}
 TASKS = ["arc", "gsm8k", "csqa", "piqa"]
 MULTIPLE_CHOICE = {"arc", "csqa", "piqa"}
-# A response that opens with an option ("B: ...", "**C.**", "Answer: A)") answers before it reasons:
-# the mode cache steering is meant to move the model out of, visible whatever the accuracy.
-ANSWER_FIRST = re.compile(r"\s*(\*\*)?(the answer is:?\s*|answer:?\s*)?\(?[A-E][:.)]", re.I)
-
-
-def answer_first(response: str) -> bool:
-    return ANSWER_FIRST.match(response) is not None
-
-
 def shape_columns(task: str, run: Path, items: dict[int, dict]) -> str:
     """Answer-first share (multiple choice only) and share of answers cut at the token limit."""
     n_predict = json.loads((run / "config.json").read_text()).get("n_predict", 0)
     n = max(len(items), 1)
     capped = 100 * sum(1 for r in items.values() if n_predict and r["n_tokens"] >= n_predict) / n
-    first = (f"{100 * sum(1 for r in items.values() if answer_first(r['response'])) / n:.0f}"
+    first = (f"{100 * sum(1 for r in items.values() if answer_first(r)) / n:.0f}"
              if task in MULTIPLE_CHOICE else "")
     return f"{first} | {capped:.0f}"
 
@@ -165,19 +158,6 @@ def diagnosis_lines(out: Path, task: str) -> list[str]:
     return f.read_text().rstrip("\n").splitlines() if f.exists() else []
 
 
-def compact_items(run: Path, dest: Path) -> None:
-    """Per-item records without the prompt or response text (the datasets and traces are not
-    ours to redistribute)."""
-    keep = ("index", "id", "extracted", "target", "correct", "n_tokens", "n_steps", "reasoning",
-            "forced")
-    with open(run / "items.jsonl", encoding="utf-8") as f, open(dest, "w", encoding="utf-8") as o:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                o.write(json.dumps({**{k: r[k] for k in keep},
-                                    "answer_first": answer_first(r["response"])}) + "\n")
-
-
 def study_state(out: Path) -> list[str]:
     """Where the study stands, from its log: the steps finished and the one running (a study
     that takes days is committed as it goes)."""
@@ -235,14 +215,12 @@ def main() -> None:
                f"tok/s, decode {b['decode_tok_per_s']['unsteered']:.1f} tok/s (one sequence).", ""]
     md += engine_lines(a.out)
     md += study_state(a.out)
-    all_records = []
     for task in TASKS:
-        rows, records = method_table(a.out, task)
+        rows, _ = method_table(a.out, task)
         sweeps = sweep_lines(a.out, task)
         diag = diagnosis_lines(a.out, task)
         if not rows and not sweeps and not diag:
             continue
-        all_records += records
         md += [f"## {task}", ""]
         if rows:
             md += ["| method | accuracy % [95 % CI] | vs baseline, points [95 % CI], McNemar p | "
@@ -257,23 +235,7 @@ def main() -> None:
     if a.results:
         res = a.results
         res.mkdir(parents=True, exist_ok=True)
-        for r in all_records:
-            name = f"{r['task']}-{r['method'].replace('+', '-')}"
-            shutil.copyfile(r["run"] / "summary.json", res / f"{name}.summary.json")
-            compact_items(r["run"], res / f"{name}.items.jsonl")
-        for sub in ("selection", "diagnose"):
-            src = a.out / sub
-            if src.exists():
-                for f in src.rglob("*.json"):
-                    dest = res / sub / f.relative_to(src)
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(f, dest)
-                for f in src.rglob("*.txt"):
-                    dest = res / sub / f.relative_to(src)
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(f, dest)
-        if bench.exists():
-            shutil.copyfile(bench, res / "bench.json")
+        export_state(a.out, res)
         report = a.out / "report"  # kvsteer report's tables and figures (no item text)
         if (report / "report.md").exists():
             (res / "report").mkdir(exist_ok=True)

@@ -129,6 +129,55 @@ TEST_F(EvalRunner, ResumeAfterKillLosesNothingAndRecomputesNothing) {
   EXPECT_EQ(again.at("lengths"), resumed.at("lengths"));
 }
 
+
+// A run's records kept without their texts (where prompts may not go) resume it on another
+// machine: the numbers of the kept items count, the rest are answered as an uninterrupted run.
+TEST_F(EvalRunner, ARunResumesFromRecordsWithoutTheirTexts) {
+  test::TempDir out;
+  auto o = options("cache");
+  o.out_dir = out.file("full");
+  const ordered_json full = eval::run_eval(model_, o);
+  const auto full_lines = test::read_lines(o.out_dir + "/items.jsonl");
+  ASSERT_EQ(full_lines.size(), 24u);
+
+  o.out_dir = out.file("compact");
+  std::filesystem::create_directories(o.out_dir);
+  std::filesystem::copy_file(out.file("full/config.json"), o.out_dir + "/config.json");
+  std::string kept;
+  for (std::size_t i = 0; i < 12; ++i) {
+    auto j = ordered_json::parse(full_lines[i]);
+    j.erase("prompt");
+    j.erase("response");
+    kept += j.dump() + "\n";
+  }
+  test::write_file(o.out_dir + "/items.jsonl", kept);
+
+  const ordered_json resumed = eval::run_eval(model_, o);
+  for (const char* key : {"n", "correct", "accuracy", "reasoning_rate", "lengths", "forced"}) {
+    EXPECT_EQ(resumed.at(key), full.at(key)) << key;
+  }
+  const auto lines = test::read_lines(o.out_dir + "/items.jsonl");
+  ASSERT_EQ(lines.size(), 24u);
+  for (std::size_t i = 0; i < 24; ++i) {
+    const auto j = ordered_json::parse(lines[i]);
+    const auto want = ordered_json::parse(full_lines[j.at("index").get<std::size_t>()]);
+    EXPECT_EQ(j.contains("response"), j.at("index").get<std::size_t>() >= 12) << "line " << i;
+    if (j.contains("response")) {
+      EXPECT_EQ(j.at("response"), want.at("response")) << "line " << i;
+    }
+  }
+
+  // A record with one text and not the other is damaged, not compact.
+  auto damaged = ordered_json::parse(full_lines[0]);
+  damaged.erase("response");
+  test::write_file(o.out_dir + "/items.jsonl", damaged.dump() + "\n");
+  try {
+    eval::run_eval(model_, o);
+    FAIL() << "expected a refusal";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("line 1"), std::string::npos) << e.what();
+  }
+}
 TEST_F(EvalRunner, FolderOfAnotherConfigurationIsRefused) {
   test::TempDir out;
   auto o = options("baseline");

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""A study's resumable state, kept where it survives the machine: a repository folder.
+
+A study takes days on 2 cores and a machine is lent for hours, with nothing under out/ carried to
+the next one. What a study needs to go on is small once the texts are left out, and the texts may
+not be committed (prompts hold the paper's traces): kvsteer eval and sweep resume from item records
+without prompt or response (eval/runner.h, ItemResult::has_text). So:
+
+  export_state(out, state)   every eval run (finished or not) as <name>.config.json and compact
+                             <name>.items.jsonl (+ <name>.summary.json when finished); every sweep
+                             journal still running, compacted; the finished sweeps, selection
+                             records and diagnoses; the vectors (numbers only: their metadata are
+                             hashes and the extraction's command line).
+  restore_state(state, out)  the reverse, for whatever out/ lacks: a run, sweep or vector already
+                             in out/ is never overwritten, so a study that ran further here wins.
+
+A restored run resumes item by item; with a stream per sequence an item's answer does not depend on
+its batch-mates (docs/DESIGN.md "Cache layout"), so the items answered after a restore are those an
+uninterrupted study would have given.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+# A response that opens with an option ("B: ...", "**C.**", "Answer: A)") answers before it reasons:
+# the mode cache steering is meant to move the model out of, visible whatever the accuracy.
+ANSWER_FIRST = re.compile(r"\s*(\*\*)?(the answer is:?\s*|answer:?\s*)?\(?[A-E][:.)]", re.I)
+TEXT_KEYS = ("prompt", "response")
+
+
+def answer_first(record: dict) -> bool:
+    """Whether an item record's response opens with an option letter; a compact record carries
+    the answer, computed when its text was still there."""
+    if "response" in record:
+        return ANSWER_FIRST.match(record["response"]) is not None
+    return bool(record.get("answer_first", False))
+
+
+def compact_line(line: str) -> str:
+    """An eval or sweep item record without its texts, with the answer-first flag they gave."""
+    r = json.loads(line)
+    if "index" not in r:  # a sweep journal's header
+        return line
+    flag = answer_first(r)
+    for key in TEXT_KEYS:
+        r.pop(key, None)
+    r["answer_first"] = flag
+    return json.dumps(r)
+
+
+def whole_lines(path: Path) -> list[str]:
+    """The complete lines of a journal another process may be appending to (a torn last line is
+    left out, as kvsteer's own reader does)."""
+    text = path.read_text(encoding="utf-8")
+    return [line for line in text[: text.rfind("\n") + 1].split("\n") if line.strip()]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def copy_atomic(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def export_compact(src: Path, dest: Path) -> None:
+    write_atomic(dest, "".join(compact_line(line) + "\n" for line in whole_lines(src)))
+
+
+def export_state(out: Path, state: Path) -> None:
+    for run in sorted((out / "runs").glob("*/")) if (out / "runs").exists() else []:
+        if not (run / "config.json").exists() or not (run / "items.jsonl").exists():
+            continue
+        copy_atomic(run / "config.json", state / f"{run.name}.config.json")
+        export_compact(run / "items.jsonl", state / f"{run.name}.items.jsonl")
+        if (run / "summary.json").exists():
+            copy_atomic(run / "summary.json", state / f"{run.name}.summary.json")
+        else:
+            (state / f"{run.name}.summary.json").unlink(missing_ok=True)
+    for sub in ("selection", "diagnose"):
+        src = out / sub
+        for f in sorted(src.rglob("*")) if src.exists() else []:
+            if not f.is_file() or f.name.endswith(".tmp"):
+                continue
+            dest = state / sub / f.relative_to(src)
+            if f.name.endswith(".json.items.jsonl"):
+                # A sweep journal matters only while its sweep runs (its JSON then holds it all);
+                # one in a subfolder was superseded and is kept for the record.
+                if f.parent == src / f.parent.name and f.with_name(f.name[: -len(".items.jsonl")]).exists():
+                    dest.unlink(missing_ok=True)
+                    continue
+                export_compact(f, dest)
+            elif f.suffix in (".json", ".txt"):
+                copy_atomic(f, dest)
+    for f in sorted((out / "vectors").glob("*.gguf")) if (out / "vectors").exists() else []:
+        if not f.name.endswith(".tmp.gguf"):
+            copy_atomic(f, state / "vectors" / f.name)
+    if (out / "bench.json").exists():
+        copy_atomic(out / "bench.json", state / "bench.json")
+
+
+def restore_state(state: Path, out: Path) -> list[str]:
+    """Restores into out what it lacks; returns what was restored, one line each."""
+    done: list[str] = []
+    if not state.exists():
+        return done
+    for config in sorted(state.glob("*.config.json")):
+        name = config.name[: -len(".config.json")]
+        run = out / "runs" / name
+        items = state / f"{name}.items.jsonl"
+        if run.exists() or not items.exists():
+            continue
+        tmp = out / "runs" / f".{name}.restoring"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shutil.copyfile(config, tmp / "config.json")
+        shutil.copyfile(items, tmp / "items.jsonl")
+        if (state / f"{name}.summary.json").exists():
+            shutil.copyfile(state / f"{name}.summary.json", tmp / "summary.json")
+        os.replace(tmp, run)
+        n = len(whole_lines(run / "items.jsonl"))
+        done.append(f"run {name}: {n} items" + ("" if (run / "summary.json").exists() else ", unfinished"))
+    for sub in ("selection", "diagnose"):
+        src = state / sub
+        for f in sorted(src.rglob("*")) if src.exists() else []:
+            dest = out / sub / f.relative_to(src)
+            if f.is_file() and not dest.exists():
+                copy_atomic(f, dest)
+                done.append(f"{sub}/{f.relative_to(src)}")
+    for f in sorted((state / "vectors").glob("*.gguf")) if (state / "vectors").exists() else []:
+        dest = out / "vectors" / f.name
+        if not dest.exists():
+            copy_atomic(f, dest)
+            done.append(f"vector {f.name}")
+    return done

@@ -1,0 +1,128 @@
+"""The study's committed state (scripts/study_state.py) carries a run across machines: exported
+without any text, restored into an empty output folder, and resumed by kvsteer eval into the
+answers an uninterrupted run gives. Real runs of the CLI on the reasoning organism."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+from required_env import required_path  # noqa: E402
+from study_state import export_state, restore_state  # noqa: E402
+
+N_ITEMS = 16
+
+
+@pytest.fixture(scope="module")
+def cli() -> Path:
+    return required_path("KVSTEER_CLI", "the kvsteer binary (build/<preset>/tools/cli/kvsteer)")
+
+
+@pytest.fixture(scope="module")
+def organism() -> Path:
+    return required_path("KVSTEER_ORGANISM_GGUF", "organism/model/organism.gguf")
+
+
+@pytest.fixture(scope="module")
+def data(cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    recipe = ["--family", "arith", "--max-value", "39", "--max-operand", "9", "--variant", "numeric"]
+    for seed, n, split, name in ((1, N_ITEMS, "test", "test"), (2, 80, "train", "traces")):
+        subprocess.run([str(cli), "organism", "gen", "--seed", str(seed), "--n", str(n), "--split",
+                        split, *recipe, "--out", str(d / f"{name}.jsonl")],
+                       check=True, stdout=subprocess.DEVNULL)
+    return d
+
+
+def eval_run(cli: Path, organism: Path, data: Path, out: Path, limit: int) -> dict:
+    subprocess.run([str(cli), "eval", "-m", str(organism), "-t", "1", "--parallel", "4",
+                    "--n-predict", "48", "--no-preset", "--pairs", "20", "--shots", "3",
+                    "--offset", "\n", "--task", "organism-numeric", "--data", str(data / "test.jsonl"),
+                    "--traces", str(data / "traces.jsonl"), "--method", "cache", "--cv", "4",
+                    "--limit", str(limit), "-o", str(out)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "OMP_WAIT_POLICY": "passive"})
+    return json.loads((out / "summary.json").read_text())
+
+
+def records(run: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (run / "items.jsonl").read_text().splitlines() if line]
+    return {r["index"]: r for r in rows}
+
+
+NUMBERS = ("correct", "extracted", "n_tokens", "n_steps", "reasoning", "forced")
+
+
+def test_a_run_goes_on_from_its_exported_state(cli: Path, organism: Path, data: Path,
+                                               tmp_path: Path) -> None:
+    whole = eval_run(cli, organism, data, tmp_path / "whole", N_ITEMS)
+
+    # A study interrupted on one machine: its run holds 8 answers and no summary; a finished
+    # sweep, a running sweep's journal and a vector lie beside it.
+    first = tmp_path / "first" / "runs" / "t-cache"
+    eval_run(cli, organism, data, first, 8)
+    (first / "summary.json").unlink()  # killed before its summary
+    sel = tmp_path / "first" / "selection" / "t"
+    sel.mkdir(parents=True)
+    (sel / "done.json").write_text('{"kind": "kvsteer-sweep"}\n')
+    header = {"kind": "kvsteer-sweep-items", "version": 1, "config": {}, "grid": []}
+    item = {"setting": 0, **records(first)[0]}
+    (sel / "running.json.items.jsonl").write_text(json.dumps(header) + "\n" + json.dumps(item) +
+                                                  "\n" + '{"setting": 0, "ind')  # torn line
+    (tmp_path / "first" / "vectors").mkdir()
+    (tmp_path / "first" / "vectors" / "t-last.gguf").write_bytes(b"GGUF vector bytes")
+    (tmp_path / "first" / "vectors" / "t-cot.tmp.gguf").write_bytes(b"half an extraction")
+
+    state = tmp_path / "state"
+    export_state(tmp_path / "first", state)
+    kept = (state / "t-cache.items.jsonl").read_text()
+    assert len(kept.splitlines()) == 8
+    for line in kept.splitlines() + (state / "selection/t/running.json.items.jsonl").read_text().splitlines():
+        assert "prompt" not in json.loads(line) and "response" not in json.loads(line)
+    assert all("answer_first" in json.loads(line) for line in kept.splitlines())
+    assert len((state / "selection/t/running.json.items.jsonl").read_text().splitlines()) == 2
+    assert not (state / "vectors" / "t-cot.tmp.gguf").exists()
+
+    # Another machine: an empty output folder, the state restored, the run resumed to 16.
+    second = tmp_path / "second"
+    restored = restore_state(state, second)
+    assert "run t-cache: 8 items, unfinished" in restored
+    assert (second / "vectors" / "t-last.gguf").read_bytes() == b"GGUF vector bytes"
+    assert (second / "selection/t/done.json").exists()
+    resumed = eval_run(cli, organism, data, second / "runs" / "t-cache", N_ITEMS)
+    for key in ("n", "correct", "accuracy", "reasoning_rate", "lengths"):
+        assert resumed[key] == whole[key], key
+    want, got = records(tmp_path / "whole"), records(second / "runs" / "t-cache")
+    assert sorted(got) == list(range(N_ITEMS))
+    for i in range(N_ITEMS):
+        assert {k: got[i][k] for k in NUMBERS} == {k: want[i][k] for k in NUMBERS}, i
+        assert ("response" in got[i]) == (i >= 8), i
+
+    # Restoring never overwrites what the output folder already holds.
+    (second / "vectors" / "t-last.gguf").write_bytes(b"extracted here")
+    assert restore_state(state, second) == []
+    assert (second / "vectors" / "t-last.gguf").read_bytes() == b"extracted here"
+
+
+def test_a_finished_sweep_drops_its_journal_from_the_state(tmp_path: Path) -> None:
+    out, state = tmp_path / "out", tmp_path / "state"
+    sel = out / "selection" / "t"
+    sel.mkdir(parents=True)
+    (sel / "s.json.items.jsonl").write_text('{"kind": "kvsteer-sweep-items"}\n')
+    export_state(out, state)
+    assert (state / "selection/t/s.json.items.jsonl").exists()
+    (sel / "s.json").write_text('{"kind": "kvsteer-sweep"}\n')
+    export_state(out, state)
+    assert not (state / "selection/t/s.json.items.jsonl").exists()
+    assert (state / "selection/t/s.json").exists()
+    shutil.rmtree(out)
+    assert restore_state(state, out) == ["selection/t/s.json"]
