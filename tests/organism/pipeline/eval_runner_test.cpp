@@ -129,7 +129,6 @@ TEST_F(EvalRunner, ResumeAfterKillLosesNothingAndRecomputesNothing) {
   EXPECT_EQ(again.at("lengths"), resumed.at("lengths"));
 }
 
-
 // A run's records kept without their texts (where prompts may not go) resume it on another
 // machine: the numbers of the kept items count, the rest are answered as an uninterrupted run.
 TEST_F(EvalRunner, ARunResumesFromRecordsWithoutTheirTexts) {
