@@ -34,15 +34,18 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from study_results import write_results
 from study_state import restore_state
 
 COT_PREFIX = "Let's think step by step."
 QUESTION_PASS = 160  # test items per task of the baseline and the paper's setting, stage 1
 FIRST_PASS = 320  # test items per task and method, stage 2
+CHECKPOINT_S = 600  # the state is written back this often while a step runs
 # Stage 1's task order: cheapest extraction first (N x k x trace length), so that the most
 # tasks have an answer when a session ends.
 QUESTION_ORDER = ("arc", "gsm8k", "piqa", "csqa")
@@ -105,6 +108,8 @@ class Study:
     mode: str
     parallel: int = 16
     n_predict: int = 768
+    state: Path | None = None  # the committed state (scripts/study_state.py), kept current
+    title: str = ""
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,15 +127,31 @@ class Study:
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
             start = time.time()
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-            log.write(proc.stdout)
+            with tempfile.TemporaryFile("w+", encoding="utf-8") as stdout:
+                proc = subprocess.Popen(cmd, stdout=stdout, stderr=log, text=True)
+                while True:
+                    try:
+                        proc.wait(timeout=CHECKPOINT_S)
+                        break
+                    except subprocess.TimeoutExpired:
+                        self.checkpoint()
+                stdout.seek(0)
+                text = stdout.read()
+            log.write(text)
             log.write(f"# rc {proc.returncode}, {time.time() - start:.0f} s\n")
+        self.checkpoint()
         if proc.returncode != 0:
             sys.exit(f"study_real: error: kvsteer {args[0]} failed (rc {proc.returncode}); "
                      f"see {self.log}")
         if not quiet:
-            print(proc.stdout, end="")
-        return proc.stdout
+            print(text, end="")
+        return text
+
+    def checkpoint(self) -> None:
+        """Writes the committable state and results page (--state), so that a machine taken
+        back mid-step loses at most CHECKPOINT_S of the study once they are committed."""
+        if self.state is not None:
+            write_results(self.out, self.state, self.title)
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -531,9 +552,13 @@ def main() -> None:
     ap.add_argument("--tasks", default="", help="comma-separated subset, in this order")
     ap.add_argument("--state", type=Path,
                     help="a committed state to go on from (scripts/study_state.py): what --out "
-                         "lacks of it is restored first")
+                         "lacks of it is restored first, and it is written back as the study "
+                         "goes (every step, and every CHECKPOINT_S while one runs)")
+    ap.add_argument("--title", default="kvsteer on SmolLM2-135M-Instruct (full)",
+                    help="the title of the results page written into --state")
     a = ap.parse_args()
-    study = Study(a.kvsteer, a.model, a.shared, a.out, a.threads, a.mode)
+    study = Study(a.kvsteer, a.model, a.shared, a.out, a.threads, a.mode, state=a.state,
+                  title=a.title)
     if a.state is not None:
         restored = restore_state(a.state, a.out)
         if restored:

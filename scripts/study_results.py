@@ -16,7 +16,7 @@ import math
 import shutil
 from pathlib import Path
 
-from study_state import answer_first, export_state
+from study_state import answer_first, export_state, write_atomic
 
 METHODS = ["baseline", "cot", "fewshot", "caa", "cache", "cache-paper", "cache+cot"]
 LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT",
@@ -165,7 +165,7 @@ def study_state(out: Path) -> list[str]:
     if not log.exists():
         return []
     steps = [line[2:].strip() for line in log.read_text(encoding="utf-8").splitlines()
-             if line.startswith("# [")]
+             if line.startswith("# [") and "] restored from " not in line]
     if not steps:
         return []
     if steps[-1].endswith("] done"):
@@ -200,25 +200,21 @@ def engine_lines(out: Path) -> list[str]:
     return ["Engine: " + "; ".join(f"{k} ({len(v)} runs/sweeps)" for k, v in seen.items()) + ".", ""]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("out", type=Path, help="the study's output folder")
-    ap.add_argument("--results", type=Path, help="folder for the committable results")
-    ap.add_argument("--title", default="kvsteer on SmolLM2-135M-Instruct")
-    a = ap.parse_args()
-    md: list[str] = [f"# {a.title}", ""]
-    bench = a.out / "bench.json"
+def page(out: Path, title: str) -> str:
+    """The results page of a study's output folder (markdown)."""
+    md: list[str] = [f"# {title}", ""]
+    bench = out / "bench.json"
     if bench.exists():
         b = json.loads(bench.read_text())
         pre = [e["prefill_tok_per_s"] for e in b["edit"]["one-cell"]]
         md += [f"Speed ({b.get('threads', '?')} threads): prefill {min(pre):.0f}-{max(pre):.0f} "
                f"tok/s, decode {b['decode_tok_per_s']['unsteered']:.1f} tok/s (one sequence).", ""]
-    md += engine_lines(a.out)
-    md += study_state(a.out)
+    md += engine_lines(out)
+    md += study_state(out)
     for task in TASKS:
-        rows, _ = method_table(a.out, task)
-        sweeps = sweep_lines(a.out, task)
-        diag = diagnosis_lines(a.out, task)
+        rows, _ = method_table(out, task)
+        sweeps = sweep_lines(out, task)
+        diag = diagnosis_lines(out, task)
         if not rows and not sweeps and not diag:
             continue
         md += [f"## {task}", ""]
@@ -230,19 +226,31 @@ def main() -> None:
             md += ["Selection split:", ""] + sweeps + [""]
         if diag:
             md += ["Diagnosis (`kvsteer diagnose`):", "", "```"] + diag + ["```", ""]
-    text = "\n".join(md)
-    print(text)
-    if a.results:
-        res = a.results
-        res.mkdir(parents=True, exist_ok=True)
-        export_state(a.out, res)
-        report = a.out / "report"  # kvsteer report's tables and figures (no item text)
-        if (report / "report.md").exists():
-            (res / "report").mkdir(exist_ok=True)
-            for f in [report / "report.md", *sorted(report.glob("*.svg"))]:
-                shutil.copyfile(f, res / "report" / f.name)
-            text += "\nFigures: [report/report.md](report/report.md).\n"
-        (res / "README.md").write_text(text + "\n")
+    return "\n".join(md)
+
+
+def write_results(out: Path, res: Path, title: str) -> str:
+    """Writes the committable results and the study's state into `res`; returns the page."""
+    text = page(out, title)
+    res.mkdir(parents=True, exist_ok=True)
+    export_state(out, res)
+    report = out / "report"  # kvsteer report's tables and figures (no item text)
+    if (report / "report.md").exists():
+        (res / "report").mkdir(exist_ok=True)
+        for f in [report / "report.md", *sorted(report.glob("*.svg"))]:
+            shutil.copyfile(f, res / "report" / f.name)
+        text += "\nFigures: [report/report.md](report/report.md).\n"
+    write_atomic(res / "README.md", text + "\n")
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("out", type=Path, help="the study's output folder")
+    ap.add_argument("--results", type=Path, help="folder for the committable results")
+    ap.add_argument("--title", default="kvsteer on SmolLM2-135M-Instruct")
+    a = ap.parse_args()
+    print(write_results(a.out, a.results, a.title) if a.results else page(a.out, a.title))
 
 
 if __name__ == "__main__":
