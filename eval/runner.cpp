@@ -66,6 +66,9 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
                         "; a resumed run may raise --limit (0: all items), not lower it; "
                         "choose another --out");
       }
+      // The summary describes the smaller run: removed before the configuration names the larger
+      // one, so that a run killed while it extends is never read as finished.
+      fs::remove(o.out_dir + "/summary.json");
       write_file_atomic(config_path, config_text);
     } else if (!keys.empty()) {
       throw Error(ErrorCode::InvalidArgument,

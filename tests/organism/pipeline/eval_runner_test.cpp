@@ -204,6 +204,14 @@ TEST_F(EvalRunner, ALargerLimitExtendsARunAndASmallerOneIsRefused) {
   test::write_file(o.out_dir + "/items.jsonl", text);
 
   o.limit = 16;
+  // Killed as the extension starts: the folder must not hold a summary of the first 8 beside a
+  // configuration of 16 (a study would read the run as finished).
+  auto killed = o;
+  killed.progress = [](std::size_t, std::size_t) { throw std::runtime_error("killed"); };
+  EXPECT_THROW(eval::run_eval(model_, killed), std::runtime_error);
+  EXPECT_EQ(ordered_json::parse(read_text_file(o.out_dir + "/config.json", "config")).at("limit"),
+            16);
+  EXPECT_FALSE(std::filesystem::exists(o.out_dir + "/summary.json"));
   const ordered_json extended = eval::run_eval(model_, o);
   EXPECT_EQ(extended.at("n"), 16);
   const auto extended_lines = test::read_lines(o.out_dir + "/items.jsonl");
