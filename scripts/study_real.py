@@ -9,8 +9,8 @@ Two modes:
         before any test item is run, and written into the test runs' configuration. Days on
         2 cores, so in three stages, each answering a question before the next spends hours:
           1. the question: does the paper's published edit (fixed before the study, not tuned)
-             induce reasoning on test items? Every task's vector, then the baseline and the
-             paper's setting on the first QUESTION_PASS test items;
+             induce reasoning on test items? Every task's baseline, then every task's vector
+             and the paper's setting, on the first QUESTION_PASS test items;
           2. the comparison: diagnosis, the selection sweeps, and every method on the first
              FIRST_PASS test items;
           3. every run extended to the whole test set.
@@ -586,8 +586,13 @@ def main() -> None:
         # answered items when a later stage extends it. QUESTION_PASS and FIRST_PASS are
         # multiples of --parallel: an extension's batches are then the ones an uninterrupted
         # run would have decoded.
-        for plan in sorted(plans, key=lambda p: QUESTION_ORDER.index(p.name)):
+        ordered = sorted(plans, key=lambda p: QUESTION_ORDER.index(p.name))
+        # Every baseline first: minutes each and resumable item by item, while a vector is one
+        # uninterrupted pass of 30-90 minutes that a machine taken back loses whole.
+        for plan in ordered:
             plan.limit = QUESTION_PASS
+            study.run_eval(plan, "baseline", [])
+        for plan in ordered:
             # A question answered in an earlier session (restored runs) needs no vector yet.
             if not all(run_done(study.out / "runs" / f"{plan.name}-{m}", plan.limit)
                        for m in ("baseline", "cache-paper")):
