@@ -21,8 +21,8 @@ Two modes:
         shorter answers) with the paper's SmolLM2 settings as published, nothing tuned; about 20
         minutes on 2 cores. Its output says what was reduced.
 
-Outputs go under --out (not committed); `results` writes what may be committed (summaries,
-per-item correctness without any text, selection records) under --results, and a results page.
+Outputs go under --out (not committed); what may be committed (the study's state without any
+text, scripts/study_state.py, and a results page) is written into --state as the study goes.
 The datasets and the paper's traces are read from ../shared and never copied into the repository.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from study_results import write_results
-from study_state import restore_state
+from study_state import restore_state, write_atomic
 
 COT_PREFIX = "Let's think step by step."
 QUESTION_PASS = 160  # test items per task of the baseline and the paper's setting, stage 1
@@ -257,14 +257,6 @@ class Study:
             full[full.index("--n-predict") + 1] = str(n_predict)
         self.run(full, done=out)
         return json.loads(out.read_text())
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Writes a file whole or not at all: a kill never leaves half a file that a resumed study
-    would take as done."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, value: dict) -> None:

@@ -66,9 +66,8 @@ def load_items(run: Path) -> dict[int, dict]:
     return items
 
 
-def method_table(out: Path, task: str) -> tuple[list[str], list[dict]]:
+def method_table(out: Path, task: str) -> list[str]:
     rows: list[str] = []
-    records: list[dict] = []
     base_run = out / "runs" / f"{task}-baseline"
     base = load_items(base_run) if (base_run / "summary.json").exists() else None
     for m in METHODS:
@@ -91,8 +90,7 @@ def method_table(out: Path, task: str) -> tuple[list[str], list[dict]]:
         rows.append(f"| {label} | {s['accuracy']:.1f} [{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}] | "
                     f"{diff} | {s['reasoning_rate']:.1f} | {s['mean_tokens']:.0f} / "
                     f"{s['median_tokens']:.0f} | {shape_columns(task, run, items)} | {s['n']} |")
-        records.append({"task": task, "method": m, "run": run})
-    return rows, records
+    return rows
 
 
 def sweep_lines(out: Path, task: str) -> list[str]:
@@ -212,7 +210,7 @@ def page(out: Path, title: str) -> str:
     md += engine_lines(out)
     md += study_state(out)
     for task in TASKS:
-        rows, _ = method_table(out, task)
+        rows = method_table(out, task)
         sweeps = sweep_lines(out, task)
         diag = diagnosis_lines(out, task)
         if not rows and not sweeps and not diag:

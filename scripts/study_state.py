@@ -60,6 +60,8 @@ def whole_lines(path: Path) -> list[str]:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Writes a file whole or not at all: a kill never leaves half a file that a resumed study
+    would take as done."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
