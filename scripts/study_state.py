@@ -10,7 +10,8 @@ without prompt or response (eval/runner.h, ItemResult::has_text). So:
                              <name>.items.jsonl (+ <name>.summary.json when finished); every sweep
                              journal still running, compacted; the finished sweeps, selection
                              records and diagnoses; the vectors (numbers only: their metadata are
-                             hashes and the extraction's command line).
+                             hashes and the extraction's command line) and the checkpoints of
+                             extractions still running (running sums of cached K and V).
   restore_state(state, out)  the reverse, for whatever out/ lacks: a run, sweep or vector already
                              in out/ is never overwritten, so a study that ran further here wins.
 
@@ -104,9 +105,18 @@ def export_state(out: Path, state: Path) -> None:
                 export_compact(f, dest)
             elif f.suffix in (".json", ".txt"):
                 copy_atomic(f, dest)
-    for f in sorted((out / "vectors").glob("*.gguf")) if (out / "vectors").exists() else []:
+    vectors = out / "vectors"
+    for f in sorted(vectors.glob("*.gguf")) if vectors.exists() else []:
         if not f.name.endswith(".tmp.gguf"):
             copy_atomic(f, state / "vectors" / f.name)
+    # A running extraction's checkpoint (kvsteer extract --checkpoint) is replaced whole by
+    # kvsteer, so a copy is one whole version of it; once the extraction has finished and removed
+    # it, the state drops it too.
+    for f in sorted((state / "vectors").glob("*.partial")) if (state / "vectors").exists() else []:
+        if not (vectors / f.name).exists():
+            f.unlink()
+    for f in sorted(vectors.glob("*.partial")) if vectors.exists() else []:
+        copy_atomic(f, state / "vectors" / f.name)
     if (out / "bench.json").exists():
         copy_atomic(out / "bench.json", state / "bench.json")
 
@@ -144,4 +154,16 @@ def restore_state(state: Path, out: Path) -> list[str]:
         if not dest.exists():
             copy_atomic(f, dest)
             done.append(f"vector {f.name}")
+    for f in sorted((state / "vectors").glob("*.partial")) if (state / "vectors").exists() else []:
+        dest = out / "vectors" / f.name
+        if not dest.exists() and not vector_of_checkpoint(dest).exists():
+            copy_atomic(f, dest)
+            done.append(f"extraction checkpoint {f.name}")
     return done
+
+
+def vector_of_checkpoint(path: Path) -> Path:
+    """The vector a checkpoint's extraction ends in: "x.gguf.tmp.gguf.partial" (the study
+    extracts into a temporary name and renames it) and "x.gguf.partial" both end in "x.gguf"."""
+    name = path.name[: -len(".partial")]
+    return path.with_name(name[: -len(".tmp.gguf")] if name.endswith(".tmp.gguf") else name)

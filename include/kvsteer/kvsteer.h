@@ -3,6 +3,7 @@
 
 #include "kvsteer/backend.h"
 #include "kvsteer/batcher.h"
+#include "kvsteer/checkpoint_file.h"
 #include "kvsteer/diagnosis.h"
 #include "kvsteer/error.h"
 #include "kvsteer/file_io.h"

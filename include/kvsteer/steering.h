@@ -82,20 +82,51 @@ struct ContrastivePair {
   std::vector<Token> negative;
 };
 
+// Where an extraction stands after a whole number of pairs: the running sums it averages at the
+// end. An extraction of hundreds of long prompts takes an hour on a small CPU; saved by the caller
+// (ExtractionParams::on_checkpoint, save_extraction_checkpoint) and handed back
+// (ExtractionParams::resume), it lets a stopped extraction go on from there.
+struct ExtractionCheckpoint {
+  // extraction_identity() of the extraction it belongs to.
+  std::uint64_t identity = 0;
+  std::size_t n_pairs = 0;     // pairs of the whole extraction
+  std::size_t pairs_done = 0;  // the first pairs_done pairs are in the sums
+  struct Sums {
+    std::vector<std::vector<double>> k, v;  // [n_layer][row]: sum of +positive -negative cells
+    std::vector<std::uint64_t> count;       // [n_layer]: prompts whose cell the layer holds
+  };
+  std::vector<Sums> sums;  // one per extraction position
+};
+
 struct ExtractionParams {
   Pos position = -1;  // cell to read, counted from the end of each prompt (-1 = last token)
   // Called after each decoded batch with (pairs done, pairs total); may be empty.
   std::function<void(std::size_t, std::size_t)> progress;
   // Called with every cell read, before it enters the mean: (pair index, true for the positive
   // prompt, index into the positions, the cell). Lets a caller measure more than the mean (row
-  // norms, spread over pairs) from the same decode; may be empty.
+  // norms, spread over pairs) from the same decode; may be empty. A resumed extraction shows
+  // only the cells it decodes.
   std::function<void(std::size_t, bool, std::size_t, const KvCell&)> on_cell;
+  // Called after every decoded batch that ends on a pair boundary, the last one included; may be
+  // empty.
+  std::function<void(const ExtractionCheckpoint&)> on_checkpoint;
+  // A checkpoint of this same extraction to go on from: its pairs are not decoded again, and the
+  // batches after it are the ones an uninterrupted extraction decodes, so in the same build on
+  // the same machine the vectors equal an uninterrupted extraction's bit for bit.
+  const ExtractionCheckpoint* resume = nullptr;
 };
+
+// A 64-bit identity of an extraction: the model (fingerprint, description, size), every pair's
+// tokens, the positions, and the session's batch shape and cache types (prompts decoded together
+// round differently). A checkpoint is only ever resumed by the extraction it was made by.
+std::uint64_t extraction_identity(const Session& session, std::span<const ContrastivePair> pairs,
+                                  std::span<const Pos> positions);
 
 // Decodes every prompt (as many at a time as the session has sequences), reads the cell at
 // `position` of each, and averages positive - negative per layer in double precision.
 // The session's sequences are cleared. Throws Error(InvalidArgument) for no pairs, an empty
-// prompt, or a position outside a prompt.
+// prompt, a position outside a prompt, or a params.resume that belongs to another extraction or
+// does not hold sums of this model's shape.
 SteeringVector extract_steering_vector(Session& session, std::span<const ContrastivePair> pairs,
                                        const ExtractionParams& params = {});
 // The same for several cells of each prompt from one decode of every prompt: one vector per

@@ -1,9 +1,12 @@
 // Contrastive extraction (paper §1.3): mean over pairs of (positive - negative) cached K and V
 // at one position of each prompt, every layer.
+#include <algorithm>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "base/fnv1a64.h"
 #include "kvsteer/error.h"
 #include "kvsteer/steering.h"
 
@@ -51,22 +54,24 @@ SteeringVector extract_steering_vector(Session& session, std::span<const Contras
   return std::move(extract_steering_vectors(session, pairs, {&position, 1}, params).front());
 }
 
-std::vector<SteeringVector> extract_steering_vectors(Session& session,
-                                                     std::span<const ContrastivePair> pairs,
-                                                     std::span<const Pos> positions,
-                                                     const ExtractionParams& params) {
+namespace {
+
+struct Prompt {
+  std::span<const Token> tokens;
+  std::vector<Pos> pos;  // one cell per requested position
+  double sign;
+  std::size_t pair;
+};
+
+// Every pair's two prompts, positive first, with the cells to read; validated.
+std::vector<Prompt> prompts_of(const Session& session, std::span<const ContrastivePair> pairs,
+                               std::span<const Pos> positions) {
   if (positions.empty()) {
     throw Error(ErrorCode::InvalidArgument, "no extraction positions");
   }
   if (pairs.empty()) {
     throw Error(ErrorCode::InvalidArgument, "no contrastive pairs to extract from");
   }
-  struct Prompt {
-    std::span<const Token> tokens;
-    std::vector<Pos> pos;  // one cell per requested position
-    double sign;
-    std::size_t pair;
-  };
   std::vector<Prompt> prompts;
   for (std::size_t i = 0; i < pairs.size(); ++i) {
     for (const auto& [tokens, sign, which] :
@@ -89,21 +94,17 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
       prompts.push_back({tokens, std::move(cells), sign, i});
     }
   }
-  const auto& fp = session.model().fingerprint();
-  const auto n_layer = static_cast<std::size_t>(fp.n_layer);
-  // Per position: running sums per layer, and how many prompts contributed to each layer.
-  struct Sums {
-    std::vector<std::vector<double>> k, v;
-    std::vector<std::size_t> count;
-  };
-  std::vector<Sums> sums(positions.size(), Sums{std::vector<std::vector<double>>(n_layer),
-                                                std::vector<std::vector<double>>(n_layer),
-                                                std::vector<std::size_t>(n_layer, 0)});
+  return prompts;
+}
 
-  // Prompts are decoded together while they fit: one sequence each, and all of them in the
-  // cache's cells (the cache is unified, so n_ctx counts the cells of every sequence).
+// The batches, as [begin, end) prompt ranges: prompts are decoded together while they fit, one
+// sequence each, all of them in the cache's cells (the cache is unified, so n_ctx counts the
+// cells of every sequence). Fixed by the prompts and the session alone, so that a resumed
+// extraction decodes the batches an uninterrupted one does.
+std::vector<std::pair<std::size_t, std::size_t>> batches_of(const Session& session,
+                                                            const std::vector<Prompt>& prompts) {
   const std::size_t width = session.params().n_seq;
-  session.clear();
+  std::vector<std::pair<std::size_t, std::size_t>> batches;
   for (std::size_t begin = 0, end = 0; begin < prompts.size(); begin = end) {
     std::size_t cells = 0;
     end = begin;
@@ -111,6 +112,128 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
            cells + prompts[end].tokens.size() <= session.n_ctx()) {
       cells += prompts[end].tokens.size();
       ++end;
+    }
+    batches.emplace_back(begin, end);
+  }
+  return batches;
+}
+
+void mix(std::uint64_t& h, std::uint64_t x) { h = base::fnv1a64(&x, sizeof x, h); }
+
+void mix(std::uint64_t& h, const std::string& text) {
+  mix(h, text.size());
+  h = base::fnv1a64(text, h);
+}
+
+// Checks that a checkpoint can continue this extraction; the message says what differs.
+void check_resumable(const ExtractionCheckpoint& cp, std::uint64_t identity, std::size_t n_pairs,
+                     std::size_t n_positions, const ModelFingerprint& fp,
+                     const std::vector<std::pair<std::size_t, std::size_t>>& batches) {
+  const auto refuse = [](const std::string& why) {
+    throw Error(ErrorCode::InvalidArgument, "cannot resume the extraction: " + why);
+  };
+  if (cp.identity != identity) {
+    refuse(
+        "the checkpoint belongs to another extraction (the model, the pairs, the positions or "
+        "the batch shape differ)");
+  }
+  if (cp.n_pairs != n_pairs || cp.pairs_done > n_pairs) {
+    refuse("the checkpoint holds " + std::to_string(cp.pairs_done) + " of " +
+           std::to_string(cp.n_pairs) + " pairs; this extraction has " + std::to_string(n_pairs));
+  }
+  const bool at_boundary =
+      cp.pairs_done == 0 || std::any_of(batches.begin(), batches.end(), [&](const auto& b) {
+        return b.second == 2 * cp.pairs_done;
+      });
+  if (!at_boundary) {
+    refuse("pair " + std::to_string(cp.pairs_done) +
+           " is not where a batch of this extraction "
+           "ends");
+  }
+  if (cp.sums.size() != n_positions) {
+    refuse("the checkpoint has sums for " + std::to_string(cp.sums.size()) + " positions, not " +
+           std::to_string(n_positions));
+  }
+  const auto n_layer = static_cast<std::size_t>(fp.n_layer);
+  for (const auto& s : cp.sums) {
+    if (s.k.size() != n_layer || s.v.size() != n_layer || s.count.size() != n_layer) {
+      refuse("the checkpoint's sums are not of " + std::to_string(n_layer) + " layers");
+    }
+    for (std::size_t il = 0; il < n_layer; ++il) {
+      const bool empty = s.k[il].empty() && s.v[il].empty() && s.count[il] == 0;
+      const bool full = s.k[il].size() == static_cast<std::size_t>(fp.n_embd_k_gqa) &&
+                        s.v[il].size() == static_cast<std::size_t>(fp.n_embd_v_gqa) &&
+                        s.count[il] <= 2 * cp.pairs_done;
+      if (!empty && !full) {
+        refuse("layer " + std::to_string(il) + " of the checkpoint's sums has the wrong shape");
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::uint64_t extraction_identity(const Session& session, std::span<const ContrastivePair> pairs,
+                                  std::span<const Pos> positions) {
+  const auto& fp = session.model().fingerprint();
+  std::uint64_t h = base::kFnv1a64Basis;
+  mix(h, fp.arch);
+  for (std::int32_t x : {fp.n_layer, fp.n_head, fp.n_head_kv, fp.n_embd, fp.n_embd_head_k,
+                         fp.n_embd_head_v, fp.n_embd_k_gqa, fp.n_embd_v_gqa, fp.n_vocab}) {
+    mix(h, static_cast<std::uint64_t>(static_cast<std::uint32_t>(x)));
+  }
+  mix(h, fp.rope_type);
+  mix(h, fp.vocab_hash);
+  mix(h, session.model().description());
+  mix(h, session.model().size_bytes());
+  mix(h, session.model().n_params());
+  const SessionParams& sp = session.params();
+  for (std::uint64_t x :
+       {std::uint64_t{sp.n_ctx}, std::uint64_t{sp.n_batch}, std::uint64_t{sp.n_seq},
+        static_cast<std::uint64_t>(sp.type_k), static_cast<std::uint64_t>(sp.type_v),
+        static_cast<std::uint64_t>(sp.flash_attn), static_cast<std::uint64_t>(sp.kv_streams),
+        std::uint64_t{session.k_rotated()}}) {
+    mix(h, x);
+  }
+  mix(h, positions.size());
+  for (Pos p : positions) {
+    mix(h, static_cast<std::uint64_t>(static_cast<std::int64_t>(p)));
+  }
+  mix(h, pairs.size());
+  for (const ContrastivePair& pair : pairs) {
+    for (const auto* tokens : {&pair.positive, &pair.negative}) {
+      mix(h, tokens->size());
+      h = base::fnv1a64(tokens->data(), tokens->size() * sizeof(Token), h);
+    }
+  }
+  return h;
+}
+
+std::vector<SteeringVector> extract_steering_vectors(Session& session,
+                                                     std::span<const ContrastivePair> pairs,
+                                                     std::span<const Pos> positions,
+                                                     const ExtractionParams& params) {
+  const std::vector<Prompt> prompts = prompts_of(session, pairs, positions);
+  const auto batches = batches_of(session, prompts);
+  const auto& fp = session.model().fingerprint();
+  const auto n_layer = static_cast<std::size_t>(fp.n_layer);
+  ExtractionCheckpoint state;
+  state.identity = extraction_identity(session, pairs, positions);
+  state.n_pairs = pairs.size();
+  if (params.resume != nullptr) {
+    check_resumable(*params.resume, state.identity, pairs.size(), positions.size(), fp, batches);
+    state = *params.resume;
+  } else {
+    state.sums.assign(positions.size(),
+                      ExtractionCheckpoint::Sums{std::vector<std::vector<double>>(n_layer),
+                                                 std::vector<std::vector<double>>(n_layer),
+                                                 std::vector<std::uint64_t>(n_layer, 0)});
+  }
+
+  session.clear();
+  for (const auto& [begin, end] : batches) {
+    if (end <= 2 * state.pairs_done) {
+      continue;  // in the checkpoint's sums
     }
     std::vector<DecodeItem> items;
     for (std::size_t i = begin; i < end; ++i) {
@@ -124,9 +247,15 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
         if (params.on_cell) {
           params.on_cell(prompts[i].pair, prompts[i].sign > 0, p, cell);
         }
-        accumulate(sums[p], cell, prompts[i].sign);
+        accumulate(state.sums[p], cell, prompts[i].sign);
       }
       session.clear_sequence(seq);
+    }
+    if (end % 2 == 0) {
+      state.pairs_done = end / 2;
+      if (params.on_checkpoint) {
+        params.on_checkpoint(state);
+      }
     }
     if (params.progress) {
       params.progress(end / 2, pairs.size());
@@ -134,6 +263,7 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
   }
   std::vector<SteeringVector> vectors;
   for (std::size_t p = 0; p < positions.size(); ++p) {
+    const ExtractionCheckpoint::Sums& sums = state.sums[p];
     SteeringVector& out = vectors.emplace_back();
     out.model = fp;
     out.info.position = positions[p];
@@ -144,14 +274,14 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
     out.v.resize(n_layer);
     for (std::size_t il = 0; il < n_layer; ++il) {
       // Both prompts of every pair must contribute, or the layer's mean is not a difference.
-      if (sums[p].count[il] != prompts.size()) {
+      if (sums.count[il] != prompts.size()) {
         continue;
       }
       const double n = static_cast<double>(pairs.size());
-      for (double x : sums[p].k[il]) {
+      for (double x : sums.k[il]) {
         out.k[il].push_back(static_cast<float>(x / n));
       }
-      for (double x : sums[p].v[il]) {
+      for (double x : sums.v[il]) {
         out.v[il].push_back(static_cast<float>(x / n));
       }
     }

@@ -191,5 +191,74 @@ TEST_F(Cli, FailedExtractionKeepsThePreviousOutput) {
   EXPECT_EQ(test::read_file(dir_.file("v.gguf")), before);
 }
 
+// A killed extraction leaves its checkpoint; run again, it goes on from there to the vector an
+// uninterrupted run writes, and removes the checkpoint. A damaged checkpoint is named and ignored.
+TEST_F(Cli, KilledExtractionResumesFromItsCheckpoint) {
+  test::write_file(
+      dir_.file("more.jsonl"),
+      test::read_file(dir_.file("traces.jsonl")) +
+          R"({"query": "Sam had 9 kites. 2 flew away. How many now?", "steps": ["9 - 2 = 7."], "solution": "7"})"
+          "\n");
+  const auto run = [&](const std::string& out, std::vector<std::string> extra) {
+    auto args = base("extract");
+    if (!extra.empty() && extra.front().rfind("KVSTEER_", 0) == 0) {
+      args.insert(args.begin(), {"env", extra.front()});
+      extra.erase(extra.begin());
+    }
+    args.insert(args.end(), {"--traces", dir_.file("more.jsonl"), "-N", "4", "-k", "1",
+                             "--chat-template", "chatml", "--parallel", "2", "--position", "-1",
+                             "--position", "-2", "-o", out, "-o", out + ".second"});
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_command(args);
+  };
+  ASSERT_EQ(run(dir_.file("whole.gguf"), {"--no-checkpoint"}).exit_code, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("whole.gguf.partial")));
+
+  const std::string out = dir_.file("v.gguf");
+  const auto killed =
+      run(out, {"KVSTEER_TEST_EXIT_AFTER_CHECKPOINTS=2", "--checkpoint-every", "0"});
+  EXPECT_EQ(killed.exit_code, 137) << killed.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+  ASSERT_TRUE(std::filesystem::exists(out + ".partial"));
+  const std::string checkpoint = test::read_file(out + ".partial");
+  const auto resumed = run(out, {"--checkpoint-every", "0"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resuming from " + out + ".partial: 2 of 4 pairs done"),
+            std::string::npos)
+      << resumed.err;
+  EXPECT_FALSE(std::filesystem::exists(out + ".partial"));
+  for (const auto& [got, want] :
+       {std::pair{out, dir_.file("whole.gguf")},
+        std::pair{out + ".second", dir_.file("whole.gguf") + ".second"}}) {
+    const auto a = load_steering_vector(got);
+    const auto b = load_steering_vector(want);
+    EXPECT_EQ(a.k, b.k) << got;
+    EXPECT_EQ(a.v, b.v) << got;
+    EXPECT_EQ(a.info.source, b.info.source);
+  }
+
+  // A damaged checkpoint, and one of another extraction: a warning, and a whole new extraction.
+  const std::string other = dir_.file("o.gguf");
+  ASSERT_EQ(
+      run(other, {"KVSTEER_TEST_EXIT_AFTER_CHECKPOINTS=1", "--checkpoint-every", "0"}).exit_code,
+      137);
+  std::string damaged = test::read_file(other + ".partial");
+  damaged[damaged.size() / 2] ^= 0x40;
+  test::write_file(other + ".partial", damaged);
+  const auto fresh = run(other, {});
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.err;
+  EXPECT_NE(fresh.err.find("checksum mismatch"), std::string::npos) << fresh.err;
+  EXPECT_EQ(fresh.err.find("resuming"), std::string::npos) << fresh.err;
+  EXPECT_EQ(load_steering_vector(other).v, load_steering_vector(dir_.file("whole.gguf")).v);
+  auto args = base("extract");
+  args.insert(args.end(),
+              {"--traces", dir_.file("more.jsonl"), "-N", "3", "-k", "1", "--chat-template",
+               "chatml", "-o", dir_.file("three.gguf"), "--checkpoint", dir_.file("kept.partial")});
+  test::write_file(dir_.file("kept.partial"), checkpoint);
+  const auto foreign = run_command(args);
+  ASSERT_EQ(foreign.exit_code, 0) << foreign.err;
+  EXPECT_NE(foreign.err.find("another extraction"), std::string::npos) << foreign.err;
+}
+
 }  // namespace
 }  // namespace kvsteer

@@ -2,12 +2,16 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <stdexcept>
+#include <string>
 #include <tuple>
 
+#include "kvsteer/checkpoint_file.h"
 #include "kvsteer/error.h"
 #include "kvsteer/generation.h"
 #include "kvsteer/steering.h"
 #include "support/model_cases.h"
+#include "support/test_env.h"
 
 namespace kvsteer {
 namespace {
@@ -129,6 +133,107 @@ TEST_F(Steering, ExtractionShowsEveryCellItAverages) {
       }
     }
   }
+}
+
+// An interrupted extraction resumed from its checkpoint (through a file, as the CLI does) gives the
+// uninterrupted extraction's vectors bit for bit, and decodes only what the checkpoint lacks.
+TEST_F(Steering, ExtractionResumedFromACheckpointEqualsAnUninterruptedOne) {
+  test::TempDir dir;
+  auto ps = pairs();
+  ps.push_back({model_->tokenize("Ben found a shiny coin and jumped with joy.", true),
+                model_->tokenize("Ben lost his shiny coin and sat down to cry.", true)});
+  SessionParams batched = params_;
+  batched.n_seq = 2;  // one pair per batch: a checkpoint after every pair
+  const Pos positions[] = {-1, -2};
+  Session whole(model_, batched);
+  std::vector<std::size_t> checkpoints;
+  ExtractionParams watch;
+  watch.on_checkpoint = [&](const ExtractionCheckpoint& cp) {
+    checkpoints.push_back(cp.pairs_done);
+  };
+  const auto want = extract_steering_vectors(whole, ps, positions, watch);
+  EXPECT_EQ(checkpoints, (std::vector<std::size_t>{1, 2, 3, 4}));
+
+  // Stopped after two pairs (an exception from the progress callback, as a kill would).
+  Session first(model_, batched);
+  ExtractionParams save;
+  save.on_checkpoint = [&](const ExtractionCheckpoint& cp) {
+    save_extraction_checkpoint(dir.file("x.partial"), cp);
+  };
+  save.progress = [](std::size_t done, std::size_t) {
+    if (done == 2) throw std::runtime_error("stopped");
+  };
+  EXPECT_THROW(extract_steering_vectors(first, ps, positions, save), std::runtime_error);
+  const ExtractionCheckpoint cp = load_extraction_checkpoint(dir.file("x.partial"));
+  EXPECT_EQ(cp.pairs_done, 2u);
+  EXPECT_EQ(cp.identity, extraction_identity(first, ps, positions));
+
+  Session second(model_, batched);
+  ExtractionParams resume;
+  resume.resume = &cp;
+  std::set<std::size_t> decoded;
+  resume.on_cell = [&](std::size_t pair, bool, std::size_t, const KvCell&) {
+    decoded.insert(pair);
+  };
+  const auto got = extract_steering_vectors(second, ps, positions, resume);
+  EXPECT_EQ(decoded, (std::set<std::size_t>{2, 3}));
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t p = 0; p < want.size(); ++p) {
+    ASSERT_EQ(got[p].k.size(), want[p].k.size());
+    for (std::size_t il = 0; il < want[p].k.size(); ++il) {
+      EXPECT_EQ(got[p].k[il], want[p].k[il]) << "position " << p << " layer " << il;
+      EXPECT_EQ(got[p].v[il], want[p].v[il]) << "position " << p << " layer " << il;
+    }
+    EXPECT_EQ(got[p].info.n_pairs, 4u);
+  }
+  ASSERT_FALSE(want[0].v[1].empty());
+}
+
+TEST_F(Steering, ExtractionRefusesAnotherExtractionsCheckpoint) {
+  const auto ps = pairs();
+  SessionParams batched = params_;
+  batched.n_seq = 2;
+  const Pos last[] = {-1};
+  Session s(model_, batched);
+  ExtractionCheckpoint cp;
+  ExtractionParams keep;
+  keep.on_checkpoint = [&](const ExtractionCheckpoint& c) {
+    if (c.pairs_done == 1) cp = c;
+  };
+  (void)extract_steering_vectors(s, ps, last, keep);
+  const auto refused = [&](Session& session, std::span<const ContrastivePair> pairs,
+                           std::span<const Pos> positions, const ExtractionCheckpoint& c,
+                           const std::string& words) {
+    ExtractionParams r;
+    r.resume = &c;
+    try {
+      (void)extract_steering_vectors(session, pairs, positions, r);
+      ADD_FAILURE() << "resumed: " << words;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  // Other pairs, other positions, another batch shape: another extraction.
+  const std::vector<ContrastivePair> fewer(ps.begin(), ps.begin() + 2);
+  refused(s, fewer, last, cp, "another extraction");
+  const Pos two[] = {-1, -2};
+  refused(s, ps, two, cp, "another extraction");
+  SessionParams wider = batched;
+  wider.n_seq = 4;
+  Session w(model_, wider);
+  refused(w, ps, last, cp, "another extraction");
+  // The right identity with sums that do not fit.
+  ExtractionCheckpoint odd = cp;
+  odd.sums[0].v[3].pop_back();
+  refused(s, ps, last, odd, "layer 3");
+  ExtractionCheckpoint early = cp;
+  early.pairs_done = 4;
+  refused(s, ps, last, early, "4 of 3 pairs");
+  // Two pairs per batch: one pair done is no batch's end.
+  ExtractionCheckpoint mid = cp;
+  mid.identity = extraction_identity(w, ps, last);
+  refused(w, ps, last, mid, "not where a batch");
 }
 
 TEST_F(Steering, ExtractionRejectsBadInput) {

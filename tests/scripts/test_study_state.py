@@ -126,3 +126,45 @@ def test_a_finished_sweep_drops_its_journal_from_the_state(tmp_path: Path) -> No
     assert (state / "selection/t/s.json").exists()
     shutil.rmtree(out)
     assert restore_state(state, out) == ["selection/t/s.json"]
+
+
+def extract(cli: Path, organism: Path, data: Path, out: Path, env: dict[str, str] | None = None,
+            ) -> subprocess.CompletedProcess:
+    return subprocess.run([str(cli), "extract", "-m", str(organism), "-t", "1", "--task",
+                           "generic", "--traces", str(data / "traces.jsonl"), "-N", "12",
+                           "-k", "3", "--parallel", "2", "--checkpoint-every", "0", "-o", str(out)],
+                          capture_output=True, text=True,
+                          env={**os.environ, "OMP_WAIT_POLICY": "passive", **(env or {})})
+
+
+def test_an_extraction_goes_on_from_its_exported_checkpoint(cli: Path, organism: Path, data: Path,
+                                                             tmp_path: Path) -> None:
+    whole = tmp_path / "whole.gguf"
+    assert extract(cli, organism, data, whole).returncode == 0
+    # Killed on one machine after 5 of 12 pairs, as the study names its vectors.
+    first = tmp_path / "first"
+    (first / "vectors").mkdir(parents=True)
+    tmp = first / "vectors" / "t-last.gguf.tmp.gguf"
+    killed = extract(cli, organism, data, tmp, {"KVSTEER_TEST_EXIT_AFTER_CHECKPOINTS": "5"})
+    assert killed.returncode == 137, killed.stderr
+    state = tmp_path / "state"
+    export_state(first, state)
+    assert (state / "vectors" / "t-last.gguf.tmp.gguf.partial").exists()
+    assert not (state / "vectors" / "t-last.gguf.tmp.gguf").exists()
+
+    # Another machine: the checkpoint is restored, and the extraction goes on from pair 5.
+    second = tmp_path / "second"
+    assert restore_state(state, second) == ["extraction checkpoint t-last.gguf.tmp.gguf.partial"]
+    resumed = extract(cli, organism, data, second / "vectors" / "t-last.gguf.tmp.gguf")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "5 of 12 pairs done" in resumed.stderr
+    assert (second / "vectors" / "t-last.gguf.tmp.gguf").read_bytes() == whole.read_bytes()
+
+    # Finished (the study renames the vector): the state drops the checkpoint, and a restore
+    # into a folder that has the vector brings back no stale checkpoint.
+    (second / "vectors" / "t-last.gguf.tmp.gguf").rename(second / "vectors" / "t-last.gguf")
+    export_state(second, state)
+    assert not (state / "vectors" / "t-last.gguf.tmp.gguf.partial").exists()
+    assert (state / "vectors" / "t-last.gguf").read_bytes() == whole.read_bytes()
+    (state / "vectors" / "t-last.gguf.tmp.gguf.partial").write_bytes(b"stale")
+    assert restore_state(state, second) == []

@@ -1,8 +1,13 @@
 // kvsteer extract: contrastive pairs from a traces file -> steering vector file.
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
 
 #include "common.h"
 #include "eval/trace_extraction.h"
+#include "kvsteer/checkpoint_file.h"
 #include "progress.h"
 
 namespace kvsteer::cli {
@@ -14,7 +19,37 @@ struct ExtractOptions {
   std::vector<std::int32_t> positions;  // default {-1}
   std::vector<std::string> outs;
   std::uint32_t parallel = 4;
+  std::string checkpoint;  // empty: the first output + ".partial"
+  bool no_checkpoint = false;
+  double checkpoint_every = 30;  // seconds between checkpoint saves
 };
+
+// The checkpoint at path if it can continue this extraction; otherwise nothing, with a warning
+// when a file is there (damaged, or another extraction's): the extraction then starts over and
+// overwrites it, as a stale file must not stop the command the user asked for.
+std::optional<ExtractionCheckpoint> usable_checkpoint(const std::string& path,
+                                                      std::uint64_t identity) {
+  if (!std::filesystem::exists(path)) return std::nullopt;
+  try {
+    ExtractionCheckpoint cp = load_extraction_checkpoint(path);
+    if (cp.identity == identity) return cp;
+    std::fprintf(stderr,
+                 "kvsteer: warning: %s is the checkpoint of another extraction (model, pairs, "
+                 "positions or batch shape differ); starting over\n",
+                 path.c_str());
+  } catch (const Error& e) {
+    std::fprintf(stderr, "kvsteer: warning: %s; starting over\n", e.what());
+  }
+  return std::nullopt;
+}
+
+// A test hook: KVSTEER_TEST_EXIT_AFTER_CHECKPOINTS=n ends the process abruptly (as a kill would:
+// no destructors, no outputs) right after the n-th checkpoint is saved, so that tests can resume
+// from a known point.
+std::size_t exit_after_checkpoints() {
+  const char* v = std::getenv("KVSTEER_TEST_EXIT_AFTER_CHECKPOINTS");
+  return v == nullptr ? 0 : std::strtoul(v, nullptr, 10);
+}
 
 void run(ExtractOptions o) {
   if (o.positions.empty()) o.positions = {-1};
@@ -31,10 +66,34 @@ void run(ExtractOptions o) {
   for (const auto& p : set.pairs)
     max_tokens = std::max({max_tokens, p.positive.size(), p.negative.size()});
   Session session(model, sparams);
+  const std::vector<Pos> positions(o.positions.begin(), o.positions.end());
+  const std::string checkpoint =
+      o.no_checkpoint ? "" : (o.checkpoint.empty() ? o.outs.front() + ".partial" : o.checkpoint);
+  std::optional<ExtractionCheckpoint> resume;
+  if (!checkpoint.empty()) {
+    resume = usable_checkpoint(checkpoint, extraction_identity(session, set.pairs, positions));
+  }
   Progress bar("extract", set.pairs.size());
   ExtractionParams params;
   params.progress = [&bar](std::size_t done, std::size_t) { bar.update(done); };
-  const std::vector<Pos> positions(o.positions.begin(), o.positions.end());
+  if (resume) {
+    std::fprintf(stderr, "kvsteer: resuming from %s: %zu of %zu pairs done\n", checkpoint.c_str(),
+                 resume->pairs_done, resume->n_pairs);
+    params.resume = &*resume;
+  }
+  using Clock = std::chrono::steady_clock;
+  auto last_save = Clock::now();
+  std::size_t saved = 0;
+  const std::size_t exit_after = exit_after_checkpoints();
+  if (!checkpoint.empty()) {
+    params.on_checkpoint = [&](const ExtractionCheckpoint& cp) {
+      const std::chrono::duration<double> since = Clock::now() - last_save;
+      if (cp.pairs_done == cp.n_pairs || since.count() < o.checkpoint_every) return;
+      save_extraction_checkpoint(checkpoint, cp);
+      last_save = Clock::now();
+      if (++saved == exit_after) std::_Exit(137);
+    };
+  }
   std::vector<SteeringVector> vectors =
       extract_steering_vectors(session, set.pairs, positions, params);
   bar.finish();
@@ -48,6 +107,8 @@ void run(ExtractOptions o) {
                                   {"max_prompt_tokens", max_tokens},
                                   {"traces_sha256", set.traces_sha256},
                                   {"model", fingerprint_json(model->fingerprint())}};
+  // Only once every output is saved: a kill before this leaves the checkpoint to resume from.
+  if (!checkpoint.empty()) std::filesystem::remove(checkpoint);
   std::printf("%s\n", summary.dump().c_str());
 }
 
@@ -78,6 +139,14 @@ void add_extract(CLI::App& app) {
       ->check(CLI::Range(1u, 64u));
   sub->add_option("-o,--out", opts->outs, "output vector file (GGUF); one per --position")
       ->required();
+  sub->add_option("--checkpoint", opts->checkpoint,
+                  "where the extraction saves its progress, to go on from there when it is run "
+                  "again with the same settings after an interruption (default: the first -o file "
+                  "+ \".partial\"; removed when the outputs are written)");
+  sub->add_flag("--no-checkpoint", opts->no_checkpoint, "save no progress");
+  sub->add_option("--checkpoint-every", opts->checkpoint_every,
+                  "seconds between progress saves (0: after every batch that ends on a pair)")
+      ->check(CLI::NonNegativeNumber);
   sub->callback([opts] { run(*opts); });
 }
 
