@@ -1,8 +1,11 @@
 #include "eval/trace_extraction.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <utility>
 
 #include "eval/prompts.h"
+#include "kvsteer/checkpoint_file.h"
 #include "kvsteer/error.h"
 
 namespace kvsteer::eval {
@@ -73,6 +76,47 @@ void record_provenance(SteeringVector& vector, const TraceExtraction& x, const C
                        (position == -1 ? "" : " --position " + std::to_string(position)) +
                        " --parallel " + std::to_string(parallel) + " --batch-size " +
                        std::to_string(n_batch);
+}
+
+ExtractionCheckpointFile::ExtractionCheckpointFile(
+    std::string path, double every_s, std::uint64_t identity,
+    const std::function<void(const std::string&)>& warn)
+    : path_(std::move(path)), every_s_(every_s) {
+  if (!std::filesystem::exists(path_)) return;
+  try {
+    ExtractionCheckpoint cp = load_extraction_checkpoint(path_);
+    if (cp.identity == identity) {
+      resume_ = std::move(cp);
+      return;
+    }
+    warn(path_ +
+         " is the checkpoint of another extraction (model, pairs, positions or batch "
+         "shape differ); starting over");
+  } catch (const Error& e) {
+    warn(std::string(e.what()) + "; starting over");
+  }
+}
+
+void ExtractionCheckpointFile::attach(ExtractionParams& params,
+                                      std::function<void(std::size_t)> after_save) {
+  params.resume = resume();
+  params.on_checkpoint = [this, after = std::move(after_save)](const ExtractionCheckpoint& cp) {
+    using Seconds = std::chrono::duration<double>;
+    // The last checkpoint is the finished extraction, which the outputs hold.
+    if (cp.pairs_done == cp.n_pairs ||
+        Seconds(std::chrono::steady_clock::now() - last_save_).count() < every_s_) {
+      return;
+    }
+    save_extraction_checkpoint(path_, cp);
+    last_save_ = std::chrono::steady_clock::now();
+    ++saves_;
+    if (after) after(saves_);
+  };
+}
+
+void ExtractionCheckpointFile::remove() const {
+  std::error_code ignored;
+  std::filesystem::remove(path_, ignored);
 }
 
 }  // namespace kvsteer::eval

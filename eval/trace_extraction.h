@@ -3,7 +3,10 @@
 // settings give the same vector bytes.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -62,5 +65,36 @@ SessionParams extraction_session(const Model& model, const SessionSettings& sett
 // prompts decoded together round differently, up to ~3 % of a row on SmolLM2-135M).
 void record_provenance(SteeringVector& vector, const TraceExtraction& x, const ContrastiveSet& set,
                        Pos position, std::uint32_t parallel, std::uint32_t n_batch);
+
+// An extraction's checkpoint file, as `kvsteer extract --checkpoint` and
+// kvsteer.extract(checkpoint=...) keep it: resumed from when it belongs to this extraction, saved
+// at most every `every_s` seconds, removed by the caller once its outputs are written.
+class ExtractionCheckpointFile {
+ public:
+  // Reads path when it exists. A damaged file, or another extraction's, is reported through
+  // `warn` (one sentence) and ignored: the extraction starts over and replaces it, as a stale
+  // file must not stop the extraction the user asked for.
+  ExtractionCheckpointFile(std::string path, double every_s, std::uint64_t identity,
+                           const std::function<void(const std::string&)>& warn);
+  // attach() hands out `this`.
+  ExtractionCheckpointFile(const ExtractionCheckpointFile&) = delete;
+  ExtractionCheckpointFile& operator=(const ExtractionCheckpointFile&) = delete;
+
+  // The checkpoint to go on from, or nullptr.
+  const ExtractionCheckpoint* resume() const { return resume_ ? &*resume_ : nullptr; }
+  // Sets params.resume and params.on_checkpoint. after_save (may be empty) is called with the
+  // number of saves so far after each save.
+  void attach(ExtractionParams& params, std::function<void(std::size_t)> after_save = {});
+  // Removes the file (none there is fine).
+  void remove() const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  double every_s_;
+  std::optional<ExtractionCheckpoint> resume_;
+  std::chrono::steady_clock::time_point last_save_ = std::chrono::steady_clock::now();
+  std::size_t saves_ = 0;
+};
 
 }  // namespace kvsteer::eval

@@ -132,6 +132,8 @@ struct ExtractArgs {
   std::vector<Pos> positions;
   std::uint32_t parallel = 4;
   SessionSettings session;
+  std::optional<std::string> checkpoint;  // as `kvsteer extract --checkpoint`
+  double checkpoint_every = 30;
 };
 
 // Pairs given as (positive, negative): rendered prompt texts (tokenized with the BOS rule) or
@@ -169,13 +171,27 @@ std::vector<SteeringVector> extract(const std::shared_ptr<const Model>& model, c
   }
   SessionParams sp = eval::extraction_session(*model, a.session, a.parallel, set.pairs);
   const Progress report = progress_adaptor(std::move(progress));
+  if (a.checkpoint_every < 0) {
+    throw Error(ErrorCode::InvalidArgument, "checkpoint_every must be >= 0 seconds");
+  }
+  std::vector<std::string> warnings;  // raised once the GIL is held again
+  std::optional<eval::ExtractionCheckpointFile> file;
   std::vector<SteeringVector> vectors = run_long([&](LongCall& call) {
     sp.abort_callback = call.abort_callback();
     Session session(model, sp);
     ExtractionParams params;
     params.progress = cancellable(report, call);
+    if (a.checkpoint) {
+      file.emplace(*a.checkpoint, a.checkpoint_every,
+                   extraction_identity(session, set.pairs, a.positions),
+                   [&warnings](const std::string& why) { warnings.push_back(why); });
+      file->attach(params);
+    }
     return extract_steering_vectors(session, set.pairs, a.positions, params);
   });
+  for (const std::string& why : warnings) {
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, why.c_str(), 1) != 0) throw nb::python_error();
+  }
   for (std::size_t i = 0; i < vectors.size(); ++i) {
     if (a.from_traces) {
       // The CLI's provenance, so that the file is the one `kvsteer extract` writes (tested byte
@@ -189,6 +205,8 @@ std::vector<SteeringVector> extract(const std::shared_ptr<const Model>& model, c
           std::to_string(sp.n_batch);
     }
   }
+  // The caller saves the vectors; the checkpoint has served once they exist in memory.
+  if (file) file->remove();
   return vectors;
 }
 
@@ -280,8 +298,10 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
          const std::string& chat_template, const std::string& cot_prefix, nb::object position,
          std::uint32_t parallel, std::uint32_t n_ctx, std::uint32_t n_batch, std::int32_t n_threads,
          const std::string& type_k, const std::string& type_v, const std::string& flash_attn,
-         nb::object progress) -> nb::object {
+         nb::object progress, nb::object checkpoint, double checkpoint_every) -> nb::object {
         ExtractArgs a;
+        if (!checkpoint.is_none()) a.checkpoint = fspath(checkpoint);
+        a.checkpoint_every = checkpoint_every;
         a.from_traces = traces.has_value();
         a.x.traces = traces.value_or("");
         a.pairs = std::move(pairs);
@@ -312,6 +332,7 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
       "prompt_family"_a = nb::none(), "chat_template"_a = "", "cot_prefix"_a = "",
       "position"_a = -1, "parallel"_a = 4, "n_ctx"_a = 0, "n_batch"_a = 512, "n_threads"_a = 0,
       "type_k"_a = "f16", "type_v"_a = "f16", "flash_attn"_a = "auto", "progress"_a = nb::none(),
+      "checkpoint"_a = nb::none(), "checkpoint_every"_a = 30.0,
       R"doc(Extracts a steering vector from contrastive prompt pairs (paper §1.2-1.3).
 
 From traces (a JSONL of query|question, steps, solution), as `kvsteer extract`:
@@ -328,7 +349,12 @@ position: the cell read, from the end of each prompt (-1: the last token); a
 list gives one vector per position from one pass. parallel prompts are decoded
 together (their rounding is part of the result: llama.cpp's CPU kernels depend
 on the batch). progress: callable(done, total) or a tqdm bar. The GIL is
-released; Ctrl-C raises KeyboardInterrupt and nothing is written.)doc");
+released; Ctrl-C raises KeyboardInterrupt and nothing is written.
+
+checkpoint: a file path. The running sums are saved there at most every
+checkpoint_every seconds; a call with the same settings after an interruption
+(Ctrl-C, a kill) goes on from it, and it is removed when the call returns.
+A damaged file or another extraction's raises a RuntimeWarning and is replaced.)doc");
 }
 
 }  // namespace kvsteer::py

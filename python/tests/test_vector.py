@@ -36,6 +36,35 @@ def test_extract_from_pairs_and_positions(stories):
     np.testing.assert_array_equal(one.to_numpy()[1], vs[1].to_numpy()[1])
 
 
+def test_an_interrupted_extraction_goes_on_from_its_checkpoint(stories, traces, tmp_path):
+    settings = dict(n_pairs=6, shots=2, prompt_family="chatml", n_threads=1, parallel=2,
+                    position=[-1, -2])
+    whole = kvsteer.extract(stories, str(traces), **settings)
+    checkpoint = tmp_path / "x.partial"
+
+    def stop_after_three(done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt  # as Ctrl-C in a notebook
+
+    with pytest.raises(KeyboardInterrupt):
+        kvsteer.extract(stories, str(traces), checkpoint=checkpoint, checkpoint_every=0,
+                        progress=stop_after_three, **settings)
+    assert checkpoint.exists()
+    seen: list[int] = []
+    resumed = kvsteer.extract(stories, str(traces), checkpoint=checkpoint, checkpoint_every=0,
+                              progress=lambda done, total: seen.append(done), **settings)
+    assert seen == [4, 5, 6]  # pairs 1-3 came from the checkpoint
+    assert not checkpoint.exists()
+    for a, b in zip(resumed, whole):
+        np.testing.assert_array_equal(a.to_numpy()[0], b.to_numpy()[0])
+        np.testing.assert_array_equal(a.to_numpy()[1], b.to_numpy()[1])
+
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.warns(RuntimeWarning, match="no KVSXCKPT magic"):
+        again = kvsteer.extract(stories, str(traces), checkpoint=checkpoint, **settings)
+    np.testing.assert_array_equal(again[0].to_numpy()[1], whole[0].to_numpy()[1])
+
+
 def test_keys_are_zero_copy_views(stories_vector):
     v = stories_vector.clone()
     a, b = v.keys[2], v.keys[2]

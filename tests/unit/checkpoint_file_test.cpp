@@ -30,8 +30,8 @@ ExtractionCheckpoint sample_checkpoint() {
       }
       // Values that a decimal or float round trip would change.
       s.k.push_back({1.0 / 3.0, -0.1 * il, std::nextafter(1.0, 2.0), 1e-300, -0.0});
-      s.v.push_back({std::numeric_limits<double>::denorm_min(), 7.25 * (p + 1), 1e300,
-                     -1.0 / 7.0, 2.0 / 3.0});
+      s.v.push_back({std::numeric_limits<double>::denorm_min(), 7.25 * (p + 1), 1e300, -1.0 / 7.0,
+                     2.0 / 3.0});
       s.count.push_back(74);
     }
     cp.sums.push_back(std::move(s));

@@ -1,13 +1,10 @@
 // kvsteer extract: contrastive pairs from a traces file -> steering vector file.
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <optional>
 
 #include "common.h"
 #include "eval/trace_extraction.h"
-#include "kvsteer/checkpoint_file.h"
 #include "progress.h"
 
 namespace kvsteer::cli {
@@ -23,25 +20,6 @@ struct ExtractOptions {
   bool no_checkpoint = false;
   double checkpoint_every = 30;  // seconds between checkpoint saves
 };
-
-// The checkpoint at path if it can continue this extraction; otherwise nothing, with a warning
-// when a file is there (damaged, or another extraction's): the extraction then starts over and
-// overwrites it, as a stale file must not stop the command the user asked for.
-std::optional<ExtractionCheckpoint> usable_checkpoint(const std::string& path,
-                                                      std::uint64_t identity) {
-  if (!std::filesystem::exists(path)) return std::nullopt;
-  try {
-    ExtractionCheckpoint cp = load_extraction_checkpoint(path);
-    if (cp.identity == identity) return cp;
-    std::fprintf(stderr,
-                 "kvsteer: warning: %s is the checkpoint of another extraction (model, pairs, "
-                 "positions or batch shape differ); starting over\n",
-                 path.c_str());
-  } catch (const Error& e) {
-    std::fprintf(stderr, "kvsteer: warning: %s; starting over\n", e.what());
-  }
-  return std::nullopt;
-}
 
 // A test hook: KVSTEER_TEST_EXIT_AFTER_CHECKPOINTS=n ends the process abruptly (as a kill would:
 // no destructors, no outputs) right after the n-th checkpoint is saved, so that tests can resume
@@ -69,30 +47,25 @@ void run(ExtractOptions o) {
   const std::vector<Pos> positions(o.positions.begin(), o.positions.end());
   const std::string checkpoint =
       o.no_checkpoint ? "" : (o.checkpoint.empty() ? o.outs.front() + ".partial" : o.checkpoint);
-  std::optional<ExtractionCheckpoint> resume;
+  std::optional<eval::ExtractionCheckpointFile> file;
   if (!checkpoint.empty()) {
-    resume = usable_checkpoint(checkpoint, extraction_identity(session, set.pairs, positions));
+    file.emplace(checkpoint, o.checkpoint_every, extraction_identity(session, set.pairs, positions),
+                 [](const std::string& why) {
+                   std::fprintf(stderr, "kvsteer: warning: %s\n", why.c_str());
+                 });
   }
   Progress bar("extract", set.pairs.size());
   ExtractionParams params;
   params.progress = [&bar](std::size_t done, std::size_t) { bar.update(done); };
-  if (resume) {
-    std::fprintf(stderr, "kvsteer: resuming from %s: %zu of %zu pairs done\n", checkpoint.c_str(),
-                 resume->pairs_done, resume->n_pairs);
-    params.resume = &*resume;
-  }
-  using Clock = std::chrono::steady_clock;
-  auto last_save = Clock::now();
-  std::size_t saved = 0;
-  const std::size_t exit_after = exit_after_checkpoints();
-  if (!checkpoint.empty()) {
-    params.on_checkpoint = [&](const ExtractionCheckpoint& cp) {
-      const std::chrono::duration<double> since = Clock::now() - last_save;
-      if (cp.pairs_done == cp.n_pairs || since.count() < o.checkpoint_every) return;
-      save_extraction_checkpoint(checkpoint, cp);
-      last_save = Clock::now();
-      if (++saved == exit_after) std::_Exit(137);
-    };
+  if (file) {
+    if (const ExtractionCheckpoint* cp = file->resume()) {
+      std::fprintf(stderr, "kvsteer: resuming from %s: %zu of %zu pairs done\n", checkpoint.c_str(),
+                   cp->pairs_done, cp->n_pairs);
+    }
+    const std::size_t exit_after = exit_after_checkpoints();
+    file->attach(params, [exit_after](std::size_t saves) {
+      if (saves == exit_after) std::_Exit(137);
+    });
   }
   std::vector<SteeringVector> vectors =
       extract_steering_vectors(session, set.pairs, positions, params);
@@ -108,7 +81,7 @@ void run(ExtractOptions o) {
                                   {"traces_sha256", set.traces_sha256},
                                   {"model", fingerprint_json(model->fingerprint())}};
   // Only once every output is saved: a kill before this leaves the checkpoint to resume from.
-  if (!checkpoint.empty()) std::filesystem::remove(checkpoint);
+  if (file) file->remove();
   std::printf("%s\n", summary.dump().c_str());
 }
 
