@@ -80,9 +80,20 @@ def export_compact(src: Path, dest: Path) -> None:
     write_atomic(dest, "".join(compact_line(line) + "\n" for line in whole_lines(src)))
 
 
+def exported_unchanged(run: Path, state: Path) -> bool:
+    """Whether a finished run is in the state as it is now: its summary is written last and
+    changes whenever the run does (an extension removes it first), so the same summary bytes mean
+    the same records."""
+    summary, kept = run / "summary.json", state / f"{run.name}.summary.json"
+    return (summary.exists() and kept.exists() and (state / f"{run.name}.items.jsonl").exists()
+            and summary.read_bytes() == kept.read_bytes())
+
+
 def export_state(out: Path, state: Path) -> None:
     for run in sorted((out / "runs").glob("*/")) if (out / "runs").exists() else []:
         if not (run / "config.json").exists() or not (run / "items.jsonl").exists():
+            continue
+        if exported_unchanged(run, state):
             continue
         copy_atomic(run / "config.json", state / f"{run.name}.config.json")
         export_compact(run / "items.jsonl", state / f"{run.name}.items.jsonl")

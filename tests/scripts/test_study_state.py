@@ -168,3 +168,24 @@ def test_an_extraction_goes_on_from_its_exported_checkpoint(cli: Path, organism:
     assert (state / "vectors" / "t-last.gguf").read_bytes() == whole.read_bytes()
     (state / "vectors" / "t-last.gguf.tmp.gguf.partial").write_bytes(b"stale")
     assert restore_state(state, second) == []
+
+
+def test_a_finished_run_is_exported_again_only_when_it_changes(tmp_path: Path) -> None:
+    out, state = tmp_path / "out", tmp_path / "state"
+    run = out / "runs" / "t-x"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"limit": 1}\n')
+    record = {"index": 0, "correct": True, "prompt": "p", "response": "A: yes"}
+    (run / "items.jsonl").write_text(json.dumps(record) + "\n")
+    (run / "summary.json").write_text('{"n": 1}\n')
+    export_state(out, state)
+    kept = state / "t-x.items.jsonl"
+    first = kept.stat().st_ino  # every write replaces the file (a new inode)
+    assert json.loads(kept.read_text())["answer_first"] is True
+    export_state(out, state)
+    assert kept.stat().st_ino == first  # finished and unchanged: not rewritten
+    # Extended to 2 items: a new summary, so the records are exported again.
+    (run / "items.jsonl").write_text(json.dumps(record) + "\n" + json.dumps({**record, "index": 1}) + "\n")
+    (run / "summary.json").write_text('{"n": 2}\n')
+    export_state(out, state)
+    assert len(kept.read_text().splitlines()) == 2
