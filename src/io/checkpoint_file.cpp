@@ -30,7 +30,9 @@ class Writer {
   }
   void put_doubles(const std::vector<double>& xs) {
     put<std::uint64_t>(xs.size());
-    bytes_.append(reinterpret_cast<const char*>(xs.data()), xs.size() * sizeof(double));
+    if (!xs.empty()) {
+      bytes_.append(reinterpret_cast<const char*>(xs.data()), xs.size() * sizeof(double));
+    }
   }
   void raw(std::string_view s) { bytes_.append(s); }
   std::string& bytes() { return bytes_; }
@@ -70,7 +72,9 @@ class Reader {
       fail(std::string("truncated in ") + field);
     }
     std::vector<double> xs(n);
-    std::memcpy(xs.data(), bytes_.data() + at_, n * sizeof(double));
+    if (n > 0) {  // an empty vector's data() may be null, which memcpy must not get
+      std::memcpy(xs.data(), bytes_.data() + at_, n * sizeof(double));
+    }
     at_ += n * sizeof(double);
     return xs;
   }
