@@ -124,10 +124,10 @@ ordered_json steering_json(const SteeringParams& p) {
 // The model file's size and an FNV-1a 64 of its first and last 4 MiB (the whole file when
 // smaller): a retrained or requantised model keeps its fingerprint (architecture, vocabulary),
 // and a resumed run must not mix its answers with another model's.
-ordered_json model_file_identity(const std::string& path) {
+ordered_json file_identity(const std::string& path, const std::string& what) {
   constexpr std::uintmax_t kSpan = 4u << 20;
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::Io, "cannot read model file '" + path + "'");
+  if (!in) throw Error(ErrorCode::Io, "cannot read " + what + " '" + path + "'");
   const std::uintmax_t size = std::filesystem::file_size(path);
   std::uint64_t h = base::kFnv1a64Basis;
   std::vector<char> buffer;
@@ -135,7 +135,7 @@ ordered_json model_file_identity(const std::string& path) {
     buffer.resize(static_cast<std::size_t>(n));
     in.seekg(static_cast<std::streamoff>(from));
     in.read(buffer.data(), static_cast<std::streamsize>(n));
-    if (!in) throw Error(ErrorCode::Io, "cannot read model file '" + path + "'");
+    if (!in) throw Error(ErrorCode::Io, "cannot read " + what + " '" + path + "'");
     h = base::fnv1a64(buffer.data(), buffer.size(), h);
   };
   if (size <= 2 * kSpan) {
@@ -164,7 +164,7 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
       {"parallel", o.n_parallel},
       {"model", o.model_path},
       {"model_fingerprint", fingerprint_text(model.fingerprint())}};
-  if (!o.model_path.empty()) c["model_file"] = model_file_identity(o.model_path);
+  if (!o.model_path.empty()) c["model_file"] = file_identity(o.model_path, "model file");
   if (o.task == Task::OrganismChoice) c["choice_scoring"] = "organism_answer_first";
   if (o.method == Method::FewShot || o.method == Method::Cache || o.method == Method::CacheCot ||
       o.method == Method::Caa) {
@@ -175,6 +175,7 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
   }
   if (o.method == Method::Cache || o.method == Method::CacheCot) {
     c["vector"] = o.vector_path;
+    if (!o.vector_path.empty()) c["vector_file"] = file_identity(o.vector_path, "vector file");
     c["steering"] = steering_json(o.steering);
   }
   if (o.method == Method::Caa) {
@@ -226,10 +227,12 @@ std::vector<std::string> config_differences(const ordered_json& recorded, const 
     if (differs(key)) keys.push_back(key);
   }
   for (const auto& [key, value] : now.items()) {
-    if (!recorded.contains(key)) keys.push_back(key);
+    if (!recorded.contains(key) && !config_key_added_later(key)) keys.push_back(key);
   }
   return keys;
 }
+
+bool config_key_added_later(const std::string& key) { return key == "vector_file"; }
 
 bool limit_extends(std::size_t recorded_limit, std::size_t limit) {
   if (recorded_limit == 0) return limit == 0;

@@ -320,10 +320,12 @@ std::vector<std::vector<float>> scaled(const std::vector<std::vector<float>>& v,
 
 ordered_json steering_json(const SteeringParams& p);
 
-// The model file's size and an FNV-1a 64 of its first and last 4 MiB (the whole file when
-// smaller): a retrained or requantised model keeps its fingerprint (architecture, vocabulary),
-// and a resumed run must not mix its answers with another model's.
-ordered_json model_file_identity(const std::string& path);
+// A file's size and an FNV-1a 64 of its first and last 4 MiB (the whole file when smaller),
+// for the model (a retrained or requantised model keeps its fingerprint: architecture,
+// vocabulary) and the vector file (a re-extracted vector keeps its path) of a run: a resumed run
+// must not mix its answers with another model's or another vector's. `what` names the file in
+// errors ("model file").
+ordered_json file_identity(const std::string& path, const std::string& what);
 
 ordered_json config_json(const EvalOptions& o, const Model& model);
 
@@ -331,9 +333,13 @@ ordered_json config_json(const EvalOptions& o, const Model& model);
 // header) and this run's differ, empty when the run may resume. File paths (data, traces,
 // fewshot_map, vector, model) are compared by the file they name, a relative one resolved against
 // the current directory: `make` and a shell spell the same file differently, and a resumed run
-// must not be refused for that. Whether the file's contents changed is what model_file (for the
-// model) and the extraction provenance are for.
+// must not be refused for that. Whether the file's contents changed is what model_file and
+// vector_file are for. A key this kvsteer records that a recorded configuration predates
+// (kConfigKeysAddedLater) is no difference: runs begun by an earlier kvsteer go on.
 std::vector<std::string> config_differences(const ordered_json& recorded, const ordered_json& now);
+
+// Keys config_json gained after runs were recorded without them (vector_file).
+bool config_key_added_later(const std::string& key);
 
 // Whether a run recorded with `recorded_limit` items may go on with `limit` (0: all items in
 // both): raising it extends the run, since items are taken in file order and the answered ones

@@ -74,6 +74,12 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
       throw Error(ErrorCode::InvalidArgument,
                   "output folder " + o.out_dir + " holds a run with another configuration (" +
                       join_keys(keys) + " differ); choose another --out");
+    } else if (std::any_of(config.items().begin(), config.items().end(), [&](const auto& kv) {
+                 return !recorded.contains(kv.key()) && config_key_added_later(kv.key());
+               })) {
+      // Begun by an earlier kvsteer: what it did not record is recorded now, and checked on
+      // every later resume.
+      write_file_atomic(config_path, config_text);
     }
   } else {
     write_file_atomic(config_path, config_text);

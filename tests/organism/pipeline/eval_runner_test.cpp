@@ -10,6 +10,7 @@
 #include "eval/scoring.h"
 #include "kvsteer/error.h"
 #include "kvsteer/file_io.h"
+#include "kvsteer/vector_file.h"
 #include "organism/gen/commands.h"
 #include "organism/pipeline/train.h"
 #include "support/test_env.h"
@@ -177,6 +178,7 @@ TEST_F(EvalRunner, ARunResumesFromRecordsWithoutTheirTexts) {
     EXPECT_NE(std::string(e.what()).find("line 1"), std::string::npos) << e.what();
   }
 }
+
 TEST_F(EvalRunner, FolderOfAnotherConfigurationIsRefused) {
   test::TempDir out;
   auto o = options("baseline");
@@ -266,6 +268,47 @@ TEST_F(EvalRunner, FolderOfAnotherModelFileWithTheSameFingerprintIsRefused) {
     f.put(static_cast<char>(last ^ 0x01));
   }
   expect_refused_as_another_configuration(o);
+}
+
+// A vector file re-made at the same path (another extraction, another machine's rounding) is
+// another configuration: its answers must not be mixed with the first vector's. Runs begun
+// before kvsteer recorded the vector's content go on, and record it from then on.
+TEST_F(EvalRunner, FolderOfAnotherVectorFileAtTheSamePathIsRefused) {
+  test::TempDir out;
+  const auto save_vector = [&](float value) {
+    SteeringVector v;
+    v.model = model_->fingerprint();
+    v.info.n_pairs = 1;
+    v.info.kv_type_k = "f16";
+    for (std::int32_t il = 0; il < v.model.n_layer; ++il) {
+      v.k.emplace_back(static_cast<std::size_t>(v.model.n_embd_k_gqa), 0.0f);
+      v.v.emplace_back(static_cast<std::size_t>(v.model.n_embd_v_gqa), value);
+    }
+    save_steering_vector(out.file("v.gguf"), v);
+  };
+  save_vector(0.01f);
+  auto o = options("cache");
+  o.vector_path = out.file("v.gguf");
+  o.limit = 2;
+  o.out_dir = out.file("run");
+  eval::run_eval(model_, o);
+  const std::string config_path = o.out_dir + "/config.json";
+  const auto recorded = ordered_json::parse(read_text_file(config_path, "config"));
+  ASSERT_TRUE(recorded.contains("vector_file")) << recorded.dump();
+  eval::run_eval(model_, o);  // the same vector resumes
+
+  save_vector(0.02f);
+  expect_refused_as_another_configuration(o);
+
+  // A configuration written before vector_file existed: the run goes on and records it.
+  save_vector(0.01f);
+  auto old = recorded;
+  old.erase("vector_file");
+  test::write_file(config_path, old.dump(2) + "\n");
+  o.limit = 4;
+  EXPECT_EQ(eval::run_eval(model_, o).at("n"), 4);
+  EXPECT_EQ(ordered_json::parse(read_text_file(config_path, "config")).at("vector_file"),
+            recorded.at("vector_file"));
 }
 
 TEST_F(EvalRunner, OrganismChoiceIsScoredByItsOwnAnswerSentence) {
