@@ -38,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from study_results import write_results
 from study_state import restore_state, write_atomic
@@ -111,6 +112,8 @@ class Study:
     state: Path | None = None  # the committed state (scripts/study_state.py), kept current
     title: str = ""
     log: Path = field(init=False)
+    # Vector path -> the extraction that makes it, for vectors named but not yet made (vectors()).
+    pending: dict[str, Callable[[], None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +125,7 @@ class Study:
         """Runs kvsteer with args unless `done` exists; returns stdout. Fails loudly."""
         if done is not None and done.exists():
             return ""
+        self.ensure_vectors(args)
         cmd = [self.kvsteer] + args
         with open(self.log, "a", encoding="utf-8") as log:
             log.write(f"\n$ {' '.join(cmd)}\n")
@@ -176,37 +180,53 @@ class Study:
     def vectors(self, plan: TaskPlan, cot: bool = True) -> dict[str, Path]:
         """Cache-steering vectors of a task: at the last prompt cell (-1, the paper) and at the
         cell before it (-2, the cell the no-offset protocol edits), from one extraction; and,
-        with `cot`, the CoT-prefixed vector of cache steering + CoT (an hour on 2 cores, so
-        stage 1 leaves it for later)."""
+        with `cot`, the CoT-prefixed vector of cache steering + CoT. Extracted when a command
+        that names them first runs (Study.run), not here: a step whose runs are already done
+        (restored from the committed state) needs no vector, and an extraction is an hour on
+        2 cores."""
         vdir = self.out / "vectors"
         vdir.mkdir(exist_ok=True)
         v = {"last": vdir / f"{plan.name}-last.gguf", "second_last": vdir / f"{plan.name}-second-last.gguf",
              "cot": vdir / f"{plan.name}-cot.gguf"}
         traces = str(self.shared / plan.traces)
         common = self.base() + ["--task", plan.name, "--traces", traces, "--parallel", "4"]
-        fmap = fewshot_map(self.shared, plan.name, plan.n_pairs, plan.shots)
-        if not v["second_last"].exists():
+
+        def extract_cells() -> None:
+            fmap = fewshot_map(self.shared, plan.name, plan.n_pairs, plan.shots)
             self.say(f"{plan.name}: extracting the cache-steering vector (N={plan.n_pairs}, "
                      f"k={plan.shots}, cells -1 and -2)")
-        self.run(["extract"] + common + ["-N", str(plan.n_pairs), "-k", str(plan.shots)] +
-                 (["--fewshot-map", fmap] if fmap else []) +
-                 ["--position", "-1", "--position", "-2", "-o", str(v["last"]) + ".tmp.gguf", "-o",
-                  str(v["second_last"]) + ".tmp.gguf"], done=v["second_last"])
-        for key in ("last", "second_last"):
-            tmp = Path(str(v[key]) + ".tmp.gguf")
-            if tmp.exists():
-                tmp.rename(v[key])
-        if not cot:
-            return v
-        fmap_cot = fewshot_map(self.shared, plan.name, plan.cot_n_pairs, plan.cot_shots)
-        if not v["cot"].exists():
+            self.run(["extract"] + common + ["-N", str(plan.n_pairs), "-k", str(plan.shots)] +
+                     (["--fewshot-map", fmap] if fmap else []) +
+                     ["--position", "-1", "--position", "-2", "-o", str(v["last"]) + ".tmp.gguf",
+                      "-o", str(v["second_last"]) + ".tmp.gguf"])
+            for key in ("last", "second_last"):
+                Path(str(v[key]) + ".tmp.gguf").rename(v[key])
+
+        def extract_cot() -> None:
+            fmap = fewshot_map(self.shared, plan.name, plan.cot_n_pairs, plan.cot_shots)
             self.say(f"{plan.name}: extracting the cache steering + CoT vector "
                      f"(N={plan.cot_n_pairs}, k={plan.cot_shots})")
-        self.run(["extract"] + common + ["-N", str(plan.cot_n_pairs), "-k", str(plan.cot_shots),
-                                         "--cot-prefix", COT_PREFIX] +
-                 (["--fewshot-map", fmap_cot] if fmap_cot else []) + ["-o", str(v["cot"])],
-                 done=v["cot"])
+            self.run(["extract"] + common + ["-N", str(plan.cot_n_pairs), "-k", str(plan.cot_shots),
+                                             "--cot-prefix", COT_PREFIX] +
+                     (["--fewshot-map", fmap] if fmap else []) +
+                     ["-o", str(v["cot"]) + ".tmp.gguf"])
+            Path(str(v["cot"]) + ".tmp.gguf").rename(v["cot"])
+
+        # The two cells come from one extraction, renamed together: either both exist or neither.
+        if not v["second_last"].exists():
+            self.pending[str(v["last"])] = self.pending[str(v["second_last"])] = extract_cells
+        if cot and not v["cot"].exists():
+            self.pending[str(v["cot"])] = extract_cot
         return v
+
+    def ensure_vectors(self, args: list[str]) -> None:
+        """Extracts the vectors a command names that do not exist yet (see vectors())."""
+        for arg in args:
+            make = self.pending.pop(arg, None)
+            if make is not None and not Path(arg).exists():
+                make()
+                for path in [p for p, m in self.pending.items() if m is make]:
+                    del self.pending[path]
 
     # -- evaluation ----------------------------------------------------------------------------
 

@@ -1,0 +1,69 @@
+"""The study extracts a vector when a command that names it first runs, never for a step whose
+runs are already done (scripts/study_real.py, Study.vectors / Study.ensure_vectors). The commands
+go to a stand-in for kvsteer that records them and writes the -o files: what is tested is which
+commands the study runs, in which order."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from study_real import Study, full_plans  # noqa: E402
+
+RECORDER = """#!/bin/sh
+echo "$*" >> "{log}"
+while [ $# -gt 0 ]; do
+  if [ "$1" = "-o" ]; then shift; : > "$1"; fi
+  shift
+done
+"""
+
+
+def study(tmp_path: Path) -> tuple[Study, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "commands.txt"
+    fake = tmp_path / "kvsteer"
+    fake.write_text(RECORDER.format(log=log))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return Study(str(fake), "model.gguf", ROOT.parent / "shared", tmp_path / "out", 2, "full"), log
+
+
+def commands(log: Path) -> list[str]:
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_vectors_are_extracted_when_first_named(tmp_path: Path) -> None:
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    v = s.vectors(arc)
+    assert commands(log) == []  # naming the vectors runs nothing
+    s.run(["eval", "--vector", str(v["second_last"])])
+    # One extraction makes both cells, then the eval runs.
+    assert commands(log) == ["extract", "eval"]
+    assert v["last"].exists() and v["second_last"].exists()
+    assert not Path(str(v["last"]) + ".tmp.gguf").exists()
+    s.run(["eval", "--vector", str(v["last"])])
+    assert commands(log) == ["extract", "eval", "eval"]
+    s.run(["eval", "--vector", str(v["cot"])])
+    assert commands(log) == ["extract", "eval", "eval", "extract", "eval"]
+    assert "--cot-prefix" in log.read_text().splitlines()[3]
+
+
+def test_a_step_already_done_needs_no_vector(tmp_path: Path) -> None:
+    s, log = study(tmp_path)
+    v = s.vectors(full_plans()[0])
+    done = tmp_path / "sweep.json"
+    done.write_text("{}")
+    s.run(["sweep", "--vector", str(v["last"])], done=done)
+    assert commands(log) == []
+    # Vectors restored from the committed state are used as they are.
+    s2, log2 = study(tmp_path / "again")
+    (s2.out / "vectors").mkdir(parents=True)
+    for name in ("arc-last.gguf", "arc-second-last.gguf", "arc-cot.gguf"):
+        (s2.out / "vectors" / name).write_text("restored")
+    v2 = s2.vectors(full_plans()[0])
+    s2.run(["eval", "--vector", str(v2["last"]), "--vector", str(v2["cot"])])
+    assert commands(log2) == ["eval"]
