@@ -181,6 +181,7 @@ EvalOptions make_eval_options(const EvalRequest& c, const Model& model) {
   o.traces = c.traces;
   o.fewshot_map = c.fewshot_map;
   o.vector_path = c.vector;
+  o.caa_cache_dir = c.caa_cache_dir;
   o.extract_position = c.extract_position;
   o.selection = c.selection;
   o.model_path = model.path();

@@ -46,11 +46,83 @@ std::uint32_t longest_pair(const std::vector<ContrastivePair>& pairs) {
 }
 
 // Mean residual difference (positive - negative) per layer at the last prompt token.
+namespace {
+
+// What the residual directions depend on: the model (fingerprint and file), the engine (the cache
+// type and attention path change what a layer reads) and every pair's tokens.
+std::string caa_cache_key(const Model& model, const EvalOptions& o,
+                          const std::vector<ContrastivePair>& pairs) {
+  std::uint64_t h = base::fnv1a64(fingerprint_text(model.fingerprint()));
+  if (!o.model_path.empty()) h = base::fnv1a64(file_identity(o.model_path, "model file").dump(), h);
+  for (int x : {static_cast<int>(o.engine.type_k), static_cast<int>(o.engine.type_v),
+                static_cast<int>(o.engine.flash_attn), static_cast<int>(o.engine.kv_streams)}) {
+    h = base::fnv1a64(&x, sizeof x, h);
+  }
+  for (const ContrastivePair& p : pairs) {
+    for (const auto* tokens : {&p.positive, &p.negative}) {
+      const std::uint64_t n = tokens->size();
+      h = base::fnv1a64(&n, sizeof n, h);
+      h = base::fnv1a64(tokens->data(), tokens->size() * sizeof(Token), h);
+    }
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+// Directions kept under key, or nothing when the file is missing, damaged or not of this shape
+// (it is then extracted again and replaced: a cache is never a reason to fail).
+std::optional<std::vector<std::vector<float>>> load_caa_directions(const std::string& path,
+                                                                   const std::string& key,
+                                                                   const Model& model) {
+  if (!fs::exists(path)) return std::nullopt;
+  try {
+    const auto j = ordered_json::parse(read_text_file(path, "activation directions"));
+    if (j.value("kind", "") != "kvsteer-caa-directions" || j.value("version", 0) != 1 ||
+        j.value("key", "") != key) {
+      return std::nullopt;
+    }
+    auto rows = j.at("directions").get<std::vector<std::vector<float>>>();
+    if (rows.size() != static_cast<std::size_t>(model.n_layer())) return std::nullopt;
+    for (const auto& row : rows) {
+      if (row.size() != static_cast<std::size_t>(model.fingerprint().n_embd) ||
+          !std::all_of(row.begin(), row.end(), [](float x) { return std::isfinite(x); })) {
+        return std::nullopt;
+      }
+    }
+    return rows;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
 std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
                                                         const std::vector<ContrastivePair>& pairs,
                                                         const EvalOptions& o) {
+  std::string path, key;
+  if (!o.caa_cache_dir.empty()) {
+    key = caa_cache_key(ev.model(), o, pairs);
+    path = o.caa_cache_dir + "/caa-" + key + ".json";
+    if (auto rows = load_caa_directions(path, key, ev.model())) {
+      if (o.extraction_progress) o.extraction_progress(pairs.size(), pairs.size());
+      return std::move(*rows);
+    }
+  }
   Session session = ev.make_session(1, true, longest_pair(pairs));
-  return extract_residual_directions(session, pairs, o.extraction_progress);
+  auto rows = extract_residual_directions(session, pairs, o.extraction_progress);
+  if (!path.empty()) {
+    fs::create_directories(o.caa_cache_dir);
+    // Floats are written as the doubles they convert to exactly, and read back to the same floats.
+    const ordered_json j = {{"kind", "kvsteer-caa-directions"},
+                            {"version", 1},
+                            {"key", key},
+                            {"n_pairs", pairs.size()},
+                            {"directions", rows}};
+    write_file_atomic(path, j.dump() + "\n");
+  }
+  return rows;
 }
 
 // A session that extracts from these pairs, n_seq prompts at a time.

@@ -237,6 +237,12 @@ class Study:
                               str(self.parallel)] + self.engine
 
     @property
+    def caa_cache(self) -> list[str]:
+        """Activation directions are extracted once per task (20+ minutes) and found again by the
+        run after the selection sweep."""
+        return ["--caa-cache", str(self.out / "caa")]
+
+    @property
     def engine(self) -> list[str]:
         """How eval and sweep hold the cache. The full study: a stream per sequence, F32, flash
         attention off (docs/DESIGN.md "Cache layout": 3x faster decode of 16 long answers than
@@ -430,7 +436,7 @@ def select_caa(study: Study, plan: TaskPlan) -> dict:
     layers = sorted({8, plan.caa_layer, 20})
     sweep = study.sweep(plan, "caa", ["--method", "caa", "--pairs", "200", "--shots", "5",
                                       "--caa-layers", ",".join(map(str, layers)),
-                                      "--caa-coefs", f"1,{plan.caa_coef:g}"],
+                                      "--caa-coefs", f"1,{plan.caa_coef:g}"] + study.caa_cache,
                         n_predict=plan.caa_n_predict)
     candidates = [{"setting": {"layer": s["layer"], "c": s["c"]}, "accuracy": s["accuracy"],
                    "ci95": s["ci95"], "reasoning_rate": s["reasoning_rate"],
@@ -467,7 +473,7 @@ def run_task_full(study: Study, plan: TaskPlan) -> None:
     study.say(f"{plan.name}: chosen activation-steering setting: {caa_sel['chosen']}")
     study.run_eval(plan, "caa", ["--pairs", "200", "--shots", "5", "--caa-layer",
                                  str(caa_sel["chosen"]["layer"]), "--caa-c",
-                                 f"{caa_sel['chosen']['c']:g}"],
+                                 f"{caa_sel['chosen']['c']:g}"] + study.caa_cache,
                    selection=caa_sel_path, n_predict=plan.caa_n_predict)
     study.run_eval(plan, "cot", [])
     study.run_eval(plan, "cache+cot", pairs(plan, cot=True) + [

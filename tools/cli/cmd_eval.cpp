@@ -65,6 +65,9 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
   cmd.add_option("--caa-layer", r.caa.layer_first, "CAA: steered block (default: the middle one)");
   cmd.add_option("--caa-layer-last", r.caa.layer_last, "CAA: last block of a range");
   cmd.add_option("--caa-c", r.caa.coef, "CAA: coefficient")->capture_default_str();
+  cmd.add_option("--caa-cache", r.caa_cache_dir,
+                 "CAA: folder where extracted directions are kept and found again (one file per "
+                 "model, engine and pair set), so that a sweep and the run after it extract once");
   cmd.add_option("--n-predict", r.n_predict, "New tokens at most")->capture_default_str();
   cmd.add_option("--temp", r.temperature, "Sampling temperature (0: greedy)")
       ->capture_default_str();

@@ -453,6 +453,59 @@ TEST_F(EvalRunner, ActivationSteeringChangesOutputsAndZeroCoefficientDoesNot) {
   EXPECT_GT(differ, 0);
 }
 
+// Directions kept in --caa-cache are found again by the next run of the same pairs and give its
+// answers bit for bit; a damaged file is extracted again and replaced.
+TEST_F(EvalRunner, ActivationDirectionsAreKeptAndFoundAgain) {
+  test::TempDir out;
+  const auto responses = [](const std::string& dir) {
+    std::vector<std::string> r;
+    for (const auto& l : test::read_lines(dir + "/items.jsonl")) {
+      r.push_back(ordered_json::parse(l).at("response").get<std::string>());
+    }
+    return r;
+  };
+  auto o = options("caa");
+  o.limit = 8;
+  o.caa = {3, -1, 8.0f};
+  o.out_dir = out.file("plain");
+  eval::run_eval(model_, o);
+  o.caa_cache_dir = out.file("caa");
+  o.out_dir = out.file("first");
+  eval::run_eval(model_, o);
+  EXPECT_EQ(responses(out.file("first")), responses(out.file("plain")));
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(out.file("caa"))) {
+    files.push_back(e.path().string());
+  }
+  ASSERT_EQ(files.size(), 1u);
+
+  // The kept file is what the next run uses: with its directions zeroed, the run is unsteered.
+  auto kept = ordered_json::parse(read_text_file(files[0], "directions"));
+  const ordered_json original = kept;
+  for (auto& row : kept.at("directions")) {
+    for (auto& x : row) x = 0.0;
+  }
+  test::write_file(files[0], kept.dump());
+  o.out_dir = out.file("zeroed");
+  eval::run_eval(model_, o);
+  auto base = options("baseline");
+  base.limit = 8;
+  base.out_dir = out.file("base");
+  eval::run_eval(model_, base);
+  EXPECT_EQ(responses(out.file("zeroed")), responses(out.file("base")));
+
+  // Restored, it gives the extracted directions' answers; damaged, it is made again.
+  test::write_file(files[0], original.dump());
+  o.out_dir = out.file("again");
+  eval::run_eval(model_, o);
+  EXPECT_EQ(responses(out.file("again")), responses(out.file("plain")));
+  test::write_file(files[0], original.dump().substr(0, 100));
+  o.out_dir = out.file("damaged");
+  eval::run_eval(model_, o);
+  EXPECT_EQ(responses(out.file("damaged")), responses(out.file("plain")));
+  EXPECT_EQ(ordered_json::parse(read_text_file(files[0], "directions")), original);
+}
+
 TEST_F(EvalRunner, BadInputsAreRefusedWithClearErrors) {
   test::TempDir out;
   auto expect_error = [&](eval::EvalOptions o, const std::string& needle) {
