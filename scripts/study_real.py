@@ -201,6 +201,9 @@ class Study:
                       "-o", str(v["second_last"]) + ".tmp.gguf"])
             for key in ("last", "second_last"):
                 Path(str(v[key]) + ".tmp.gguf").rename(v[key])
+            # run() wrote the state before the renames, without the checkpoint (removed by
+            # kvsteer) and without the vectors (still temporary): write it again now.
+            self.checkpoint()
 
         def extract_cot() -> None:
             fmap = fewshot_map(self.shared, plan.name, plan.cot_n_pairs, plan.cot_shots)
@@ -211,6 +214,7 @@ class Study:
                      (["--fewshot-map", fmap] if fmap else []) +
                      ["-o", str(v["cot"]) + ".tmp.gguf"])
             Path(str(v["cot"]) + ".tmp.gguf").rename(v["cot"])
+            self.checkpoint()
 
         # The two cells come from one extraction, renamed together: either both exist or neither.
         if not v["second_last"].exists():

@@ -28,7 +28,8 @@ def study(tmp_path: Path) -> tuple[Study, Path]:
     fake = tmp_path / "kvsteer"
     fake.write_text(RECORDER.format(log=log))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    return Study(str(fake), "model.gguf", ROOT.parent / "shared", tmp_path / "out", 2, "full"), log
+    return Study(str(fake), "model.gguf", ROOT.parent / "shared", tmp_path / "out", 2, "full",
+                 state=tmp_path / "state"), log
 
 
 def commands(log: Path) -> list[str]:
@@ -40,10 +41,14 @@ def test_vectors_are_extracted_when_first_named(tmp_path: Path) -> None:
     arc = full_plans()[0]
     v = s.vectors(arc)
     assert commands(log) == []  # naming the vectors runs nothing
-    s.run(["eval", "--vector", str(v["second_last"])])
-    # One extraction makes both cells, then the eval runs.
-    assert commands(log) == ["extract", "eval"]
+    s.ensure_vectors(["eval", "--vector", str(v["second_last"])])
+    # One extraction makes both cells; the committed state holds them as soon as they exist
+    # (not after the next step: a machine lost in between would lose the vector).
+    assert commands(log) == ["extract"]
     assert v["last"].exists() and v["second_last"].exists()
+    assert (tmp_path / "state" / "vectors" / "arc-last.gguf").exists()
+    s.run(["eval", "--vector", str(v["second_last"])])
+    assert commands(log) == ["extract", "eval"]
     assert not Path(str(v["last"]) + ".tmp.gguf").exists()
     s.run(["eval", "--vector", str(v["last"])])
     assert commands(log) == ["extract", "eval", "eval"]
