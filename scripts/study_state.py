@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 # A response that opens with an option ("B: ...", "**C.**", "Answer: A)") answers before it reasons:
@@ -60,20 +61,27 @@ def whole_lines(path: Path) -> list[str]:
     return [line for line in text[: text.rfind("\n") + 1].split("\n") if line.strip()]
 
 
+def _replace_whole(dest: Path, fill) -> None:
+    """Writes dest whole or not at all: a kill never leaves half a file that a resumed study would
+    take as done. The temporary name is unique, so two exports at once (the study's own and one by
+    hand) never write into each other's file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its files are private (0600), and these are the user's results.
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fill(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Writes a file whole or not at all: a kill never leaves half a file that a resumed study
-    would take as done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    _replace_whole(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    _replace_whole(dest, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def export_compact(src: Path, dest: Path) -> None:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 from required_env import required_path  # noqa: E402
-from study_state import export_state, restore_state  # noqa: E402
+from study_state import _replace_whole, export_state, restore_state, write_atomic  # noqa: E402
 
 N_ITEMS = 16
 
@@ -189,3 +189,31 @@ def test_a_finished_run_is_exported_again_only_when_it_changes(tmp_path: Path) -
     (run / "summary.json").write_text('{"n": 2}\n')
     export_state(out, state)
     assert len(kept.read_text().splitlines()) == 2
+
+
+def test_two_writers_of_one_file_never_write_into_each_other(tmp_path: Path) -> None:
+    # The study exports its state every few minutes and a person may export it by hand meanwhile.
+    dest = tmp_path / "run.summary.json"
+
+    def slow_writer(tmp: Path) -> None:
+        tmp.write_text("slow", encoding="utf-8")
+        write_atomic(dest, "fast")  # the other export, finished while this one writes
+        assert tmp.read_text(encoding="utf-8") == "slow"
+
+    _replace_whole(dest, slow_writer)
+    assert dest.read_text(encoding="utf-8") == "slow"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dest.name]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    dest = tmp_path / "run.summary.json"
+    write_atomic(dest, "old")
+
+    def failing(tmp: Path) -> None:
+        tmp.write_text("half", encoding="utf-8")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        _replace_whole(dest, failing)
+    assert dest.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dest.name]
