@@ -266,25 +266,27 @@ class Study:
         limit = widest_limit(plan.limit, run_limit(out))
         if (out / "summary.json").exists() and run_limit(out) == limit:
             return out
-        self.say(f"{plan.name}: {name or method} on {limit or 'all'} test items")
         args = ["eval"] + self.eval_args(plan, self.shared / plan.test, limit) + [
             "--method", method, "-o", str(out)] + extra
         if n_predict is not None:
             args[args.index("--n-predict") + 1] = str(n_predict)
         if selection is not None:
             args += ["--selection", str(selection)]
+        self.ensure_vectors(args)  # its own step in the log, before the run that needs it
+        self.say(f"{plan.name}: {name or method} on {limit or 'all'} test items")
         self.run(args)
         return out
 
     def sweep(self, plan: TaskPlan, name: str, args: list[str], n_predict: int | None = None) -> dict:
         out = self.out / "selection" / plan.name / f"{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        if not out.exists():
-            self.say(f"{plan.name}: selection sweep '{name}'")
         sel = self.selection_file(plan)
         full = ["sweep"] + self.eval_args(plan, sel, plan.selection_n) + args + ["-o", str(out)]
         if n_predict is not None:
             full[full.index("--n-predict") + 1] = str(n_predict)
+        if not out.exists():
+            self.ensure_vectors(full)
+            self.say(f"{plan.name}: selection sweep '{name}'")
         self.run(full, done=out)
         return json.loads(out.read_text())
 

@@ -16,7 +16,7 @@ from study_real import Study, full_plans  # noqa: E402
 RECORDER = """#!/bin/sh
 echo "$*" >> "{log}"
 while [ $# -gt 0 ]; do
-  if [ "$1" = "-o" ]; then shift; : > "$1"; fi
+  if [ "$1" = "-o" ]; then shift; mkdir -p "$(dirname "$1")"; : > "$1"; fi
   shift
 done
 """
@@ -72,3 +72,14 @@ def test_a_step_already_done_needs_no_vector(tmp_path: Path) -> None:
     v2 = s2.vectors(full_plans()[0])
     s2.run(["eval", "--vector", str(v2["last"]), "--vector", str(v2["cot"])])
     assert commands(log2) == ["eval"]
+
+
+def test_the_log_names_an_extraction_before_the_step_that_needs_it(tmp_path: Path) -> None:
+    s, _ = study(tmp_path)
+    arc = full_plans()[0]
+    v = s.vectors(arc)
+    s.run_eval(arc, "cache", ["--vector", str(v["last"])], name="cache-paper")
+    steps = [line.split("] ", 1)[1] for line in s.log.read_text().splitlines()
+             if line.startswith("# [")]
+    assert steps[0].startswith("arc: extracting the cache-steering vector")
+    assert steps[1].startswith("arc: cache-paper on")
