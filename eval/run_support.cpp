@@ -58,13 +58,7 @@ std::string caa_cache_key(const Model& model, const EvalOptions& o,
                 static_cast<int>(o.engine.flash_attn), static_cast<int>(o.engine.kv_streams)}) {
     h = base::fnv1a64(&x, sizeof x, h);
   }
-  for (const ContrastivePair& p : pairs) {
-    for (const auto* tokens : {&p.positive, &p.negative}) {
-      const std::uint64_t n = tokens->size();
-      h = base::fnv1a64(&n, sizeof n, h);
-      h = base::fnv1a64(tokens->data(), tokens->size() * sizeof(Token), h);
-    }
-  }
+  h = pair_tokens_hash(pairs, h);
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
   return hex;

@@ -116,6 +116,10 @@ struct ExtractionParams {
   const ExtractionCheckpoint* resume = nullptr;
 };
 
+// FNV-1a of which pairs these are (their count, then each pair's token count and ids), continued
+// from h: the part of an extraction's identity, or of a cache key, that names its pairs.
+std::uint64_t pair_tokens_hash(std::span<const ContrastivePair> pairs, std::uint64_t h);
+
 // A 64-bit identity of an extraction: the model (fingerprint, description, size), every pair's
 // tokens, the positions, and the session's batch shape and cache types (prompts decoded together
 // round differently). A checkpoint is only ever resumed by the extraction it was made by.

@@ -173,6 +173,17 @@ void check_resumable(const ExtractionCheckpoint& cp, std::uint64_t identity, std
 
 }  // namespace
 
+std::uint64_t pair_tokens_hash(std::span<const ContrastivePair> pairs, std::uint64_t h) {
+  mix(h, pairs.size());
+  for (const ContrastivePair& pair : pairs) {
+    for (const auto* tokens : {&pair.positive, &pair.negative}) {
+      mix(h, tokens->size());
+      h = base::fnv1a64(tokens->data(), tokens->size() * sizeof(Token), h);
+    }
+  }
+  return h;
+}
+
 std::uint64_t extraction_identity(const Session& session, std::span<const ContrastivePair> pairs,
                                   std::span<const Pos> positions) {
   const auto& fp = session.model().fingerprint();
@@ -199,14 +210,7 @@ std::uint64_t extraction_identity(const Session& session, std::span<const Contra
   for (Pos p : positions) {
     mix(h, static_cast<std::uint64_t>(static_cast<std::int64_t>(p)));
   }
-  mix(h, pairs.size());
-  for (const ContrastivePair& pair : pairs) {
-    for (const auto* tokens : {&pair.positive, &pair.negative}) {
-      mix(h, tokens->size());
-      h = base::fnv1a64(tokens->data(), tokens->size() * sizeof(Token), h);
-    }
-  }
-  return h;
+  return pair_tokens_hash(pairs, h);
 }
 
 std::vector<SteeringVector> extract_steering_vectors(Session& session,
