@@ -123,11 +123,14 @@ class Study:
 
     # -- running commands --------------------------------------------------------------------
 
-    def run(self, args: list[str], done: Path | None = None, quiet: bool = True) -> str:
-        """Runs kvsteer with args unless `done` exists; returns stdout. Fails loudly."""
+    def run(self, args: list[str], done: Path | None = None, step: str = "") -> str:
+        """Runs kvsteer with args unless `done` exists; returns stdout. Fails loudly. `step` names
+        it in the log, after the extractions of the vectors it needs (steps of their own)."""
         if done is not None and done.exists():
             return ""
         self.ensure_vectors(args)
+        if step:
+            self.say(step)
         cmd = [self.kvsteer] + args
         with open(self.log, "a", encoding="utf-8") as log:
             log.write(f"\n$ {' '.join(cmd)}\n")
@@ -149,8 +152,6 @@ class Study:
         if proc.returncode != 0:
             sys.exit(f"study_real: error: kvsteer {args[0]} failed (rc {proc.returncode}); "
                      f"see {self.log}")
-        if not quiet:
-            print(text, end="")
         return text
 
     def checkpoint(self) -> None:
@@ -195,12 +196,12 @@ class Study:
 
         def extract_cells() -> None:
             fmap = fewshot_map(self.shared, plan.name, plan.n_pairs, plan.shots)
-            self.say(f"{plan.name}: extracting the cache-steering vector (N={plan.n_pairs}, "
-                     f"k={plan.shots}, cells -1 and -2)")
             self.run(["extract"] + common + ["-N", str(plan.n_pairs), "-k", str(plan.shots)] +
                      (["--fewshot-map", fmap] if fmap else []) +
                      ["--position", "-1", "--position", "-2", "-o", str(v["last"]) + ".tmp.gguf",
-                      "-o", str(v["second_last"]) + ".tmp.gguf"])
+                      "-o", str(v["second_last"]) + ".tmp.gguf"],
+                     step=f"{plan.name}: extracting the cache-steering vector "
+                          f"(N={plan.n_pairs}, k={plan.shots}, cells -1 and -2)")
             for key in ("last", "second_last"):
                 Path(str(v[key]) + ".tmp.gguf").rename(v[key])
             # run() wrote the state before the renames, without the checkpoint (removed by
@@ -209,12 +210,12 @@ class Study:
 
         def extract_cot() -> None:
             fmap = fewshot_map(self.shared, plan.name, plan.cot_n_pairs, plan.cot_shots)
-            self.say(f"{plan.name}: extracting the cache steering + CoT vector "
-                     f"(N={plan.cot_n_pairs}, k={plan.cot_shots})")
             self.run(["extract"] + common + ["-N", str(plan.cot_n_pairs), "-k", str(plan.cot_shots),
                                              "--cot-prefix", COT_PREFIX] +
                      (["--fewshot-map", fmap] if fmap else []) +
-                     ["-o", str(v["cot"]) + ".tmp.gguf"])
+                     ["-o", str(v["cot"]) + ".tmp.gguf"],
+                     step=f"{plan.name}: extracting the cache steering + CoT vector "
+                          f"(N={plan.cot_n_pairs}, k={plan.cot_shots})")
             Path(str(v["cot"]) + ".tmp.gguf").rename(v["cot"])
             self.checkpoint()
 
@@ -274,9 +275,7 @@ class Study:
             args[args.index("--n-predict") + 1] = str(n_predict)
         if selection is not None:
             args += ["--selection", str(selection)]
-        self.ensure_vectors(args)  # its own step in the log, before the run that needs it
-        self.say(f"{plan.name}: {name or method} on {limit or 'all'} test items")
-        self.run(args)
+        self.run(args, step=f"{plan.name}: {name or method} on {limit or 'all'} test items")
         return out
 
     def sweep(self, plan: TaskPlan, name: str, args: list[str], n_predict: int | None = None) -> dict:
@@ -286,10 +285,7 @@ class Study:
         full = ["sweep"] + self.eval_args(plan, sel, plan.selection_n) + args + ["-o", str(out)]
         if n_predict is not None:
             full[full.index("--n-predict") + 1] = str(n_predict)
-        if not out.exists():
-            self.ensure_vectors(full)
-            self.say(f"{plan.name}: selection sweep '{name}'")
-        self.run(full, done=out)
+        self.run(full, done=out, step=f"{plan.name}: selection sweep '{name}'")
         return json.loads(out.read_text())
 
 
@@ -543,21 +539,21 @@ def diagnose(study: Study, plan: TaskPlan, v: dict[str, Path], limit: int,
     out.parent.mkdir(exist_ok=True)
     if out.exists() and txt.exists():
         return
-    study.say(f"{plan.name}: diagnose (paper setting, {limit} selection items)")
     data = study.selection_file(plan) if study.mode == "full" else study.shared / plan.test
     text = study.run(["diagnose"] + study.base() + [
         "--task", plan.name, "--data", str(data), "--limit", str(limit), "--vector",
         str(v["last"]), "--ck", "0", "--cv", f"{plan.coef_v:g}", "-o", str(out)] +
-        (["--scales", "4,16", "--per-layer"] if detail else []) + offset_args(plan.offset))
+        (["--scales", "4,16", "--per-layer"] if detail else []) + offset_args(plan.offset),
+        step=f"{plan.name}: diagnose (paper setting, {limit} selection items)")
     write_atomic(txt, text)
 
 
 def speed(study: Study) -> None:
     out = study.out / "bench.json"
     if not out.exists():
-        study.say("measuring prefill and decode speed (kvsteer bench)")
         text = study.run(["bench", "-m", study.model, "-t", str(study.threads), "--contexts",
-                          "100", "1000", "--repeats", "10", "--n-decode", "64"])
+                          "100", "1000", "--repeats", "10", "--n-decode", "64"],
+                         step="measuring prefill and decode speed (kvsteer bench)")
         write_atomic(out, text)
     b = json.loads(out.read_text())
     pre = [e["prefill_tok_per_s"] for e in b["edit"]["one-cell"]]
