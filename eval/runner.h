@@ -104,6 +104,12 @@ struct EvalOptions {
   // extraction decodes every prompt alone: 20+ minutes for 200 long pairs on 2 cores). Loaded
   // directions equal extracted ones bit for bit (the extraction is deterministic). Empty: none.
   std::string caa_cache_dir;
+  // While the directions are extracted, their running sums are saved beside the file they go to
+  // ("<file>.partial") at most this often, and the next run of the same pairs goes on from there.
+  double caa_checkpoint_every_s = 60;
+  // One sentence for the user when an extraction resumes from a checkpoint or ignores one; may
+  // be empty.
+  std::function<void(const std::string&)> notice;
   // (done, total) after every batch; may be empty.
   std::function<void(std::size_t, std::size_t)> progress;
   // (pairs done, pairs total) while a steering vector is extracted; may be empty.

@@ -10,8 +10,9 @@ without prompt or response (eval/runner.h, ItemResult::has_text). So:
                              <name>.items.jsonl (+ <name>.summary.json when finished); every sweep
                              journal still running, compacted; the finished sweeps, selection
                              records and diagnoses; the vectors (numbers only: their metadata are
-                             hashes and the extraction's command line) and the checkpoints of
-                             extractions still running (running sums of cached K and V).
+                             hashes and the extraction's command line), the activation directions
+                             and the checkpoints of extractions still running (running sums of
+                             cached K and V, or of block outputs).
   restore_state(state, out)  the reverse, for whatever out/ lacks: a run, sweep or vector already
                              in out/ is never overwritten, so a study that ran further here wins.
 
@@ -136,6 +137,15 @@ def export_state(out: Path, state: Path) -> None:
             f.unlink()
     for f in sorted(vectors.glob("*.partial")) if vectors.exists() else []:
         copy_atomic(f, state / "vectors" / f.name)
+    # Activation directions (kvsteer eval --caa-cache: numbers and a key) and the checkpoint of
+    # one being extracted, which kvsteer removes once the directions are written.
+    caa = out / "caa"
+    for f in sorted((state / "caa").glob("*.partial")) if (state / "caa").exists() else []:
+        if not (caa / f.name).exists():
+            f.unlink()
+    for f in sorted(caa.glob("caa-*.json*")) if caa.exists() else []:
+        if f.name.endswith((".json", ".json.partial")):
+            copy_atomic(f, state / "caa" / f.name)
     if (out / "bench.json").exists():
         copy_atomic(out / "bench.json", state / "bench.json")
 
@@ -178,6 +188,12 @@ def restore_state(state: Path, out: Path) -> list[str]:
         if not dest.exists() and not vector_of_checkpoint(dest).exists():
             copy_atomic(f, dest)
             done.append(f"extraction checkpoint {f.name}")
+    for f in sorted((state / "caa").glob("caa-*.json*")) if (state / "caa").exists() else []:
+        dest = out / "caa" / f.name
+        finished = out / "caa" / f.name.removesuffix(".partial")
+        if not dest.exists() and not finished.exists():
+            copy_atomic(f, dest)
+            done.append(f"activation directions {f.name}")
     return done
 
 

@@ -141,13 +141,38 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
                                                      std::span<const Pos> positions,
                                                      const ExtractionParams& params = {});
 
+// Where a residual extraction (extract_residual_directions) stands after a whole number of pairs:
+// 200 long pairs decoded one prompt at a time take 20+ minutes on 2 cores.
+struct ResidualCheckpoint {
+  std::uint64_t identity = 0;  // residual_extraction_identity() of its extraction
+  std::size_t n_pairs = 0;
+  std::size_t pairs_done = 0;            // the first pairs_done pairs are in sum
+  std::vector<std::vector<double>> sum;  // [n_layer][n_embd]: sum of +positive -negative rows
+};
+
+struct ResidualExtractionParams {
+  // Called before each pair and at the end with (pairs done, pairs total); may be empty.
+  std::function<void(std::size_t, std::size_t)> progress;
+  // Called after every pair, the last one included; may be empty.
+  std::function<void(const ResidualCheckpoint&)> on_checkpoint;
+  // A checkpoint of this same extraction to go on from: its pairs are not decoded again, and the
+  // result equals an uninterrupted extraction's bit for bit (every prompt is decoded alone).
+  const ResidualCheckpoint* resume = nullptr;
+};
+
+// The identity of a residual extraction: the model, the session's cache layout and every pair's
+// tokens. Never equal to an extraction_identity() of the same pairs.
+std::uint64_t residual_extraction_identity(const Session& session,
+                                           std::span<const ContrastivePair> pairs);
+
 // Activation steering's direction (CAA): per layer, the mean over pairs of the block output
 // (positive - negative) at each prompt's last token, [n_layer][n_embd], for
 // Session::set_control_vector. The session needs capture_residual; prompts are decoded one at a
 // time (the residual is read from the last token of a decode call) and its sequences are cleared.
-// progress as in ExtractionParams. Throws Error(InvalidArgument) for no pairs or an empty prompt.
+// Throws Error(InvalidArgument) for no pairs, an empty prompt, or a params.resume that belongs to
+// another extraction or does not hold sums of this model's shape.
 std::vector<std::vector<float>> extract_residual_directions(
     Session& session, std::span<const ContrastivePair> pairs,
-    const std::function<void(std::size_t, std::size_t)>& progress = {});
+    const ResidualExtractionParams& params = {});
 
 }  // namespace kvsteer

@@ -14,7 +14,8 @@
 namespace kvsteer {
 namespace {
 
-constexpr std::string_view kMagic = "KVSXCKPT";
+constexpr std::string_view kMagic = "KVSXCKPT";          // cached K and V (ExtractionCheckpoint)
+constexpr std::string_view kResidualMagic = "KVSRCKPT";  // block outputs (ResidualCheckpoint)
 constexpr std::uint32_t kVersion = 1;
 constexpr std::uint32_t kByteOrder = 0x01020304;
 // Bounds that no real extraction reaches, so that a damaged count cannot ask for gigabytes.
@@ -79,6 +80,7 @@ class Reader {
     return xs;
   }
   std::size_t at() const { return at_; }
+  std::size_t left() const { return bytes_.size() - at_; }
   // Reads stop at byte n from now on (the checksum after it is not a field).
   void end_at(std::size_t n) { bytes_ = bytes_.substr(0, n); }
 
@@ -88,36 +90,29 @@ class Reader {
   std::size_t at_ = 0;
 };
 
-}  // namespace
-
-void save_extraction_checkpoint(const std::string& path, const ExtractionCheckpoint& checkpoint) {
+// The magic, version and byte order; the caller appends the body and then finish()es.
+Writer start_file(std::string_view magic) {
   Writer w;
-  w.raw(kMagic);
+  w.raw(magic);
   w.put(kVersion);
   w.put(kByteOrder);
-  w.put<std::uint64_t>(checkpoint.identity);
-  w.put<std::uint64_t>(checkpoint.n_pairs);
-  w.put<std::uint64_t>(checkpoint.pairs_done);
-  w.put<std::uint64_t>(checkpoint.sums.size());
-  for (const auto& s : checkpoint.sums) {
-    w.put<std::uint64_t>(s.k.size());
-    for (std::size_t il = 0; il < s.k.size(); ++il) {
-      w.put<std::uint64_t>(s.count.at(il));
-      w.put_doubles(s.k[il]);
-      w.put_doubles(s.v.at(il));
-    }
-  }
+  return w;
+}
+
+void finish_file(Writer& w, const std::string& path) {
   w.put(base::fnv1a64(w.bytes()));
   write_file_atomic(path, w.bytes());
 }
 
-ExtractionCheckpoint load_extraction_checkpoint(const std::string& path) {
-  const std::string bytes = read_text_file(path, "extraction checkpoint");
+// Checks the magic, version, byte order and checksum of a file's bytes and returns a Reader at
+// the start of its body that stops before the checksum.
+Reader open_file(std::string_view bytes, const std::string& path, std::string_view magic,
+                 const char* kind) {
   Reader r(bytes, path);
-  if (bytes.size() < kMagic.size() || std::string_view(bytes).substr(0, kMagic.size()) != kMagic) {
-    r.fail("not an extraction checkpoint (no KVSXCKPT magic)");
+  if (bytes.size() < magic.size() || bytes.substr(0, magic.size()) != magic) {
+    r.fail(std::string("not ") + kind + " (no " + std::string(magic) + " magic)");
   }
-  for (std::size_t i = 0; i < kMagic.size(); ++i) {
+  for (std::size_t i = 0; i < magic.size(); ++i) {
     (void)r.get<char>("magic");
   }
   if (const auto version = r.get<std::uint32_t>("version"); version != kVersion) {
@@ -135,17 +130,59 @@ ExtractionCheckpoint load_extraction_checkpoint(const std::string& path) {
   const std::size_t body = bytes.size() - kChecksum;
   std::uint64_t checksum = 0;
   std::memcpy(&checksum, bytes.data() + body, kChecksum);
-  if (checksum != base::fnv1a64(std::string_view(bytes).substr(0, body))) {
+  if (checksum != base::fnv1a64(bytes.substr(0, body))) {
     r.fail("checksum mismatch: the file is damaged or truncated");
   }
   r.end_at(body);
-  ExtractionCheckpoint cp;
+  return r;
+}
+
+// identity, n_pairs, pairs_done: the header of both kinds' bodies.
+template <typename Checkpoint>
+void put_progress(Writer& w, const Checkpoint& cp) {
+  w.put<std::uint64_t>(cp.identity);
+  w.put<std::uint64_t>(cp.n_pairs);
+  w.put<std::uint64_t>(cp.pairs_done);
+}
+
+template <typename Checkpoint>
+void get_progress(Reader& r, Checkpoint& cp) {
   cp.identity = r.get<std::uint64_t>("identity");
   cp.n_pairs = r.get<std::uint64_t>("n_pairs");
   cp.pairs_done = r.get<std::uint64_t>("pairs_done");
   if (cp.pairs_done > cp.n_pairs) {
     r.fail(std::to_string(cp.pairs_done) + " pairs done of " + std::to_string(cp.n_pairs));
   }
+}
+
+void expect_end(const Reader& r) {
+  if (r.left() != 0) {
+    r.fail(std::to_string(r.left()) + " unread bytes before the checksum");
+  }
+}
+
+}  // namespace
+
+void save_extraction_checkpoint(const std::string& path, const ExtractionCheckpoint& checkpoint) {
+  Writer w = start_file(kMagic);
+  put_progress(w, checkpoint);
+  w.put<std::uint64_t>(checkpoint.sums.size());
+  for (const auto& s : checkpoint.sums) {
+    w.put<std::uint64_t>(s.k.size());
+    for (std::size_t il = 0; il < s.k.size(); ++il) {
+      w.put<std::uint64_t>(s.count.at(il));
+      w.put_doubles(s.k[il]);
+      w.put_doubles(s.v.at(il));
+    }
+  }
+  finish_file(w, path);
+}
+
+ExtractionCheckpoint load_extraction_checkpoint(const std::string& path) {
+  const std::string bytes = read_text_file(path, "extraction checkpoint");
+  Reader r = open_file(bytes, path, kMagic, "an extraction checkpoint");
+  ExtractionCheckpoint cp;
+  get_progress(r, cp);
   cp.sums.resize(r.bounded("positions", kMaxPositions));
   for (auto& s : cp.sums) {
     const std::uint64_t n_layer = r.bounded("layers", kMaxLayers);
@@ -155,9 +192,30 @@ ExtractionCheckpoint load_extraction_checkpoint(const std::string& path) {
       s.v.push_back(r.doubles("V row"));
     }
   }
-  if (r.at() != body) {
-    r.fail(std::to_string(body - r.at()) + " unread bytes before the checksum");
+  expect_end(r);
+  return cp;
+}
+
+void save_residual_checkpoint(const std::string& path, const ResidualCheckpoint& checkpoint) {
+  Writer w = start_file(kResidualMagic);
+  put_progress(w, checkpoint);
+  w.put<std::uint64_t>(checkpoint.sum.size());
+  for (const auto& row : checkpoint.sum) {
+    w.put_doubles(row);
   }
+  finish_file(w, path);
+}
+
+ResidualCheckpoint load_residual_checkpoint(const std::string& path) {
+  const std::string bytes = read_text_file(path, "residual extraction checkpoint");
+  Reader r = open_file(bytes, path, kResidualMagic, "a residual extraction checkpoint");
+  ResidualCheckpoint cp;
+  get_progress(r, cp);
+  cp.sum.resize(r.bounded("layers", kMaxLayers));
+  for (auto& row : cp.sum) {
+    row = r.doubles("residual row");
+  }
+  expect_end(r);
   return cp;
 }
 

@@ -184,10 +184,12 @@ std::uint64_t pair_tokens_hash(std::span<const ContrastivePair> pairs, std::uint
   return h;
 }
 
-std::uint64_t extraction_identity(const Session& session, std::span<const ContrastivePair> pairs,
-                                  std::span<const Pos> positions) {
+namespace {
+
+// The model and how the session holds the cache, continued from h: the part of an extraction's
+// identity that says where its numbers come from.
+std::uint64_t session_identity(const Session& session, std::uint64_t h) {
   const auto& fp = session.model().fingerprint();
-  std::uint64_t h = base::kFnv1a64Basis;
   mix(h, fp.arch);
   for (std::int32_t x : {fp.n_layer, fp.n_head, fp.n_head_kv, fp.n_embd, fp.n_embd_head_k,
                          fp.n_embd_head_v, fp.n_embd_k_gqa, fp.n_embd_v_gqa, fp.n_vocab}) {
@@ -206,6 +208,14 @@ std::uint64_t extraction_identity(const Session& session, std::span<const Contra
         std::uint64_t{session.k_rotated()}}) {
     mix(h, x);
   }
+  return h;
+}
+
+}  // namespace
+
+std::uint64_t extraction_identity(const Session& session, std::span<const ContrastivePair> pairs,
+                                  std::span<const Pos> positions) {
+  std::uint64_t h = session_identity(session, base::kFnv1a64Basis);
   mix(h, positions.size());
   for (Pos p : positions) {
     mix(h, static_cast<std::uint64_t>(static_cast<std::int64_t>(p)));
@@ -293,17 +303,54 @@ std::vector<SteeringVector> extract_steering_vectors(Session& session,
   return vectors;
 }
 
+std::uint64_t residual_extraction_identity(const Session& session,
+                                           std::span<const ContrastivePair> pairs) {
+  std::uint64_t h = base::kFnv1a64Basis;
+  mix(h, std::string("residual: block output at the last prompt token"));
+  return pair_tokens_hash(pairs, session_identity(session, h));
+}
+
 std::vector<std::vector<float>> extract_residual_directions(
     Session& session, std::span<const ContrastivePair> pairs,
-    const std::function<void(std::size_t, std::size_t)>& progress) {
+    const ResidualExtractionParams& params) {
   if (pairs.empty()) {
     throw Error(ErrorCode::InvalidArgument, "no contrastive pairs to extract from");
   }
-  std::vector<std::vector<double>> sum;
-  for (std::size_t p = 0; p < pairs.size(); ++p) {
+  const auto& fp = session.model().fingerprint();
+  ResidualCheckpoint state;
+  state.identity = residual_extraction_identity(session, pairs);
+  state.n_pairs = pairs.size();
+  if (params.resume != nullptr) {
+    const ResidualCheckpoint& cp = *params.resume;
+    const auto refuse = [](const std::string& why) {
+      throw Error(ErrorCode::InvalidArgument, "cannot resume the residual extraction: " + why);
+    };
+    if (cp.identity != state.identity) {
+      refuse(
+          "the checkpoint belongs to another extraction (the model, the pairs or the cache "
+          "layout differ)");
+    }
+    if (cp.n_pairs != pairs.size() || cp.pairs_done > pairs.size()) {
+      refuse("the checkpoint holds " + std::to_string(cp.pairs_done) + " of " +
+             std::to_string(cp.n_pairs) + " pairs; this extraction has " +
+             std::to_string(pairs.size()));
+    }
+    const bool fits = cp.pairs_done == 0
+                          ? cp.sum.empty()
+                          : cp.sum.size() == static_cast<std::size_t>(fp.n_layer) &&
+                                std::all_of(cp.sum.begin(), cp.sum.end(), [&](const auto& row) {
+                                  return row.size() == static_cast<std::size_t>(fp.n_embd);
+                                });
+    if (!fits) {
+      refuse("the checkpoint's sums are not of " + std::to_string(fp.n_layer) + " layers of " +
+             std::to_string(fp.n_embd));
+    }
+    state = cp;
+  }
+  for (std::size_t p = state.pairs_done; p < pairs.size(); ++p) {
     const ContrastivePair& pair = pairs[p];
-    if (progress) {
-      progress(p, pairs.size());
+    if (params.progress) {
+      params.progress(p, pairs.size());
     }
     for (int sign : {1, -1}) {
       const std::vector<Token>& tokens = sign > 0 ? pair.positive : pair.negative;
@@ -315,22 +362,26 @@ std::vector<std::vector<float>> extract_residual_directions(
       session.clear();
       session.decode(0, tokens, true);
       const auto rows = session.last_residual();
-      sum.resize(rows.size());
+      state.sum.resize(rows.size());
       for (std::size_t l = 0; l < rows.size(); ++l) {
-        sum[l].resize(rows[l].size(), 0.0);
+        state.sum[l].resize(rows[l].size(), 0.0);
         for (std::size_t j = 0; j < rows[l].size(); ++j) {
-          sum[l][j] += sign * static_cast<double>(rows[l][j]);
+          state.sum[l][j] += sign * static_cast<double>(rows[l][j]);
         }
       }
     }
+    state.pairs_done = p + 1;
+    if (params.on_checkpoint) {
+      params.on_checkpoint(state);
+    }
   }
   session.clear();
-  if (progress) {
-    progress(pairs.size(), pairs.size());
+  if (params.progress) {
+    params.progress(pairs.size(), pairs.size());
   }
-  std::vector<std::vector<float>> mean(sum.size());
-  for (std::size_t l = 0; l < sum.size(); ++l) {
-    for (double x : sum[l]) {
+  std::vector<std::vector<float>> mean(state.sum.size());
+  for (std::size_t l = 0; l < state.sum.size(); ++l) {
+    for (double x : state.sum[l]) {
       mean[l].push_back(static_cast<float>(x / static_cast<double>(pairs.size())));
     }
   }

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <span>
+#include <stdexcept>
 #include <vector>
 
 #include "kvsteer/error.h"
@@ -43,8 +45,9 @@ TEST_F(ResidualExtraction, IsTheMeanOfPositiveMinusNegative) {
   }
   Session s(model_, params_);
   std::size_t calls = 0;
-  const auto got =
-      extract_residual_directions(s, pairs, [&](std::size_t, std::size_t) { ++calls; });
+  ResidualExtractionParams count;
+  count.progress = [&](std::size_t, std::size_t) { ++calls; };
+  const auto got = extract_residual_directions(s, pairs, count);
   EXPECT_EQ(calls, pairs.size() + 1);
   ASSERT_EQ(got.size(), static_cast<std::size_t>(model_->n_layer()));
 
@@ -77,6 +80,79 @@ TEST_F(ResidualExtraction, IsTheMeanOfPositiveMinusNegative) {
       EXPECT_NEAR(swapped[l][j], -got[l][j], 1e-5 * (1.0 + std::abs(got[l][j])));
     }
   }
+}
+
+TEST_F(ResidualExtraction, StoppedExtractionGoesOnFromItsCheckpointBitForBit) {
+  const std::vector<std::string> pos{"Lily was happy.", "Tom was glad.", "Sue smiled.",
+                                     "Ben laughed a lot."};
+  const std::vector<std::string> neg{"Lily was sad.", "Tom was upset.", "Sue cried.",
+                                     "Ben was angry."};
+  std::vector<ContrastivePair> pairs;
+  for (std::size_t i = 0; i < pos.size(); ++i) {
+    pairs.push_back({model_->tokenize(pos[i], true), model_->tokenize(neg[i], true)});
+  }
+  Session whole(model_, params_);
+  std::vector<std::size_t> seen;
+  ResidualExtractionParams watch;
+  watch.on_checkpoint = [&](const ResidualCheckpoint& cp) { seen.push_back(cp.pairs_done); };
+  const auto want = extract_residual_directions(whole, pairs, watch);
+  EXPECT_EQ(seen, (std::vector<std::size_t>{1, 2, 3, 4}));
+
+  // Stopped before the third pair (an exception from the progress callback, as a kill would).
+  Session first(model_, params_);
+  ResidualCheckpoint kept;
+  ResidualExtractionParams stop;
+  stop.on_checkpoint = [&](const ResidualCheckpoint& cp) { kept = cp; };
+  stop.progress = [](std::size_t done, std::size_t) {
+    if (done == 2) throw std::runtime_error("stopped");
+  };
+  EXPECT_THROW((void)extract_residual_directions(first, pairs, stop), std::runtime_error);
+  EXPECT_EQ(kept.pairs_done, 2u);
+  EXPECT_EQ(kept.identity, residual_extraction_identity(first, pairs));
+
+  Session second(model_, params_);
+  ResidualExtractionParams resume;
+  resume.resume = &kept;
+  std::vector<std::size_t> decoded;
+  resume.progress = [&](std::size_t done, std::size_t) { decoded.push_back(done); };
+  const auto got = extract_residual_directions(second, pairs, resume);
+  EXPECT_EQ(decoded, (std::vector<std::size_t>{2, 3, 4}));
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(ResidualExtraction, RefusesAnotherExtractionsCheckpoint) {
+  std::vector<ContrastivePair> pairs{
+      {model_->tokenize("Tom was glad.", true), model_->tokenize("Tom was upset.", true)},
+      {model_->tokenize("Sue smiled.", true), model_->tokenize("Sue cried.", true)}};
+  Session s(model_, params_);
+  ResidualCheckpoint cp;
+  ResidualExtractionParams keep;
+  keep.on_checkpoint = [&](const ResidualCheckpoint& c) {
+    if (c.pairs_done == 1) cp = c;
+  };
+  (void)extract_residual_directions(s, pairs, keep);
+  const auto refused = [&](std::span<const ContrastivePair> ps, const ResidualCheckpoint& c,
+                           const std::string& words) {
+    ResidualExtractionParams r;
+    r.resume = &c;
+    try {
+      (void)extract_residual_directions(s, ps, r);
+      ADD_FAILURE() << "resumed: " << words;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  refused(std::span(pairs).first(1), cp, "another extraction");
+  // A cache extraction of the same pairs is another extraction too.
+  const Pos last[] = {-1};
+  EXPECT_NE(residual_extraction_identity(s, pairs), extraction_identity(s, pairs, last));
+  ResidualCheckpoint odd = cp;
+  odd.sum[2].pop_back();
+  refused(pairs, odd, "layers of");
+  ResidualCheckpoint beyond = cp;
+  beyond.pairs_done = 3;
+  refused(pairs, beyond, "3 of 2 pairs");
 }
 
 TEST_F(ResidualExtraction, RefusesNoPairsAndEmptyPrompts) {

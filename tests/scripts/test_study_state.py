@@ -170,6 +170,66 @@ def test_an_extraction_goes_on_from_its_exported_checkpoint(cli: Path, organism:
     assert restore_state(state, second) == []
 
 
+def caa_run(cli: Path, organism: Path, data: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(cli), "eval", "-m", str(organism), "-t", "1", "--parallel", "4",
+                           "--n-predict", "32", "--no-preset", "--pairs", "12", "--shots", "3",
+                           "--task", "organism-numeric", "--data", str(data / "test.jsonl"),
+                           "--traces", str(data / "traces.jsonl"), "--method", "caa",
+                           "--caa-layer", "3", "--caa-c", "4", "--limit", "4",
+                           "--caa-cache", str(out / "caa"), "-o", str(out / "runs" / "t-caa")],
+                          capture_output=True, text=True,
+                          env={**os.environ, "OMP_WAIT_POLICY": "passive"})
+
+
+def test_activation_directions_travel_with_the_state(cli: Path, organism: Path, data: Path,
+                                                     tmp_path: Path) -> None:
+    first, state, second = tmp_path / "first", tmp_path / "state", tmp_path / "second"
+    assert caa_run(cli, organism, data, first).returncode == 0
+    (directions,) = (first / "caa").glob("caa-*.json")
+    export_state(first, state)
+    assert (state / "caa" / directions.name).read_bytes() == directions.read_bytes()
+    assert f"activation directions {directions.name}" in restore_state(state, second)
+    # The restored file is what the next run uses: with its directions zeroed, it is unsteered.
+    kept = json.loads((second / "caa" / directions.name).read_text())
+    kept["directions"] = [[0.0] * len(row) for row in kept["directions"]]
+    (second / "caa" / directions.name).write_text(json.dumps(kept))
+    shutil.rmtree(second / "runs")
+    assert caa_run(cli, organism, data, second).returncode == 0
+    base = second / "base"
+    subprocess.run([str(cli), "eval", "-m", str(organism), "-t", "1", "--parallel", "4",
+                    "--n-predict", "32", "--no-preset", "--task", "organism-numeric", "--data",
+                    str(data / "test.jsonl"), "--method", "baseline", "--limit", "4", "-o",
+                    str(base)], check=True, capture_output=True,
+                   env={**os.environ, "OMP_WAIT_POLICY": "passive"})
+    responses = [r["response"] for _, r in sorted(records(second / "runs" / "t-caa").items())]
+    assert responses == [r["response"] for _, r in sorted(records(base).items())]
+    assert responses != [r["response"] for _, r in sorted(records(first / "runs" / "t-caa").items())]
+
+
+def test_a_residual_checkpoint_is_kept_while_its_extraction_runs(tmp_path: Path) -> None:
+    out, state = tmp_path / "out", tmp_path / "state"
+    (out / "caa").mkdir(parents=True)
+    partial = out / "caa" / "caa-0123.json.partial"
+    partial.write_bytes(b"KVSRCKPT running sums")
+    (out / "caa" / ".caa-0123.json.partial.tmp").write_bytes(b"half")
+    export_state(out, state)
+    assert sorted(f.name for f in (state / "caa").iterdir()) == ["caa-0123.json.partial"]
+    fresh = tmp_path / "fresh"
+    assert restore_state(state, fresh) == ["activation directions caa-0123.json.partial"]
+    assert (fresh / "caa" / partial.name).read_bytes() == partial.read_bytes()
+    # Finished: kvsteer wrote the directions and removed the checkpoint; the state follows, and a
+    # stale checkpoint never comes back beside finished directions.
+    partial.unlink()
+    (out / "caa" / "caa-0123.json").write_text('{"kind": "kvsteer-caa-directions"}\n')
+    export_state(out, state)
+    assert sorted(f.name for f in (state / "caa").iterdir()) == ["caa-0123.json"]
+    (state / "caa" / partial.name).write_bytes(b"stale")
+    (fresh / "caa" / partial.name).unlink()
+    (fresh / "caa" / "caa-0123.json").write_text("{}")
+    assert restore_state(state, fresh) == []
+    assert not (fresh / "caa" / partial.name).exists()
+
+
 def test_a_finished_run_is_exported_again_only_when_it_changes(tmp_path: Path) -> None:
     out, state = tmp_path / "out", tmp_path / "state"
     run = out / "runs" / "t-x"

@@ -129,5 +129,52 @@ TEST(CheckpointFile, SavingReplacesTheFileWhole) {
   EXPECT_THROW(save_extraction_checkpoint(dir.file("no/such/folder/x"), cp), Error);
 }
 
+ResidualCheckpoint sample_residual_checkpoint() {
+  ResidualCheckpoint cp;
+  cp.identity = 0xfedcba9876543210ULL;
+  cp.n_pairs = 200;
+  cp.pairs_done = 12;
+  cp.sum = {{1.0 / 3.0, -0.0, 1e-300}, {std::nextafter(1.0, 2.0), -1.0 / 7.0, 1e300}};
+  return cp;
+}
+
+TEST(CheckpointFile, ResidualRoundTripIsExact) {
+  test::TempDir dir;
+  const ResidualCheckpoint cp = sample_residual_checkpoint();
+  save_residual_checkpoint(dir.file("r.partial"), cp);
+  const ResidualCheckpoint got = load_residual_checkpoint(dir.file("r.partial"));
+  EXPECT_EQ(got.identity, cp.identity);
+  EXPECT_EQ(got.n_pairs, cp.n_pairs);
+  EXPECT_EQ(got.pairs_done, cp.pairs_done);
+  ASSERT_EQ(got.sum.size(), cp.sum.size());
+  for (std::size_t il = 0; il < cp.sum.size(); ++il) expect_same_bits(got.sum[il], cp.sum[il]);
+}
+
+TEST(CheckpointFile, ResidualFileRefusesDamageAndTheOtherKind) {
+  test::TempDir dir;
+  save_residual_checkpoint(dir.file("good"), sample_residual_checkpoint());
+  const std::string good = test::read_file(dir.file("good"));
+  const std::string path = dir.file("bad");
+  for (std::size_t n = 0; n < good.size(); ++n) {
+    test::write_file(path, good.substr(0, n));
+    EXPECT_THROW((void)load_residual_checkpoint(path), Error) << "truncated to " << n;
+  }
+  for (std::size_t i = 0; i < good.size(); ++i) {
+    std::string bad = good;
+    bad[i] = static_cast<char>(bad[i] ^ 0x10);
+    test::write_file(path, bad);
+    EXPECT_THROW((void)load_residual_checkpoint(path), Error) << "byte " << i << " flipped";
+  }
+  // Each kind's file is refused by the other's loader, by its magic.
+  save_extraction_checkpoint(dir.file("kv"), sample_checkpoint());
+  try {
+    (void)load_residual_checkpoint(dir.file("kv"));
+    ADD_FAILURE() << "a K/V checkpoint was read as a residual one";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no KVSRCKPT magic"), std::string::npos) << e.what();
+  }
+  expect_format_error(dir.file("good"), "no KVSXCKPT magic");
+}
+
 }  // namespace
 }  // namespace kvsteer

@@ -67,7 +67,8 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
   cmd.add_option("--caa-c", r.caa.coef, "CAA: coefficient")->capture_default_str();
   cmd.add_option("--caa-cache", r.caa_cache_dir,
                  "CAA: folder where extracted directions are kept and found again (one file per "
-                 "model, engine and pair set), so that a sweep and the run after it extract once");
+                 "model, engine and pair set), so that a sweep and the run after it extract "
+                 "once; an extraction stopped midway goes on from its checkpoint there");
   cmd.add_option("--n-predict", r.n_predict, "New tokens at most")->capture_default_str();
   cmd.add_option("--temp", r.temperature, "Sampling temperature (0: greedy)")
       ->capture_default_str();
@@ -104,6 +105,7 @@ eval::EvalOptions build_options(const EvalCliOptions& c,
   }
   eval::EvalOptions o = eval::make_eval_options(r, *model);
   o.extraction_progress = progress_bar("extract " + r.task + " (pairs)");
+  o.notice = [](const std::string& text) { std::fprintf(stderr, "kvsteer: %s\n", text.c_str()); };
   return o;
 }
 

@@ -5,9 +5,11 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "eval/runner.h"
 #include "eval/scoring.h"
+#include "kvsteer/checkpoint_file.h"
 #include "kvsteer/error.h"
 #include "kvsteer/file_io.h"
 #include "kvsteer/vector_file.h"
@@ -504,6 +506,76 @@ TEST_F(EvalRunner, ActivationDirectionsAreKeptAndFoundAgain) {
   eval::run_eval(model_, o);
   EXPECT_EQ(responses(out.file("damaged")), responses(out.file("plain")));
   EXPECT_EQ(ordered_json::parse(read_text_file(files[0], "directions")), original);
+}
+
+// An activation-direction extraction stopped midway goes on from the checkpoint kept beside its
+// file in --caa-cache and ends in the directions an uninterrupted extraction writes, bit for bit;
+// a damaged checkpoint is reported and the extraction starts over.
+TEST_F(EvalRunner, StoppedActivationExtractionGoesOnFromItsCheckpoint) {
+  test::TempDir out;
+  auto o = options("caa");
+  o.limit = 2;
+  o.caa = {3, -1, 8.0f};
+  const auto only_file = [](const std::string& dir, const std::string& ending) {
+    std::vector<std::string> found;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      const std::string name = e.path().string();
+      if (name.size() >= ending.size() &&
+          name.compare(name.size() - ending.size(), ending.size(), ending) == 0) {
+        found.push_back(name);
+      }
+    }
+    EXPECT_EQ(found.size(), 1u) << dir << " *" << ending;
+    return found.empty() ? std::string() : found.front();
+  };
+  o.caa_cache_dir = out.file("whole");
+  o.out_dir = out.file("whole-run");
+  eval::run_eval(model_, o);
+  const std::string whole = read_text_file(only_file(out.file("whole"), ".json"), "directions");
+
+  std::vector<std::string> notices;
+  o.notice = [&](const std::string& text) { notices.push_back(text); };
+  o.caa_cache_dir = out.file("stopped");
+  o.caa_checkpoint_every_s = 0;
+  o.out_dir = out.file("stopped-run");
+  o.extraction_progress = [](std::size_t done, std::size_t) {
+    if (done == 3) throw std::runtime_error("stopped");
+  };
+  EXPECT_THROW(eval::run_eval(model_, o), std::runtime_error);
+  const std::string partial = only_file(out.file("stopped"), ".json.partial");
+  EXPECT_EQ(load_residual_checkpoint(partial).pairs_done, 3u);
+  std::vector<std::size_t> decoded;
+  o.extraction_progress = [&](std::size_t done, std::size_t) { decoded.push_back(done); };
+  eval::run_eval(model_, o);
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_NE(notices[0].find("resuming the activation directions from " + partial +
+                            ": 3 of 40 pairs done"),
+            std::string::npos)
+      << notices[0];
+  EXPECT_EQ(decoded.front(), 3u) << "the resumed extraction decoded the checkpoint's pairs again";
+  EXPECT_FALSE(std::filesystem::exists(partial));
+  EXPECT_EQ(read_text_file(only_file(out.file("stopped"), ".json"), "directions"), whole);
+
+  // A damaged checkpoint: said, and a whole extraction in its place.
+  o.caa_cache_dir = out.file("damaged");
+  o.out_dir = out.file("damaged-run");
+  o.extraction_progress = [](std::size_t done, std::size_t) {
+    if (done == 2) throw std::runtime_error("stopped");
+  };
+  EXPECT_THROW(eval::run_eval(model_, o), std::runtime_error);
+  const std::string damaged = only_file(out.file("damaged"), ".json.partial");
+  std::string bytes = test::read_file(damaged);
+  bytes[bytes.size() / 2] ^= 0x40;
+  test::write_file(damaged, bytes);
+  notices.clear();
+  decoded.clear();
+  o.extraction_progress = [&](std::size_t done, std::size_t) { decoded.push_back(done); };
+  eval::run_eval(model_, o);
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_NE(notices[0].find("checksum mismatch"), std::string::npos) << notices[0];
+  EXPECT_NE(notices[0].find("starting over"), std::string::npos) << notices[0];
+  EXPECT_EQ(decoded.front(), 0u);
+  EXPECT_EQ(read_text_file(only_file(out.file("damaged"), ".json"), "directions"), whole);
 }
 
 TEST_F(EvalRunner, BadInputsAreRefusedWithClearErrors) {
