@@ -76,21 +76,27 @@ void expect_format_error(const std::string& path, const std::string& words) {
   }
 }
 
-TEST(CheckpointFile, RefusesEveryTruncationAndEveryFlippedByte) {
-  test::TempDir dir;
-  save_extraction_checkpoint(dir.file("good"), sample_checkpoint());
-  const std::string good = test::read_file(dir.file("good"));
-  const std::string path = dir.file("bad");
+// Every truncation of a good file and every flipped byte is refused by load.
+template <typename Load>
+void expect_every_damage_refused(const std::string& good, const std::string& path, Load load) {
   for (std::size_t n = 0; n < good.size(); ++n) {
     test::write_file(path, good.substr(0, n));
-    EXPECT_THROW((void)load_extraction_checkpoint(path), Error) << "truncated to " << n;
+    EXPECT_THROW((void)load(path), Error) << "truncated to " << n;
   }
   for (std::size_t i = 0; i < good.size(); ++i) {
     std::string bad = good;
     bad[i] = static_cast<char>(bad[i] ^ 0x10);
     test::write_file(path, bad);
-    EXPECT_THROW((void)load_extraction_checkpoint(path), Error) << "byte " << i << " flipped";
+    EXPECT_THROW((void)load(path), Error) << "byte " << i << " flipped";
   }
+}
+
+TEST(CheckpointFile, RefusesEveryTruncationAndEveryFlippedByte) {
+  test::TempDir dir;
+  save_extraction_checkpoint(dir.file("good"), sample_checkpoint());
+  const std::string good = test::read_file(dir.file("good"));
+  const std::string path = dir.file("bad");
+  expect_every_damage_refused(good, path, load_extraction_checkpoint);
   test::write_file(path, good + "x");
   expect_format_error(path, "checksum");
   // Fields that contradict each other under a valid checksum: 250 of 200 pairs done.
@@ -154,17 +160,7 @@ TEST(CheckpointFile, ResidualFileRefusesDamageAndTheOtherKind) {
   test::TempDir dir;
   save_residual_checkpoint(dir.file("good"), sample_residual_checkpoint());
   const std::string good = test::read_file(dir.file("good"));
-  const std::string path = dir.file("bad");
-  for (std::size_t n = 0; n < good.size(); ++n) {
-    test::write_file(path, good.substr(0, n));
-    EXPECT_THROW((void)load_residual_checkpoint(path), Error) << "truncated to " << n;
-  }
-  for (std::size_t i = 0; i < good.size(); ++i) {
-    std::string bad = good;
-    bad[i] = static_cast<char>(bad[i] ^ 0x10);
-    test::write_file(path, bad);
-    EXPECT_THROW((void)load_residual_checkpoint(path), Error) << "byte " << i << " flipped";
-  }
+  expect_every_damage_refused(good, dir.file("bad"), load_residual_checkpoint);
   // Each kind's file is refused by the other's loader, by its magic.
   save_extraction_checkpoint(dir.file("kv"), sample_checkpoint());
   try {
