@@ -37,7 +37,8 @@ nlohmann::ordered_json selection_json(const nb::object& selection) {
       float caa_c, std::int32_t n_predict, float temperature, std::uint32_t seed,                \
       std::uint32_t parallel, std::int32_t n_threads, const std::string &cache_type_k,           \
       const std::string &cache_type_v, const std::string &flash_attn,                            \
-      const std::string &kv_streams, nb::object progress, nb::object extraction_progress
+      const std::string &kv_streams, std::optional<std::string> caa_cache, nb::object progress,  \
+      nb::object extraction_progress
 
 // Fills an eval::EvalRequest, the description of a run `kvsteer eval|sweep|diagnose` fill from
 // their flags. Keywords left None stay unset (the preset decides) or empty (the default).
@@ -67,7 +68,8 @@ nlohmann::ordered_json selection_json(const nb::object& selection) {
   r.cache_type_k = cache_type_k;                \
   r.cache_type_v = cache_type_v;                \
   r.flash_attn = flash_attn;                    \
-  r.kv_streams = kv_streams
+  r.kv_streams = kv_streams;                    \
+  r.caa_cache_dir = caa_cache.value_or("")
 
 #define KVSTEER_RUNNER_ARGS(default_limit)                                                      \
   "limit"_a = default_limit, "prompt_family"_a = nb::none(), "chat_template"_a = "",            \
@@ -78,7 +80,8 @@ nlohmann::ordered_json selection_json(const nb::object& selection) {
   "caa_layer"_a = -1, "caa_layer_last"_a = -1, "caa_c"_a = 1.0f, "n_predict"_a = 768,           \
   "temperature"_a = 0.0f, "seed"_a = 1234, "parallel"_a = 16, "n_threads"_a = 0,                \
   "cache_type_k"_a = "f16", "cache_type_v"_a = "f16", "flash_attn"_a = "auto",                  \
-  "kv_streams"_a = "unified", "progress"_a = nb::none(), "extraction_progress"_a = nb::none()
+  "kv_streams"_a = "unified", "caa_cache"_a = nb::none(), "progress"_a = nb::none(),            \
+  "extraction_progress"_a = nb::none()
 
 constexpr const char* kSharedDoc = R"doc(
 Shared arguments (the flags of `kvsteer eval`, README): task 'gsm8k', 'arc',
@@ -92,7 +95,11 @@ steering; n_predict, temperature, seed: decoding; cache_type_k, cache_type_v,
 flash_attn ('on', 'off', 'auto'), kv_streams ('unified', 'per-sequence'): how
 the cache is held (per-sequence: each sequence attends over its own cells only,
 faster with many long answers); parallel: items decoded
-together. Arguments left None take the preset; given ones win.
+together; caa_cache: a folder where activation directions are kept and found
+again (one file per model, engine and pair set), with the checkpoint of one
+being extracted (a stopped extraction goes on from it; a damaged checkpoint is
+replaced with a RuntimeWarning). Arguments left None take the preset; given
+ones win.
 progress / extraction_progress: callable(done, total) or a tqdm bar, after each
 batch. The GIL is released; Ctrl-C stops the batch being decoded with
 KeyboardInterrupt (its answers are dropped, finished batches stay in items.jsonl
@@ -105,12 +112,17 @@ nb::object run_runner(const eval::EvalRequest& request, const PyModel& model, nb
   eval::EvalOptions o = eval::make_eval_options(request, *model.model);
   const Progress items = progress_adaptor(std::move(progress));
   const Progress pairs = progress_adaptor(std::move(extraction_progress));
+  std::vector<std::string> notices;  // raised once the GIL is held again
+  o.notice = [&notices](const std::string& text) { notices.push_back(text); };
   const std::string dump = run_long([&](LongCall& call) {
     o.progress = cancellable(items, call);
     o.extraction_progress = cancellable(pairs, call);
     o.abort = call.abort_callback();
     return run(o).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   });
+  for (const std::string& text : notices) {
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, text.c_str(), 1) != 0) throw nb::python_error();
+  }
   return json_to_python(dump);
 }
 

@@ -58,6 +58,28 @@ def test_sweep_and_diagnose(stories, gsm8k_items, traces, tmp_path):
     assert diag["n_prompts"] == 2 and len(diag["layers"]) > 0
 
 
+def test_caa_cache_keeps_the_directions_and_replaces_a_damaged_checkpoint(
+        stories, gsm8k_items, traces, tmp_path):
+    caa = dict(method="caa", traces=str(traces), n_pairs=4, shots=2, caa_layer=2, caa_c=4.0,
+               caa_cache=str(tmp_path / "caa"), **COMMON)
+    first = kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "a"), **caa)
+    (kept,) = (tmp_path / "caa").glob("caa-*.json")
+    # A stale checkpoint beside finished directions is never read: they are found as they are.
+    (tmp_path / "caa" / (kept.name + ".partial")).write_bytes(b"KVSRCKPT damaged")
+    second = kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "b"), **caa)
+    assert second["accuracy"] == first["accuracy"]
+    # Without the directions, the damaged checkpoint is said and a whole extraction made.
+    kept_bytes = kept.read_bytes()
+    kept.unlink()
+    with pytest.warns(RuntimeWarning, match="starting over"):
+        kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "c"), **caa)
+    assert kept.read_bytes() == kept_bytes
+    assert not (tmp_path / "caa" / (kept.name + ".partial")).exists()
+    read = lambda d: [json.loads(x)["response"]
+                      for x in (tmp_path / d / "items.jsonl").read_text().splitlines()]
+    assert read("c") == read("a") == read("b")
+
+
 def test_runner_refusals(stories, gsm8k_items, tmp_path):
     with pytest.raises(kvsteer.InvalidArgumentError):
         kvsteer.eval(stories, "nope", str(gsm8k_items), str(tmp_path / "a"), **COMMON)
