@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from study_state import answer_first, export_state, write_atomic
@@ -25,13 +26,35 @@ LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT"
 TASKS = ["arc", "gsm8k", "csqa", "piqa"]
 MULTIPLE_CHOICE = {"arc", "csqa", "piqa"}
 def shape_columns(task: str, run: Path, items: dict[int, dict]) -> str:
-    """Answer-first share (multiple choice only) and share of answers cut at the token limit."""
+    """Answer-first share and the commonest answer with its share (multiple choice only), and the
+    share of answers cut at the token limit. A weak model's accuracy on multiple choice is mostly
+    its letter preference times the gold letters' distribution: the commonest answer says so."""
     n_predict = json.loads((run / "config.json").read_text()).get("n_predict", 0)
     n = max(len(items), 1)
     capped = 100 * sum(1 for r in items.values() if n_predict and r["n_tokens"] >= n_predict) / n
-    first = (f"{100 * sum(1 for r in items.values() if answer_first(r)) / n:.0f}"
-             if task in MULTIPLE_CHOICE else "")
-    return f"{first} | {capped:.0f}"
+    first = commonest = ""
+    if task in MULTIPLE_CHOICE:
+        first = f"{100 * sum(1 for r in items.values() if answer_first(r)) / n:.0f}"
+        counts = Counter(r.get("extracted") or "none" for r in items.values())
+        if counts:
+            letter, k = counts.most_common(1)[0]
+            commonest = f"{letter} {100 * k / n:.0f}"
+    return f"{first} | {commonest} | {capped:.0f}"
+
+
+def constant_answers(task: str, out: Path) -> str:
+    """What answering one letter on every item scores on the baseline's items: the reference a
+    letter-biased model's accuracy is read against."""
+    run = out / "runs" / f"{task}-baseline"
+    if task not in MULTIPLE_CHOICE or not (run / "summary.json").exists():
+        return ""
+    items = load_items(run)
+    gold = Counter(r["target"] for r in items.values() if "target" in r)
+    if not gold:
+        return ""
+    n = len(items)
+    return (f"Always the same letter on these {n} items: " + ", ".join(
+        f"{letter} {100 * k / n:.1f} %" for letter, k in sorted(gold.items())) + ".")
 
 
 def mcnemar_p(b: int, c: int) -> float:
@@ -76,7 +99,7 @@ def method_table(out: Path, task: str) -> list[str]:
             partial = run / "items.jsonl"
             if partial.exists():
                 n = sum(1 for line in open(partial, encoding="utf-8") if line.strip())
-                rows.append(f"| {LABELS[m]} | running: {n} items done | | | | | | |")
+                rows.append(f"| {LABELS[m]} | running: {n} items done | | | | | | | |")
             continue
         s = json.loads((run / "summary.json").read_text())
         label = s.get("label", m)
@@ -218,8 +241,12 @@ def page(out: Path, title: str) -> str:
         md += [f"## {task}", ""]
         if rows:
             md += ["| method | accuracy % [95 % CI] | vs baseline, points [95 % CI], McNemar p | "
-                   "reasoning % | tokens mean / median | answer first % | at token limit % | n |",
-                   "|---|---|---|---|---|---|---|---|"] + rows + [""]
+                   "reasoning % | tokens mean / median | answer first % | commonest answer % | "
+                   "at token limit % | n |",
+                   "|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+            constant = constant_answers(task, out)
+            if constant:
+                md += [constant, ""]
         if sweeps:
             md += ["Selection split:", ""] + sweeps + [""]
         if diag:

@@ -1,0 +1,40 @@
+"""The study's results page (scripts/study_results.py) reads a weak model's multiple-choice
+accuracy against its letter preference: the commonest answer per run and what answering one
+letter everywhere would score."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from study_results import page  # noqa: E402
+
+
+def write_run(out: Path, name: str, answers: str, gold: str) -> None:
+    run = out / "runs" / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"n_predict": 768, "limit": len(gold)}))
+    items = [{"index": i, "extracted": a, "target": g, "correct": a == g, "n_tokens": 20,
+              "n_steps": 0, "reasoning": False, "forced": False, "answer_first": True}
+             for i, (a, g) in enumerate(zip(answers, gold))]
+    (run / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    acc = 100 * sum(r["correct"] for r in items) / len(items)
+    (run / "summary.json").write_text(json.dumps({
+        "accuracy": acc, "ci95": [0.0, 100.0], "reasoning_rate": 0.0, "mean_tokens": 20.0,
+        "median_tokens": 20.0, "n": len(items)}))
+
+
+def test_the_page_shows_the_commonest_answer_and_the_constant_answer_reference(tmp_path: Path):
+    gold = "ABCDEABCDA"
+    write_run(tmp_path, "csqa-baseline", "AAAAAAAAEA", gold)
+    write_run(tmp_path, "csqa-cache-paper", "AAAAAAAAAA", gold)
+    text = page(tmp_path, "t")
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert "commonest answer %" in rows[0]
+    assert rows[1].split(" | ")[6] == "A 90"  # baseline: nine A of ten
+    assert rows[2].split(" | ")[6] == "A 100"
+    assert ("Always the same letter on these 10 items: A 30.0 %, B 20.0 %, C 20.0 %, D 20.0 %, "
+            "E 10.0 %.") in text
