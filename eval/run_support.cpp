@@ -16,7 +16,6 @@
 #include "base/fnv1a64.h"
 #include "eval/git_commit.h"  // generated: KVSTEER_GIT_COMMIT (eval/CMakeLists.txt)
 #include "eval/run_support.h"
-#include "kvsteer/checkpoint_file.h"
 #include "kvsteer/file_io.h"
 #include "kvsteer/vector_file.h"
 
@@ -111,39 +110,16 @@ std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
   }
   Session session = ev.make_session(1, true, longest_pair(pairs));
   fs::create_directories(o.caa_cache_dir);
-  const std::string partial = path + ".partial";
   const auto say = [&](const std::string& text) {
     if (o.notice) o.notice(text);
   };
-  // A checkpoint that cannot be resumed (damaged, another extraction's) is reported and
-  // replaced: like the cache itself, it is never a reason to fail.
-  std::optional<ResidualCheckpoint> resume;
-  if (fs::exists(partial)) {
-    try {
-      resume = load_residual_checkpoint(partial);
-      if (resume->identity != residual_extraction_identity(session, pairs)) {
-        say(partial + " is the checkpoint of another extraction; starting over");
-        resume.reset();
-      } else {
-        say("resuming the activation directions from " + partial + ": " +
-            std::to_string(resume->pairs_done) + " of " + std::to_string(resume->n_pairs) +
-            " pairs done");
-        params.resume = &*resume;
-      }
-    } catch (const Error& e) {
-      say(std::string(e.what()) + "; starting over");
-    }
+  ResidualCheckpointFile checkpoint(path + ".partial", o.caa_checkpoint_every_s,
+                                    residual_extraction_identity(session, pairs), say);
+  if (const ResidualCheckpoint* cp = checkpoint.resume()) {
+    say("resuming the activation directions from " + checkpoint.path() + ": " +
+        std::to_string(cp->pairs_done) + " of " + std::to_string(cp->n_pairs) + " pairs done");
   }
-  auto last_save = std::chrono::steady_clock::now();
-  params.on_checkpoint = [&](const ResidualCheckpoint& cp) {
-    using Seconds = std::chrono::duration<double>;
-    if (cp.pairs_done == cp.n_pairs ||
-        Seconds(std::chrono::steady_clock::now() - last_save).count() < o.caa_checkpoint_every_s) {
-      return;  // the last one is the finished extraction, which the directions file holds
-    }
-    save_residual_checkpoint(partial, cp);
-    last_save = std::chrono::steady_clock::now();
-  };
+  checkpoint.attach(params);
   auto rows = extract_residual_directions(session, pairs, params);
   // Floats are written as the doubles they convert to exactly, and read back to the same floats.
   const ordered_json j = {{"kind", "kvsteer-caa-directions"},
@@ -152,8 +128,7 @@ std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
                           {"n_pairs", pairs.size()},
                           {"directions", rows}};
   write_file_atomic(path, j.dump() + "\n");
-  std::error_code ignored;
-  fs::remove(partial, ignored);
+  checkpoint.remove();
   return rows;
 }
 

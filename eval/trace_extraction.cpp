@@ -78,13 +78,30 @@ void record_provenance(SteeringVector& vector, const TraceExtraction& x, const C
                        std::to_string(n_batch);
 }
 
-ExtractionCheckpointFile::ExtractionCheckpointFile(
-    std::string path, double every_s, std::uint64_t identity,
-    const std::function<void(const std::string&)>& warn)
+namespace {
+
+ExtractionCheckpoint load_checkpoint(const std::string& path, const ExtractionCheckpoint*) {
+  return load_extraction_checkpoint(path);
+}
+ResidualCheckpoint load_checkpoint(const std::string& path, const ResidualCheckpoint*) {
+  return load_residual_checkpoint(path);
+}
+void save_checkpoint(const std::string& path, const ExtractionCheckpoint& cp) {
+  save_extraction_checkpoint(path, cp);
+}
+void save_checkpoint(const std::string& path, const ResidualCheckpoint& cp) {
+  save_residual_checkpoint(path, cp);
+}
+
+}  // namespace
+
+template <typename Checkpoint>
+CheckpointFile<Checkpoint>::CheckpointFile(std::string path, double every_s, std::uint64_t identity,
+                                           const std::function<void(const std::string&)>& warn)
     : path_(std::move(path)), every_s_(every_s) {
   if (!std::filesystem::exists(path_)) return;
   try {
-    ExtractionCheckpoint cp = load_extraction_checkpoint(path_);
+    Checkpoint cp = load_checkpoint(path_, static_cast<const Checkpoint*>(nullptr));
     if (cp.identity == identity) {
       resume_ = std::move(cp);
       return;
@@ -97,26 +114,31 @@ ExtractionCheckpointFile::ExtractionCheckpointFile(
   }
 }
 
-void ExtractionCheckpointFile::attach(ExtractionParams& params,
-                                      std::function<void(std::size_t)> after_save) {
+template <typename Checkpoint>
+void CheckpointFile<Checkpoint>::attach(Params& params,
+                                        std::function<void(std::size_t)> after_save) {
   params.resume = resume();
-  params.on_checkpoint = [this, after = std::move(after_save)](const ExtractionCheckpoint& cp) {
+  params.on_checkpoint = [this, after = std::move(after_save)](const Checkpoint& cp) {
     using Seconds = std::chrono::duration<double>;
     // The last checkpoint is the finished extraction, which the outputs hold.
     if (cp.pairs_done == cp.n_pairs ||
         Seconds(std::chrono::steady_clock::now() - last_save_).count() < every_s_) {
       return;
     }
-    save_extraction_checkpoint(path_, cp);
+    save_checkpoint(path_, cp);
     last_save_ = std::chrono::steady_clock::now();
     ++saves_;
     if (after) after(saves_);
   };
 }
 
-void ExtractionCheckpointFile::remove() const {
+template <typename Checkpoint>
+void CheckpointFile<Checkpoint>::remove() const {
   std::error_code ignored;
   std::filesystem::remove(path_, ignored);
 }
+
+template class CheckpointFile<ExtractionCheckpoint>;
+template class CheckpointFile<ResidualCheckpoint>;
 
 }  // namespace kvsteer::eval

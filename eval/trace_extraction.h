@@ -9,6 +9,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "eval/contrastive.h"
@@ -66,25 +67,30 @@ SessionParams extraction_session(const Model& model, const SessionSettings& sett
 void record_provenance(SteeringVector& vector, const TraceExtraction& x, const ContrastiveSet& set,
                        Pos position, std::uint32_t parallel, std::uint32_t n_batch);
 
-// An extraction's checkpoint file, as `kvsteer extract --checkpoint` and
-// kvsteer.extract(checkpoint=...) keep it: resumed from when it belongs to this extraction, saved
-// at most every `every_s` seconds, removed by the caller once its outputs are written.
-class ExtractionCheckpointFile {
+// An extraction's checkpoint file, as `kvsteer extract --checkpoint`,
+// kvsteer.extract(checkpoint=...) and eval's --caa-cache keep it: resumed from when it belongs to
+// this extraction, saved at most every `every_s` seconds, removed by the caller once its outputs
+// are written. Checkpoint is ExtractionCheckpoint (cached K and V) or ResidualCheckpoint (block
+// outputs).
+template <typename Checkpoint>
+class CheckpointFile {
  public:
+  using Params = std::conditional_t<std::is_same_v<Checkpoint, ExtractionCheckpoint>,
+                                    ExtractionParams, ResidualExtractionParams>;
   // Reads path when it exists. A damaged file, or another extraction's, is reported through
   // `warn` (one sentence) and ignored: the extraction starts over and replaces it, as a stale
   // file must not stop the extraction the user asked for.
-  ExtractionCheckpointFile(std::string path, double every_s, std::uint64_t identity,
-                           const std::function<void(const std::string&)>& warn);
+  CheckpointFile(std::string path, double every_s, std::uint64_t identity,
+                 const std::function<void(const std::string&)>& warn);
   // attach() hands out `this`.
-  ExtractionCheckpointFile(const ExtractionCheckpointFile&) = delete;
-  ExtractionCheckpointFile& operator=(const ExtractionCheckpointFile&) = delete;
+  CheckpointFile(const CheckpointFile&) = delete;
+  CheckpointFile& operator=(const CheckpointFile&) = delete;
 
   // The checkpoint to go on from, or nullptr.
-  const ExtractionCheckpoint* resume() const { return resume_ ? &*resume_ : nullptr; }
+  const Checkpoint* resume() const { return resume_ ? &*resume_ : nullptr; }
   // Sets params.resume and params.on_checkpoint. after_save (may be empty) is called with the
   // number of saves so far after each save.
-  void attach(ExtractionParams& params, std::function<void(std::size_t)> after_save = {});
+  void attach(Params& params, std::function<void(std::size_t)> after_save = {});
   // Removes the file (none there is fine).
   void remove() const;
   const std::string& path() const { return path_; }
@@ -92,9 +98,12 @@ class ExtractionCheckpointFile {
  private:
   std::string path_;
   double every_s_;
-  std::optional<ExtractionCheckpoint> resume_;
+  std::optional<Checkpoint> resume_;
   std::chrono::steady_clock::time_point last_save_ = std::chrono::steady_clock::now();
   std::size_t saves_ = 0;
 };
+
+using ExtractionCheckpointFile = CheckpointFile<ExtractionCheckpoint>;
+using ResidualCheckpointFile = CheckpointFile<ResidualCheckpoint>;
 
 }  // namespace kvsteer::eval
