@@ -51,8 +51,6 @@ class SweepJournal {
     return true;
   }
 
-  std::size_t n_done(std::size_t setting) const { return done_[setting].size(); }
-
   void add(std::size_t setting, std::vector<ItemResult> results) {
     std::vector<std::vector<ItemResult>> by_setting(done_.size());
     by_setting[setting] = std::move(results);
@@ -180,14 +178,18 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
   SweepJournal journal(so.out.empty() ? "" : so.out + ".items.jsonl", config, grid);
   const auto start = std::chrono::steady_clock::now();
   if (o.method == Method::Caa) {
-    std::size_t s = 0;
-    bool pending = false;
-    for (s = 0; s < grid.size(); ++s) pending = pending || journal.n_done(s) < total;
+    // Progress counts (setting, item) answers, journalled ones first: a setting takes tens of
+    // minutes, and answers resumed from the journal must not count towards the rate.
+    const std::size_t n_answers = grid.size() * total;
+    std::size_t n_done = 0;
+    for (std::size_t s = 0; s < grid.size(); ++s) {
+      for (std::size_t i = 0; i < total; ++i) n_done += journal.has(s, i) ? 1 : 0;
+    }
     std::vector<std::vector<float>> caa;
-    if (pending) caa = extract_residual_vector(ev, ev.contrastive_pairs(false), o);
+    if (n_done < n_answers) caa = extract_residual_vector(ev, ev.contrastive_pairs(false), o);
     std::optional<Session> session;
-    if (o.progress) o.progress(0, grid.size());
-    for (s = 0; s < grid.size(); ++s) {
+    if (o.progress) o.progress(n_done, n_answers);
+    for (std::size_t s = 0; s < grid.size(); ++s) {
       const auto layer = grid[s].at("layer").get<std::int32_t>();
       const auto directions = scaled(caa, grid[s].at("c").get<float>());
       auto before_tail = [&directions, layer](Session& sess) {
@@ -200,8 +202,9 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
         auto r = ev.run_batch(*session, batch, {Setting{}}, before_tail);
         session->clear_control_vector();
         journal.add(s, std::move(r[0]));
+        n_done += batch.size();
+        if (o.progress) o.progress(n_done, n_answers);
       }
-      if (o.progress) o.progress(s + 1, grid.size());
     }
   } else {
     ordered_json vector_info;

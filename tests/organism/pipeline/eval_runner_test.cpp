@@ -410,6 +410,47 @@ TEST_F(EvalRunner, SweepResumesFromItsJournalAndRefusesAnotherGrid) {
   }
 }
 
+// An activation-steering sweep reports progress in answers, batch by batch, and a resumed one
+// starts from the answers its journal holds: a progress bar then measures only the answers
+// decoded now (a setting takes tens of minutes on a real model; whole settings resumed from the
+// journal must neither count as instant work nor hide the progress inside one).
+TEST_F(EvalRunner, ActivationSweepProgressCountsAnswersAndStartsFromTheJournal) {
+  test::TempDir out;
+  eval::SweepOptions so;
+  so.base = options("caa", "choice");
+  so.base.limit = 4;
+  so.base.n_parallel = 2;  // two batches per setting
+  so.base.generation.n_predict = 16;
+  so.caa_layers = {3};
+  so.caa_coefs = {0.0f, 8.0f};
+  so.out = out.file("caa.json");
+  std::vector<std::pair<std::size_t, std::size_t>> calls;
+  so.base.progress = [&calls](std::size_t done, std::size_t total) {
+    calls.emplace_back(done, total);
+  };
+  const ordered_json full = eval::run_sweep(model_, so);
+  using Calls = std::vector<std::pair<std::size_t, std::size_t>>;
+  EXPECT_EQ(calls, (Calls{{0, 8}, {2, 8}, {4, 8}, {6, 8}, {8, 8}}));
+
+  // Stopped after the first setting and one batch of the second.
+  const std::string journal = so.out + ".items.jsonl";
+  const auto lines = test::read_lines(journal);
+  ASSERT_EQ(lines.size(), 1u + 8u);
+  {
+    std::ofstream f(journal, std::ios::binary | std::ios::trunc);
+    for (std::size_t i = 0; i < 1 + 4 + 2; ++i) f << lines[i] << "\n";
+  }
+  std::filesystem::remove(so.out);
+  calls.clear();
+  const ordered_json resumed = eval::run_sweep(model_, so);
+  EXPECT_EQ(calls, (Calls{{6, 8}, {8, 8}}));
+  for (std::size_t s = 0; s < 2; ++s) {
+    for (const char* key : {"n", "correct", "mean_tokens", "reasoning_rate"}) {
+      EXPECT_EQ(resumed["settings"][s].at(key), full["settings"][s].at(key)) << key << " " << s;
+    }
+  }
+}
+
 TEST_F(EvalRunner, ZeroCoefficientCacheSteeringEqualsBaselineWithOffset) {
   test::TempDir out;
   auto steer = options("cache", "choice");
