@@ -1,6 +1,7 @@
 // Writes the binary seed corpora of the fuzz targets: steering-vector files (corpus/vector_file)
 // and state blobs of real llama.cpp sessions with the shape prefix fuzz_seq_blob reads
-// (corpus/seq_blob). Text seeds are written by hand.
+// (corpus/seq_blob), and extraction checkpoints of both kinds (corpus/checkpoint). Text seeds are
+// written by hand.
 // Usage: kvsteer-fuzz-seeds OUT_DIR STORIES_GGUF TINY_MODELS_DIR
 #include <cstdio>
 #include <filesystem>
@@ -9,6 +10,8 @@
 #include <vector>
 
 #include "kvsteer/backend.h"
+#include "kvsteer/checkpoint_file.h"
+#include "kvsteer/file_io.h"
 #include "kvsteer/session.h"
 #include "kvsteer/vector_file.h"
 #include "llama/session_impl.h"
@@ -42,6 +45,47 @@ void vector_seeds(const std::string& dir) {
       save_steering_vector(dir + "/seed-" + std::to_string(n++) + ".gguf", v);
     }
   }
+}
+
+// Each checkpoint twice, in the two forms fuzz_checkpoint reads: the whole file after a selector
+// byte (bit 0: residual kind), and its body alone after a selector with bit 1 set, which the
+// target seals with the header and checksum again.
+void checkpoint_seed(const std::string& dir, const std::string& name, bool residual,
+                     const std::string& path) {
+  const std::string file = read_text_file(path);
+  constexpr std::size_t kHeader = 16, kChecksum = 8;  // magic, version, byte order | FNV-1a
+  const std::uint8_t kind = residual ? 1 : 0;
+  std::vector<std::uint8_t> whole{kind}, body{static_cast<std::uint8_t>(kind | 2)};
+  whole.insert(whole.end(), file.begin(), file.end());
+  body.insert(body.end(), file.begin() + kHeader, file.end() - kChecksum);
+  write_bytes(dir + "/" + name + ".bin", whole);
+  write_bytes(dir + "/" + name + "-body.bin", body);
+}
+
+void checkpoint_seeds(const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  const std::string scratch = dir + "/.scratch";
+  ExtractionCheckpoint kv;
+  kv.identity = 0x0123456789abcdefULL;
+  kv.n_pairs = 5;
+  kv.pairs_done = 2;
+  // Two positions; layer 0 holds no cell (an empty row, count 0), as an SWA layer may not.
+  for (const double scale : {1.0, -0.5}) {
+    kv.sums.push_back({{{}, {scale, 2.0, -3.0, 0.25}}, {{}, {0.5, scale, 1e-3, 8.0}}, {0, 4}});
+  }
+  save_extraction_checkpoint(scratch, kv);
+  checkpoint_seed(dir, "kv-2-of-5", false, scratch);
+  save_extraction_checkpoint(scratch, ExtractionCheckpoint{7, 3, 0, {}});
+  checkpoint_seed(dir, "kv-none-done", false, scratch);
+
+  ResidualCheckpoint res;
+  res.identity = 0xfedcba9876543210ULL;
+  res.n_pairs = 4;
+  res.pairs_done = 4;
+  res.sum = {{1.0, -2.0, 0.5}, {0.0, 3.5, -1e6}, {2.0, 2.0, 2.0}};
+  save_residual_checkpoint(scratch, res);
+  checkpoint_seed(dir, "residual-4-of-4", true, scratch);
+  std::filesystem::remove(scratch);
 }
 
 struct BlobCase {
@@ -104,6 +148,7 @@ int main(int argc, char** argv) {
   Backend backend(LogLevel::Error);
   const std::string out = argv[1];
   vector_seeds(out + "/vector_file");
+  checkpoint_seeds(out + "/checkpoint");
   blob_seeds(out + "/seq_blob", argv[2], argv[3]);
   return 0;
 }

@@ -11,11 +11,17 @@ seconds="$2"
 shift 2
 here=$(cd "$(dirname "$0")/.." && pwd)
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(vector_file seq_blob jsonl scoring prompts cli_grammar)
+[[ ${#targets[@]} -eq 0 ]] && targets=(vector_file checkpoint seq_blob jsonl scoring prompts cli_grammar)
 out="${KVSTEER_FUZZ_OUT:-$here/build/fuzz-runs}"
 # Absolute: each target runs inside its own folder.
 mkdir -p "$out" && out=$(cd "$out" && pwd)
 # Leaks are findings too; a bad input must not take longer than 10 s or 2 GiB.
+# The file-reading targets write their input to a scratch file per execution, and the savers
+# sync every file they write: on a disk that caps a target at a few hundred executions a second,
+# on a RAM file system it costs nothing.
+if [[ -z ${TMPDIR:-} && -d /dev/shm && -w /dev/shm ]]; then
+  export TMPDIR=/dev/shm
+fi
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 failed=0
