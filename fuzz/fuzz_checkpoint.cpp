@@ -22,12 +22,7 @@ namespace {
 
 using namespace kvsteer;
 
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "fuzz_checkpoint: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::check;
 
 // The header both kinds start with: magic, format version 1, the byte-order mark as this
 // machine writes it.

@@ -13,12 +13,7 @@
 
 namespace {
 
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "fuzz_cli_grammar: %s\n", what);
-    std::abort();
-  }
-}
+using kvsteer::fuzz::check;
 
 void fuzz_selection(const std::string& text) {
   kvsteer::LayerSelection sel;

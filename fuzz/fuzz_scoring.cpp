@@ -13,12 +13,7 @@ namespace {
 
 using namespace kvsteer::eval;
 
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "fuzz_scoring: %s\n", what);
-    std::abort();
-  }
-}
+using kvsteer::fuzz::check;
 
 bool is_choice_letter(const std::string& s) { return s.size() == 1 && s[0] >= 'A' && s[0] <= 'E'; }
 

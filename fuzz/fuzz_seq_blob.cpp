@@ -20,12 +20,7 @@ namespace {
 using namespace kvsteer;
 using namespace kvsteer::detail;
 
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "fuzz_seq_blob: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::check;
 
 class Input {
  public:

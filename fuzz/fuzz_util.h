@@ -41,6 +41,14 @@ class ScratchFile {
   std::string path_;
 };
 
+// A broken invariant is a finding: say which, then abort so that libFuzzer keeps the input.
+inline void check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "fuzz check failed: %s\n", what);
+    std::abort();
+  }
+}
+
 inline std::string_view as_text(const std::uint8_t* data, std::size_t size) {
   return {reinterpret_cast<const char*>(data), size};
 }

@@ -14,12 +14,7 @@ namespace {
 
 using namespace kvsteer;
 
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "fuzz_vector_file: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::check;
 
 void check_invariants(const SteeringVector& v) {
   const auto n_layer = static_cast<std::size_t>(v.model.n_layer);
