@@ -6,11 +6,14 @@
 //   summary: {"kind":"kvsteer-eval-summary","version":1,"task":..,"method":..,"label":..,"n":..,
 //             "correct":..,"accuracy":..,"ci95":[lo,hi],"reasoning_rate":..,"mean_tokens":..,
 //             "median_tokens":..,"lengths":[..],"model":{"path":..,"fingerprint":..},
-//             "commit":.., ...}
-//   sweep:   {"kind":"kvsteer-sweep","version":1,"task":..,"method":..,"settings":[{..}, ..]}
+//             "commit":.., "config":{"data":..,"limit":..}, ...}
+//   sweep:   {"kind":"kvsteer-sweep","version":1,"task":..,"method":..,"settings":[{..}, ..],
+//             "config":{"data":..,"limit":..,"vector":..,"steering":{"offset_token":..}}}
 //            cache and cache+cot settings carry "c_k", "c_v", "layers"; caa settings carry
 //            "layer", "c"; all carry "n", "accuracy" and optionally "correct", "ci95",
 //            "reasoning_rate", "mean_tokens".
+//   "config" and each of its fields are optional: they say which items a run answered and, for a
+//   cache-steering sweep, its protocol.
 // Percentages (accuracy, ci95, rates) are in [0, 100]; lengths are generated tokens per item.
 //
 // Thread-compatible: the functions share no state; distinct output folders may be written from
@@ -34,6 +37,15 @@ struct Interval {
   double hi = 0.0;
 };
 
+// Which items a run or sweep answered: its test file and --limit, where its file says.
+struct ItemSet {
+  std::string data;           // "" when unknown
+  std::optional<long> limit;  // 0: all items; nullopt when unknown
+  // False only when both name their files and limits and those differ: then a baseline of one is
+  // no reference for the other.
+  bool may_equal(const ItemSet& other) const;
+};
+
 // One run of `kvsteer eval` on one (task, method).
 struct EvalSummary {
   std::string file;  // path it was read from
@@ -51,6 +63,7 @@ struct EvalSummary {
   std::string model_path;         // "" when the file has none
   std::string model_fingerprint;  // "" when the file has none
   std::string commit;             // "" when the file has none
+  ItemSet items;
 };
 
 // One setting of a coefficient sweep.
@@ -77,6 +90,11 @@ struct Sweep {
   std::string method;       // cache, cache+cot or caa
   bool activation = false;  // true for caa (settings use layer/c), false for cache steering
   std::vector<SweepSetting> settings;
+  ItemSet items;
+  // Cache steering's protocol, "" when the file does not say: the vector file's name without its
+  // folder and extension, and the offset token ("none", or its id).
+  std::string vector;
+  std::string offset;
 };
 
 struct ReportInputs {

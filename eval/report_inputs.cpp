@@ -117,6 +117,40 @@ class Fields {
   std::string prefix_;
 };
 
+// The optional "config" object: which items were answered and, for a sweep, its protocol.
+struct RunConfig {
+  ItemSet items;
+  std::string vector;
+  std::string offset;
+};
+
+RunConfig parse_config(const Fields& f, const std::string& file) {
+  RunConfig out;
+  const json* config = f.find("config");
+  if (config == nullptr) return out;
+  if (!config->is_object())
+    fail(file, "field 'config' is " + config->dump() + ", expected an object");
+  const Fields c(*config, file, "config.");
+  out.items.data = c.optional_string("data");
+  if (c.find("limit") != nullptr) out.items.limit = c.integer("limit");
+  if (const std::string vector = c.optional_string("vector"); !vector.empty()) {
+    out.vector = fs::path(vector).stem().string();
+  }
+  if (const json* steering = c.find("steering"); steering != nullptr && steering->is_object()) {
+    if (const auto it = steering->find("offset_token"); it != steering->end()) {
+      if (it->is_null()) {
+        out.offset = "none";
+      } else if (it->is_number_integer()) {
+        out.offset = std::to_string(it->get<long>());
+      } else {
+        fail(file, "field 'config.steering.offset_token' is " + it->dump() +
+                       ", expected a token id or null");
+      }
+    }
+  }
+  return out;
+}
+
 EvalSummary parse_summary(const json& root, const std::string& file) {
   const Fields f(root, file, "");
   EvalSummary s;
@@ -141,6 +175,7 @@ EvalSummary parse_summary(const json& root, const std::string& file) {
     s.model_fingerprint = m.optional_string("fingerprint");
   }
   s.commit = f.optional_string("commit");
+  s.items = parse_config(f, file).items;
   return s;
 }
 
@@ -184,6 +219,10 @@ Sweep parse_sweep(const json& root, const std::string& file) {
     setting.mean_tokens = s.optional_number("mean_tokens");
     sweep.settings.push_back(std::move(setting));
   }
+  RunConfig config = parse_config(f, file);
+  sweep.items = std::move(config.items);
+  sweep.vector = std::move(config.vector);
+  sweep.offset = std::move(config.offset);
   return sweep;
 }
 
@@ -273,6 +312,12 @@ void check_duplicates(const ReportInputs& inputs) {
 }
 
 }  // namespace
+
+bool ItemSet::may_equal(const ItemSet& other) const {
+  if (data.empty() || other.data.empty() || !limit || !other.limit) return true;
+  return fs::path(data).lexically_normal() == fs::path(other.data).lexically_normal() &&
+         *limit == *other.limit;
+}
 
 void load_report_file(const std::string& path, ReportInputs& into) {
   add_parsed(parse_json(path), path, into);

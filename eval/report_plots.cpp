@@ -30,55 +30,55 @@ std::string data_value(double x) {
   return buf.data();
 }
 
+// What a row of the stability figure plots against the coefficient.
+enum class Metric { Accuracy, Reasoning, Tokens };
+
+std::optional<double> value_of(const SweepSetting& st, Metric metric) {
+  switch (metric) {
+    case Metric::Accuracy:
+      return st.accuracy;
+    case Metric::Reasoning:
+      return st.reasoning_rate;
+    case Metric::Tokens:
+      return st.mean_tokens;
+  }
+  return std::nullopt;
+}
+
+double value_of(const EvalSummary& s, Metric metric) {
+  switch (metric) {
+    case Metric::Accuracy:
+      return s.accuracy;
+    case Metric::Reasoning:
+      return s.reasoning_rate;
+    case Metric::Tokens:
+      return s.mean_tokens;
+  }
+  return 0.0;
+}
+
+// One line of a panel: the settings of one protocol, as (coefficient, setting) pairs sorted by
+// the coefficient.
 struct Line {
   std::string title;
-  std::vector<std::pair<double, double>> points;  // (x, accuracy %), sorted by x
+  std::vector<std::pair<double, const SweepSetting*>> settings;
 };
 
-void write_datablocks(std::ostringstream& s, const std::string& prefix,
-                      const std::vector<Line>& lines) {
-  for (std::size_t i = 0; i < lines.size(); ++i) {
-    s << "$" << prefix << i << " << EOD\n";
-    for (const auto& [x, y] : lines[i].points) s << data_value(x) << ' ' << data_value(y) << '\n';
-    s << "EOD\n";
-  }
-}
-
-// One panel of the stability figure; an empty panel says that no sweep of its kind was given.
-void write_panel(std::ostringstream& s, const std::string& prefix, const std::vector<Line>& lines,
-                 const char* title, const char* xlabel, const char* empty_text,
-                 const EvalSummary* baseline) {
-  s << "set title " << quoted(title) << "\nset xlabel " << quoted(xlabel) << '\n';
-  if (lines.empty()) {
-    s << "set label 1 " << quoted(empty_text) << " at graph 0.5, graph 0.5 center\n"
-      << "set xrange [0:1]\nplot NaN notitle\nunset label 1\nset autoscale x\n";
-    return;
-  }
-  s << "plot ";
-  for (std::size_t i = 0; i < lines.size(); ++i) {
-    s << (i == 0 ? "" : ", \\\n     ") << "$" << prefix << i
-      << " using 1:2 with linespoints pt 7 ps 0.6 lw 1.5 title " << quoted(lines[i].title);
-  }
-  if (baseline != nullptr) {
-    s << ", \\\n     " << data_value(baseline->accuracy)
-      << " with lines dt 2 lw 1.5 lc rgb 'gray40' title "
-      << quoted("baseline " + fmt_fixed(baseline->accuracy) + " %");
-  }
-  s << '\n';
-}
-
-// Cache-steering lines: one per (method, c_k, layers), x = c_v.
+// Cache-steering lines: one per (method, c_k, layers, offset, vector), x = c_v.
 std::vector<Line> cache_lines(const ReportInputs& inputs, const std::string& task) {
-  std::map<std::tuple<int, std::string, double, std::string>, Line> lines;
+  std::map<std::tuple<int, std::string, double, std::string, std::string, std::string>, Line> lines;
   for (const Sweep& sweep : inputs.sweeps) {
     if (sweep.task != task || sweep.activation) continue;
+    const std::string protocol = sweep_protocol(inputs, sweep);
     for (const SweepSetting& st : sweep.settings) {
-      Line& line = lines[{method_rank(sweep.method), sweep.method, st.c_k, st.layers}];
+      Line& line = lines[{method_rank(sweep.method), sweep.method, st.c_k, st.layers, sweep.offset,
+                          sweep.vector}];
       if (line.title.empty()) {
         line.title = "c_k=" + fmt_num(st.c_k) + ", layers " + st.layers;
+        if (!protocol.empty()) line.title += ", " + protocol;
         if (sweep.method != "cache") line.title += " (" + sweep.method + ")";
       }
-      line.points.emplace_back(st.c_v, st.accuracy);
+      line.settings.emplace_back(st.c_v, &st);
     }
   }
   std::vector<Line> out;
@@ -94,12 +94,86 @@ std::vector<Line> activation_lines(const ReportInputs& inputs, const std::string
     for (const SweepSetting& st : sweep.settings) {
       Line& line = lines[st.layer];
       line.title = "layer " + std::to_string(st.layer);
-      line.points.emplace_back(st.c, st.accuracy);
+      line.settings.emplace_back(st.c, &st);
     }
   }
   std::vector<Line> out;
   for (auto& [key, line] : lines) out.push_back(std::move(line));
   return out;
+}
+
+// The datablock of a line in one metric: "$<name> << EOD" with the settings that have the value.
+// Returns false (and writes nothing) when none has it.
+bool write_datablock(std::ostringstream& s, const std::string& name, const Line& line,
+                     Metric metric) {
+  std::vector<std::pair<double, double>> points;
+  for (const auto& [x, st] : line.settings) {
+    if (const auto y = value_of(*st, metric)) points.emplace_back(x, *y);
+  }
+  if (points.empty()) return false;
+  s << "$" << name << " << EOD\n";
+  for (const auto& [x, y] : points) s << data_value(x) << ' ' << data_value(y) << '\n';
+  s << "EOD\n";
+  return true;
+}
+
+struct Panel {
+  bool activation;
+  const char* xlabel;
+  const char* empty_text;
+  const char* prefix;  // datablock names: <prefix><metric><line>
+  std::vector<Line> lines;
+  // The task's baseline where it may have answered the panel's items (ItemSet::may_equal).
+  const EvalSummary* baseline = nullptr;
+};
+
+struct Row {
+  Metric metric;
+  const char* ylabel;
+  const char* yrange;
+  const char* cache_title;
+  const char* activation_title;
+};
+
+// One panel of the stability figure; an empty panel says that no sweep of its kind was given.
+// Line i keeps linetype i + 1 in every row, so that one key (the last row's) names them all; a
+// line without values in this row's metric is in the key only.
+void write_panel(std::ostringstream& s, const Panel& panel, const Row& row, bool with_key) {
+  s << "set title " << quoted(panel.activation ? row.activation_title : row.cache_title) << '\n';
+  s << "set xlabel " << quoted(panel.xlabel) << "\nset ylabel " << quoted(row.ylabel) << '\n'
+    << (with_key ? "set key below\n" : "unset key\n");
+  std::ostringstream blocks, plot;
+  bool any = false;
+  for (std::size_t i = 0; i < panel.lines.size(); ++i) {
+    const std::string name = std::string(panel.prefix) +
+                             std::to_string(static_cast<int>(row.metric)) + "_" + std::to_string(i);
+    const std::string style = " with linespoints lt " + std::to_string(i + 1) +
+                              " pt 7 ps 0.6 lw 1.5 title " + quoted(panel.lines[i].title);
+    plot << (i == 0 ? "plot " : ", \\\n     ");
+    if (write_datablock(blocks, name, panel.lines[i], row.metric)) {
+      plot << "$" << name << " using 1:2" << style;
+      any = true;
+    } else {
+      plot << "NaN" << style;
+    }
+  }
+  if (!any) {
+    // gnuplot cannot autoscale a panel without a point; its text says why it is empty.
+    s << "set label 1 "
+      << quoted(panel.lines.empty() ? panel.empty_text : "the sweeps give no values for this")
+      << " at graph 0.5, graph 0.5 center\nset xrange [0:1]\nset yrange [0:100]\nplot NaN notitle\n"
+      << "unset label 1\nset autoscale x\n";
+    return;
+  }
+  s << blocks.str() << "set yrange " << row.yrange << '\n';
+  if (panel.baseline != nullptr) {
+    const EvalSummary& b = *panel.baseline;
+    plot << ", \\\n     " << data_value(value_of(b, row.metric))
+         << " with lines dt 2 lw 1.5 lc rgb 'gray40' title "
+         << quoted("baseline (dashed): " + fmt_fixed(b.accuracy) + " %, reasoning " +
+                   fmt_fixed(b.reasoning_rate) + " %, " + fmt_fixed(b.mean_tokens) + " tokens");
+  }
+  s << plot.str() << '\n';
 }
 
 // A bin width of 1, 2 or 5 times a power of ten, at least `raw`.
@@ -156,15 +230,37 @@ std::vector<std::string> report_tasks(const ReportInputs& inputs) {
   return {tasks.begin(), tasks.end()};
 }
 
+std::string sweep_protocol(const ReportInputs& inputs, const Sweep& sweep) {
+  if (sweep.activation) return {};
+  std::set<std::string> offsets, vectors;
+  for (const Sweep& other : inputs.sweeps) {
+    if (other.task != sweep.task || other.activation) continue;
+    offsets.insert(other.offset);
+    vectors.insert(other.vector);
+  }
+  std::vector<std::string> parts;
+  if (offsets.size() > 1) {
+    parts.push_back(sweep.offset.empty()     ? "offset unknown"
+                    : sweep.offset == "none" ? "no offset"
+                                             : "offset token " + sweep.offset);
+  }
+  if (vectors.size() > 1) {
+    parts.push_back(sweep.vector.empty() ? "vector unknown" : "vector " + sweep.vector);
+  }
+  std::string text;
+  for (const std::string& part : parts) text += (text.empty() ? "" : ", ") + part;
+  return text;
+}
+
 std::optional<PlotScript> stability_script(const ReportInputs& inputs, const std::string& task) {
   const bool has_sweep = std::any_of(inputs.sweeps.begin(), inputs.sweeps.end(),
                                      [&](const Sweep& s) { return s.task == task; });
   if (!has_sweep) return std::nullopt;
-  std::vector<Line> cache = cache_lines(inputs, task);
-  std::vector<Line> activation = activation_lines(inputs, task);
-  for (auto* lines : {&cache, &activation}) {
-    for (Line& line : *lines) std::stable_sort(line.points.begin(), line.points.end());
-  }
+  std::array<Panel, 2> panels = {
+      Panel{false, "c_v (value coefficient)", "no cache-steering sweep", "c",
+            cache_lines(inputs, task)},
+      Panel{true, "c (activation coefficient)", "no activation-steering sweep", "a",
+            activation_lines(inputs, task)}};
   const EvalSummary* baseline = nullptr;
   for (const EvalSummary* s : task_summaries(inputs, task)) {
     if (s->method == "baseline") {
@@ -172,20 +268,37 @@ std::optional<PlotScript> stability_script(const ReportInputs& inputs, const std
       break;
     }
   }
+  for (std::size_t p = 0; p < panels.size(); ++p) {
+    for (Line& line : panels[p].lines) {
+      std::stable_sort(line.settings.begin(), line.settings.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+    }
+    const bool same_items =
+        baseline != nullptr &&
+        std::all_of(inputs.sweeps.begin(), inputs.sweeps.end(), [&](const Sweep& sweep) {
+          return sweep.task != task || sweep.activation != panels[p].activation ||
+                 sweep.items.may_equal(baseline->items);
+        });
+    panels[p].baseline = same_items ? baseline : nullptr;
+  }
+  const std::array<Row, 3> rows = {
+      Row{Metric::Accuracy, "accuracy (%)", "[0:100]", kCachePanelTitle, kActivationPanelTitle},
+      Row{Metric::Reasoning, "answers that reason (%)", "[0:100]", kCacheReasoningTitle,
+          kActivationReasoningTitle},
+      Row{Metric::Tokens, "mean answer length (tokens)", "[0:*]", kCacheLengthTitle,
+          kActivationLengthTitle}};
   std::ostringstream s;
-  write_datablocks(s, "c", cache);
-  write_datablocks(s, "a", activation);
-  // Fixed margins give both panels the same plot area whatever their keys hold.
-  s << "set multiplot layout 1,2 margins 0.085,0.98,0.36,0.86 spacing 0.1,0 title "
-    << quoted("Accuracy against the steering coefficient: " + task) << '\n'
-    << "set grid\nset yrange [0:100]\nset ylabel \"accuracy (%)\"\n"
-    << "set offsets graph 0.04, graph 0.04, 0, 0\nset key below\n";
-  write_panel(s, "c", cache, kCachePanelTitle, "c_v (value coefficient)", "no cache-steering sweep",
-              baseline);
-  write_panel(s, "a", activation, kActivationPanelTitle, "c (activation coefficient)",
-              "no activation-steering sweep", baseline);
+  // Fixed margins give every panel the same plot area whatever the key below the last row holds.
+  s << "set multiplot layout 3,2 margins 0.085,0.98,0.2,0.93 spacing 0.1,0.09 title "
+    << quoted("Steering coefficient against accuracy, reasoning and answer length: " + task) << '\n'
+    << "set grid\nset offsets graph 0.04, graph 0.04, 0, 0\n";
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    for (std::size_t p = 0; p < panels.size(); ++p) {
+      write_panel(s, panels[p], rows[r], r + 1 == rows.size());
+    }
+  }
   s << "unset multiplot\n";
-  return PlotScript{"1100,480", s.str()};
+  return PlotScript{"1100,1150", s.str()};
 }
 
 std::optional<PlotScript> lengths_script(const ReportInputs& inputs, const std::string& task) {

@@ -123,7 +123,10 @@ Table sweep_table(const ReportInputs& inputs) {
     std::string accuracy = fmt_fixed(best->accuracy);
     if (best->ci95)
       accuracy += " [" + fmt_fixed(best->ci95->lo) + ", " + fmt_fixed(best->ci95->hi) + "]";
-    table.rows.push_back({sweep->task, sweep->method, setting_text(*sweep, *best), accuracy,
+    const std::string protocol = sweep_protocol(inputs, *sweep);
+    const std::string method =
+        protocol.empty() ? sweep->method : sweep->method + " (" + protocol + ")";
+    table.rows.push_back({sweep->task, method, setting_text(*sweep, *best), accuracy,
                           std::to_string(best->n), std::to_string(sweep->settings.size())});
   }
   return table;
@@ -331,9 +334,11 @@ constexpr const char* kLengthNote =
     "Reasoning: % of answers that reason before answering. Lengths are generated tokens per "
     "answer.";
 constexpr const char* kStabilityNote =
-    "Accuracy against the steering coefficient: cache steering against c_v (one line per c_k and "
-    "layer set), activation steering against c (one line per layer). The dashed line is the "
-    "baseline, where one was given.";
+    "Accuracy, reasoning rate and mean answer length against the steering coefficient: cache "
+    "steering against c_v (one line per c_k, layer set and, where the sweeps differ in them, "
+    "offset protocol and vector), activation steering against c (one line per layer). The table "
+    "gives each sweep's most accurate setting. The dashed line is the task's baseline, drawn "
+    "unless its run names other items than the sweeps' (another test file or limit).";
 
 }  // namespace
 

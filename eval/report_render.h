@@ -34,8 +34,9 @@ int method_rank(const std::string& method);
 // Every task of the inputs, sorted by name.
 std::vector<std::string> report_tasks(const ReportInputs& inputs);
 
-// The stability figure of a task (accuracy against c_v for cache steering, against c for
-// activation steering, two panels); nullopt when the task has no sweep.
+// The stability figure of a task: accuracy, reasoning rate and mean answer length against c_v for
+// cache steering and against c for activation steering (three rows of two panels); nullopt when
+// the task has no sweep.
 std::optional<PlotScript> stability_script(const ReportInputs& inputs, const std::string& task);
 // The answer-length histograms of a task, one line per summary; nullopt when no summary of the
 // task has lengths.
@@ -44,6 +45,15 @@ std::optional<PlotScript> lengths_script(const ReportInputs& inputs, const std::
 // Titles of the stability figure's panels (the tests look for them in the SVG).
 inline constexpr const char* kCachePanelTitle = "Cache steering: accuracy vs c_v";
 inline constexpr const char* kActivationPanelTitle = "Activation steering: accuracy vs c";
+inline constexpr const char* kCacheReasoningTitle = "Cache steering: reasoning vs c_v";
+inline constexpr const char* kActivationReasoningTitle = "Activation steering: reasoning vs c";
+inline constexpr const char* kCacheLengthTitle = "Cache steering: answer length vs c_v";
+inline constexpr const char* kActivationLengthTitle = "Activation steering: answer length vs c";
+
+// What tells a cache-steering sweep from the task's others when more than a coefficient does:
+// "no offset" or "offset token 198", "vector arc-last", for the parts in which the task's
+// cache-steering sweeps differ; "" when they share them (and for activation sweeps).
+std::string sweep_protocol(const ReportInputs& inputs, const Sweep& sweep);
 
 std::string render_markdown(const ReportInputs& inputs, const std::vector<Figure>& figures,
                             const std::string& title);

@@ -154,11 +154,34 @@ class Study:
                      f"see {self.log}")
         return text
 
-    def checkpoint(self) -> None:
-        """Writes the committable state and results page (--state), so that a machine taken
-        back mid-step loses at most CHECKPOINT_S of the study once they are committed."""
+    def checkpoint(self, strict: bool = False) -> None:
+        """Writes the report of what is finished and the committable state and results page
+        (--state), so that a machine taken back mid-step loses at most CHECKPOINT_S of the study
+        once they are committed. A report that cannot be drawn here is said in the log, not
+        fatal (unless strict, as at the study's end): the study goes on."""
+        self.report(strict)
         if self.state is not None:
             write_results(self.out, self.state, self.title)
+
+    def report(self, strict: bool = True) -> None:
+        """kvsteer report over the finished runs (runs/*/summary.json) and sweeps: the tables,
+        the stability figures (accuracy, reasoning and answer length against the coefficient)
+        and the answer lengths, in out/report. The selection folders also hold the chosen
+        settings' records, which are not sweeps and are not given."""
+        inputs = [str(p) for p in sorted(self.out.glob("runs/*/summary.json"))]
+        inputs += [str(p) for p in sorted(self.out.glob("selection/*/*.json")) if is_sweep(p)]
+        if not inputs:
+            return
+        proc = subprocess.run([self.kvsteer, "report", "--out", str(self.out / "report"),
+                               "--title", self.title or "kvsteer study", *inputs],
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            return
+        why = (proc.stderr.strip().splitlines() or [f"rc {proc.returncode}"])[-1]
+        if strict:
+            sys.exit(f"study_real: error: kvsteer report failed: {why}")
+        with open(self.log, "a", encoding="utf-8") as log:
+            log.write(f"# report not written: {why}\n")
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -287,6 +310,14 @@ class Study:
             full[full.index("--n-predict") + 1] = str(n_predict)
         self.run(full, done=out, step=f"{plan.name}: selection sweep '{name}'")
         return json.loads(out.read_text())
+
+
+def is_sweep(path: Path) -> bool:
+    """True for the JSON a finished `kvsteer sweep` writes."""
+    try:
+        return json.loads(path.read_text()).get("kind") == "kvsteer-sweep"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_json(path: Path, value: dict) -> None:
@@ -576,11 +607,12 @@ def main() -> None:
                     help="a committed state to go on from (scripts/study_state.py): what --out "
                          "lacks of it is restored first, and it is written back as the study "
                          "goes (every step, and every CHECKPOINT_S while one runs)")
-    ap.add_argument("--title", default="kvsteer on SmolLM2-135M-Instruct (full)",
-                    help="the title of the results page written into --state")
+    ap.add_argument("--title",
+                    help="the title of the report and of the results page written into --state "
+                         "(default: kvsteer on SmolLM2-135M-Instruct (<mode>))")
     a = ap.parse_args()
     study = Study(a.kvsteer, a.model, a.shared, a.out, a.threads, a.mode, state=a.state,
-                  title=a.title)
+                  title=a.title or f"kvsteer on SmolLM2-135M-Instruct ({a.mode})")
     if a.state is not None:
         restored = restore_state(a.state, a.out)
         if restored:
@@ -632,6 +664,7 @@ def main() -> None:
         for plan in plans:
             run_task_demo(study, plan)
             diagnose(study, plan, study.vectors(plan), 8, detail=False)
+    study.checkpoint(strict=True)
     study.say("done")
 
 

@@ -4,7 +4,8 @@
 #   study_real.sh BUILD_DIR full   the paper's protocol on four tasks with a selection split
 #                                  (`make study-real`; hours to days on 2 cores, resumable: run the
 #                                  same command again to continue)
-# Then prints the tables, writes the HTML report and the committable results.
+# The study writes the HTML report as it goes; then this prints the tables and writes the
+# committable results.
 # Environment: KVSTEER_STUDY_OUT (default out/real-<mode>), KVSTEER_THREADS (2),
 #   KVSTEER_STUDY_TASKS (full mode: a comma-separated subset of arc,gsm8k,csqa,piqa),
 #   KVSTEER_SHARED (../shared), KVSTEER_STUDY_STATE (full mode: the committed state it goes on
@@ -25,8 +26,6 @@ state=()
 [[ "$mode" == full ]] && state=(--state "${KVSTEER_STUDY_STATE:-$here/results/smollm2-135m}")
 python3 "$here/scripts/study_real.py" "$mode" --kvsteer "$kvsteer" --model "$model" \
   --shared "$shared" --out "$out" --threads "$threads" --tasks "${KVSTEER_STUDY_TASKS:-}" "${state[@]}"
-"$kvsteer" report --out "$out/report" --title "kvsteer on SmolLM2-135M-Instruct ($mode)" \
-  "$out"/runs/*/summary.json $(find "$out/selection" -name '*.json' 2>/dev/null) >/dev/null
 echo
 results=()
 [[ "$mode" == full ]] && results=(--results "${KVSTEER_STUDY_STATE:-$here/results/smollm2-135m}")

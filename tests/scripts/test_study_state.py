@@ -206,6 +206,48 @@ def test_activation_directions_travel_with_the_state(cli: Path, organism: Path, 
     assert responses != [r["response"] for _, r in sorted(records(first / "runs" / "t-caa").items())]
 
 
+def test_the_report_draws_the_finished_runs_and_sweeps_as_the_study_goes(
+        cli: Path, organism: Path, data: Path, tmp_path: Path) -> None:
+    from study_real import Study  # noqa: E402  (imports study_results, which needs scripts/)
+    out, state = tmp_path / "out", tmp_path / "state"
+    eval_run(cli, organism, data, out / "runs" / "t-cache", 4)
+    selection = out / "selection" / "t"
+    selection.mkdir(parents=True)
+    subprocess.run([str(cli), "sweep", "-m", str(organism), "-t", "1", "--parallel", "8",
+                    "--n-predict", "32", "--no-preset", "--pairs", "20", "--shots", "3",
+                    "--offset", "\n", "--task", "organism-numeric", "--data",
+                    str(data / "test.jsonl"), "--traces", str(data / "traces.jsonl"),
+                    "--method", "cache", "--ck-grid", "0", "--cv-grid", "-2,4", "--limit", "4",
+                    "-o", str(selection / "cache-cv.json")],
+                   check=True, capture_output=True, env={**os.environ, "OMP_WAIT_POLICY": "passive"})
+    # The selection folder also holds records of chosen settings, and a sweep still running has
+    # only its journal: neither is a sweep the report may be given.
+    (selection / "chosen-cache.json").write_text(json.dumps({"method": "cache", "chosen": {}}))
+    (selection / "paper-cache.json").write_text(json.dumps({"setting": {"c_v": 6}}))
+    header = (selection / "cache-cv.json.items.jsonl").read_text().splitlines()[0]
+    (selection / "caa.json.items.jsonl").write_text(header + "\n")
+    study = Study(str(cli), str(organism), ROOT.parent / "shared", out, 1, "full", state=state,
+                  title="T")
+    study.checkpoint()
+    report = (out / "report" / "report.md").read_text()
+    assert "## Stability" in report and "c_k=0, c_v=" in report
+    figure = out / "report" / "stability-organism-numeric.svg"
+    assert "Cache steering: reasoning vs c_v" in figure.read_text()
+    # The committed results carry the report's text and figures.
+    assert (state / "report" / "report.md").read_text() == report
+    assert (state / "report" / "stability-organism-numeric.svg").exists()
+
+    # A report that cannot be drawn is logged while the study runs, and fails it at its end.
+    broken = tmp_path / "kvsteer-broken"
+    broken.write_text("#!/bin/sh\necho 'kvsteer: error: no gnuplot' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    study.kvsteer = str(broken)
+    study.checkpoint()
+    assert "# report not written: kvsteer: error: no gnuplot" in study.log.read_text()
+    with pytest.raises(SystemExit, match="kvsteer report failed: kvsteer: error: no gnuplot"):
+        study.checkpoint(strict=True)
+
+
 def test_a_residual_checkpoint_is_kept_while_its_extraction_runs(tmp_path: Path) -> None:
     out, state = tmp_path / "out", tmp_path / "state"
     (out / "caa").mkdir(parents=True)

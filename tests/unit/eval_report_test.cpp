@@ -189,7 +189,13 @@ TEST_F(EvalReport, WritesWellFormedSvgFiguresAndReturnsThePaths) {
   EXPECT_TRUE(contains(stability, "Activation steering: accuracy vs c"));
   EXPECT_TRUE(contains(stability, "c_k=0.5, layers 1-"));  // one line per c_k / layers
   EXPECT_TRUE(contains(stability, "layer 3"));             // one line per layer
-  EXPECT_TRUE(contains(stability, "baseline 41.3 %"));
+  // Reasoning and answer length against the coefficient beside accuracy, one key for the rows.
+  for (const char* title :
+       {"Cache steering: reasoning vs c_v", "Cache steering: answer length vs c_v",
+        "Activation steering: reasoning vs c", "Activation steering: answer length vs c"}) {
+    EXPECT_TRUE(contains(stability, title)) << title;
+  }
+  EXPECT_TRUE(contains(stability, "baseline (dashed): 41.3 %, reasoning 80.1 %, 35.2 tokens"));
   const std::string lengths = test::read_file(out_file("lengths-organism-numeric.svg"));
   EXPECT_TRUE(contains(lengths, "cot (n=60)"));
   // Nothing of the staging folder is left behind.
@@ -239,6 +245,56 @@ TEST_F(EvalReport, FolderIsScannedForSummariesAndSweepsOnly) {
       {dir_.path(), dir_.file("num-cot.json"), dir_.file("sweep-caa.json"), dir_.path()});
   EXPECT_EQ(again.summaries.size(), 5u);
   EXPECT_EQ(again.sweeps.size(), 2u);
+}
+
+// Sweeps of one task that differ in more than coefficients (the offset protocol, the vector) are
+// lines of their own, named by what differs; a baseline of other items is no reference line.
+TEST_F(EvalReport, SweepsOfOtherProtocolsAreTheirOwnLinesAndABaselineOfOtherItemsIsNotDrawn) {
+  const auto with_config = [](json sweep, const json& offset, const std::string& vector) {
+    sweep["config"] = {{"data", "/data/selection.jsonl"},
+                       {"limit", 64},
+                       {"vector", "/out/vectors/" + vector + ".gguf"},
+                       {"steering", {{"c_k", 0.0}, {"offset_token", offset}}}};
+    return sweep;
+  };
+  json baseline = summary("arc", "baseline", 25.6, 320, some_lengths(10));
+  baseline["config"] = {{"data", "/data/test.jsonl"}, {"limit", 320}};
+  const std::vector<std::string> inputs = {
+      put("baseline.json", baseline),
+      put("paper.json", with_config(cache_sweep("arc"), 198, "arc-last")),
+      put("no-offset.json", with_config(cache_sweep("arc"), nullptr, "arc-last")),
+      put("no-offset-aligned.json", with_config(cache_sweep("arc"), nullptr, "arc-second-last"))};
+  write(inputs);
+  const std::string svg = test::read_file(out_file("stability-arc.svg"));
+  for (const char* line : {"c_k=0, layers 1-, offset token 198, vector arc-last",
+                           "c_k=0, layers 1-, no offset, vector arc-last",
+                           "c_k=0, layers 1-, no offset, vector arc-second-last"}) {
+    EXPECT_TRUE(contains(svg, line)) << line;
+  }
+  EXPECT_FALSE(contains(svg, "baseline (dashed)"));  // test items, the sweeps ran on selection
+  const std::string md = test::read_file(out_file("report.md"));
+  EXPECT_TRUE(contains(md, "| arc | cache (no offset, vector arc-second-last) | c_k=0.5, c_v=8"))
+      << md;
+
+  // The baseline of the sweeps' own items is drawn; so is one whose items its file does not name.
+  baseline["config"] = {{"data", "/data/./selection.jsonl"}, {"limit", 64}};
+  fs::remove_all(out());
+  write({put("baseline.json", baseline), inputs[1], inputs[2], inputs[3]});
+  EXPECT_TRUE(contains(test::read_file(out_file("stability-arc.svg")), "baseline (dashed)"));
+  baseline.erase("config");
+  fs::remove_all(out());
+  write({put("baseline.json", baseline), inputs[1]});
+  const std::string one = test::read_file(out_file("stability-arc.svg"));
+  EXPECT_TRUE(contains(one, "baseline (dashed)"));
+  // Sweeps that share their protocol are not told apart by it.
+  EXPECT_TRUE(contains(one, "c_k=0, layers 1-"));
+  EXPECT_FALSE(contains(one, "offset token"));
+
+  json bad = with_config(cache_sweep("arc"), "newline", "arc-last");
+  const Error e = error_of([&] { load_report_inputs({put("bad.json", bad)}); });
+  EXPECT_EQ(e.code(), ErrorCode::Format);
+  EXPECT_TRUE(contains(e.what(), "field 'config.steering.offset_token' is \"newline\""))
+      << e.what();
 }
 
 TEST_F(EvalReport, SweepsAloneMakeAReport) {
