@@ -11,8 +11,9 @@ Two modes:
           1. the question: does the paper's published edit (fixed before the study, not tuned)
              induce reasoning on test items? Every task's baseline, then every task's vector
              and the paper's setting, on the first QUESTION_PASS test items;
-          2. the comparison: diagnosis, the selection sweeps, and every method on the first
-             FIRST_PASS test items;
+          2. the comparison: diagnosis, the baseline on the selection split (the sweeps'
+             reference) and the selection sweeps, and every method on the first FIRST_PASS test
+             items;
           3. every run extended to the whole test set.
         Every step is skipped when its output exists, and `kvsteer eval` resumes item by item
         (and extends a run to a larger --limit), so the same command continues where an
@@ -46,6 +47,7 @@ from study_state import restore_state, write_atomic
 COT_PREFIX = "Let's think step by step."
 QUESTION_PASS = 160  # test items per task of the baseline and the paper's setting, stage 1
 FIRST_PASS = 320  # test items per task and method, stage 2
+SELECTION_BASELINE = "selection-baseline"  # run name suffix of the baseline on the selection split
 CHECKPOINT_S = 600  # the state is written back this often while a step runs
 # Stage 1's task order: cheapest extraction first (N x k x trace length), so that the most
 # tasks have an answer when a session ends.
@@ -168,7 +170,10 @@ class Study:
         the stability figures (accuracy, reasoning and answer length against the coefficient)
         and the answer lengths, in out/report. The selection folders also hold the chosen
         settings' records, which are not sweeps and are not given."""
-        inputs = [str(p) for p in sorted(self.out.glob("runs/*/summary.json"))]
+        # The selection split's baseline is read on the results page beside the sweeps; the
+        # report's tables and reference lines are the test runs'.
+        inputs = [str(p) for p in sorted(self.out.glob("runs/*/summary.json"))
+                  if SELECTION_BASELINE not in p.parent.name]
         inputs += [str(p) for p in sorted(self.out.glob("selection/*/*.json")) if is_sweep(p)]
         if not inputs:
             return
@@ -285,20 +290,25 @@ class Study:
 
     def run_eval(self, plan: TaskPlan, method: str, extra: list[str],
                  selection: Path | None = None, n_predict: int | None = None,
-                 name: str | None = None) -> Path:
+                 name: str | None = None, on_selection_split: bool = False) -> Path:
+        """A run on the first plan.limit test items, or with on_selection_split on the
+        selection items."""
         out = self.out / "runs" / f"{plan.name}-{(name or method).replace('+', '-')}"
+        wanted, data, items = plan.limit, self.shared / plan.test, "test items"
+        if on_selection_split:
+            wanted, data, items = plan.selection_n, self.selection_file(plan), "selection items"
         # A run already started with a larger limit (an earlier stage, or a study interrupted
         # after an extension began) goes on to that limit: eval refuses to shrink a run.
-        limit = widest_limit(plan.limit, run_limit(out))
+        limit = widest_limit(wanted, run_limit(out))
         if (out / "summary.json").exists() and run_limit(out) == limit:
             return out
-        args = ["eval"] + self.eval_args(plan, self.shared / plan.test, limit) + [
+        args = ["eval"] + self.eval_args(plan, data, limit) + [
             "--method", method, "-o", str(out)] + extra
         if n_predict is not None:
             args[args.index("--n-predict") + 1] = str(n_predict)
         if selection is not None:
             args += ["--selection", str(selection)]
-        self.run(args, step=f"{plan.name}: {name or method} on {limit or 'all'} test items")
+        self.run(args, step=f"{plan.name}: {name or method} on {limit or 'all'} {items}")
         return out
 
     def sweep(self, plan: TaskPlan, name: str, args: list[str], n_predict: int | None = None) -> dict:
@@ -436,6 +446,8 @@ def select_cache(study: Study, plan: TaskPlan, v: dict[str, Path]) -> dict:
     # offset token follows (-1), and on the cell before it when none does (-2).
     aligned = "last" if paper_offset is not None else "second_last"
     misaligned = "second_last" if aligned == "last" else "last"
+    # The reference the selection numbers are read against; the rule below does not use it.
+    study.run_eval(plan, "baseline", [], name=SELECTION_BASELINE, on_selection_split=True)
     curve = study.sweep(plan, "cache-cv", ["--method", "cache", "--vector", str(v["last"]),
                                            "--ck-grid", "0", "--cv-grid",
                                            "-6,-2,1,2,4,6,8,10"] + offset_args(paper_offset))

@@ -116,8 +116,22 @@ def method_table(out: Path, task: str) -> list[str]:
     return rows
 
 
+def selection_baseline_line(out: Path, task: str) -> list[str]:
+    """The baseline on the selection items: what the sweeps' numbers are read against."""
+    run = out / "runs" / f"{task}-selection-baseline"
+    if (run / "summary.json").exists():
+        s = json.loads((run / "summary.json").read_text())
+        return [f"- baseline ({s['n']} selection items, the sweeps' reference): "
+                f"{s['accuracy']:.1f} % [{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}] / reasoning "
+                f"{s['reasoning_rate']:.0f} % / {s['mean_tokens']:.0f} tok"]
+    if (run / "items.jsonl").exists():
+        n = sum(1 for line in open(run / "items.jsonl", encoding="utf-8") if line.strip())
+        return [f"- baseline on the selection items (**running**: {n} items done)"]
+    return []
+
+
 def sweep_lines(out: Path, task: str) -> list[str]:
-    lines = []
+    lines = selection_baseline_line(out, task)
     for f in sorted((out / "selection" / task).glob("*.json")) if (out / "selection" / task).exists() else []:
         j = json.loads(f.read_text())
         if j.get("kind") != "kvsteer-sweep":

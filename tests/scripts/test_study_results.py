@@ -38,3 +38,16 @@ def test_the_page_shows_the_commonest_answer_and_the_constant_answer_reference(t
     assert rows[2].split(" | ")[6] == "A 100"
     assert ("Always the same letter on these 10 items: A 30.0 %, B 20.0 %, C 20.0 %, D 20.0 %, "
             "E 10.0 %.") in text
+
+
+def test_the_selection_baseline_is_the_sweeps_reference_not_a_test_row(tmp_path: Path):
+    gold = "ABCDEABCDA"
+    write_run(tmp_path, "csqa-baseline", "AAAAAAAAEA", gold)
+    write_run(tmp_path, "csqa-selection-baseline", "ABCDAAAAAA", gold)
+    text = page(tmp_path, "t")
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2  # the header and the test baseline: no selection row
+    assert rows[1].split(" | ")[1] == "30.0 [0.0, 100.0]"
+    assert ("- baseline (10 selection items, the sweeps' reference): 60.0 % [0.0, 100.0] / "
+            "reasoning 0 % / 20 tok") in text
+    assert text.index("Selection split:") < text.index("- baseline (10 selection items")

@@ -211,6 +211,9 @@ def test_the_report_draws_the_finished_runs_and_sweeps_as_the_study_goes(
     from study_real import Study  # noqa: E402  (imports study_results, which needs scripts/)
     out, state = tmp_path / "out", tmp_path / "state"
     eval_run(cli, organism, data, out / "runs" / "t-cache", 4)
+    # The selection split's baseline is the results page's, not the report's: given both, the
+    # report would refuse two runs of one task, method and label.
+    eval_run(cli, organism, data, out / "runs" / "t-selection-baseline", 4)
     selection = out / "selection" / "t"
     selection.mkdir(parents=True)
     subprocess.run([str(cli), "sweep", "-m", str(organism), "-t", "1", "--parallel", "8",

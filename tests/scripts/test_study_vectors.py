@@ -83,3 +83,17 @@ def test_the_log_names_an_extraction_before_the_step_that_needs_it(tmp_path: Pat
              if line.startswith("# [")]
     assert steps[0].startswith("arc: extracting the cache-steering vector")
     assert steps[1].startswith("arc: cache-paper on")
+
+
+def test_the_selection_baseline_runs_on_the_selection_items(tmp_path: Path) -> None:
+    from study_real import SELECTION_BASELINE  # noqa: E402
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    arc.limit = 320
+    out = s.run_eval(arc, "baseline", [], name=SELECTION_BASELINE, on_selection_split=True)
+    assert out == s.out / "runs" / "arc-selection-baseline"
+    args = log.read_text().split()
+    assert args[0] == "eval"
+    assert args[args.index("--data") + 1] == str(s.out / "data" / "selection-arc.jsonl")
+    assert args[args.index("--limit") + 1] == str(arc.selection_n)
+    assert "selection items" in s.log.read_text()
