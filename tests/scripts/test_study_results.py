@@ -27,12 +27,17 @@ def write_run(out: Path, name: str, answers: str, gold: str) -> None:
         "median_tokens": 20.0, "n": len(items)}))
 
 
+def table_rows(text: str) -> list[str]:
+    """The header and body rows of the page's tables (not their rules)."""
+    return [line for line in text.splitlines() if line.startswith("| ")]
+
+
 def test_the_page_shows_the_commonest_answer_and_the_constant_answer_reference(tmp_path: Path):
     gold = "ABCDEABCDA"
     write_run(tmp_path, "csqa-baseline", "AAAAAAAAEA", gold)
     write_run(tmp_path, "csqa-cache-paper", "AAAAAAAAAA", gold)
     text = page(tmp_path, "t")
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    rows = table_rows(text)
     assert "commonest answer %" in rows[0]
     assert rows[1].split(" | ")[6] == "A 90"  # baseline: nine A of ten
     assert rows[2].split(" | ")[6] == "A 100"
@@ -45,7 +50,7 @@ def test_the_selection_baseline_is_the_sweeps_reference_not_a_test_row(tmp_path:
     write_run(tmp_path, "csqa-baseline", "AAAAAAAAEA", gold)
     write_run(tmp_path, "csqa-selection-baseline", "ABCDAAAAAA", gold)
     text = page(tmp_path, "t")
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    rows = table_rows(text)
     assert len(rows) == 2  # the header and the test baseline: no selection row
     assert rows[1].split(" | ")[1] == "30.0 [0.0, 100.0]"
     assert ("- baseline (10 selection items, the sweeps' reference): 60.0 % [0.0, 100.0] / "
