@@ -103,6 +103,26 @@ class Evaluator {
   }
   const std::string& traces_sha() const { return traces_sha_; }
 
+  // The logits after `tokens`, decoded from the start as sequence seq of session. Text
+  // re-tokenized for the forced choice (as the reference does) can hold more tokens than were
+  // generated (a model's own tokens are not always the tokenizer's, and invalid UTF-8 comes back
+  // as U+FFFD), and then more than a sequence's cells: a session of one sequence sized for it,
+  // with the same engine and, through before_tail, the same control vector, decodes it instead.
+  std::vector<float> logits_after(Session& session, SeqId seq, const std::vector<Token>& tokens,
+                                  const std::function<void(Session&)>& before_tail) const {
+    session.clear_sequence(seq);
+    if (tokens.size() <= session.n_ctx_seq()) {
+      session.decode(seq, tokens, true);
+      const auto logits = session.logits(seq);
+      return {logits.begin(), logits.end()};
+    }
+    Session wide = make_session(1, false, static_cast<std::uint32_t>(tokens.size()));
+    if (before_tail) before_tail(wide);
+    wide.decode(0, tokens, true);
+    const auto logits = wide.logits(0);
+    return {logits.begin(), logits.end()};
+  }
+
   // Runs the items `indices` under every setting; results[s][j] for setting s, item indices[j].
   std::vector<std::vector<ItemResult>> run_batch(Session& session,
                                                  const std::vector<std::size_t>& indices,
@@ -139,7 +159,7 @@ class Evaluator {
       flat.push_back(std::move(res));
     }
     if (is_multiple_choice(o_.task)) {
-      score_choices(session, requests, out, flat);
+      score_choices(session, requests, out, flat, before_tail);
     } else {
       for (ItemResult& res : flat) res.extracted = extract_gsm8k_answer(res.response);
     }
@@ -219,7 +239,8 @@ class Evaluator {
   // organism-choice first takes the organism's own "The answer is X" (organism_choice_answer);
   // only responses without one go through the reference's steps.
   void score_choices(Session& session, const std::vector<GenerationRequest>& requests,
-                     const std::vector<Generation>& out, std::vector<ItemResult>& flat) {
+                     const std::vector<Generation>& out, std::vector<ItemResult>& flat,
+                     const std::function<void(Session&)>& before_tail) {
     std::vector<std::size_t> pending;
     for (std::size_t r = 0; r < flat.size(); ++r) {
       if (o_.task == Task::OrganismChoice)
@@ -253,15 +274,16 @@ class Evaluator {
       const std::string continuation = item.response + std::string(kExtractionSuffix) + ext[p].text;
       item.extracted = extract_choice(continuation);
       if (is_invalid(item.extracted)) {
-        item.extracted =
-            forced_choice(session, requests[pending[p]].seq, item.prompt, continuation);
+        item.extracted = forced_choice(session, requests[pending[p]].seq, item.prompt, continuation,
+                                       before_tail);
         item.forced = true;
       }
     }
   }
 
   std::string forced_choice(Session& session, SeqId seq, const std::string& prompt,
-                            const std::string& continuation) {
+                            const std::string& continuation,
+                            const std::function<void(Session&)>& before_tail) {
     if (candidates_.empty()) {
       for (std::string_view c : kForcedChoiceCandidates) {
         const auto ids = model_->tokenize(c, false, false);
@@ -270,9 +292,7 @@ class Evaluator {
     }
     const std::vector<Token> tokens =
         model_->tokenize(forced_choice_input(prompt, continuation), false, true);
-    session.clear_sequence(seq);
-    session.decode(seq, tokens, true);
-    const auto logits = session.logits(seq);
+    const std::vector<float> logits = logits_after(session, seq, tokens, before_tail);
     std::size_t best = 0;
     for (std::size_t c = 1; c < candidates_.size(); ++c) {
       if (logits[static_cast<std::size_t>(candidates_[c].first)] >

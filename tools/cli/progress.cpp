@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <string>
 
 namespace kvsteer::cli {
 
@@ -31,8 +32,12 @@ void Progress::update(std::size_t done) {
   const int filled = total_ == 0 ? width : static_cast<int>(width * done / total_);
   std::string bar(static_cast<std::size_t>(filled), '#');
   bar.resize(width, '.');
-  std::fprintf(stderr, "%s%s [%s] %zu/%zu  %.2f/s  ETA %.0fs%s", tty_ ? "\r" : "", label_.c_str(),
-               bar.c_str(), done, total_, rate, eta, tty_ ? "" : "\n");
+  // Before any work of this run is measured the rate is unknown, and so is the time left.
+  const std::string eta_text = rate > 0 || done == total_
+                                   ? std::to_string(static_cast<long long>(eta + 0.5)) + "s"
+                                   : std::string("?");
+  std::fprintf(stderr, "%s%s [%s] %zu/%zu  %.2f/s  ETA %s%s", tty_ ? "\r" : "", label_.c_str(),
+               bar.c_str(), done, total_, rate, eta_text.c_str(), tty_ ? "" : "\n");
   std::fflush(stderr);
 }
 

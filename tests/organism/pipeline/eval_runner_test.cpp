@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "eval/run_support.h"
 #include "eval/runner.h"
 #include "eval/scoring.h"
 #include "kvsteer/checkpoint_file.h"
@@ -449,6 +450,54 @@ TEST_F(EvalRunner, ActivationSweepProgressCountsAnswersAndStartsFromTheJournal) 
       EXPECT_EQ(resumed["settings"][s].at(key), full["settings"][s].at(key)) << key << " " << s;
     }
   }
+}
+
+// The forced choice re-tokenizes prompt and response text (as the reference does), which can hold
+// more tokens than one sequence's cells (a steered model's degenerate text re-tokenizes longer
+// than it was generated). Such an input is scored in a session of its own, with the same control
+// vector, and gives the logits a session large enough gives; it used to stop the whole run
+// ("sequence 1 would hold 841 tokens, more than the context (768)").
+TEST_F(EvalRunner, ForcedChoiceInputLongerThanASequenceIsScoredWhole) {
+  auto o = options("baseline", "choice");
+  o.engine.kv_streams = KvStreams::PerSequence;
+  o.engine.type_k = KvType::F32;
+  o.engine.type_v = KvType::F32;
+  o.engine.flash_attn = FlashAttn::Off;
+  eval::Evaluator ev(model_, o);
+  Session narrow = ev.make_session(2, false, 64);
+  std::vector<Token> tokens;
+  while (tokens.size() <= narrow.n_ctx_seq()) {
+    const auto& prompt = ev.prompt_tokens(tokens.size() % ev.items().size());
+    tokens.insert(tokens.end(), prompt.begin(), prompt.end());
+  }
+  ASSERT_GT(tokens.size(), narrow.n_ctx_seq());
+  narrow.decode(1, ev.prompt_tokens(0));  // the sequence holds a generation, as in a batch
+
+  const auto reference = [&](const std::function<void(Session&)>& steer) {
+    Session large = ev.make_session(1, false, static_cast<std::uint32_t>(tokens.size() + 300));
+    if (steer) steer(large);
+    large.decode(0, tokens, true);
+    const auto logits = large.logits(0);
+    return std::vector<float>(logits.begin(), logits.end());
+  };
+  EXPECT_EQ(ev.logits_after(narrow, 1, tokens, nullptr), reference(nullptr));
+
+  std::vector<std::vector<float>> directions(static_cast<std::size_t>(model_->n_layer()));
+  directions[3].assign(static_cast<std::size_t>(model_->fingerprint().n_embd), 0.5f);
+  const auto steer = [&directions](Session& s) { s.set_control_vector(directions, 3, 3); };
+  steer(narrow);
+  const std::vector<float> steered = ev.logits_after(narrow, 1, tokens, steer);
+  EXPECT_EQ(steered, reference(steer));
+  EXPECT_NE(steered, reference(nullptr));
+
+  // An input that fits is decoded in the sequence itself, as before.
+  const std::vector<Token> fits(tokens.begin(), tokens.begin() + 40);
+  narrow.clear_control_vector();
+  const std::vector<float> in_place = ev.logits_after(narrow, 1, fits, nullptr);
+  Session alone = ev.make_session(1, false, 64);
+  alone.decode(0, fits, true);
+  const auto expected = alone.logits(0);
+  EXPECT_EQ(in_place, std::vector<float>(expected.begin(), expected.end()));
 }
 
 TEST_F(EvalRunner, ZeroCoefficientCacheSteeringEqualsBaselineWithOffset) {
