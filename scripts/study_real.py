@@ -172,14 +172,17 @@ class Study:
         settings' records, which are not sweeps and are not given."""
         # The selection split's baseline is read on the results page beside the sweeps; the
         # report's tables and reference lines are the test runs'.
-        inputs = [str(p) for p in sorted(self.out.glob("runs/*/summary.json"))
+        # Paths relative to out/: the report lists its inputs, and the committed copy says where
+        # they lie in the study's folder, not on the machine that drew it.
+        inputs = [str(p.relative_to(self.out)) for p in sorted(self.out.glob("runs/*/summary.json"))
                   if SELECTION_BASELINE not in p.parent.name]
-        inputs += [str(p) for p in sorted(self.out.glob("selection/*/*.json")) if is_sweep(p)]
+        inputs += [str(p.relative_to(self.out)) for p in sorted(self.out.glob("selection/*/*.json"))
+                   if is_sweep(p)]
         if not inputs:
             return
-        proc = subprocess.run([self.kvsteer, "report", "--out", str(self.out / "report"),
+        proc = subprocess.run([str(Path(self.kvsteer).resolve()), "report", "--out", "report",
                                "--title", self.title or "kvsteer study", *inputs],
-                              capture_output=True, text=True)
+                              cwd=self.out, capture_output=True, text=True)
         if proc.returncode == 0:
             return
         why = (proc.stderr.strip().splitlines() or [f"rc {proc.returncode}"])[-1]

@@ -234,6 +234,7 @@ def test_the_report_draws_the_finished_runs_and_sweeps_as_the_study_goes(
     study.checkpoint()
     report = (out / "report" / "report.md").read_text()
     assert "## Stability" in report and "c_k=0, c_v=" in report
+    assert "| runs/t-cache/summary.json | summary |" in report and str(out) not in report
     figure = out / "report" / "stability-organism-numeric.svg"
     assert "Cache steering: reasoning vs c_v" in figure.read_text()
     # The committed results carry the report's text and figures.
