@@ -13,7 +13,8 @@ Two modes:
              and the paper's setting, on the first QUESTION_PASS test items;
           2. the comparison: diagnosis, the baseline on the selection split (the sweeps'
              reference) and the selection sweeps, and every method on the first FIRST_PASS test
-             items;
+             items (cache and activation steering both at the selected setting and at the
+             paper's);
           3. every run extended to the whole test set.
         Every step is skipped when its output exists, and `kvsteer eval` resumes item by item
         (and extends a run to a larger --limit), so the same command continues where an
@@ -521,14 +522,37 @@ def run_task_full(study: Study, plan: TaskPlan) -> None:
     caa_sel = select_caa(study, plan)
     caa_sel_path = write_selection(study, plan, caa_sel)
     study.say(f"{plan.name}: chosen activation-steering setting: {caa_sel['chosen']}")
-    study.run_eval(plan, "caa", ["--pairs", "200", "--shots", "5", "--caa-layer",
-                                 str(caa_sel["chosen"]["layer"]), "--caa-c",
-                                 f"{caa_sel['chosen']['c']:g}"] + study.caa_cache,
-                   selection=caa_sel_path, n_predict=plan.caa_n_predict)
+    study.run_eval(plan, "caa", caa_args(study, caa_sel["chosen"]), selection=caa_sel_path,
+                   n_predict=plan.caa_n_predict)
+    caa_paper(study, plan, caa_sel)
     study.run_eval(plan, "cot", [])
     study.run_eval(plan, "cache+cot", pairs(plan, cot=True) + [
         "--vector", str(v["cot"]), "--cv", f"{plan.cot_coef_v:g}"] + offset_args(plan.cot_offset))
     study.run_eval(plan, "fewshot", fewshot(plan))
+
+
+def caa_args(study: Study, setting: dict) -> list[str]:
+    """An activation-steering run's flags (method.md §3.5: N 200, k 5) for {layer, c}."""
+    return ["--pairs", "200", "--shots", "5", "--caa-layer", str(setting["layer"]), "--caa-c",
+            f"{setting['c']:g}"] + study.caa_cache
+
+
+def caa_paper(study: Study, plan: TaskPlan, caa_sel: dict) -> None:
+    """The plan's paper-derived activation setting (the paper's SmolLM2 layer and coefficient,
+    fixed before the study) on test beside the selected one, as cache steering's paper setting
+    runs beside its selected one: the selection rule picks by accuracy, which on this model is
+    noise, and may pick a setting that does not induce the mode the method is meant to."""
+    paper = caa_sel["paper_setting"]
+    if paper == caa_sel["chosen"]:
+        return
+    record = study.out / "selection" / plan.name / "paper-caa.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_json(record, {
+        "method": "caa", "setting": paper,
+        "why": "the plan's activation setting from the paper's SmolLM2 row (method.md §3.5), run "
+               "on test beside the setting chosen on the selection split; not tuned"})
+    study.run_eval(plan, "caa", caa_args(study, paper), selection=record,
+                   n_predict=plan.caa_n_predict, name="caa-paper")
 
 
 def paper_setting(plan: TaskPlan) -> dict:

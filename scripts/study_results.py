@@ -19,9 +19,10 @@ from pathlib import Path
 
 from study_state import answer_first, export_state, write_atomic
 
-METHODS = ["baseline", "cot", "fewshot", "caa", "cache", "cache-paper", "cache+cot"]
+METHODS = ["baseline", "cot", "fewshot", "caa", "caa-paper", "cache", "cache-paper", "cache+cot"]
 LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT",
-          "caa": "activation steering", "cache": "cache steering",
+          "caa": "activation steering", "caa-paper": "activation steering, paper's setting",
+          "cache": "cache steering",
           "cache-paper": "cache steering, paper's setting", "cache+cot": "cache steering + CoT"}
 TASKS = ["arc", "gsm8k", "csqa", "piqa"]
 MULTIPLE_CHOICE = {"arc", "csqa", "piqa"}

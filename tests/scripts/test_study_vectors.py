@@ -97,3 +97,24 @@ def test_the_selection_baseline_runs_on_the_selection_items(tmp_path: Path) -> N
     assert args[args.index("--data") + 1] == str(s.out / "data" / "selection-arc.jsonl")
     assert args[args.index("--limit") + 1] == str(arc.selection_n)
     assert "selection items" in s.log.read_text()
+
+
+def test_the_papers_activation_setting_runs_on_test_beside_the_selected_one(tmp_path: Path) -> None:
+    import json  # noqa: E402
+    from study_real import caa_paper  # noqa: E402
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    arc.limit = 320
+    selected = {"paper_setting": {"layer": 14, "c": 3.0}, "chosen": {"layer": 8, "c": 3.0}}
+    caa_paper(s, arc, selected)
+    args = log.read_text().split()
+    assert args[0] == "eval"
+    assert args[args.index("--caa-layer") + 1] == "14" and args[args.index("--caa-c") + 1] == "3"
+    assert args[args.index("-o") + 1] == str(s.out / "runs" / "arc-caa-paper")
+    assert args[args.index("--n-predict") + 1] == str(arc.caa_n_predict)
+    record = json.loads((s.out / "selection" / "arc" / "paper-caa.json").read_text())
+    assert record["setting"] == {"layer": 14, "c": 3.0}
+    # When the rule chose the paper's setting, its test run already is that run.
+    s2, log2 = study(tmp_path / "same")
+    caa_paper(s2, arc, {"paper_setting": {"layer": 14, "c": 3.0}, "chosen": {"layer": 14, "c": 3.0}})
+    assert commands(log2) == []
