@@ -537,6 +537,15 @@ def caa_args(study: Study, setting: dict) -> list[str]:
             f"{setting['c']:g}"] + study.caa_cache
 
 
+def paper_record(study: Study, plan: TaskPlan, method: str, setting: dict, why: str) -> Path:
+    """Writes selection/<task>/paper-<method>.json, the record a paper-setting test run names
+    with --selection (its config holds it, so its text must not change between sessions)."""
+    record = study.out / "selection" / plan.name / f"paper-{method}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_json(record, {"method": method, "setting": setting, "why": why})
+    return record
+
+
 def caa_paper(study: Study, plan: TaskPlan, caa_sel: dict) -> None:
     """The plan's paper-derived activation setting (the paper's SmolLM2 layer and coefficient,
     fixed before the study) on test beside the selected one, as cache steering's paper setting
@@ -545,12 +554,10 @@ def caa_paper(study: Study, plan: TaskPlan, caa_sel: dict) -> None:
     paper = caa_sel["paper_setting"]
     if paper == caa_sel["chosen"]:
         return
-    record = study.out / "selection" / plan.name / "paper-caa.json"
-    record.parent.mkdir(parents=True, exist_ok=True)
-    write_json(record, {
-        "method": "caa", "setting": paper,
-        "why": "the plan's activation setting from the paper's SmolLM2 row (method.md §3.5), run "
-               "on test beside the setting chosen on the selection split; not tuned"})
+    record = paper_record(study, plan, "caa", paper,
+                          "the plan's activation setting from the paper's SmolLM2 row "
+                          "(method.md §3.5), run on test beside the setting chosen on the "
+                          "selection split; not tuned")
     study.run_eval(plan, "caa", caa_args(study, paper), selection=record,
                    n_predict=plan.caa_n_predict, name="caa-paper")
 
@@ -567,12 +574,9 @@ def question(study: Study, plan: TaskPlan, v: dict[str, Path]) -> None:
     on test whatever the selection split later chooses."""
     study.run_eval(plan, "baseline", [])
     paper = paper_setting(plan)
-    record = study.out / "selection" / plan.name / "paper-cache.json"
-    record.parent.mkdir(parents=True, exist_ok=True)
-    write_json(record, {
-        "method": "cache", "setting": paper,
-        "why": "the paper's published SmolLM2 setting for this task (method.md §3.5), run on "
-               "test beside the setting chosen on the selection split; not tuned"})
+    record = paper_record(study, plan, "cache", paper,
+                          "the paper's published SmolLM2 setting for this task (method.md §3.5), "
+                          "run on test beside the setting chosen on the selection split; not tuned")
     study.run_eval(plan, "cache", pairs(plan) + ["--vector", str(v["last"]), "--ck",
                                                  f"{paper['c_k']:g}", "--cv", f"{paper['c_v']:g}"] +
                    offset_args(paper["offset"]), selection=record, name="cache-paper")
