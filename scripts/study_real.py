@@ -42,13 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from study_results import write_results
+from study_results import SELECTION_BASELINE, write_results
 from study_state import restore_state, write_atomic
 
 COT_PREFIX = "Let's think step by step."
 QUESTION_PASS = 160  # test items per task of the baseline and the paper's setting, stage 1
 FIRST_PASS = 320  # test items per task and method, stage 2
-SELECTION_BASELINE = "selection-baseline"  # run name suffix of the baseline on the selection split
 CHECKPOINT_S = 600  # the state is written back this often while a step runs
 # Stage 1's task order: cheapest extraction first (N x k x trace length), so that the most
 # tasks have an answer when a session ends.

@@ -26,6 +26,9 @@ LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT"
           "cache-paper": "cache steering, paper's setting", "cache+cot": "cache steering + CoT"}
 TASKS = ["arc", "gsm8k", "csqa", "piqa"]
 MULTIPLE_CHOICE = {"arc", "csqa", "piqa"}
+SELECTION_BASELINE = "selection-baseline"  # run name suffix of the baseline on the selection split
+
+
 def shape_columns(task: str, run: Path, items: dict[int, dict]) -> str:
     """Answer-first share and the commonest answer with its share (multiple choice only), and the
     share of answers cut at the token limit. A weak model's accuracy on multiple choice is mostly
@@ -119,7 +122,7 @@ def method_table(out: Path, task: str) -> list[str]:
 
 def selection_baseline_line(out: Path, task: str) -> list[str]:
     """The baseline on the selection items: what the sweeps' numbers are read against."""
-    run = out / "runs" / f"{task}-selection-baseline"
+    run = out / "runs" / f"{task}-{SELECTION_BASELINE}"
     if (run / "summary.json").exists():
         s = json.loads((run / "summary.json").read_text())
         return [f"- baseline ({s['n']} selection items, the sweeps' reference): "
@@ -142,10 +145,12 @@ def sweep_lines(out: Path, task: str) -> list[str]:
         head = f"- `{f.stem}` ({j['n_items']} selection items"
         if j["method"] != "caa":
             head += f", offset token {offset if offset is not None else 'none'}"
+        paired = paired_with_selection_baseline(out, task, f.with_name(f.name + ".items.jsonl"),
+                                                len(j["settings"]))
         lines.append(head + "): " + "; ".join(
             (f"L{s['layer']} c {s['c']:g}" if "layer" in s else f"c_k {s['c_k']:g} c_v {s['c_v']:g}") +
             f": {s['accuracy']:.1f} % / reasoning {s['reasoning_rate']:.0f} % / "
-            f"{s['mean_tokens']:.0f} tok" for s in j["settings"]))
+            f"{s['mean_tokens']:.0f} tok{vs}" for s, vs in zip(j["settings"], paired)))
     for f in sorted((out / "selection" / task).glob("*.json.items.jsonl")) if (out / "selection" / task).exists() else []:
         if not f.with_name(f.name[: -len(".items.jsonl")]).exists():
             lines.append(partial_sweep_line(f))
@@ -158,6 +163,38 @@ def sweep_lines(out: Path, task: str) -> list[str]:
         lines.append(f"- chosen for {j['method']}: `{json.dumps(j['chosen'])}` "
                      f"(paper: `{json.dumps(j['paper_setting'])}`)")
     return lines
+
+
+def item_key(record: dict) -> str:
+    """An item's identity across runs and sweeps: its dataset id where the record has one."""
+    return str(record.get("id", record["index"]))
+
+
+def paired_with_selection_baseline(out: Path, task: str, journal: Path, n_settings: int) -> list[str]:
+    """Per setting of a finished sweep, its paired accuracy difference to the baseline on the same
+    selection items (" (vs baseline +4.7 [-7.1, +16.5], p 0.61)"), from the sweep's journal; empty
+    strings where the journal or the finished baseline is missing."""
+    base_run = out / "runs" / f"{task}-{SELECTION_BASELINE}"
+    if not journal.exists() or not (base_run / "summary.json").exists():
+        return [""] * n_settings
+    base = {item_key(r): r["correct"] for r in load_items(base_run).values()}
+    per: list[dict[str, bool]] = [{} for _ in range(n_settings)]
+    for line in journal.read_text(encoding="utf-8").splitlines()[1:]:
+        if line.strip():
+            r = json.loads(line)
+            if 0 <= r["setting"] < n_settings:
+                per[r["setting"]][item_key(r)] = r["correct"]
+    texts = []
+    for answers in per:
+        common = sorted(set(answers) & set(base))
+        if not common:
+            texts.append("")
+            continue
+        d, lo, hi, p = paired_diff([base[k] for k in common], [answers[k] for k in common])
+        texts.append(f" (vs baseline {d:+.1f} [{lo:+.1f}, {hi:+.1f}], p {p:.2g}"
+                     + ("" if len(common) == len(answers) == len(base) else f", {len(common)} items")
+                     + ")")
+    return texts
 
 
 def partial_sweep_line(journal: Path, state: str = "**running**") -> str:

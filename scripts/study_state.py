@@ -8,7 +8,7 @@ without prompt or response (eval/runner.h, ItemResult::has_text). So:
 
   export_state(out, state)   every eval run (finished or not) as <name>.config.json and compact
                              <name>.items.jsonl (+ <name>.summary.json when finished); every sweep
-                             journal still running, compacted; the finished sweeps, selection
+                             journal, running or finished, compacted; the finished sweeps, selection
                              records and diagnoses; the vectors (numbers only: their metadata are
                              hashes and the extraction's command line), the activation directions
                              and the checkpoints of extractions still running (running sums of
@@ -117,11 +117,9 @@ def export_state(out: Path, state: Path) -> None:
                 continue
             dest = state / sub / f.relative_to(src)
             if f.name.endswith(".json.items.jsonl"):
-                # A sweep journal matters only while its sweep runs (its JSON then holds it all);
-                # one in a subfolder was superseded and is kept for the record.
-                if f.parent == src / f.parent.name and f.with_name(f.name[: -len(".items.jsonl")]).exists():
-                    dest.unlink(missing_ok=True)
-                    continue
+                # A sweep's journal is kept after the sweep has finished: its JSON holds the
+                # settings' totals only, and the paired comparison of a setting with the baseline
+                # on the same selection items needs the answers item by item.
                 export_compact(f, dest)
             elif f.suffix in (".json", ".txt"):
                 copy_atomic(f, dest)

@@ -56,3 +56,32 @@ def test_the_selection_baseline_is_the_sweeps_reference_not_a_test_row(tmp_path:
     assert ("- baseline (10 selection items, the sweeps' reference): 60.0 % [0.0, 100.0] / "
             "reasoning 0 % / 20 tok") in text
     assert text.index("Selection split:") < text.index("- baseline (10 selection items")
+
+
+def test_a_finished_sweep_is_compared_with_the_selection_baseline_item_by_item(tmp_path: Path):
+    gold = "ABCDEABCDA"
+    write_run(tmp_path, "arc-selection-baseline", "ABCDAAAAAA", gold)  # right on 0-3, 5, 9
+    sel = tmp_path / "selection" / "arc"
+    sel.mkdir(parents=True)
+    grid = [{"layer": 8, "c": 1.0}, {"layer": 8, "c": 3.0}]
+    settings = [{**g, "accuracy": 0.0, "reasoning_rate": 0.0, "mean_tokens": 20.0} for g in grid]
+    (sel / "caa.json").write_text(json.dumps({
+        "kind": "kvsteer-sweep", "method": "caa", "n_items": 10, "config": {},
+        "settings": settings}))
+    header = {"kind": "kvsteer-sweep-items", "version": 1, "config": {}, "grid": grid}
+    # Setting 0 answers as the baseline does; setting 1 gains items 4, 6, 7, 8 and loses none.
+    # The journal lists items in another order than the baseline, as batches of a sweep do.
+    journal = [header]
+    for setting, answers in ((0, "ABCDAAAAAA"), (1, "ABCDEABCDA")):
+        for i in reversed(range(10)):
+            journal.append({"setting": setting, "index": i, "id": f"q{i}", "extracted": answers[i],
+                            "target": gold[i], "correct": answers[i] == gold[i], "n_tokens": 20})
+    (sel / "caa.json.items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in journal))
+    base = tmp_path / "runs" / "arc-selection-baseline" / "items.jsonl"
+    rows = [json.loads(line) for line in base.read_text().splitlines()]
+    base.write_text("".join(json.dumps({**r, "id": f"q{r['index']}"}) + "\n" for r in rows))
+    text = page(tmp_path, "t")
+    line = next(x for x in text.splitlines() if x.startswith("- `caa`"))
+    assert "L8 c 1: 0.0 % / reasoning 0 % / 20 tok (vs baseline +0.0 [+0.0, +0.0], p 1)" in line
+    # Four discordant items, all gained: +40 points, exact McNemar p = 2 * 0.5^4 = 0.125.
+    assert "L8 c 3: 0.0 % / reasoning 0 % / 20 tok (vs baseline +40.0 [+9.6, +70.4], p 0.12)" in line

@@ -113,19 +113,29 @@ def test_a_run_goes_on_from_its_exported_state(cli: Path, organism: Path, data: 
     assert (second / "vectors" / "t-last.gguf").read_bytes() == b"extracted here"
 
 
-def test_a_finished_sweep_drops_its_journal_from_the_state(tmp_path: Path) -> None:
+def test_a_finished_sweep_keeps_its_compact_journal_in_the_state(tmp_path: Path) -> None:
     out, state = tmp_path / "out", tmp_path / "state"
     sel = out / "selection" / "t"
     sel.mkdir(parents=True)
-    (sel / "s.json.items.jsonl").write_text('{"kind": "kvsteer-sweep-items"}\n')
+    header = '{"kind": "kvsteer-sweep-items"}\n'
+    answer = {"setting": 0, "index": 0, "id": "q0", "correct": True, "response": "B: because"}
+    (sel / "s.json.items.jsonl").write_text(header + json.dumps(answer) + "\n")
     export_state(out, state)
-    assert (state / "selection/t/s.json.items.jsonl").exists()
+    kept = state / "selection/t/s.json.items.jsonl"
+    assert len(kept.read_text().splitlines()) == 2
+    # The sweep answers one more item and finishes: the state's journal follows it to the end,
+    # still without texts.
+    (sel / "s.json.items.jsonl").write_text(header + json.dumps(answer) + "\n" +
+                                           json.dumps({**answer, "index": 1, "id": "q1"}) + "\n")
     (sel / "s.json").write_text('{"kind": "kvsteer-sweep"}\n')
     export_state(out, state)
-    assert not (state / "selection/t/s.json.items.jsonl").exists()
+    lines = kept.read_text().splitlines()
+    assert len(lines) == 3
+    assert all("response" not in json.loads(line) for line in lines)
+    assert json.loads(lines[2])["answer_first"] is True
     assert (state / "selection/t/s.json").exists()
     shutil.rmtree(out)
-    assert restore_state(state, out) == ["selection/t/s.json"]
+    assert restore_state(state, out) == ["selection/t/s.json", "selection/t/s.json.items.jsonl"]
 
 
 def extract(cli: Path, organism: Path, data: Path, out: Path, env: dict[str, str] | None = None,
