@@ -1,9 +1,11 @@
 // Decode speed of several sequences at long contexts by cache layout (docs/DESIGN.md, "Cache
 // layout"): n_seq sequences prefilled with `cells` tokens each, then timed decode steps of one
 // token per sequence, for each combination of cache type, flash attention and streams.
-//   kvsteer-kv-layout-bench MODEL [n_seq 16] [cells 800] [steps 20] [threads 2]
-// Prints ms per step and tokens/s. Run it on otherwise idle cores: a per-sequence graph is many
-// small operations, each a barrier for the compute threads, and loses its gain when they share.
+//   kvsteer-kv-layout-bench MODEL [n_seq 16] [cells 800] [steps 20] [threads 2] [layout]
+// Prints ms per step and tokens/s; `layout` keeps the layouts whose name contains it (each one
+// prefills n_seq x cells tokens first, minutes at 16 x 800 on 2 cores). Run it on otherwise idle
+// cores: a per-sequence graph is many small operations, each a barrier for the compute threads, and
+// loses its gain when they share.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -56,7 +58,7 @@ double ms_per_step(const std::shared_ptr<const Model>& model, const Layout& layo
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s MODEL [n_seq 16] [cells 800] [steps 20] [threads 2]\n",
+    std::fprintf(stderr, "usage: %s MODEL [n_seq 16] [cells 800] [steps 20] [threads 2] [layout]\n",
                  argv[0]);
     return 2;
   }
@@ -78,8 +80,18 @@ int main(int argc, char** argv) {
         {"f32 fa-off  unified", KvType::F32, FlashAttn::Off, KvStreams::Unified},
         {"f32 fa-off  per-sequence", KvType::F32, FlashAttn::Off, KvStreams::PerSequence},
     };
+    const std::string only = argc > 6 ? argv[6] : "";
+    const bool known = std::any_of(
+        std::begin(layouts), std::end(layouts),
+        [&only](const Layout& l) { return std::string(l.name).find(only) != std::string::npos; });
+    if (!known) {
+      std::fprintf(stderr, "kvsteer-kv-layout-bench: error: no layout name contains '%s'\n",
+                   only.c_str());
+      return 2;
+    }
     std::printf("%u sequences x %u cells, %d steps, %d threads\n", n_seq, cells, steps, threads);
     for (const Layout& l : layouts) {
+      if (std::string(l.name).find(only) == std::string::npos) continue;
       const double ms = ms_per_step(model, l, n_seq, cells, steps, threads);
       std::printf("%-32s %8.1f ms/step %8.1f tok/s\n", l.name, ms, 1000.0 * n_seq / ms);
     }
