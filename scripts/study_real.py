@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 from study_results import SELECTION_BASELINE, write_results
-from study_state import restore_state, write_atomic
+from study_state import restore_state, whole_lines, write_atomic
 
 COT_PREFIX = "Let's think step by step."
 QUESTION_PASS = 160  # test items per task of the baseline and the paper's setting, stage 1
@@ -118,6 +118,10 @@ class Study:
     log: Path = field(init=False)
     # Vector path -> the extraction that makes it, for vectors named but not yet made (vectors()).
     pending: dict[str, Callable[[], None]] = field(default_factory=dict)
+    # Runs this process has answered items of, or checked (check_reproduces): their records need
+    # no further check here.
+    vouched: set[str] = field(default_factory=set)
+    machine_checked: bool = False  # a run begun elsewhere has been reproduced on this machine
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -311,8 +315,57 @@ class Study:
             args[args.index("--n-predict") + 1] = str(n_predict)
         if selection is not None:
             args += ["--selection", str(selection)]
+        self.check_reproduces(out, args)
         self.run(args, step=f"{plan.name}: {name or method} on {limit or 'all'} {items}")
+        self.vouched.add(out.name)
         return out
+
+    def check_reproduces(self, run: Path, args: list[str]) -> None:
+        """Before a run begun by another process goes on, answers its first batch again in a
+        scratch folder and stops the study if any record differs (REPRODUCED fields), so that
+        one run never mixes answers of two computations:
+          - a run whose configuration does not identify its vector file (made before eval
+            recorded vector_file) and that names a vector, which may have been extracted again
+            on this machine (a vector lost with a machine): eval cannot tell, the answers can;
+          - the first run continued by this process, whatever its vector: a machine whose
+            arithmetic differs from the one that began the runs.
+        Items a resumed run answers are otherwise taken to be those an uninterrupted run would
+        give (study_state). One batch costs a few minutes; each run is checked once."""
+        if run.name in self.vouched or not (run / "items.jsonl").exists():
+            return
+        recorded = {r["index"]: r for r in read_records(run / "items.jsonl")}
+        first = sorted(i for i in recorded if i < self.parallel)
+        if not first:
+            return
+        try:
+            identified = "vector_file" in json.loads((run / "config.json").read_text())
+        except (OSError, ValueError):
+            identified = False
+        if self.machine_checked and (identified or "--vector" not in args):
+            return
+        self.ensure_vectors(args)
+        scratch = self.out / "checks" / run.name
+        shutil.rmtree(scratch, ignore_errors=True)
+        again = list(args)
+        again[again.index("-o") + 1] = str(scratch)
+        again[again.index("--limit") + 1] = str(self.parallel)
+        self.run(again, step=f"{run.name}: answering its first {len(first)} items again before "
+                             "it goes on (does this machine and vector reproduce them?)")
+        answered = {r["index"]: r for r in read_records(scratch / "items.jsonl")}
+        differ = [i for i in first
+                  if {k: answered.get(i, {}).get(k) for k in REPRODUCED} !=
+                  {k: recorded[i].get(k) for k in REPRODUCED}]
+        if differ:
+            sys.exit(f"study_real: error: run {run.name} does not reproduce here: items "
+                     f"{', '.join(map(str, differ))} of its first {len(first)} are answered "
+                     f"otherwise now (records: {run}/items.jsonl and {scratch}/items.jsonl). Its "
+                     "other items were answered by another machine or with another vector; move "
+                     "the run folder aside to answer it anew here, or continue it where it was "
+                     "begun.")
+        shutil.rmtree(scratch)
+        self.say(f"{run.name}: its first {len(first)} items reproduce here")
+        self.vouched.add(run.name)
+        self.machine_checked = True
 
     def sweep(self, plan: TaskPlan, name: str, args: list[str], n_predict: int | None = None) -> dict:
         out = self.out / "selection" / plan.name / f"{name}.json"
@@ -335,6 +388,16 @@ def is_sweep(path: Path) -> bool:
 
 def write_json(path: Path, value: dict) -> None:
     write_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
+# The fields of an item record that a reproduction must match (check_reproduces): the answer,
+# its scoring, and its length to the token.
+REPRODUCED = ("extracted", "correct", "n_tokens", "n_steps", "reasoning", "forced")
+
+
+def read_records(items: Path) -> list[dict]:
+    """The whole records of an items.jsonl (a torn last line is left out, as eval does)."""
+    return [json.loads(line) for line in whole_lines(items)] if items.exists() else []
 
 
 def run_limit(out: Path) -> int | None:

@@ -1,0 +1,141 @@
+"""Before the study continues a run that another process began, it answers the run's first batch
+again and stops if any record differs (scripts/study_real.py, Study.check_reproduces): a machine
+whose arithmetic differs, or a vector extracted again (lost with a machine) that differs from the
+one the run began with, would otherwise mix two computations in one run. The commands go to a
+stand-in for kvsteer whose answers are the text of the vector file it is given, so a changed
+vector changes the answers."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from study_real import Study, full_plans  # noqa: E402
+
+STAND_IN = """#!/usr/bin/env python3
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(" ".join(args) + "\\n")
+def value(flag):
+    return args[args.index(flag) + 1] if flag in args else None
+if args[0] == "extract":
+    for i, a in enumerate(args):
+        if a == "-o":
+            Path(args[i + 1]).write_text(os.environ.get("STAND_IN_VECTOR", "A"))
+if args[0] == "eval":
+    out = Path(value("-o"))
+    out.mkdir(parents=True, exist_ok=True)
+    answer = Path(value("--vector")).read_text() if value("--vector") else "B"
+    items = out / "items.jsonl"
+    done = len(items.read_text().splitlines()) if items.exists() else 0
+    with open(items, "a") as f:
+        for i in range(done, int(value("--limit"))):
+            f.write(json.dumps({{"index": i, "extracted": answer, "correct": answer == "A",
+                                "n_tokens": 9, "n_steps": 0, "reasoning": False,
+                                "forced": False}}) + "\\n")
+    (out / "summary.json").write_text("{{}}")
+"""
+
+
+def study(tmp_path: Path) -> tuple[Study, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "commands.txt"
+    fake = tmp_path / "kvsteer"
+    fake.write_text(STAND_IN.format(log=str(log)))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return Study(str(fake), "model.gguf", ROOT.parent / "shared", tmp_path / "out", 2, "full"), log
+
+
+def begun_elsewhere(s: Study, name: str, answer: str, n: int, vector_file: bool) -> Path:
+    """A run restored from the committed state: n items answered `answer`, no summary."""
+    run = s.out / "runs" / name
+    run.mkdir(parents=True)
+    config = {"limit": 320, **({"vector_file": {"bytes": 1}} if vector_file else {})}
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "items.jsonl").write_text("".join(json.dumps(
+        {"index": i, "extracted": answer, "correct": answer == "A", "n_tokens": 9, "n_steps": 0,
+         "reasoning": False, "forced": False}) + "\n" for i in range(n)))
+    return run
+
+
+def evals(log: Path) -> list[str]:
+    """The -o folder of every eval the study ran, in order."""
+    lines = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+    return [Path(a[a.index("-o") + 1]).parent.name + "/" + Path(a[a.index("-o") + 1]).name
+            for a in lines if a[0] == "eval"]
+
+
+def test_a_vector_extracted_again_that_answers_otherwise_stops_the_study(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    arc.limit = 320
+    v = s.vectors(arc)
+    # The run began with a vector "A" that the machine took with it; this one extracts "C".
+    run = begun_elsewhere(s, "arc-cache-paper", "A", 40, vector_file=False)
+    monkeypatch.setenv("STAND_IN_VECTOR", "C")
+    with pytest.raises(SystemExit) as stop:
+        s.run_eval(arc, "cache", ["--vector", str(v["last"])], name="cache-paper")
+    assert "run arc-cache-paper does not reproduce here" in str(stop.value)
+    assert "items 0, 1, 2" in str(stop.value)
+    assert evals(log) == ["checks/arc-cache-paper"]  # the run itself was not continued
+    assert len((run / "items.jsonl").read_text().splitlines()) == 40
+
+
+def test_a_run_that_reproduces_goes_on_and_is_checked_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    arc.limit = 320
+    v = s.vectors(arc)
+    run = begun_elsewhere(s, "arc-cache-paper", "A", 40, vector_file=False)
+    monkeypatch.setenv("STAND_IN_VECTOR", "A")
+    s.run_eval(arc, "cache", ["--vector", str(v["last"])], name="cache-paper")
+    assert evals(log) == ["checks/arc-cache-paper", "runs/arc-cache-paper"]
+    assert len((run / "items.jsonl").read_text().splitlines()) == 320
+    assert not (s.out / "checks" / "arc-cache-paper").exists()
+    assert "arc-cache-paper: its first 16 items reproduce here" in s.log.read_text()
+    (run / "summary.json").unlink()
+    arc.limit = 0  # the extension of stage 3: nothing to check again in this process
+    s.run_eval(arc, "cache", ["--vector", str(v["last"])], name="cache-paper")
+    assert evals(log) == ["checks/arc-cache-paper", "runs/arc-cache-paper", "runs/arc-cache-paper"]
+
+
+def test_the_machine_is_checked_on_the_first_run_begun_elsewhere_only(tmp_path: Path) -> None:
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    arc.limit = 320
+    begun_elsewhere(s, "arc-baseline", "B", 160, vector_file=False)
+    begun_elsewhere(s, "arc-cot", "B", 5, vector_file=False)
+    s.run_eval(arc, "baseline", [])
+    s.run_eval(arc, "cot", [])  # no vector, the machine already checked: no second check
+    assert evals(log) == ["checks/arc-baseline", "runs/arc-baseline", "runs/arc-cot"]
+    # A run whose configuration identifies its vector file is left to eval's own check.
+    s2, log2 = study(tmp_path / "again")
+    s2.machine_checked = True
+    v = s2.vectors(arc)
+    (s2.out / "vectors").mkdir(parents=True, exist_ok=True)
+    for path in v.values():
+        path.write_text("A")
+    begun_elsewhere(s2, "arc-cache", "A", 40, vector_file=True)
+    s2.run_eval(arc, "cache", ["--vector", str(v["last"])])
+    assert evals(log2) == ["runs/arc-cache"]
+
+
+def test_a_machine_that_answers_otherwise_stops_the_study(tmp_path: Path) -> None:
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    arc.limit = 320
+    begun_elsewhere(s, "arc-baseline", "D", 160, vector_file=False)  # answered D elsewhere
+    with pytest.raises(SystemExit) as stop:
+        s.run_eval(arc, "baseline", [])
+    assert "run arc-baseline does not reproduce here" in str(stop.value)
+    assert evals(log) == ["checks/arc-baseline"]
