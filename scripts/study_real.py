@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import study_provenance as provenance
 from study_results import SELECTION_BASELINE, write_results
 from study_state import restore_state, whole_lines, write_atomic
 
@@ -121,7 +122,9 @@ class Study:
     # Runs this process has answered items of, or checked (check_reproduces): their records need
     # no further check here.
     vouched: set[str] = field(default_factory=set)
-    machine_checked: bool = False  # a run begun elsewhere has been reproduced on this machine
+    machine_checked: bool = False  # a run begun elsewhere has been answered again here
+    # This machine's CPU and instruction sets (study_provenance.machine_description).
+    machine: dict = field(default_factory=provenance.this_machine)
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -316,21 +319,30 @@ class Study:
         if selection is not None:
             args += ["--selection", str(selection)]
         self.check_reproduces(out, args)
+        self.note_run(out.name, len(read_records(out / "items.jsonl")))
         self.run(args, step=f"{plan.name}: {name or method} on {limit or 'all'} {items}")
         self.vouched.add(out.name)
         return out
 
+    def note_run(self, run: str, items: int) -> None:
+        """Records in the ledger that this machine takes the run on from `items` answers."""
+        provenance.note_machine(self.out, self.machine)
+        provenance.note_run(self.out, run, items, self.machine["machine"])
+
     def check_reproduces(self, run: Path, args: list[str]) -> None:
         """Before a run begun by another process goes on, answers its first batch again in a
-        scratch folder and stops the study if any record differs (REPRODUCED fields), so that
-        one run never mixes answers of two computations:
+        scratch folder and records in the ledger (study_provenance) which records came out
+        otherwise (REPRODUCED fields):
+          - the first run this process continues whose first answers another or an unrecorded
+            machine gave: whether this machine's arithmetic gives the same answers (machines of
+            other CPUs do not: study_provenance);
           - a run whose configuration does not identify its vector file (made before eval
             recorded vector_file) and that names a vector, which may have been extracted again
-            on this machine (a vector lost with a machine): eval cannot tell, the answers can;
-          - the first run continued by this process, whatever its vector: a machine whose
-            arithmetic differs from the one that began the runs.
-        Items a resumed run answers are otherwise taken to be those an uninterrupted run would
-        give (study_state). One batch costs a few minutes; each run is checked once."""
+            here after a machine was lost: eval cannot tell, the answers can.
+        A run that this very kind of machine began and that does not reproduce stops the study:
+        its vector or the code differs, and one run must not mix two. Otherwise a difference is
+        recorded and the run goes on (the results page lists every run's machines). One batch
+        costs a few minutes; each run is checked at most once per process."""
         if run.name in self.vouched or not (run / "items.jsonl").exists():
             return
         recorded = {r["index"]: r for r in read_records(run / "items.jsonl")}
@@ -341,7 +353,9 @@ class Study:
             identified = "vector_file" in json.loads((run / "config.json").read_text())
         except (OSError, ValueError):
             identified = False
-        if self.machine_checked and (identified or "--vector" not in args):
+        vector_unknown = "--vector" in args and not identified
+        same_machine = provenance.first_machine(self.out, run.name) == self.machine["machine"]
+        if not vector_unknown and (same_machine or self.machine_checked):
             return
         self.ensure_vectors(args)
         scratch = self.out / "checks" / run.name
@@ -355,15 +369,22 @@ class Study:
         differ = [i for i in first
                   if {k: answered.get(i, {}).get(k) for k in REPRODUCED} !=
                   {k: recorded[i].get(k) for k in REPRODUCED}]
-        if differ:
-            sys.exit(f"study_real: error: run {run.name} does not reproduce here: items "
-                     f"{', '.join(map(str, differ))} of its first {len(first)} are answered "
-                     f"otherwise now (records: {run}/items.jsonl and {scratch}/items.jsonl). Its "
-                     "other items were answered by another machine or with another vector; move "
-                     "the run folder aside to answer it anew here, or continue it where it was "
-                     "begun.")
+        provenance.note_machine(self.out, self.machine)
+        provenance.append(self.out, {"check": run.name, "machine": self.machine["machine"],
+                                 "first": len(first), "differ": differ})
+        if differ and same_machine:
+            sys.exit(f"study_real: error: run {run.name} does not reproduce on the kind of machine "
+                     f"that began it: items {', '.join(map(str, differ))} of its first "
+                     f"{len(first)} are answered otherwise now (records: {run}/items.jsonl and "
+                     f"{scratch}/items.jsonl), so its vector or kvsteer differs from the one its "
+                     "answers were made with; move the run folder aside to answer it anew.")
         shutil.rmtree(scratch)
-        self.say(f"{run.name}: its first {len(first)} items reproduce here")
+        if differ:
+            self.say(f"{run.name}: {len(differ)} of its first {len(first)} answers differ on this "
+                     f"machine ({self.machine['cpu']}), which did not begin the run; it goes on, "
+                     "and the results page lists the machines of its answers")
+        else:
+            self.say(f"{run.name}: its first {len(first)} items reproduce here")
         self.vouched.add(run.name)
         self.machine_checked = True
 
@@ -374,6 +395,9 @@ class Study:
         full = ["sweep"] + self.eval_args(plan, sel, plan.selection_n) + args + ["-o", str(out)]
         if n_predict is not None:
             full[full.index("--n-predict") + 1] = str(n_predict)
+        if not out.exists():
+            journal = Path(str(out) + ".items.jsonl")
+            self.note_run(f"selection/{plan.name}/{name}", max(len(read_records(journal)) - 1, 0))
         self.run(full, done=out, step=f"{plan.name}: selection sweep '{name}'")
         return json.loads(out.read_text())
 

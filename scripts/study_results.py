@@ -17,7 +17,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from study_state import answer_first, export_state, write_atomic
+import study_provenance as provenance
+from study_state import answer_first, export_state, whole_lines, write_atomic
 
 METHODS = ["baseline", "cot", "fewshot", "caa", "caa-paper", "cache", "cache-paper", "cache+cot"]
 LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT",
@@ -273,6 +274,16 @@ def engine_lines(out: Path) -> list[str]:
     return ["Engine: " + "; ".join(f"{k} ({len(v)} runs/sweeps)" for k, v in seen.items()) + ".", ""]
 
 
+def answers_so_far(out: Path) -> dict[str, int]:
+    """Each run's and sweep's answers now, by the names the provenance ledger uses."""
+    totals = {run.name: len(whole_lines(run / "items.jsonl"))
+              for run in sorted(out.glob("runs/*/")) if (run / "items.jsonl").exists()}
+    for journal in sorted(out.glob("selection/*/*.json.items.jsonl")):
+        name = f"selection/{journal.parent.name}/{journal.name[: -len('.json.items.jsonl')]}"
+        totals[name] = max(len(whole_lines(journal)) - 1, 0)
+    return totals
+
+
 def page(out: Path, title: str) -> str:
     """The results page of a study's output folder (markdown)."""
     md: list[str] = [f"# {title}", ""]
@@ -283,6 +294,7 @@ def page(out: Path, title: str) -> str:
         md += [f"Speed ({b.get('threads', '?')} threads): prefill {min(pre):.0f}-{max(pre):.0f} "
                f"tok/s, decode {b['decode_tok_per_s']['unsteered']:.1f} tok/s (one sequence).", ""]
     md += engine_lines(out)
+    md += provenance.page_lines(out, answers_so_far(out))
     md += study_state(out)
     for task in TASKS:
         rows = method_table(out, task)

@@ -10,7 +10,8 @@ without prompt or response (eval/runner.h, ItemResult::has_text). So:
                              <name>.items.jsonl (+ <name>.summary.json when finished); every sweep
                              journal, running or finished, compacted; the finished sweeps, selection
                              records and diagnoses; the vectors (numbers only: their metadata are
-                             hashes and the extraction's command line), the activation directions
+                             hashes and the extraction's command line), the activation directions,
+                             the ledger of which machine answered what (study_provenance)
                              and the checkpoints of extractions still running (running sums of
                              cached K and V, or of block outputs).
   restore_state(state, out)  the reverse, for whatever out/ lacks: a run, sweep or vector already
@@ -28,6 +29,8 @@ import re
 import shutil
 import uuid
 from pathlib import Path
+
+from study_provenance import LEDGER
 
 # A response that opens with an option ("B: ...", "**C.**", "Answer: A)") answers before it reasons:
 # the mode cache steering is meant to move the model out of, visible whatever the accuracy.
@@ -144,8 +147,9 @@ def export_state(out: Path, state: Path) -> None:
     for f in sorted(caa.glob("caa-*.json*")) if caa.exists() else []:
         if f.name.endswith((".json", ".json.partial")):
             copy_atomic(f, state / "caa" / f.name)
-    if (out / "bench.json").exists():
-        copy_atomic(out / "bench.json", state / "bench.json")
+    for name in ("bench.json", LEDGER):
+        if (out / name).exists():
+            copy_atomic(out / name, state / name)
 
 
 def restore_state(state: Path, out: Path) -> list[str]:
@@ -186,6 +190,9 @@ def restore_state(state: Path, out: Path) -> list[str]:
         if not dest.exists() and not vector_of_checkpoint(dest).exists():
             copy_atomic(f, dest)
             done.append(f"extraction checkpoint {f.name}")
+    if (state / LEDGER).exists() and not (out / LEDGER).exists():
+        copy_atomic(state / LEDGER, out / LEDGER)
+        done.append(LEDGER)
     for f in sorted((state / "caa").glob("caa-*.json*")) if (state / "caa").exists() else []:
         dest = out / "caa" / f.name
         finished = out / "caa" / f.name.removesuffix(".partial")

@@ -1,9 +1,10 @@
 """Before the study continues a run that another process began, it answers the run's first batch
-again and stops if any record differs (scripts/study_real.py, Study.check_reproduces): a machine
-whose arithmetic differs, or a vector extracted again (lost with a machine) that differs from the
-one the run began with, would otherwise mix two computations in one run. The commands go to a
-stand-in for kvsteer whose answers are the text of the vector file it is given, so a changed
-vector changes the answers."""
+again (scripts/study_real.py, Study.check_reproduces) and records which answers came out otherwise
+in its provenance ledger (scripts/study_provenance.py). A run that this kind of machine began and
+that does not reproduce stops the study (its vector, extracted again after a machine was lost, or
+kvsteer differs); a run another CPU began goes on, its machines listed on the results page. The
+commands go to a stand-in for kvsteer whose answers are the text of the vector file it is given,
+so a changed vector changes the answers."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+import study_provenance as provenance  # noqa: E402
 from study_real import Study, full_plans  # noqa: E402
+from study_results import page  # noqa: E402
 
 STAND_IN = """#!/usr/bin/env python3
 import json, os, sys
@@ -41,7 +44,9 @@ if args[0] == "eval":
             f.write(json.dumps({{"index": i, "extracted": answer, "correct": answer == "A",
                                 "n_tokens": 9, "n_steps": 0, "reasoning": False,
                                 "forced": False}}) + "\\n")
-    (out / "summary.json").write_text("{{}}")
+    (out / "summary.json").write_text(json.dumps({{
+        "accuracy": 0.0, "ci95": [0.0, 0.0], "reasoning_rate": 0.0, "mean_tokens": 9.0,
+        "median_tokens": 9.0, "n": int(value("--limit"))}}))
 """
 
 
@@ -79,12 +84,14 @@ def test_a_vector_extracted_again_that_answers_otherwise_stops_the_study(
     arc = full_plans()[0]
     arc.limit = 320
     v = s.vectors(arc)
-    # The run began with a vector "A" that the machine took with it; this one extracts "C".
+    # This kind of machine began the run, with a vector "A" that was lost with the machine; the
+    # extraction here gives "C".
     run = begun_elsewhere(s, "arc-cache-paper", "A", 40, vector_file=False)
+    provenance.note_run(s.out, "arc-cache-paper", 0, s.machine["machine"])
     monkeypatch.setenv("STAND_IN_VECTOR", "C")
     with pytest.raises(SystemExit) as stop:
         s.run_eval(arc, "cache", ["--vector", str(v["last"])], name="cache-paper")
-    assert "run arc-cache-paper does not reproduce here" in str(stop.value)
+    assert "run arc-cache-paper does not reproduce on the kind of machine that began it" in str(stop.value)
     assert "items 0, 1, 2" in str(stop.value)
     assert evals(log) == ["checks/arc-cache-paper"]  # the run itself was not continued
     assert len((run / "items.jsonl").read_text().splitlines()) == 40
@@ -130,12 +137,57 @@ def test_the_machine_is_checked_on_the_first_run_begun_elsewhere_only(tmp_path: 
     assert evals(log2) == ["runs/arc-cache"]
 
 
-def test_a_machine_that_answers_otherwise_stops_the_study(tmp_path: Path) -> None:
+def test_a_run_another_machine_began_goes_on_and_its_machines_are_listed(tmp_path: Path) -> None:
     s, log = study(tmp_path)
     arc = full_plans()[0]
     arc.limit = 320
-    begun_elsewhere(s, "arc-baseline", "D", 160, vector_file=False)  # answered D elsewhere
-    with pytest.raises(SystemExit) as stop:
-        s.run_eval(arc, "baseline", [])
-    assert "run arc-baseline does not reproduce here" in str(stop.value)
-    assert evals(log) == ["checks/arc-baseline"]
+    run = begun_elsewhere(s, "arc-baseline", "D", 160, vector_file=False)  # answered D elsewhere
+    s.run_eval(arc, "baseline", [])
+    assert evals(log) == ["checks/arc-baseline", "runs/arc-baseline"]
+    assert len((run / "items.jsonl").read_text().splitlines()) == 320
+    me = s.machine["machine"]
+    ledger = provenance.read_ledger(s.out)
+    assert {"check": "arc-baseline", "machine": me, "first": 16, "differ": list(range(16))} in ledger
+    assert "16 of its first 16 answers differ on this machine" in s.log.read_text()
+    text = page(s.out, "t")
+    assert f"- arc-baseline: 160 on `unrecorded`, then 160 on `{me}`" in text
+    assert f"- arc-baseline on `{me}`: 16 of 16 answers differ" in text
+    assert f"`{me}` {s.machine['cpu']}" in text
+    # The next process on this kind of machine continues a run this machine began unchecked.
+    s2, log2 = study(tmp_path / "again")
+    begun_elsewhere(s2, "arc-cot", "B", 40, vector_file=False)
+    provenance.note_run(s2.out, "arc-cot", 0, s2.machine["machine"])
+    s2.run_eval(arc, "cot", [])
+    assert evals(log2) == ["runs/arc-cot"]
+
+
+def test_the_ledger_splits_a_run_into_the_stretches_each_machine_answered(tmp_path: Path) -> None:
+    for record in ({"machine": "m1", "cpu": "one", "isa": ["avx2"]},
+                   {"run": "r", "items": 0, "machine": "m1", "at": ""},
+                   {"run": "r", "items": 48, "machine": "m2", "at": ""},
+                   {"run": "r", "items": 96, "machine": "m2", "at": ""},
+                   {"run": "r", "items": 112, "machine": "m1", "at": ""}):
+        provenance.append(tmp_path, record)
+    assert provenance.stretches(tmp_path, "r", 150) == [("m1", 48), ("m2", 64), ("m1", 38)]
+    assert provenance.first_machine(tmp_path, "r") == "m1"
+    provenance.note_run(tmp_path, "r", 112, "m1")  # the same entry again is not written twice
+    assert len(provenance.read_ledger(tmp_path)) == 5
+
+
+def test_machines_with_the_same_cpu_features_share_an_id() -> None:
+    a = provenance.machine_description("model name\t: Xeon\nflags\t\t: fpu avx2 fma avx512f ht\n")
+    b = provenance.machine_description("model name\t: Xeon\nflags\t\t: fpu avx2 fma avx512f ht pti\n")
+    c = provenance.machine_description("model name\t: Xeon\nflags\t\t: fpu avx2 fma ht\n")
+    assert a["isa"] == ["avx2", "avx512f", "fma"]
+    assert a["machine"] == b["machine"] != c["machine"]
+
+
+def test_the_ledger_travels_with_the_committed_state(tmp_path: Path) -> None:
+    from study_state import export_state, restore_state  # noqa: E402
+    out, state = tmp_path / "out", tmp_path / "state"
+    out.mkdir()
+    provenance.note_run(out, "arc-baseline", 0, "m1")
+    export_state(out, state)
+    again = tmp_path / "again"
+    assert "provenance.jsonl" in restore_state(state, again)
+    assert provenance.first_machine(again, "arc-baseline") == "m1"

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Which machine answered which items of a study's runs (scripts/study_real.py).
+
+llama.cpp is built for the CPU it is built on (GGML_NATIVE): machines with other instruction sets
+run other SIMD kernels, whose sums round differently, and greedy decoding turns a rounding
+difference into another answer wherever two tokens are nearly tied. Measured on
+SmolLM2-135M-Instruct: the GSM8K baseline's first 16 answers, made again on a machine of another
+CPU by the same kvsteer, differed in 15 (docs/real-model.md). A study lent machines for hours
+continues its runs on whatever CPU it gets, so it records, as it goes, the machine of every stretch
+of every run in `provenance.jsonl` (kept in the committed state):
+
+  {"machine": ID, "cpu": "...", "isa": [...]}           a machine, once
+  {"run": NAME, "items": N, "machine": ID, "at": TIME}  run NAME had N answers when ID took it on
+  {"check": NAME, "machine": ID, "first": N, "differ": [i, ...]}
+                                                        NAME's first N items answered again on ID
+                                                        (Study.check_reproduces); the indices whose
+                                                        records came out otherwise
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+LEDGER = "provenance.jsonl"
+# The CPU features that choose ggml's CPU kernels (the build's -march=native).
+ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse", "ssse", "vnni", "bmi", "sve", "neon", "asimd")
+
+
+def machine_description(cpuinfo: str) -> dict:
+    """The CPU model and the instruction-set features of /proc/cpuinfo's first processor, with an
+    ID that two machines share when they run the same kernels."""
+    model, flags = "unknown", []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "CPU part") and model == "unknown":
+            model = value.strip()
+        if key in ("flags", "Features") and not flags:
+            flags = sorted({f for f in value.split() if f.startswith(ISA_PREFIXES)})
+    ident = hashlib.sha256(json.dumps([model, flags]).encode()).hexdigest()[:12]
+    return {"machine": ident, "cpu": model, "isa": flags}
+
+
+def this_machine() -> dict:
+    try:
+        return machine_description(Path("/proc/cpuinfo").read_text(encoding="utf-8"))
+    except OSError:
+        return machine_description("")
+
+
+def read_ledger(folder: Path) -> list[dict]:
+    path = folder / LEDGER
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
+
+
+def append(folder: Path, record: dict) -> None:
+    """One whole line (the ledger is small and written between steps, by one process)."""
+    with open(folder / LEDGER, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def note_machine(folder: Path, machine: dict) -> None:
+    if not any(r.get("machine") == machine["machine"] and "cpu" in r for r in read_ledger(folder)):
+        append(folder, machine)
+
+
+def note_run(folder: Path, run: str, items: int, machine: str) -> None:
+    """Run `run` goes on from `items` answers on `machine`; a repeat of the last entry for the
+    run is not written again."""
+    last = [r for r in read_ledger(folder) if r.get("run") == run]
+    if last and last[-1]["items"] == items and last[-1]["machine"] == machine:
+        return
+    append(folder, {"run": run, "items": items, "machine": machine,
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def first_machine(folder: Path, run: str) -> str | None:
+    """The machine that answered a run's first items, when the ledger knows it."""
+    for r in read_ledger(folder):
+        if r.get("run") == run and r["items"] == 0:
+            return r["machine"]
+    return None
+
+
+def stretches(folder: Path, run: str, total: int) -> list[tuple[str, int]]:
+    """(machine, answers) of a run in the order they were given; answers from before the ledger
+    knew the run are under "unrecorded"."""
+    entries = [r for r in read_ledger(folder) if r.get("run") == run]
+    out: list[tuple[str, int]] = []
+    start = 0
+    if entries and entries[0]["items"] > 0:
+        out.append(("unrecorded", entries[0]["items"]))
+    for i, r in enumerate(entries):
+        end = entries[i + 1]["items"] if i + 1 < len(entries) else total
+        start = r["items"]
+        if end > start:
+            if out and out[-1][0] == r["machine"]:
+                out[-1] = (r["machine"], out[-1][1] + end - start)
+            else:
+                out.append((r["machine"], end - start))
+    return out
+
+
+def page_lines(folder: Path, totals: dict[str, int]) -> list[str]:
+    """The results page's provenance section: the machines, the runs answered on more than one,
+    and the reproduction checks. `totals`: each run's answers now."""
+    ledger = read_ledger(folder)
+    if not ledger:
+        return []
+    machines = {r["machine"]: r for r in ledger if "cpu" in r}
+    described = []
+    for m, d in machines.items():
+        wide = ", ".join(f for f in d["isa"] if f.startswith(("avx512", "amx"))) or "no AVX-512"
+        described.append(f"`{m}` {d['cpu']} ({wide})")
+    lines = ["Machines (CPU instruction sets choose llama.cpp's kernels, and greedy answers follow "
+             "their rounding; `provenance.jsonl`): " + "; ".join(described) + ".", ""]
+    mixed = []
+    for run, total in sorted(totals.items()):
+        parts = stretches(folder, run, total)
+        if len(parts) > 1:
+            mixed.append(f"- {run}: " + ", then ".join(f"{n} on `{m}`" for m, n in parts))
+    if mixed:
+        lines += ["Runs answered on more than one machine:", ""] + mixed + [""]
+    checks = [r for r in ledger if "check" in r]
+    if checks:
+        lines += ["Reproduction checks (a run's first answers made again before it goes on):", ""]
+        lines += [f"- {r['check']} on `{r['machine']}`: "
+                  + (f"{len(r['differ'])} of {r['first']} answers differ"
+                     if r["differ"] else f"all {r['first']} answers reproduced") for r in checks]
+        lines.append("")
+    return lines
