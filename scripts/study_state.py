@@ -19,7 +19,9 @@ without prompt or response (eval/runner.h, ItemResult::has_text). So:
 
 A restored run resumes item by item; with a stream per sequence an item's answer does not depend on
 its batch-mates (docs/DESIGN.md "Cache layout"), so the items answered after a restore are those an
-uninterrupted study would have given.
+uninterrupted study would have given, on a machine with the same CPU instruction sets: llama.cpp is
+built for its build machine's CPU, and others round otherwise (study_provenance, which records
+which machine answered what).
 """
 from __future__ import annotations
 
