@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 LEDGER = "provenance.jsonl"
+UNRECORDED = "unrecorded"  # the machine of answers given before the ledger knew their run
 # The CPU features that choose ggml's CPU kernels (the build's -march=native).
 ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse", "ssse", "vnni", "bmi", "sve", "neon", "asimd")
 
@@ -89,12 +90,12 @@ def first_machine(folder: Path, run: str) -> str | None:
 
 def stretches(folder: Path, run: str, total: int) -> list[tuple[str, int]]:
     """(machine, answers) of a run in the order they were given; answers from before the ledger
-    knew the run are under "unrecorded"."""
+    knew the run are under UNRECORDED."""
     entries = [r for r in read_ledger(folder) if r.get("run") == run]
     out: list[tuple[str, int]] = []
     start = 0
     if entries and entries[0]["items"] > 0:
-        out.append(("unrecorded", entries[0]["items"]))
+        out.append((UNRECORDED, entries[0]["items"]))
     for i, r in enumerate(entries):
         end = entries[i + 1]["items"] if i + 1 < len(entries) else total
         start = r["items"]
@@ -123,7 +124,9 @@ def page_lines(folder: Path, totals: dict[str, int]) -> list[str]:
     for run, total in sorted(totals.items()):
         parts = stretches(folder, run, total)
         if len(parts) > 1:
-            mixed.append(f"- {run}: " + ", then ".join(f"{n} on `{m}`" for m, n in parts))
+            mixed.append(f"- {run}: " + ", then ".join(
+                f"{n} on {'a machine not recorded' if m == UNRECORDED else f'`{m}`'}"
+                for m, n in parts))
     if mixed:
         lines += ["Runs answered on more than one machine:", ""] + mixed + [""]
     checks = [r for r in ledger if "check" in r]

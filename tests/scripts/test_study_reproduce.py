@@ -150,7 +150,7 @@ def test_a_run_another_machine_began_goes_on_and_its_machines_are_listed(tmp_pat
     assert {"check": "arc-baseline", "machine": me, "first": 16, "differ": list(range(16))} in ledger
     assert "16 of its first 16 answers differ on this machine" in s.log.read_text()
     text = page(s.out, "t")
-    assert f"- arc-baseline: 160 on `unrecorded`, then 160 on `{me}`" in text
+    assert f"- arc-baseline: 160 on a machine not recorded, then 160 on `{me}`" in text
     assert f"- arc-baseline on `{me}`: 16 of 16 answers differ" in text
     assert f"`{me}` {s.machine['cpu']}" in text
     # The next process on this kind of machine continues a run this machine began unchecked.
