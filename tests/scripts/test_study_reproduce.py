@@ -78,20 +78,27 @@ def evals(log: Path) -> list[str]:
             for a in lines if a[0] == "eval"]
 
 
-def test_a_vector_extracted_again_that_answers_otherwise_stops_the_study(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def cache_run_whose_vector_was_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    extracted_here: str):
+    """ARC's cache run at the paper's setting, 40 answers made with a vector "A" that was lost
+    with its machine; the extraction here gives `extracted_here`."""
     s, log = study(tmp_path)
     arc = full_plans()[0]
     arc.limit = 320
     v = s.vectors(arc)
-    # This kind of machine began the run, with a vector "A" that was lost with the machine; the
-    # extraction here gives "C".
     run = begun_elsewhere(s, "arc-cache-paper", "A", 40, vector_file=False)
-    provenance.note_run(s.out, "arc-cache-paper", 0, s.machine["machine"])
-    monkeypatch.setenv("STAND_IN_VECTOR", "C")
+    monkeypatch.setenv("STAND_IN_VECTOR", extracted_here)
+    return s, log, arc, v, run
+
+
+def test_a_vector_extracted_again_that_answers_otherwise_stops_the_study(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s, log, arc, v, run = cache_run_whose_vector_was_lost(tmp_path, monkeypatch, "C")
+    provenance.note_run(s.out, "arc-cache-paper", 0, s.machine["machine"])  # begun on this kind
     with pytest.raises(SystemExit) as stop:
         s.run_eval(arc, "cache", ["--vector", str(v["last"])], name="cache-paper")
-    assert "run arc-cache-paper does not reproduce on the kind of machine that began it" in str(stop.value)
+    assert ("run arc-cache-paper does not reproduce on the kind of machine that began it"
+            in str(stop.value))
     assert "items 0, 1, 2" in str(stop.value)
     assert evals(log) == ["checks/arc-cache-paper"]  # the run itself was not continued
     assert len((run / "items.jsonl").read_text().splitlines()) == 40
@@ -99,12 +106,7 @@ def test_a_vector_extracted_again_that_answers_otherwise_stops_the_study(
 
 def test_a_run_that_reproduces_goes_on_and_is_checked_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    s, log = study(tmp_path)
-    arc = full_plans()[0]
-    arc.limit = 320
-    v = s.vectors(arc)
-    run = begun_elsewhere(s, "arc-cache-paper", "A", 40, vector_file=False)
-    monkeypatch.setenv("STAND_IN_VECTOR", "A")
+    s, log, arc, v, run = cache_run_whose_vector_was_lost(tmp_path, monkeypatch, "A")
     s.run_eval(arc, "cache", ["--vector", str(v["last"])], name="cache-paper")
     assert evals(log) == ["checks/arc-cache-paper", "runs/arc-cache-paper"]
     assert len((run / "items.jsonl").read_text().splitlines()) == 320
