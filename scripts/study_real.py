@@ -346,7 +346,9 @@ class Study:
         if run.name in self.vouched or not (run / "items.jsonl").exists():
             return
         recorded = {r["index"]: r for r in read_records(run / "items.jsonl")}
-        first = sorted(i for i in recorded if i < self.parallel)
+        # The first batch: --parallel items, or all of a run smaller than that (the demo's).
+        batch = min(self.parallel, run_limit(run) or self.parallel)
+        first = sorted(i for i in recorded if i < batch)
         if not first:
             return
         try:
@@ -362,7 +364,7 @@ class Study:
         shutil.rmtree(scratch, ignore_errors=True)
         again = list(args)
         again[again.index("-o") + 1] = str(scratch)
-        again[again.index("--limit") + 1] = str(self.parallel)
+        again[again.index("--limit") + 1] = str(batch)
         self.run(again, step=f"{run.name}: answering its first {len(first)} items again before "
                              "it goes on (does this machine and vector reproduce them?)")
         answered = {r["index"]: r for r in read_records(scratch / "items.jsonl")}

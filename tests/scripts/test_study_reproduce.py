@@ -193,3 +193,17 @@ def test_the_ledger_travels_with_the_committed_state(tmp_path: Path) -> None:
     again = tmp_path / "again"
     assert "provenance.jsonl" in restore_state(state, again)
     assert provenance.first_machine(again, "arc-baseline") == "m1"
+
+
+def test_a_run_smaller_than_a_batch_is_answered_again_as_it_was_batched(tmp_path: Path) -> None:
+    s, log = study(tmp_path)
+    s.parallel = 20  # the demo's
+    gsm8k = next(p for p in full_plans() if p.name == "gsm8k")
+    gsm8k.limit = 15
+    run = begun_elsewhere(s, "gsm8k-baseline", "B", 12, vector_file=False)
+    (run / "config.json").write_text(json.dumps({"limit": 15}))
+    s.run_eval(gsm8k, "baseline", [])
+    check = next(line.split() for line in log.read_text().splitlines() if "checks/" in line)
+    assert check[check.index("--limit") + 1] == "15"  # one batch of 15, as the run had
+    assert {"check": "gsm8k-baseline", "machine": s.machine["machine"], "first": 12,
+            "differ": []} in provenance.read_ledger(s.out)
