@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Which machine answered which items of a study's runs (scripts/study_real.py).
 
-llama.cpp is built for the CPU it is built on (GGML_NATIVE): machines with other instruction sets
-run other SIMD kernels, whose sums round differently, and greedy decoding turns a rounding
-difference into another answer wherever two tokens are nearly tied. Measured on
-SmolLM2-135M-Instruct: the GSM8K baseline's first 16 answers, made again on a machine of another
-CPU by the same kvsteer, differed in 15 (docs/real-model.md). A study lent machines for hours
-continues its runs on whatever CPU it gets, so it records, as it goes, the machine of every stretch
-of every run in `provenance.jsonl` (kept in the committed state):
+The same kvsteer and llama.cpp build scripts, on machines of another kind, give other greedy
+answers: sums round otherwise somewhere, and greedy decoding turns a rounding difference into
+another answer wherever two tokens are nearly tied. Measured on SmolLM2-135M-Instruct: the GSM8K
+baseline's first 16 answers, made again by the same kvsteer on another lent machine, differed in 15
+(docs/real-model.md); on one machine, llama.cpp built for AVX2 only and built for the machine's
+AVX-512 gave the same answers, so which property of a machine matters is not known. A study lent
+machines for hours continues its runs on whatever it gets, so it records, as it goes, the machine
+of every stretch of every run in `provenance.jsonl` (kept in the committed state):
 
-  {"machine": ID, "cpu": "...", "isa": [...]}           a machine, once
+  {"machine": ID, "cpu": "...", "isa": [...]}           a machine, once (ID: vendor, family,
+                                                        model, stepping, model name, ISA flags)
   {"run": NAME, "items": N, "machine": ID, "at": TIME}  run NAME had N answers when ID took it on
   {"check": NAME, "machine": ID, "first": N, "differ": [i, ...]}
                                                         NAME's first N items answered again on ID
@@ -25,23 +27,34 @@ from pathlib import Path
 
 LEDGER = "provenance.jsonl"
 UNRECORDED = "unrecorded"  # the machine of answers given before the ledger knew their run
-# The CPU features that choose ggml's CPU kernels (the build's -march=native).
+# The CPU features that may choose ggml's CPU kernels (the build's -march=native).
 ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse", "ssse", "vnni", "bmi", "sve", "neon", "asimd")
 
 
+# /proc/cpuinfo fields that name a processor's kind (x86 and Arm spellings).
+KIND_FIELDS = ("vendor_id", "cpu family", "model", "stepping", "CPU implementer", "CPU variant",
+               "CPU part", "CPU revision")
+
+
 def machine_description(cpuinfo: str) -> dict:
-    """The CPU model and the instruction-set features of /proc/cpuinfo's first processor, with an
-    ID that two machines share when they run the same kernels."""
-    model, flags = "unknown", []
+    """The CPU of /proc/cpuinfo's first processor: its model name and instruction-set features,
+    with an ID that two machines share only when their processors are of one kind (vendor, family,
+    model, stepping) with the same features. Finer than needed rather than coarser: two kinds
+    that compute alike cost a reproduction check, one ID over two arithmetics would stop a study
+    that is right (check_reproduces)."""
+    name, flags, kind = "unknown", [], {}
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
-        if key in ("model name", "CPU part") and model == "unknown":
-            model = value.strip()
+        if key == "model name" and name == "unknown":
+            name = value.strip()
+        if key in KIND_FIELDS and key not in kind:
+            kind[key] = value.strip()
         if key in ("flags", "Features") and not flags:
             flags = sorted({f for f in value.split() if f.startswith(ISA_PREFIXES)})
-    ident = hashlib.sha256(json.dumps([model, flags]).encode()).hexdigest()[:12]
-    return {"machine": ident, "cpu": model, "isa": flags}
+    ident = hashlib.sha256(json.dumps([name, sorted(kind.items()), flags]).encode()).hexdigest()[:12]
+    described = name if not kind else f"{name} ({', '.join(f'{k} {v}' for k, v in kind.items())})"
+    return {"machine": ident, "cpu": described, "isa": flags}
 
 
 def this_machine() -> dict:
@@ -118,8 +131,8 @@ def page_lines(folder: Path, totals: dict[str, int]) -> list[str]:
     for m, d in machines.items():
         wide = ", ".join(f for f in d["isa"] if f.startswith(("avx512", "amx"))) or "no AVX-512"
         described.append(f"`{m}` {d['cpu']} ({wide})")
-    lines = ["Machines (CPU instruction sets choose llama.cpp's kernels, and greedy answers follow "
-             "their rounding; `provenance.jsonl`): " + "; ".join(described) + ".", ""]
+    lines = ["Machines (greedy answers can differ from one kind of machine to another; "
+             "`provenance.jsonl`): " + "; ".join(described) + ".", ""]
     mixed = []
     for run, total in sorted(totals.items()):
         parts = stretches(folder, run, total)

@@ -340,7 +340,8 @@ class Study:
             recorded vector_file) and that names a vector, which may have been extracted again
             here after a machine was lost: eval cannot tell, the answers can.
         A run that this very kind of machine began and that does not reproduce stops the study:
-        its vector or the code differs, and one run must not mix two. Otherwise a difference is
+        its vector or the code differs (study_provenance.machine_description errs towards telling
+        kinds apart), and one run must not mix two. Otherwise a difference is
         recorded and the run goes on (the results page lists every run's machines). One batch
         costs a few minutes; each run is checked at most once per process."""
         if run.name in self.vouched or not (run / "items.jsonl").exists():
@@ -358,6 +359,12 @@ class Study:
         vector_unknown = "--vector" in args and not identified
         same_machine = provenance.first_machine(self.out, run.name) == self.machine["machine"]
         if not vector_unknown and (same_machine or self.machine_checked):
+            return
+        if any(r.get("check") == run.name and r["machine"] == self.machine["machine"]
+               for r in provenance.read_ledger(self.out)):
+            # Answered again on this kind of machine by an earlier process: the result is known.
+            self.vouched.add(run.name)
+            self.machine_checked = True
             return
         self.ensure_vectors(args)
         scratch = self.out / "checks" / run.name
@@ -378,8 +385,10 @@ class Study:
             sys.exit(f"study_real: error: run {run.name} does not reproduce on the kind of machine "
                      f"that began it: items {', '.join(map(str, differ))} of its first "
                      f"{len(first)} are answered otherwise now (records: {run}/items.jsonl and "
-                     f"{scratch}/items.jsonl), so its vector or kvsteer differs from the one its "
-                     "answers were made with; move the run folder aside to answer it anew.")
+                     f"{scratch}/items.jsonl): its vector or kvsteer differs from the one its "
+                     "answers were made with (or two machines of one kind compute otherwise: "
+                     f"see {self.out / provenance.LEDGER}); move the run folder aside to answer "
+                     "it anew.")
         shutil.rmtree(scratch)
         if differ:
             self.say(f"{run.name}: {len(differ)} of its first {len(first)} answers differ on this "

@@ -19,9 +19,8 @@ without prompt or response (eval/runner.h, ItemResult::has_text). So:
 
 A restored run resumes item by item; with a stream per sequence an item's answer does not depend on
 its batch-mates (docs/DESIGN.md "Cache layout"), so the items answered after a restore are those an
-uninterrupted study would have given, on a machine with the same CPU instruction sets: llama.cpp is
-built for its build machine's CPU, and others round otherwise (study_provenance, which records
-which machine answered what).
+uninterrupted study would have given, on a machine of the same kind: machines of other kinds give
+other greedy answers (study_provenance, which records which machine answered what).
 """
 from __future__ import annotations
 

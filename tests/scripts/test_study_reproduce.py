@@ -176,12 +176,17 @@ def test_the_ledger_splits_a_run_into_the_stretches_each_machine_answered(tmp_pa
     assert len(provenance.read_ledger(tmp_path)) == 5
 
 
-def test_machines_with_the_same_cpu_features_share_an_id() -> None:
-    a = provenance.machine_description("model name\t: Xeon\nflags\t\t: fpu avx2 fma avx512f ht\n")
-    b = provenance.machine_description("model name\t: Xeon\nflags\t\t: fpu avx2 fma avx512f ht pti\n")
-    c = provenance.machine_description("model name\t: Xeon\nflags\t\t: fpu avx2 fma ht\n")
+def test_machines_share_an_id_only_with_one_processor_kind_and_features() -> None:
+    def cpu(model: str, flags: str) -> dict:
+        return provenance.machine_description(
+            f"vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: {model}\n"
+            f"model name\t: Xeon\nstepping\t: 8\nflags\t\t: {flags}\n")
+    a = cpu("143", "fpu avx2 fma avx512f ht")
     assert a["isa"] == ["avx2", "avx512f", "fma"]
-    assert a["machine"] == b["machine"] != c["machine"]
+    assert a["cpu"] == "Xeon (vendor_id GenuineIntel, cpu family 6, model 143, stepping 8)"
+    assert cpu("143", "fpu avx2 fma avx512f ht pti")["machine"] == a["machine"]  # not an ISA flag
+    assert cpu("143", "fpu avx2 fma ht")["machine"] != a["machine"]
+    assert cpu("106", "fpu avx2 fma avx512f ht")["machine"] != a["machine"]
 
 
 def test_the_ledger_travels_with_the_committed_state(tmp_path: Path) -> None:
@@ -207,3 +212,14 @@ def test_a_run_smaller_than_a_batch_is_answered_again_as_it_was_batched(tmp_path
     assert check[check.index("--limit") + 1] == "15"  # one batch of 15, as the run had
     assert {"check": "gsm8k-baseline", "machine": s.machine["machine"], "first": 12,
             "differ": []} in provenance.read_ledger(s.out)
+
+
+def test_a_run_checked_on_this_kind_of_machine_before_is_not_checked_again(tmp_path: Path) -> None:
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    arc.limit = 320
+    begun_elsewhere(s, "arc-baseline", "D", 160, vector_file=False)
+    provenance.append(s.out, {"check": "arc-baseline", "machine": s.machine["machine"],
+                              "first": 16, "differ": list(range(16))})
+    s.run_eval(arc, "baseline", [])
+    assert evals(log) == ["runs/arc-baseline"]
