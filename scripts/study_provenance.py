@@ -52,7 +52,8 @@ def machine_description(cpuinfo: str) -> dict:
             kind[key] = value.strip()
         if key in ("flags", "Features") and not flags:
             flags = sorted({f for f in value.split() if f.startswith(ISA_PREFIXES)})
-    ident = hashlib.sha256(json.dumps([name, sorted(kind.items()), flags]).encode()).hexdigest()[:12]
+    signature = json.dumps([name, sorted(kind.items()), flags]).encode()
+    ident = hashlib.sha256(signature).hexdigest()[:12]
     described = name if not kind else f"{name} ({', '.join(f'{k} {v}' for k, v in kind.items())})"
     return {"machine": ident, "cpu": described, "isa": flags}
 
@@ -91,6 +92,11 @@ def note_run(folder: Path, run: str, items: int, machine: str) -> None:
         return
     append(folder, {"run": run, "items": items, "machine": machine,
                     "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def sweep_run(task: str, sweep: str) -> str:
+    """A selection sweep's name in the ledger, beside the runs' folder names."""
+    return f"selection/{task}/{sweep}"
 
 
 def first_machine(folder: Path, run: str) -> str | None:

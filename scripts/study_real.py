@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Callable
 
 import study_provenance as provenance
-from study_results import SELECTION_BASELINE, write_results
-from study_state import restore_state, whole_lines, write_atomic
+from study_results import SELECTION_BASELINE, load_items, read_journal, write_results
+from study_state import restore_state, write_atomic
 
 COT_PREFIX = "Let's think step by step."
 QUESTION_PASS = 160  # test items per task of the baseline and the paper's setting, stage 1
@@ -319,7 +319,7 @@ class Study:
         if selection is not None:
             args += ["--selection", str(selection)]
         self.check_reproduces(out, args)
-        self.note_run(out.name, len(read_records(out / "items.jsonl")))
+        self.note_run(out.name, len(load_items(out)) if (out / "items.jsonl").exists() else 0)
         self.run(args, step=f"{plan.name}: {name or method} on {limit or 'all'} {items}")
         self.vouched.add(out.name)
         return out
@@ -346,7 +346,7 @@ class Study:
         costs a few minutes; each run is checked at most once per process."""
         if run.name in self.vouched or not (run / "items.jsonl").exists():
             return
-        recorded = {r["index"]: r for r in read_records(run / "items.jsonl")}
+        recorded = load_items(run)
         # The first batch: --parallel items, or all of a run smaller than that (the demo's).
         batch = min(self.parallel, run_limit(run) or self.parallel)
         first = sorted(i for i in recorded if i < batch)
@@ -374,7 +374,7 @@ class Study:
         again[again.index("--limit") + 1] = str(batch)
         self.run(again, step=f"{run.name}: answering its first {len(first)} items again before "
                              "it goes on (does this machine and vector reproduce them?)")
-        answered = {r["index"]: r for r in read_records(scratch / "items.jsonl")}
+        answered = load_items(scratch)
         differ = [i for i in first
                   if {k: answered.get(i, {}).get(k) for k in REPRODUCED} !=
                   {k: recorded[i].get(k) for k in REPRODUCED}]
@@ -408,7 +408,8 @@ class Study:
             full[full.index("--n-predict") + 1] = str(n_predict)
         if not out.exists():
             journal = Path(str(out) + ".items.jsonl")
-            self.note_run(f"selection/{plan.name}/{name}", max(len(read_records(journal)) - 1, 0))
+            done = sum(map(len, read_journal(journal)[1])) if journal.exists() else 0
+            self.note_run(provenance.sweep_run(plan.name, name), done)
         self.run(full, done=out, step=f"{plan.name}: selection sweep '{name}'")
         return json.loads(out.read_text())
 
@@ -429,10 +430,6 @@ def write_json(path: Path, value: dict) -> None:
 # its scoring, and its length to the token.
 REPRODUCED = ("extracted", "correct", "n_tokens", "n_steps", "reasoning", "forced")
 
-
-def read_records(items: Path) -> list[dict]:
-    """The whole records of an items.jsonl (a torn last line is left out, as eval does)."""
-    return [json.loads(line) for line in whole_lines(items)] if items.exists() else []
 
 
 def run_limit(out: Path) -> int | None:

@@ -85,13 +85,20 @@ def paired_diff(a: list[bool], b: list[bool]) -> tuple[float, float, float, floa
 
 
 def load_items(run: Path) -> dict[int, dict]:
-    items = {}
-    with open(run / "items.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                items[r["index"]] = r
-    return items
+    """A run's item records by index (a torn last line of a running run is left out)."""
+    return {r["index"]: r for r in map(json.loads, whole_lines(run / "items.jsonl"))}
+
+
+def read_journal(journal: Path, n_settings: int | None = None) -> tuple[dict, list[list[dict]]]:
+    """A sweep journal (kvsteer sweep's <out>.items.jsonl): its header and its item records per
+    setting (n_settings: the grid's size, read from the header when not given)."""
+    lines = whole_lines(journal)
+    head = json.loads(lines[0])
+    per: list[list[dict]] = [[] for _ in range(n_settings or len(head["grid"]))]
+    for r in map(json.loads, lines[1:]):
+        if 0 <= r["setting"] < len(per):
+            per[r["setting"]].append(r)
+    return head, per
 
 
 def method_table(out: Path, task: str) -> list[str]:
@@ -171,7 +178,8 @@ def item_key(record: dict) -> str:
     return str(record.get("id", record["index"]))
 
 
-def paired_with_selection_baseline(out: Path, task: str, journal: Path, n_settings: int) -> list[str]:
+def paired_with_selection_baseline(out: Path, task: str, journal: Path,
+                                   n_settings: int) -> list[str]:
     """Per setting of a finished sweep, its paired accuracy difference to the baseline on the same
     selection items (" (vs baseline +4.7 [-7.1, +16.5], p 0.61)"), from the sweep's journal; empty
     strings where the journal or the finished baseline is missing."""
@@ -179,39 +187,24 @@ def paired_with_selection_baseline(out: Path, task: str, journal: Path, n_settin
     if not journal.exists() or not (base_run / "summary.json").exists():
         return [""] * n_settings
     base = {item_key(r): r["correct"] for r in load_items(base_run).values()}
-    per: list[dict[str, bool]] = [{} for _ in range(n_settings)]
-    for line in journal.read_text(encoding="utf-8").splitlines()[1:]:
-        if line.strip():
-            r = json.loads(line)
-            if 0 <= r["setting"] < n_settings:
-                per[r["setting"]][item_key(r)] = r["correct"]
     texts = []
-    for answers in per:
+    for rows in read_journal(journal, n_settings)[1]:
+        answers = {item_key(r): r["correct"] for r in rows}
         common = sorted(set(answers) & set(base))
         if not common:
             texts.append("")
             continue
         d, lo, hi, p = paired_diff([base[k] for k in common], [answers[k] for k in common])
-        texts.append(f" (vs baseline {d:+.1f} [{lo:+.1f}, {hi:+.1f}], p {p:.2g}"
-                     + ("" if len(common) == len(answers) == len(base) else f", {len(common)} items")
-                     + ")")
+        items = "" if len(common) == len(answers) == len(base) else f", {len(common)} items"
+        texts.append(f" (vs baseline {d:+.1f} [{lo:+.1f}, {hi:+.1f}], p {p:.2g}{items})")
     return texts
 
 
 def partial_sweep_line(journal: Path, state: str = "**running**") -> str:
     """A sweep still running (or superseded), from its journal (kvsteer sweep's
     <out>.items.jsonl)."""
-    lines = journal.read_text(encoding="utf-8").split("\n")
-    head = json.loads(lines[0])
+    head, per = read_journal(journal)
     grid = head["grid"]
-    per: list[list[dict]] = [[] for _ in grid]
-    for line in lines[1:]:
-        if line.strip():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:  # the torn last line of a running sweep
-                continue
-            per[r["setting"]].append(r)
     name = journal.name[: -len(".json.items.jsonl")]
     parts = []
     for g, rows in zip(grid, per):
@@ -279,7 +272,7 @@ def answers_so_far(out: Path) -> dict[str, int]:
     totals = {run.name: len(whole_lines(run / "items.jsonl"))
               for run in sorted(out.glob("runs/*/")) if (run / "items.jsonl").exists()}
     for journal in sorted(out.glob("selection/*/*.json.items.jsonl")):
-        name = f"selection/{journal.parent.name}/{journal.name[: -len('.json.items.jsonl')]}"
+        name = provenance.sweep_run(journal.parent.name, journal.name[: -len(".json.items.jsonl")])
         totals[name] = max(len(whole_lines(journal)) - 1, 0)
     return totals
 

@@ -123,8 +123,10 @@ def export_state(out: Path, state: Path) -> None:
             if f.name.endswith(".json.items.jsonl"):
                 # A sweep's journal is kept after the sweep has finished: its JSON holds the
                 # settings' totals only, and the paired comparison of a setting with the baseline
-                # on the same selection items needs the answers item by item.
-                export_compact(f, dest)
+                # on the same selection items needs the answers item by item. A journal is
+                # compacted again only when it has grown since (a finished one never does).
+                if not dest.exists() or dest.stat().st_mtime <= f.stat().st_mtime:
+                    export_compact(f, dest)
             elif f.suffix in (".json", ".txt"):
                 copy_atomic(f, dest)
     vectors = out / "vectors"
