@@ -197,7 +197,13 @@ EvalOptions make_eval_options(const EvalRequest& c, const Model& model) {
   if (c.c_k) o.steering.coef_k = *c.c_k;
   if (c.c_v) o.steering.coef_v = *c.c_v;
   if (c.layers) o.steering.layers_k = o.steering.layers_v = LayerSelection::parse(*c.layers);
-  if (c.offset) {
+  if (c.offset && c.offset_id) {
+    throw Error(ErrorCode::InvalidArgument, "give the offset token as text or by id, not both");
+  }
+  if (c.offset_id) {
+    model.check_token(*c.offset_id);
+    o.steering.offset_token = *c.offset_id;
+  } else if (c.offset) {
     if (*c.offset == "none") {
       o.steering.offset_token.reset();
     } else {

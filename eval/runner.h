@@ -144,6 +144,9 @@ struct EvalRequest {
   std::optional<std::size_t> n_pairs, shots;
   std::optional<float> c_k, c_v;
   std::optional<std::string> layers, offset;  // offset: text of one token, or "none"
+  // The offset token by id, as a run's config.json records it (steering.offset_token): a run can
+  // then be made again from its configuration alone. Excludes `offset`.
+  std::optional<std::int32_t> offset_id;
   CaaParams caa;
   std::int32_t n_predict = 768;
   float temperature = 0.0f;  // > 0: sampled with the reference's top-k 50, top-p 0.9

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 import study_provenance as provenance
-from study_results import SELECTION_BASELINE, load_items, read_journal, write_results
+from study_results import REPRODUCED, SELECTION_BASELINE, load_items, read_journal, write_results
 from study_state import restore_state, write_atomic
 
 COT_PREFIX = "Let's think step by step."
@@ -426,9 +426,6 @@ def write_json(path: Path, value: dict) -> None:
     write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
-# The fields of an item record that a reproduction must match (check_reproduces): the answer,
-# its scoring, and its length to the token.
-REPRODUCED = ("extracted", "correct", "n_tokens", "n_steps", "reasoning", "forced")
 
 
 

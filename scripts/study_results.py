@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import study_provenance as provenance
-from study_state import answer_first, export_state, whole_lines, write_atomic
+from study_state import CALIBRATION, answer_first, export_state, whole_lines, write_atomic
 
 METHODS = ["baseline", "cot", "fewshot", "caa", "caa-paper", "cache", "cache-paper", "cache+cot"]
 LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT",
@@ -28,6 +28,9 @@ LABELS = {"baseline": "baseline", "cot": "CoT prompt", "fewshot": "few-shot CoT"
 TASKS = ["arc", "gsm8k", "csqa", "piqa"]
 MULTIPLE_CHOICE = {"arc", "csqa", "piqa"}
 SELECTION_BASELINE = "selection-baseline"  # run name suffix of the baseline on the selection split
+# The fields of an item record that a reproduction must match (study_real's check_reproduces,
+# calibration_lines): the answer, its scoring, and its length to the token.
+REPRODUCED = ("extracted", "correct", "n_tokens", "n_steps", "reasoning", "forced")
 
 
 def shape_columns(task: str, run: Path, items: dict[int, dict]) -> str:
@@ -267,6 +270,53 @@ def engine_lines(out: Path) -> list[str]:
     return ["Engine: " + "; ".join(f"{k} ({len(v)} runs/sweeps)" for k, v in seen.items()) + ".", ""]
 
 
+def machine_of_first(out: Path, run: str, n: int) -> str:
+    """Which machine answered a run's first n items, as the ledger knows it."""
+    parts = provenance.stretches(out, run, n)
+    if len(parts) == 1 and parts[0][0] != provenance.UNRECORDED:
+        return f"`{parts[0][0]}`"
+    return "not recorded" if len(parts) <= 1 else "several"
+
+
+def calibration_lines(out: Path) -> list[str]:
+    """Each calibration (scripts/study_calibrate.py: a run's first items answered again on another
+    machine) beside the run on the same items: the noise floor of a paired comparison between two
+    runs answered on different machines."""
+    rows: list[str] = []
+    for cal in sorted((out / CALIBRATION).glob("*@*/")) if (out / CALIBRATION).exists() else []:
+        name, machine = cal.name.rsplit("@", 1)
+        run = out / "runs" / name
+        if not (run / "items.jsonl").exists() or not (cal / "items.jsonl").exists():
+            continue
+        first, again = load_items(run), load_items(cal)
+        common = sorted(set(first) & set(again))
+        if not common:
+            continue
+        n = len(common)
+        a = [bool(first[i]["correct"]) for i in common]
+        b = [bool(again[i]["correct"]) for i in common]
+        identical = sum(all(first[i].get(k) == again[i].get(k) for k in REPRODUCED)
+                        for i in common)
+        same = sum(first[i].get("extracted") == again[i].get("extracted") for i in common)
+        d, lo, hi, p = paired_diff(a, b)
+        reasoning = [100 * sum(bool(x[i].get("reasoning")) for i in common) / n
+                     for x in (first, again)]
+        tokens = [sum(x[i]["n_tokens"] for i in common) / n for x in (first, again)]
+        rows.append(f"| {name} | {n} | {machine_of_first(out, name, n)} | `{machine}` | "
+                    f"{identical} | {same} | {100 * sum(a) / n:.1f} / {100 * sum(b) / n:.1f} | "
+                    f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}], p = {p:.2g} | "
+                    f"{reasoning[0]:.0f} / {reasoning[1]:.0f} | {tokens[0]:.0f} / {tokens[1]:.0f} |")
+    if not rows:
+        return []
+    return ["Machines compared (`scripts/study_calibrate.py`: a run's first items answered again on "
+            "another machine with the run's own configuration; a paired difference between two "
+            "runs answered on different machines is read against these):", "",
+            "| run | items | first answered on | again on | identical records | same answer | "
+            "accuracy % first / again | again - first, points [95 % CI], McNemar p | "
+            "reasoning % | mean tokens |",
+            "|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+
+
 def answers_so_far(out: Path) -> dict[str, int]:
     """Each run's and sweep's answers now, by the names the provenance ledger uses."""
     totals = {run.name: len(whole_lines(run / "items.jsonl"))
@@ -288,6 +338,7 @@ def page(out: Path, title: str) -> str:
                f"tok/s, decode {b['decode_tok_per_s']['unsteered']:.1f} tok/s (one sequence).", ""]
     md += engine_lines(out)
     md += provenance.page_lines(out, answers_so_far(out))
+    md += calibration_lines(out)
     md += study_state(out)
     for task in TASKS:
         rows = method_table(out, task)

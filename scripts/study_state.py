@@ -13,7 +13,9 @@ without prompt or response (eval/runner.h, ItemResult::has_text). So:
                              hashes and the extraction's command line), the activation directions,
                              the ledger of which machine answered what (study_provenance)
                              and the checkpoints of extractions still running (running sums of
-                             cached K and V, or of block outputs).
+                             cached K and V, or of block outputs); the calibrations (runs
+                             answered again on another machine, study_calibrate.py) the same way
+                             as runs, under calibration/.
   restore_state(state, out)  the reverse, for whatever out/ lacks: a run, sweep or vector already
                              in out/ is never overwritten, so a study that ran further here wins.
 
@@ -32,6 +34,8 @@ import uuid
 from pathlib import Path
 
 from study_provenance import LEDGER
+
+CALIBRATION = "calibration"  # runs answered again on another machine (study_calibrate.py)
 
 # A response that opens with an option ("B: ...", "**C.**", "Answer: A)") answers before it reasons:
 # the mode cache steering is meant to move the model out of, visible whatever the accuracy.
@@ -102,8 +106,10 @@ def exported_unchanged(run: Path, state: Path) -> bool:
             and summary.read_bytes() == kept.read_bytes())
 
 
-def export_state(out: Path, state: Path) -> None:
-    for run in sorted((out / "runs").glob("*/")) if (out / "runs").exists() else []:
+def export_runs(runs: Path, state: Path) -> None:
+    """Every eval run folder under `runs` as <name>.config.json, .items.jsonl (compact) and
+    .summary.json (when finished) in `state`."""
+    for run in sorted(runs.glob("*/")) if runs.exists() else []:
         if not (run / "config.json").exists() or not (run / "items.jsonl").exists():
             continue
         if exported_unchanged(run, state):
@@ -114,6 +120,16 @@ def export_state(out: Path, state: Path) -> None:
             copy_atomic(run / "summary.json", state / f"{run.name}.summary.json")
         else:
             (state / f"{run.name}.summary.json").unlink(missing_ok=True)
+
+
+def export_state(out: Path, state: Path) -> None:
+    export_runs(out / "runs", state)
+    # Runs answered again on another machine (scripts/study_calibrate.py), and the selection
+    # records they were made with.
+    export_runs(out / CALIBRATION, state / CALIBRATION)
+    calibrations = out / CALIBRATION
+    for f in sorted(calibrations.glob("*.selection.json")) if calibrations.exists() else []:
+        copy_atomic(f, state / CALIBRATION / f.name)
     for sub in ("selection", "diagnose"):
         src = out / sub
         for f in sorted(src.rglob("*")) if src.exists() else []:
@@ -155,18 +171,16 @@ def export_state(out: Path, state: Path) -> None:
             copy_atomic(out / name, state / name)
 
 
-def restore_state(state: Path, out: Path) -> list[str]:
-    """Restores into out what it lacks; returns what was restored, one line each."""
+def restore_runs(state: Path, runs: Path, what: str) -> list[str]:
+    """The reverse of export_runs for the runs `runs` lacks."""
     done: list[str] = []
-    if not state.exists():
-        return done
     for config in sorted(state.glob("*.config.json")):
         name = config.name[: -len(".config.json")]
-        run = out / "runs" / name
+        run = runs / name
         items = state / f"{name}.items.jsonl"
         if run.exists() or not items.exists():
             continue
-        tmp = out / "runs" / f".{name}.restoring"
+        tmp = runs / f".{name}.restoring"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         shutil.copyfile(config, tmp / "config.json")
@@ -175,7 +189,22 @@ def restore_state(state: Path, out: Path) -> list[str]:
             shutil.copyfile(state / f"{name}.summary.json", tmp / "summary.json")
         os.replace(tmp, run)
         n = len(whole_lines(run / "items.jsonl"))
-        done.append(f"run {name}: {n} items" + ("" if (run / "summary.json").exists() else ", unfinished"))
+        done.append(f"{what} {name}: {n} items" +
+                    ("" if (run / "summary.json").exists() else ", unfinished"))
+    return done
+
+
+def restore_state(state: Path, out: Path) -> list[str]:
+    """Restores into out what it lacks; returns what was restored, one line each."""
+    done: list[str] = []
+    if not state.exists():
+        return done
+    done += restore_runs(state, out / "runs", "run")
+    done += restore_runs(state / CALIBRATION, out / CALIBRATION, "calibration")
+    calibrations = state / CALIBRATION
+    for f in sorted(calibrations.glob("*.selection.json")) if calibrations.exists() else []:
+        if not (out / CALIBRATION / f.name).exists():
+            copy_atomic(f, out / CALIBRATION / f.name)
     for sub in ("selection", "diagnose"):
         src = state / sub
         for f in sorted(src.rglob("*")) if src.exists() else []:

@@ -62,6 +62,8 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
   cmd.add_option("--layers", r.layers, "Steered layers, e.g. 1- (default) or 2,5");
   cmd.add_option("--offset", r.offset,
                  "Offset text whose first token is decoded after the edit; 'none'");
+  cmd.add_option("--offset-id", r.offset_id,
+                 "The offset token by id (config.json's steering.offset_token); excludes --offset");
   cmd.add_option("--caa-layer", r.caa.layer_first, "CAA: steered block (default: the middle one)");
   cmd.add_option("--caa-layer-last", r.caa.layer_last, "CAA: last block of a range");
   cmd.add_option("--caa-c", r.caa.coef, "CAA: coefficient")->capture_default_str();

@@ -1,0 +1,162 @@
+"""A study run answered again from its own configuration (scripts/study_calibrate.py): the command
+rebuilt from config.json computes what the run computed, kvsteer eval refuses to begin when it
+would not, and the results page sets the two runs side by side. Real runs of the CLI on the
+reasoning organism."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+from required_env import required_path  # noqa: E402
+import study_provenance as provenance  # noqa: E402
+from study_calibrate import calibrate, calibration_name  # noqa: E402
+from study_results import REPRODUCED, calibration_lines, load_items  # noqa: E402
+from study_state import export_state, restore_state  # noqa: E402
+
+ENV = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+
+
+@pytest.fixture(scope="module")
+def cli() -> Path:
+    return required_path("KVSTEER_CLI", "the kvsteer binary (build/<preset>/tools/cli/kvsteer)")
+
+
+@pytest.fixture(scope="module")
+def organism() -> Path:
+    return required_path("KVSTEER_ORGANISM_GGUF", "organism/model/organism.gguf")
+
+
+@pytest.fixture(scope="module")
+def data(cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    recipe = ["--family", "arith", "--max-value", "39", "--max-operand", "9",
+              "--variant", "numeric"]
+    for seed, n, split, name in ((1, 8, "test", "test"), (2, 60, "train", "traces")):
+        subprocess.run([str(cli), "organism", "gen", "--seed", str(seed), "--n", str(n), "--split",
+                        split, *recipe, "--out", str(d / f"{name}.jsonl")],
+                       check=True, stdout=subprocess.DEVNULL)
+    return d
+
+
+# Runs the study could make, each through another part of the configuration: a cache edit with
+# its offset token, in-run extraction, K and V coefficients and a selection record; activation
+# steering with its directions' cache; the unsteered baseline.
+METHODS = {
+    "cache": ["--method", "cache", "--pairs", "16", "--shots", "2", "--ck", "0.2", "--cv", "4",
+              "--offset", "\n"],
+    "caa": ["--method", "caa", "--pairs", "16", "--shots", "2", "--caa-layer", "3", "--caa-c",
+            "0.5"],
+    "baseline": ["--method", "baseline"],
+}
+
+
+def make_run(cli: Path, organism: Path, data: Path, out: Path, method: str) -> Path:
+    run = out / "runs" / f"t-{method}"
+    out.mkdir(parents=True, exist_ok=True)
+    args = [str(cli), "eval", "-m", str(organism), "-t", "1", "--parallel", "4", "--n-predict",
+            "40", "--no-preset", "--task", "organism-numeric", "--data", str(data / "test.jsonl"),
+            "--traces", str(data / "traces.jsonl"), "--limit", "8", "-o", str(run),
+            "--kv-streams", "per-sequence", "--cache-type-k", "f32", "--cache-type-v", "f32",
+            "--flash-attn", "off"] + METHODS[method]
+    if method == "caa":
+        args += ["--caa-cache", str(out / "caa")]
+    if method == "cache":
+        selection = out / "chosen.json"
+        selection.write_text(json.dumps({"rule": "a stand-in record", "chosen": {"c_v": 4}}))
+        args += ["--selection", str(selection)]
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    return run
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_a_run_is_made_again_from_its_configuration(cli: Path, organism: Path, data: Path,
+                                                   tmp_path: Path, method: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    out = tmp_path / "out"
+    run = make_run(cli, organism, data, out, method)
+
+    cal = calibrate(str(cli), out, run.name, 4, 1)
+
+    machine = provenance.this_machine()["machine"]
+    assert cal == out / "calibration" / calibration_name(run.name, machine)
+    recorded = json.loads((run / "config.json").read_text())
+    again = json.loads((cal / "config.json").read_text())
+    assert again.pop("limit") == 4 and recorded.pop("limit") == 8
+    assert again == recorded  # the same computation, key by key (eval would have refused)
+    first, repeated = load_items(run), load_items(cal)
+    assert sorted(repeated) == [0, 1, 2, 3]
+    # One machine, one engine with a stream per sequence: the very same answers.
+    for i in repeated:
+        assert ({k: repeated[i].get(k) for k in REPRODUCED} ==
+                {k: first[i].get(k) for k in REPRODUCED})
+
+    page = "\n".join(calibration_lines(out))
+    assert f"| {run.name} | 4 | not recorded | `{machine}` | 4 | 4 |" in page
+
+    # The committed state carries the calibration (and a cache run's selection record) to
+    # another machine's output folder.
+    state = tmp_path / "state"
+    export_state(out, state)
+    assert (state / "calibration" / f"{cal.name}.items.jsonl").exists()
+    fresh = tmp_path / "fresh"
+    restored = restore_state(state, fresh)
+    assert any(line.startswith(f"calibration {cal.name}: 4 items") for line in restored)
+    assert calibration_lines(fresh) == calibration_lines(out)
+    if method == "cache":
+        assert (fresh / "calibration" / f"{cal.name}.selection.json").exists()
+
+
+def test_a_calibration_that_would_compute_otherwise_is_refused_before_it_answers(
+        cli: Path, organism: Path, data: Path, tmp_path: Path,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    run = make_run(cli, organism, data, out, "baseline")
+    # The configuration names another model file than the one at its path now: the command
+    # rebuilt from it would answer with another model.
+    config = json.loads((run / "config.json").read_text())
+    config["model_file"]["bytes"] += 1
+    (run / "config.json").write_text(json.dumps(config))
+
+    with pytest.raises(SystemExit, match="kvsteer eval failed"):
+        calibrate(str(cli), out, run.name, 4, 1)
+    assert "model_file differ" in capfd.readouterr().err
+    cal = out / "calibration" / calibration_name(run.name, provenance.this_machine()["machine"])
+    assert not (cal / "items.jsonl").exists() or not (cal / "items.jsonl").read_text()
+
+
+def test_a_limit_beyond_the_run_or_a_missing_run_is_one_error_line(
+        cli: Path, organism: Path, data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run = make_run(cli, organism, data, out, "baseline")
+    with pytest.raises(SystemExit, match=r"--limit must be in 1\.\.8"):
+        calibrate(str(cli), out, run.name, 9, 1)
+    with pytest.raises(SystemExit, match="no run 't-none'"):
+        calibrate(str(cli), out, "t-none", 4, 1)
+    assert not (out / "calibration").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--offset", "\n", "--offset-id", "3"], "as text or by id, not both"),
+    (["--offset-id", "99999999"], "token"),
+])
+def test_eval_refuses_an_ambiguous_or_unknown_offset_token(cli: Path, organism: Path, data: Path,
+                                                          tmp_path: Path, flags: list[str],
+                                                          message: str) -> None:
+    done = subprocess.run([str(cli), "eval", "-m", str(organism), "-t", "1", "--task",
+                           "organism-numeric", "--data", str(data / "test.jsonl"), "--method",
+                           "cache", "--traces", str(data / "traces.jsonl"), "--limit", "2",
+                           "-o", str(tmp_path / "run")] + flags,
+                          capture_output=True, text=True, env=ENV)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert not (tmp_path / "run" / "items.jsonl").exists()
