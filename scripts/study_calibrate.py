@@ -90,6 +90,10 @@ def calibrate(kvsteer: str, out: Path, run: str, limit: int, threads: int) -> Pa
     if limit <= 0 or (recorded and limit > recorded):
         raise SystemExit(f"study_calibrate: error: --limit must be in 1..{recorded or 'any'} (the "
                          f"run holds {'all' if not recorded else f'the first {recorded}'} items)")
+    if config.get("vector") and not Path(config["vector"]).exists():
+        raise SystemExit(f"study_calibrate: error: {run}: its vector {config['vector']} is not on "
+                         "this machine (the study extracts a lost vector again when a run needs "
+                         "it; calibrate the run after that)")
     machine = provenance.this_machine()
     dest = out / CALIBRATION / calibration_name(run, machine["machine"])
     dest.mkdir(parents=True, exist_ok=True)

@@ -272,10 +272,11 @@ def engine_lines(out: Path) -> list[str]:
 
 def machine_of_first(out: Path, run: str, n: int) -> str:
     """Which machine answered a run's first n items, as the ledger knows it."""
-    parts = provenance.stretches(out, run, n)
-    if len(parts) == 1 and parts[0][0] != provenance.UNRECORDED:
-        return f"`{parts[0][0]}`"
-    return "not recorded" if len(parts) <= 1 else "several"
+    parts = provenance.stretches(out, run, len(load_items(out / "runs" / run)))
+    machine = parts[0][0] if parts and parts[0][1] >= n else None
+    if machine is None:
+        return "several" if parts else "not recorded"
+    return "not recorded" if machine == provenance.UNRECORDED else f"`{machine}`"
 
 
 def calibration_lines(out: Path) -> list[str]:

@@ -33,12 +33,12 @@ nlohmann::ordered_json selection_json(const nb::object& selection) {
       std::optional<std::size_t> n_pairs, std::optional<std::size_t> shots,                      \
       std::int32_t extract_position, nb::object selection, std::optional<float> c_k,             \
       std::optional<float> c_v, std::optional<std::string> layers,                               \
-      std::optional<std::string> offset, std::int32_t caa_layer, std::int32_t caa_layer_last,    \
-      float caa_c, std::int32_t n_predict, float temperature, std::uint32_t seed,                \
-      std::uint32_t parallel, std::int32_t n_threads, const std::string &cache_type_k,           \
-      const std::string &cache_type_v, const std::string &flash_attn,                            \
-      const std::string &kv_streams, std::optional<std::string> caa_cache, nb::object progress,  \
-      nb::object extraction_progress
+      std::optional<std::string> offset, std::optional<std::int32_t> offset_id,                  \
+      std::int32_t caa_layer, std::int32_t caa_layer_last, float caa_c, std::int32_t n_predict,  \
+      float temperature, std::uint32_t seed, std::uint32_t parallel, std::int32_t n_threads,     \
+      const std::string &cache_type_k, const std::string &cache_type_v,                          \
+      const std::string &flash_attn, const std::string &kv_streams,                              \
+      std::optional<std::string> caa_cache, nb::object progress, nb::object extraction_progress
 
 // Fills an eval::EvalRequest, the description of a run `kvsteer eval|sweep|diagnose` fill from
 // their flags. Keywords left None stay unset (the preset decides) or empty (the default).
@@ -59,6 +59,7 @@ nlohmann::ordered_json selection_json(const nb::object& selection) {
   r.c_v = c_v;                                  \
   r.layers = std::move(layers);                 \
   r.offset = std::move(offset);                 \
+  r.offset_id = offset_id;                      \
   r.caa = {caa_layer, caa_layer_last, caa_c};   \
   r.n_predict = n_predict;                      \
   r.temperature = temperature;                  \
@@ -71,16 +72,16 @@ nlohmann::ordered_json selection_json(const nb::object& selection) {
   r.kv_streams = kv_streams;                    \
   r.caa_cache_dir = caa_cache.value_or("")
 
-#define KVSTEER_RUNNER_ARGS(default_limit)                                                      \
-  "limit"_a = default_limit, "prompt_family"_a = nb::none(), "chat_template"_a = "",            \
-  "model_name"_a = nb::none(), "preset"_a = true, "traces"_a = nb::none(),                      \
-  "fewshot_map"_a = nb::none(), "vector"_a = nb::none(), "n_pairs"_a = nb::none(),              \
-  "shots"_a = nb::none(), "extract_position"_a = -1, "selection"_a = nb::none(),                \
-  "c_k"_a = nb::none(), "c_v"_a = nb::none(), "layers"_a = nb::none(), "offset"_a = nb::none(), \
-  "caa_layer"_a = -1, "caa_layer_last"_a = -1, "caa_c"_a = 1.0f, "n_predict"_a = 768,           \
-  "temperature"_a = 0.0f, "seed"_a = 1234, "parallel"_a = 16, "n_threads"_a = 0,                \
-  "cache_type_k"_a = "f16", "cache_type_v"_a = "f16", "flash_attn"_a = "auto",                  \
-  "kv_streams"_a = "unified", "caa_cache"_a = nb::none(), "progress"_a = nb::none(),            \
+#define KVSTEER_RUNNER_ARGS(default_limit)                                                        \
+  "limit"_a = default_limit, "prompt_family"_a = nb::none(), "chat_template"_a = "",              \
+  "model_name"_a = nb::none(), "preset"_a = true, "traces"_a = nb::none(),                        \
+  "fewshot_map"_a = nb::none(), "vector"_a = nb::none(), "n_pairs"_a = nb::none(),                \
+  "shots"_a = nb::none(), "extract_position"_a = -1, "selection"_a = nb::none(),                  \
+  "c_k"_a = nb::none(), "c_v"_a = nb::none(), "layers"_a = nb::none(), "offset"_a = nb::none(),   \
+  "offset_id"_a = nb::none(), "caa_layer"_a = -1, "caa_layer_last"_a = -1, "caa_c"_a = 1.0f,      \
+  "n_predict"_a = 768, "temperature"_a = 0.0f, "seed"_a = 1234, "parallel"_a = 16,                \
+  "n_threads"_a = 0, "cache_type_k"_a = "f16", "cache_type_v"_a = "f16", "flash_attn"_a = "auto", \
+  "kv_streams"_a = "unified", "caa_cache"_a = nb::none(), "progress"_a = nb::none(),              \
   "extraction_progress"_a = nb::none()
 
 constexpr const char* kSharedDoc = R"doc(
@@ -90,7 +91,8 @@ limit: first N items (0: all); prompt_family / chat_template: how prompts are
 rendered; preset: apply the paper's per-task settings for model_name (default:
 the model file name); traces, fewshot_map, n_pairs, shots, extract_position:
 extraction (or vector: a vector file); c_k, c_v, layers, offset ('none' for no
-offset token): cache steering; caa_layer, caa_layer_last, caa_c: activation
+offset token) or offset_id (the token by id, as config.json records it): cache
+steering; caa_layer, caa_layer_last, caa_c: activation
 steering; n_predict, temperature, seed: decoding; cache_type_k, cache_type_v,
 flash_attn ('on', 'off', 'auto'), kv_streams ('unified', 'per-sequence'): how
 the cache is held (per-sequence: each sequence attends over its own cells only,

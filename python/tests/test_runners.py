@@ -33,6 +33,24 @@ def test_eval_returns_summary_json(stories, gsm8k_items, traces, tmp_path):
                      traces=str(traces), n_pairs=4, shots=2, c_v=3.0, **COMMON)
 
 
+def test_the_offset_token_by_id_is_the_offset_text_s_token(stories, gsm8k_items, traces,
+                                                           tmp_path):
+    out = tmp_path / "run"
+    steer = dict(method="cache", traces=str(traces), n_pairs=4, shots=2, c_v=2.0, **COMMON)
+    first = kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(out), offset="\n", **steer)
+    newline = json.loads((out / "config.json").read_text())["steering"]["offset_token"]
+    assert newline == stories.tokenize("\n", add_special=False, parse_special=False)[0]
+    # The run's configuration names the token by id: the same run goes on from it...
+    again = kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(out), offset_id=newline, **steer)
+    assert again["accuracy"] == first["accuracy"]
+    # ...and another id is another run.
+    with pytest.raises(kvsteer.InvalidArgumentError):
+        kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(out), offset_id=newline + 1, **steer)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="not both"):
+        kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "other"), offset="\n",
+                     offset_id=newline, **steer)
+
+
 def test_eval_equals_the_cli(cli, stories, stories_gguf, gsm8k_items, tmp_path):
     cli.run("eval", "-m", str(stories_gguf), "--task", "gsm8k", "--data", str(gsm8k_items),
             "--prompt-family", "chatml", "--limit", "3", "--n-predict", "8", "--parallel", "2",

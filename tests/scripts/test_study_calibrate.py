@@ -134,7 +134,7 @@ def test_a_calibration_that_would_compute_otherwise_is_refused_before_it_answers
     assert not (cal / "items.jsonl").exists() or not (cal / "items.jsonl").read_text()
 
 
-def test_a_limit_beyond_the_run_or_a_missing_run_is_one_error_line(
+def test_a_limit_beyond_the_run_a_missing_run_or_vector_is_one_error_line(
         cli: Path, organism: Path, data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run = make_run(cli, organism, data, out, "baseline")
@@ -142,6 +142,11 @@ def test_a_limit_beyond_the_run_or_a_missing_run_is_one_error_line(
         calibrate(str(cli), out, run.name, 9, 1)
     with pytest.raises(SystemExit, match="no run 't-none'"):
         calibrate(str(cli), out, "t-none", 4, 1)
+    # A run whose vector this machine lacks (a machine's vectors are lost with it).
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(config, vector=str(tmp_path / "lost.gguf"))))
+    with pytest.raises(SystemExit, match="its vector .*lost.gguf is not on this machine"):
+        calibrate(str(cli), out, run.name, 4, 1)
     assert not (out / "calibration").exists()
 
 
@@ -160,3 +165,24 @@ def test_eval_refuses_an_ambiguous_or_unknown_offset_token(cli: Path, organism: 
     assert done.returncode != 0
     assert message in done.stderr
     assert not (tmp_path / "run" / "items.jsonl").exists()
+
+
+def test_the_machine_of_a_run_s_first_items_is_read_from_the_ledger(tmp_path: Path) -> None:
+    from study_results import machine_of_first
+
+    def run(name: str, n: int) -> None:
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "items.jsonl").write_text("".join(f'{{"index": {i}}}\n' for i in range(n)))
+
+    run("begun-unrecorded", 40)
+    provenance.note_run(tmp_path, "begun-unrecorded", 24, "m-intel")
+    run("begun-here", 40)
+    provenance.note_run(tmp_path, "begun-here", 0, "m-amd")
+    provenance.note_run(tmp_path, "begun-here", 16, "m-intel")
+    run("never-noted", 8)
+    assert machine_of_first(tmp_path, "begun-unrecorded", 16) == "not recorded"
+    assert machine_of_first(tmp_path, "begun-unrecorded", 32) == "several"
+    assert machine_of_first(tmp_path, "begun-here", 16) == "`m-amd`"
+    assert machine_of_first(tmp_path, "begun-here", 17) == "several"
+    assert machine_of_first(tmp_path, "never-noted", 8) == "not recorded"
