@@ -8,6 +8,7 @@
 #   KVSTEER_LLAMA_PREFIX use this llama.cpp install prefix instead of building one (must contain
 #                        lib*/cmake/llama/llama-config.cmake); nothing is built then
 #   KVSTEER_JOBS         parallel build jobs (default: nproc)
+#   KVSTEER_LLAMA_NATIVE 1: build for this machine's instruction sets (scripts/llama_isa.sh)
 set -euo pipefail
 
 readonly NPM_PACKAGE="node-llama-cpp@3.21.1"
@@ -30,9 +31,13 @@ fi
 # Debian packages, installed only when missing.
 "$(dirname "$0")/install_deps.sh" llama
 
+# shellcheck source=llama_isa.sh
+source "$(dirname "$0")/llama_isa.sh"
+# One source tree; a build and an install per instruction set.
 root="$cache_root/llama.cpp-$PINNED_TAG-${PINNED_COMMIT:0:7}"
-prefix="$root/install"
-if [[ -f "$root/.complete" ]]; then
+prefix="$root/install-$llama_isa"
+build="$root/build-$llama_isa"
+if [[ -f "$root/.complete-$llama_isa" ]]; then
   echo "$prefix"
   exit 0
 fi
@@ -57,15 +62,15 @@ commit=$(git -C "$root/src" rev-parse HEAD)
 
 # Release build of libllama + ggml (CPU). Common and the examples are built only for the
 # llama2.c converter that makes the stories260K test model.
-log "building llama.cpp $PINNED_TAG into $root (once; about 10 minutes on 2 cores)"
-cmake -S "$root/src" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+log "building llama.cpp $PINNED_TAG for $llama_isa into $prefix (once; about 10 minutes on 2 cores)"
+cmake -S "$root/src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_INSTALL_PREFIX="$prefix" -DBUILD_SHARED_LIBS=ON \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
   -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF \
-  -DGGML_NATIVE=ON -DGGML_CCACHE=OFF >"$root/configure.log" 2>&1 ||
-  die "configure failed, see $root/configure.log"
-cmake --build "$root/build" -j "$jobs" >"$root/build.log" 2>&1 || die "build failed, see $root/build.log"
-cmake --install "$root/build" >"$root/install.log" 2>&1 || die "install failed, see $root/install.log"
-touch "$root/.complete"
+  "${llama_isa_flags[@]}" -DGGML_CCACHE=OFF >"$build.configure.log" 2>&1 ||
+  die "configure failed, see $build.configure.log"
+cmake --build "$build" -j "$jobs" >"$build.log" 2>&1 || die "build failed, see $build.log"
+cmake --install "$build" >"$build.install.log" 2>&1 || die "install failed, see $build.install.log"
+touch "$root/.complete-$llama_isa"
 log "llama.cpp installed in $prefix"
 echo "$prefix"

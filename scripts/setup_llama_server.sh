@@ -13,7 +13,9 @@ prefix="$("$(dirname "$0")/setup_llama.sh")"
 root="$(dirname "$prefix")"
 [[ -d "$root/src" ]] || die "no llama.cpp source tree beside $prefix (KVSTEER_LLAMA_PREFIX points " \
                            "at a prefix built elsewhere; build llama-server there)"
-build="$root/build-server"
+# shellcheck source=llama_isa.sh
+source "$(dirname "$0")/llama_isa.sh"
+build="$root/build-server-$llama_isa"
 binary="$build/bin/llama-server"
 if [[ -x "$binary" && -f "$build/.complete" ]]; then
   echo "$binary"
@@ -25,7 +27,7 @@ echo "setup_llama_server: building llama-server into $build (once)" >&2
 cmake -S "$root/src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF \
   -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF \
-  -DGGML_NATIVE=ON -DGGML_CCACHE=OFF >"$build.configure.log" 2>&1 ||
+  "${llama_isa_flags[@]}" -DGGML_CCACHE=OFF >"$build.configure.log" 2>&1 ||
   die "configure failed, see $build.configure.log"
 cmake --build "$build" -j "$jobs" --target llama-server >"$build.log" 2>&1 ||
   die "build failed, see $build.log"

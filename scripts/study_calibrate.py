@@ -94,7 +94,7 @@ def calibrate(kvsteer: str, out: Path, run: str, limit: int, threads: int) -> Pa
         raise SystemExit(f"study_calibrate: error: {run}: its vector {config['vector']} is not on "
                          "this machine (the study extracts a lost vector again when a run needs "
                          "it; calibrate the run after that)")
-    machine = provenance.this_machine()
+    machine = provenance.this_machine(kvsteer)
     dest = out / CALIBRATION / calibration_name(run, machine["machine"])
     dest.mkdir(parents=True, exist_ok=True)
     selection = None

@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
 """Which machine answered which items of a study's runs (scripts/study_real.py).
 
-The same kvsteer and llama.cpp build scripts, on machines of another kind, give other greedy
-answers: sums round otherwise somewhere, and greedy decoding turns a rounding difference into
-another answer wherever two tokens are nearly tied. Measured on SmolLM2-135M-Instruct: the GSM8K
-baseline's first 16 answers, made again by the same kvsteer on another lent machine, differed in 15
-(docs/real-model.md); on one machine, llama.cpp built for AVX2 only and built for the machine's
-AVX-512 gave the same answers, so which property of a machine matters is not known. A study lent
-machines for hours continues its runs on whatever it gets, so it records, as it goes, the machine
-of every stretch of every run in `provenance.jsonl` (kept in the committed state):
+llama.cpp built for other instruction sets gives other greedy answers: ggml's SIMD width sets the
+order in which a dot product adds up, and greedy decoding turns a rounding difference into another
+answer wherever two tokens are nearly tied. Measured on SmolLM2-135M-Instruct (docs/real-model.md,
+"Machines fall into kinds"): the GSM8K baseline made with an AVX2 build differs from AVX-512
+builds' answers in 146 of 160 records, while an AVX2 build on an AMD machine gives the AVX2
+machine's answers (16 of 16) and AVX-512 builds on Intel and AMD agree with each other (160 of
+160). setup_llama.sh therefore builds for one fixed instruction set (scripts/llama_isa.sh); a
+study lent machines for hours still records, as it goes, the machine and the engine's
+instruction sets of every stretch of every run in `provenance.jsonl` (kept in the committed
+state):
 
-  {"machine": ID, "cpu": "...", "isa": [...]}           a machine, once (ID: vendor, family,
-                                                        model, stepping, model name, ISA flags)
+  {"machine": ID, "cpu": "...", "isa": [...], "engine": "..."}
+                                                        a machine, once (ID: vendor, family,
+                                                        model, stepping, model name, ISA flags,
+                                                        and the instruction sets libllama was
+                                                        built with, `kvsteer info --engine`;
+                                                        entries before 8 Dec lack the engine)
   {"run": NAME, "items": N, "machine": ID, "at": TIME}  run NAME had N answers when ID took it on
   {"check": NAME, "machine": ID, "first": N, "differ": [i, ...]}
                                                         NAME's first N items answered again on ID
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -36,12 +43,13 @@ KIND_FIELDS = ("vendor_id", "cpu family", "model", "stepping", "CPU implementer"
                "CPU part", "CPU revision")
 
 
-def machine_description(cpuinfo: str) -> dict:
+def machine_description(cpuinfo: str, engine: str = "") -> dict:
     """The CPU of /proc/cpuinfo's first processor: its model name and instruction-set features,
     with an ID that two machines share only when their processors are of one kind (vendor, family,
     model, stepping) with the same features. Finer than needed rather than coarser: two kinds
     that compute alike cost a reproduction check, one ID over two arithmetics would stop a study
-    that is right (check_reproduces)."""
+    that is right (check_reproduces). `engine`: libllama's CPU features (kvsteer info --engine),
+    part of the ID when given: the same processor with another build is another kind."""
     name, flags, kind = "unknown", [], {}
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
@@ -52,17 +60,30 @@ def machine_description(cpuinfo: str) -> dict:
             kind[key] = value.strip()
         if key in ("flags", "Features") and not flags:
             flags = sorted({f for f in value.split() if f.startswith(ISA_PREFIXES)})
-    signature = json.dumps([name, sorted(kind.items()), flags]).encode()
-    ident = hashlib.sha256(signature).hexdigest()[:12]
+    signature = [name, sorted(kind.items()), flags] + ([engine] if engine else [])
+    ident = hashlib.sha256(json.dumps(signature).encode()).hexdigest()[:12]
     described = name if not kind else f"{name} ({', '.join(f'{k} {v}' for k, v in kind.items())})"
-    return {"machine": ident, "cpu": described, "isa": flags}
+    return {"machine": ident, "cpu": described, "isa": flags} | ({"engine": engine} if engine else {})
 
 
-def this_machine() -> dict:
+def engine_features(kvsteer: str) -> str:
+    """The instruction sets the libllama behind `kvsteer` was built with."""
     try:
-        return machine_description(Path("/proc/cpuinfo").read_text(encoding="utf-8"))
+        done = subprocess.run([kvsteer, "info", "--engine"], capture_output=True, text=True,
+                              check=True)
+        return json.loads(done.stdout)["engine"]["cpu_features"]
+    except (OSError, subprocess.CalledProcessError, ValueError, KeyError) as e:
+        raise SystemExit(f"study_provenance: error: cannot ask {kvsteer} for its engine's "
+                         f"instruction sets (kvsteer info --engine): {e}")
+
+
+def this_machine(kvsteer: str | None = None) -> dict:
+    """This machine, and with `kvsteer` the engine that binary runs on."""
+    engine = engine_features(kvsteer) if kvsteer else ""
+    try:
+        return machine_description(Path("/proc/cpuinfo").read_text(encoding="utf-8"), engine)
     except OSError:
-        return machine_description("")
+        return machine_description("", engine)
 
 
 def read_ledger(folder: Path) -> list[dict]:
@@ -136,7 +157,14 @@ def page_lines(folder: Path, totals: dict[str, int]) -> list[str]:
     described = []
     for m, d in machines.items():
         wide = ", ".join(f for f in d["isa"] if f.startswith(("avx512", "amx"))) or "no AVX-512"
-        described.append(f"`{m}` {d['cpu']} ({wide})")
+        engine = ""
+        if d.get("engine"):
+            on = [part.split("=")[0].strip() for part in d["engine"].split("|")
+                  if part.strip().endswith("= 1") and
+                  part.split("=")[0].strip().split(":")[-1].strip().startswith(("AVX", "AMX"))]
+            engine = "; kvsteer's engine built for " + ", ".join(
+                x.split(":")[-1].strip() for x in on)
+        described.append(f"`{m}` {d['cpu']} ({wide}{engine})")
     lines = ["Machines (greedy answers can differ from one kind of machine to another; "
              "`provenance.jsonl`): " + "; ".join(described) + ".", ""]
     mixed = []

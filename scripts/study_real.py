@@ -123,12 +123,14 @@ class Study:
     # no further check here.
     vouched: set[str] = field(default_factory=set)
     machine_checked: bool = False  # a run begun elsewhere has been answered again here
-    # This machine's CPU and instruction sets (study_provenance.machine_description).
-    machine: dict = field(default_factory=provenance.this_machine)
+    # This machine's CPU and instruction sets, and those of kvsteer's engine
+    # (study_provenance.machine_description).
+    machine: dict = field(init=False)
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = self.out / "study.log"
+        self.machine = provenance.this_machine(self.kvsteer)
 
     # -- running commands --------------------------------------------------------------------
 

@@ -86,4 +86,10 @@ void Backend::set_log_level(LogLevel level) noexcept {
   detail::g_level.store(static_cast<int>(level));
 }
 
+std::string Backend::cpu_features() {
+  std::string info = llama_print_system_info();
+  while (!info.empty() && (info.back() == ' ' || info.back() == '|')) info.pop_back();
+  return info;
+}
+
 }  // namespace kvsteer

@@ -120,6 +120,21 @@ TEST_F(Cli, InfoDescribesModelAndVector) {
   EXPECT_TRUE(j["compatible"].get<bool>());
 }
 
+// The instruction sets of the engine, which greedy answers depend on (scripts/llama_isa.sh):
+// what libllama's CPU backend reports, without its trailing separator.
+TEST_F(Cli, InfoEngineNamesTheInstructionSetsLibllamaWasBuiltWith) {
+  const auto r = run_command({cli_, "info", "--engine"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string features = nlohmann::json::parse(r.out)["engine"]["cpu_features"];
+  EXPECT_EQ(features.rfind("CPU : ", 0), 0u) << features;
+  EXPECT_NE(features.find(" = 1"), std::string::npos) << features;
+  EXPECT_NE(features.back(), '|');
+  EXPECT_NE(features.back(), ' ');
+  const auto bare = run_command({cli_, "info"});
+  EXPECT_EQ(bare.exit_code, 2);  // usage
+  EXPECT_NE(bare.err.find("--engine"), std::string::npos) << bare.err;
+}
+
 struct Refusal {
   std::vector<std::string> args;  // after `kvsteer <sub> -m MODEL ...`
   int exit_code;

@@ -87,7 +87,7 @@ def test_a_run_is_made_again_from_its_configuration(cli: Path, organism: Path, d
 
     cal = calibrate(str(cli), out, run.name, 4, 1)
 
-    machine = provenance.this_machine()["machine"]
+    machine = provenance.this_machine(str(cli))["machine"]
     assert cal == out / "calibration" / calibration_name(run.name, machine)
     recorded = json.loads((run / "config.json").read_text())
     again = json.loads((cal / "config.json").read_text())
@@ -130,7 +130,7 @@ def test_a_calibration_that_would_compute_otherwise_is_refused_before_it_answers
     with pytest.raises(SystemExit, match="kvsteer eval failed"):
         calibrate(str(cli), out, run.name, 4, 1)
     assert "model_file differ" in capfd.readouterr().err
-    cal = out / "calibration" / calibration_name(run.name, provenance.this_machine()["machine"])
+    cal = out / "calibration" / calibration_name(run.name, provenance.this_machine(str(cli))["machine"])
     assert not (cal / "items.jsonl").exists() or not (cal / "items.jsonl").read_text()
 
 

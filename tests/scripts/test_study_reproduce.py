@@ -25,6 +25,9 @@ STAND_IN = """#!/usr/bin/env python3
 import json, os, sys
 from pathlib import Path
 args = sys.argv[1:]
+if args[:2] == ["info", "--engine"]:
+    print(json.dumps({{"engine": {{"cpu_features": "CPU : AVX2 = 1"}}}}))
+    sys.exit(0)
 with open({log!r}, "a") as log:
     log.write(" ".join(args) + "\\n")
 def value(flag):
@@ -223,3 +226,15 @@ def test_a_run_checked_on_this_kind_of_machine_before_is_not_checked_again(tmp_p
                               "first": 16, "differ": list(range(16))})
     s.run_eval(arc, "baseline", [])
     assert evals(log) == ["runs/arc-baseline"]
+
+
+def test_the_engine_s_instruction_sets_make_another_kind_of_machine() -> None:
+    cpu = "vendor_id : AuthenticAMD\ncpu family : 25\nmodel : 17\nflags : avx avx2 avx512f fma\n"
+    bare = provenance.machine_description(cpu)
+    avx2 = provenance.machine_description(cpu, "CPU : AVX2 = 1 | AVX512 = 0")
+    native = provenance.machine_description(cpu, "CPU : AVX2 = 1 | AVX512 = 1")
+    # One processor, two builds of libllama: two arithmetics, two kinds.
+    assert len({bare["machine"], avx2["machine"], native["machine"]}) == 3
+    assert avx2["engine"] == "CPU : AVX2 = 1 | AVX512 = 0" and "engine" not in bare
+    # Entries written before the engine was recorded keep their IDs.
+    assert bare == provenance.machine_description(cpu, "")

@@ -9,13 +9,15 @@ namespace {
 struct InfoOptions {
   std::string model;
   std::string vector;
+  bool engine = false;
 };
 
 void run(const InfoOptions& o) {
-  if (o.model.empty() && o.vector.empty()) {
-    throw Error(ErrorCode::InvalidArgument, "info needs --model and/or --vector");
+  if (o.model.empty() && o.vector.empty() && !o.engine) {
+    throw Error(ErrorCode::InvalidArgument, "info needs --model, --vector and/or --engine");
   }
   nlohmann::json out;
+  if (o.engine) out["engine"] = {{"cpu_features", Backend::cpu_features()}};
   std::shared_ptr<const Model> model;
   if (!o.model.empty()) {
     model = load_model(o.model);
@@ -67,6 +69,8 @@ void add_info(CLI::App& app) {
   auto* sub = app.add_subcommand("info", "describe a model and/or a steering vector file (JSON)");
   sub->add_option("-m,--model", opts->model, "GGUF model file");
   sub->add_option("--vector", opts->vector, "steering vector file");
+  sub->add_flag("--engine", opts->engine,
+                "the instruction sets libllama was built with (greedy answers depend on them)");
   sub->callback([opts] { run(*opts); });
 }
 
