@@ -17,7 +17,8 @@ state):
                                                         model, stepping, model name, ISA flags,
                                                         and the instruction sets libllama was
                                                         built with, `kvsteer info --engine`;
-                                                        entries before 8 Dec lack the engine)
+                                                        entries from builds for the machine
+                                                        itself, before the fixed set, lack it)
   {"run": NAME, "items": N, "machine": ID, "at": TIME}  run NAME had N answers when ID took it on
   {"check": NAME, "machine": ID, "first": N, "differ": [i, ...]}
                                                         NAME's first N items answered again on ID
@@ -157,7 +158,7 @@ def page_lines(folder: Path, totals: dict[str, int]) -> list[str]:
     described = []
     for m, d in machines.items():
         wide = ", ".join(f for f in d["isa"] if f.startswith(("avx512", "amx"))) or "no AVX-512"
-        engine = ""
+        engine = "; kvsteer's engine built for this machine itself (-march=native)"
         if d.get("engine"):
             on = [part.split("=")[0].strip() for part in d["engine"].split("|")
                   if part.strip().endswith("= 1") and

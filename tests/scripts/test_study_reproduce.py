@@ -238,3 +238,13 @@ def test_the_engine_s_instruction_sets_make_another_kind_of_machine() -> None:
     assert avx2["engine"] == "CPU : AVX2 = 1 | AVX512 = 0" and "engine" not in bare
     # Entries written before the engine was recorded keep their IDs.
     assert bare == provenance.machine_description(cpu, "")
+
+
+def test_the_results_page_says_what_each_machine_s_engine_was_built_for(tmp_path: Path) -> None:
+    cpu = "vendor_id : AuthenticAMD\ncpu family : 25\nflags : avx avx2 avx512f fma\n"
+    provenance.note_machine(tmp_path, provenance.machine_description(cpu))
+    provenance.note_machine(tmp_path, provenance.machine_description(
+        cpu, "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | AVX512 = 0 | OPENMP = 1"))
+    line = provenance.page_lines(tmp_path, {})[0]
+    assert line.count("kvsteer's engine built for this machine itself (-march=native)") == 1
+    assert "kvsteer's engine built for AVX, AVX2)" in line
