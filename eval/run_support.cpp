@@ -16,6 +16,7 @@
 #include "base/fnv1a64.h"
 #include "eval/git_commit.h"  // generated: KVSTEER_GIT_COMMIT (eval/CMakeLists.txt)
 #include "eval/run_support.h"
+#include "kvsteer/backend.h"
 #include "kvsteer/file_io.h"
 #include "kvsteer/vector_file.h"
 
@@ -354,6 +355,8 @@ void stamp_result(ordered_json& out, std::chrono::steady_clock::time_point start
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   out["elapsed_s"] = std::round(elapsed * 10) / 10;
   out["commit"] = KVSTEER_GIT_COMMIT;
+  // Greedy answers depend on the instruction sets libllama was built for (scripts/llama_isa.sh).
+  out["engine_cpu_features"] = Backend::cpu_features();
 }
 
 // A result JSON (sweep, diagnosis), its folder created when missing.

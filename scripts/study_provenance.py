@@ -78,6 +78,18 @@ def engine_features(kvsteer: str) -> str:
                          f"instruction sets (kvsteer info --engine): {e}")
 
 
+def engine_isa(features: str) -> str:
+    """The vector instruction sets among libllama's CPU features ("CPU : AVX = 1 | AVX2 = 1 |
+    AVX512 = 0 | ..." -> "AVX, AVX2")."""
+    on = []
+    for part in features.split("|"):
+        name, _, value = part.partition("=")
+        name = name.split(":")[-1].strip()
+        if value.strip() == "1" and name.startswith(("AVX", "AMX")):
+            on.append(name)
+    return ", ".join(on) or "no AVX"
+
+
 def this_machine(kvsteer: str | None = None) -> dict:
     """This machine, and with `kvsteer` the engine that binary runs on."""
     engine = engine_features(kvsteer) if kvsteer else ""
@@ -158,13 +170,8 @@ def page_lines(folder: Path, totals: dict[str, int]) -> list[str]:
     described = []
     for m, d in machines.items():
         wide = ", ".join(f for f in d["isa"] if f.startswith(("avx512", "amx"))) or "no AVX-512"
-        engine = "; kvsteer's engine built for this machine itself (-march=native)"
-        if d.get("engine"):
-            on = [part.split("=")[0].strip() for part in d["engine"].split("|")
-                  if part.strip().endswith("= 1") and
-                  part.split("=")[0].strip().split(":")[-1].strip().startswith(("AVX", "AMX"))]
-            engine = "; kvsteer's engine built for " + ", ".join(
-                x.split(":")[-1].strip() for x in on)
+        engine = "; kvsteer's engine built for " + (
+            engine_isa(d["engine"]) if d.get("engine") else "this machine itself (-march=native)")
         described.append(f"`{m}` {d['cpu']} ({wide}{engine})")
     lines = ["Machines (greedy answers can differ from one kind of machine to another; "
              "`provenance.jsonl`): " + "; ".join(described) + ".", ""]

@@ -335,8 +335,10 @@ def page(out: Path, title: str) -> str:
     if bench.exists():
         b = json.loads(bench.read_text())
         pre = [e["prefill_tok_per_s"] for e in b["edit"]["one-cell"]]
-        md += [f"Speed ({b.get('threads', '?')} threads): prefill {min(pre):.0f}-{max(pre):.0f} "
-               f"tok/s, decode {b['decode_tok_per_s']['unsteered']:.1f} tok/s (one sequence).", ""]
+        engine = (f", engine built for {provenance.engine_isa(b['engine_cpu_features'])}"
+                  if b.get("engine_cpu_features") else "")
+        md += [f"Speed ({b.get('threads', '?')} threads{engine}): prefill "
+               f"{min(pre):.0f}-{max(pre):.0f} tok/s, decode {b['decode_tok_per_s']['unsteered']:.1f} tok/s (one sequence).", ""]
     md += engine_lines(out)
     md += provenance.page_lines(out, answers_so_far(out))
     md += calibration_lines(out)

@@ -256,6 +256,10 @@ NB_MODULE(_kvsteer, m) {
       nb::arg("level"),
       "How much of libllama's log reaches stderr: 'silent', 'error' (the default), 'warn', "
       "'info' or 'debug'.");
+  m.def("cpu_features", &Backend::cpu_features,
+        "The instruction sets libllama's CPU backend was built with ('CPU : SSE3 = 1 | AVX = 1 | "
+        "AVX2 = 1 | ...'), as `kvsteer info --engine` prints them: greedy answers depend on "
+        "them, and eval, sweep and diagnose record them as engine_cpu_features.");
   py::bind_errors(m);
   py::bind_model(m);
   py::bind_vector(m);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -49,6 +50,17 @@ def test_the_offset_token_by_id_is_the_offset_text_s_token(stories, gsm8k_items,
     with pytest.raises(kvsteer.InvalidArgumentError, match="not both"):
         kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "other"), offset="\n",
                      offset_id=newline, **steer)
+
+
+def test_cpu_features_are_the_cli_s_and_every_summary_records_them(cli, stories, gsm8k_items,
+                                                                   tmp_path):
+    features = kvsteer.cpu_features()
+    info = subprocess.run([str(cli.binary), "info", "--engine"], capture_output=True, text=True,
+                          check=True)
+    assert features == json.loads(info.stdout)["engine"]["cpu_features"]
+    assert features.startswith("CPU : ") and " = 1" in features
+    summary = kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(tmp_path / "run"), **COMMON)
+    assert summary["engine_cpu_features"] == features
 
 
 def test_eval_equals_the_cli(cli, stories, stories_gguf, gsm8k_items, tmp_path):

@@ -88,7 +88,9 @@ void Backend::set_log_level(LogLevel level) noexcept {
 
 std::string Backend::cpu_features() {
   std::string info = llama_print_system_info();
-  while (!info.empty() && (info.back() == ' ' || info.back() == '|')) info.pop_back();
+  while (!info.empty() && (info.back() == ' ' || info.back() == '|')) {
+    info.pop_back();
+  }
   return info;
 }
 

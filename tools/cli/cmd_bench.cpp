@@ -181,6 +181,7 @@ void run(const BenchOptions& o) {
                              {"after_edit", decode["after_edit_tok_per_s_median"]}};
   out["attention_window"] = window_check(model, params, o);
   out["threads"] = params.n_threads;
+  out["engine_cpu_features"] = Backend::cpu_features();
   out["cache_type_k"] = kv_type_name(params.type_k);
   out["cache_type_v"] = kv_type_name(params.type_v);
   std::printf("%s\n", out.dump(2).c_str());

@@ -10,6 +10,7 @@
 #include "eval/run_support.h"
 #include "eval/runner.h"
 #include "eval/scoring.h"
+#include "kvsteer/backend.h"
 #include "kvsteer/checkpoint_file.h"
 #include "kvsteer/error.h"
 #include "kvsteer/file_io.h"
@@ -127,6 +128,8 @@ TEST_F(EvalRunner, ResumeAfterKillLosesNothingAndRecomputesNothing) {
   }
   EXPECT_EQ(resumed.at("n"), 24);
   EXPECT_TRUE(std::filesystem::exists(o.out_dir + "/summary.json"));
+  // What the sums were computed with travels with the run (scripts/llama_isa.sh).
+  EXPECT_EQ(resumed.at("engine_cpu_features"), Backend::cpu_features());
   // A finished run resumed again computes nothing and gives the same summary numbers.
   const ordered_json again = eval::run_eval(model_, o);
   EXPECT_EQ(again.at("correct"), resumed.at("correct"));
