@@ -15,8 +15,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests" / "support"))
-from required_env import required_path  # noqa: E402
 import study_provenance as provenance  # noqa: E402
 from study_calibrate import calibrate, calibration_name  # noqa: E402
 from study_results import REPRODUCED, calibration_lines, load_items  # noqa: E402
@@ -26,25 +24,8 @@ ENV = {**os.environ, "OMP_WAIT_POLICY": "passive"}
 
 
 @pytest.fixture(scope="module")
-def cli() -> Path:
-    return required_path("KVSTEER_CLI", "the kvsteer binary (build/<preset>/tools/cli/kvsteer)")
-
-
-@pytest.fixture(scope="module")
-def organism() -> Path:
-    return required_path("KVSTEER_ORGANISM_GGUF", "organism/model/organism.gguf")
-
-
-@pytest.fixture(scope="module")
-def data(cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("data")
-    recipe = ["--family", "arith", "--max-value", "39", "--max-operand", "9",
-              "--variant", "numeric"]
-    for seed, n, split, name in ((1, 8, "test", "test"), (2, 60, "train", "traces")):
-        subprocess.run([str(cli), "organism", "gen", "--seed", str(seed), "--n", str(n), "--split",
-                        split, *recipe, "--out", str(d / f"{name}.jsonl")],
-                       check=True, stdout=subprocess.DEVNULL)
-    return d
+def data(organism_data) -> Path:
+    return organism_data(8, 60)
 
 
 # Runs the study could make, each through another part of the configuration: a cache edit with

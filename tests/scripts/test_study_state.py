@@ -15,32 +15,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests" / "support"))
-from required_env import required_path  # noqa: E402
 from study_state import _replace_whole, export_state, restore_state, write_atomic  # noqa: E402
 
 N_ITEMS = 16
 
 
 @pytest.fixture(scope="module")
-def cli() -> Path:
-    return required_path("KVSTEER_CLI", "the kvsteer binary (build/<preset>/tools/cli/kvsteer)")
-
-
-@pytest.fixture(scope="module")
-def organism() -> Path:
-    return required_path("KVSTEER_ORGANISM_GGUF", "organism/model/organism.gguf")
-
-
-@pytest.fixture(scope="module")
-def data(cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("data")
-    recipe = ["--family", "arith", "--max-value", "39", "--max-operand", "9", "--variant", "numeric"]
-    for seed, n, split, name in ((1, N_ITEMS, "test", "test"), (2, 80, "train", "traces")):
-        subprocess.run([str(cli), "organism", "gen", "--seed", str(seed), "--n", str(n), "--split",
-                        split, *recipe, "--out", str(d / f"{name}.jsonl")],
-                       check=True, stdout=subprocess.DEVNULL)
-    return d
+def data(organism_data) -> Path:
+    return organism_data(N_ITEMS, 80)
 
 
 def eval_run(cli: Path, organism: Path, data: Path, out: Path, limit: int) -> dict:
