@@ -5,9 +5,10 @@
 # an AVX-512 build and an AVX2 build give other answers to the same prompts (docs/real-model.md,
 # "Machines fall into kinds"). With a fixed set every machine computes the same sums, and a study
 # resumed on another machine goes on with the answers it began with. The cost, measured on an
-# AMD EPYC (Zen 4): 16 sequences decode as fast (151.6 / 175.6 against 150.4 / 185.8 tok/s, two
-# rounds), prefill is no slower (307 / 338 against 290 / 324 tok/s), one sequence decodes 12-15 %
-# slower (113-117 against 128-136 tok/s).
+# AMD EPYC (Zen 4) in five interleaved rounds against the native (AVX-512) build: prefill at
+# 1 000 tokens 307-353 against 288-324 tok/s, one sequence 114-150 against 111-145 tok/s, 16
+# sequences 152-186 against 150-194 tok/s: none beyond the machine's noise, at most a few per
+# cent for 16 sequences.
 #   KVSTEER_LLAMA_NATIVE=1  build for this machine (-march=native) instead: fastest here, other
 #                           answers than machines of other instruction sets
 if [[ "${KVSTEER_LLAMA_NATIVE:-0}" == "1" || "$(uname -m)" != "x86_64" ]]; then
