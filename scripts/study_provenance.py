@@ -24,6 +24,14 @@ state):
                                                         NAME's first N items answered again on ID
                                                         (Study.check_reproduces); the indices whose
                                                         records came out otherwise
+  {"superseded": NAME, "from": N, "to": FOLDER, "machine": ID, "why": "...", "at": TIME}
+                                                        NAME's answers from item N on were set
+                                                        aside into FOLDER on ID, to be answered
+                                                        again with the study's engine
+                                                        (Study.supersede)
+
+A study reports each run as answered by one engine: answers another engine gave are set aside
+(kept, and compared with their replacements on the results page) and answered again.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ from pathlib import Path
 
 LEDGER = "provenance.jsonl"
 UNRECORDED = "unrecorded"  # the machine of answers given before the ledger knew their run
+SUPERSEDED = "superseded"  # the folder of answers set aside (Study.supersede)
 # The CPU features that may choose ggml's CPU kernels (the build's -march=native).
 ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse", "ssse", "vnni", "bmi", "sve", "neon", "asimd")
 
@@ -133,31 +142,67 @@ def sweep_run(task: str, sweep: str) -> str:
     return f"selection/{task}/{sweep}"
 
 
-def first_machine(folder: Path, run: str) -> str | None:
-    """The machine that answered a run's first items, when the ledger knows it."""
+def segments(folder: Path, run: str, total: int) -> list[tuple[str, int, int]]:
+    """(machine, first item, end) of a run's `total` answers now, in the order they were given.
+    An entry "run goes on from n answers" means that no answer from n on existed then (a restored
+    state may hold fewer than a lost machine had given), so it cuts what came before at n, as a
+    set-aside does; answers the ledger never saw given are UNRECORDED's."""
+    segs: list[list] = []
+
+    def cut(n: int) -> list[list]:
+        return [[m, a, n if b is None else min(b, n)] for m, a, b in segs if a < n]
+
     for r in read_ledger(folder):
-        if r.get("run") == run and r["items"] == 0:
-            return r["machine"]
-    return None
+        if r.get("superseded") == run:
+            segs = cut(r["from"])
+        elif r.get("run") == run:
+            n = r["items"]
+            segs = cut(n)
+            end = segs[-1][2] if segs else 0
+            if end < n:
+                segs.append([UNRECORDED, end, n])
+            segs.append([r["machine"], n, None])
+    segs = cut(total)
+    end = segs[-1][2] if segs else 0
+    if end < total:
+        segs.append([UNRECORDED, end, total])
+    merged: list[tuple[str, int, int]] = []
+    for m, a, b in segs:
+        if b <= a:
+            continue
+        if merged and merged[-1][0] == m and merged[-1][2] == a:
+            merged[-1] = (m, merged[-1][1], b)
+        else:
+            merged.append((m, a, b))
+    return merged
 
 
 def stretches(folder: Path, run: str, total: int) -> list[tuple[str, int]]:
-    """(machine, answers) of a run in the order they were given; answers from before the ledger
-    knew the run are under UNRECORDED."""
-    entries = [r for r in read_ledger(folder) if r.get("run") == run]
-    out: list[tuple[str, int]] = []
-    start = 0
-    if entries and entries[0]["items"] > 0:
-        out.append((UNRECORDED, entries[0]["items"]))
-    for i, r in enumerate(entries):
-        end = entries[i + 1]["items"] if i + 1 < len(entries) else total
-        start = r["items"]
-        if end > start:
-            if out and out[-1][0] == r["machine"]:
-                out[-1] = (r["machine"], out[-1][1] + end - start)
-            else:
-                out.append((r["machine"], end - start))
-    return out
+    """(machine, answers) of a run in the order they were given (segments)."""
+    return [(m, b - a) for m, a, b in segments(folder, run, total)]
+
+
+def first_machine(folder: Path, run: str, total: int) -> str | None:
+    """The machine that answered a run's first items (UNRECORDED when the ledger does not know
+    it), None for a run without answers."""
+    parts = segments(folder, run, total)
+    return parts[0][0] if parts else None
+
+
+def machine_record(folder: Path, machine: str) -> dict | None:
+    """The ledger's description of a machine (machine_description), None when it has none."""
+    for r in read_ledger(folder):
+        if r.get("machine") == machine and "cpu" in r:
+            return r
+    return None
+
+
+def machine_engine(folder: Path, machine: str) -> str | None:
+    """The libllama CPU features a machine of the ledger ran (kvsteer info --engine); None for a
+    machine recorded before the engine was (libllama built for the machine itself) or not
+    described."""
+    record = machine_record(folder, machine)
+    return record.get("engine") or None if record else None
 
 
 def page_lines(folder: Path, totals: dict[str, int]) -> list[str]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -44,7 +43,7 @@ from typing import Callable
 
 import study_provenance as provenance
 from study_results import REPRODUCED, SELECTION_BASELINE, load_items, read_journal, write_results
-from study_state import restore_state, write_atomic
+from study_state import restore_state, whole_lines, write_atomic
 
 COT_PREFIX = "Let's think step by step."
 QUESTION_PASS = 160  # test items per task of the baseline and the paper's setting, stage 1
@@ -122,7 +121,7 @@ class Study:
     # Runs this process has answered items of, or checked (check_reproduces): their records need
     # no further check here.
     vouched: set[str] = field(default_factory=set)
-    machine_checked: bool = False  # a run begun elsewhere has been answered again here
+    machine_checked: bool = False  # a run another processor with this engine began was checked
     # This machine's CPU and instruction sets, and those of kvsteer's engine
     # (study_provenance.machine_description).
     machine: dict = field(init=False)
@@ -304,23 +303,34 @@ class Study:
                  selection: Path | None = None, n_predict: int | None = None,
                  name: str | None = None, on_selection_split: bool = False) -> Path:
         """A run on the first plan.limit test items, or with on_selection_split on the
-        selection items."""
+        selection items. A test run is reported as answered by this study's engine: answers
+        another engine gave are set aside and answered again first (one_engine)."""
         out = self.out / "runs" / f"{plan.name}-{(name or method).replace('+', '-')}"
         wanted, data, items = plan.limit, self.shared / plan.test, "test items"
         if on_selection_split:
             wanted, data, items = plan.selection_n, self.selection_file(plan), "selection items"
-        # A run already started with a larger limit (an earlier stage, or a study interrupted
-        # after an extension began) goes on to that limit: eval refuses to shrink a run.
-        limit = widest_limit(wanted, run_limit(out))
+
+        def command() -> list[str]:
+            # A run already started with a larger limit (an earlier stage, or a study
+            # interrupted after an extension began) goes on to that limit: eval refuses to
+            # shrink a run.
+            limit = widest_limit(wanted, run_limit(out))
+            args = ["eval"] + self.eval_args(plan, data, limit) + [
+                "--method", method, "-o", str(out)] + extra
+            if n_predict is not None:
+                args[args.index("--n-predict") + 1] = str(n_predict)
+            if selection is not None:
+                args += ["--selection", str(selection)]
+            return args
+
+        if not on_selection_split:
+            self.one_engine(out, command())
+        args = command()
+        limit = int(args[args.index("--limit") + 1])
         if (out / "summary.json").exists() and run_limit(out) == limit:
             return out
-        args = ["eval"] + self.eval_args(plan, data, limit) + [
-            "--method", method, "-o", str(out)] + extra
-        if n_predict is not None:
-            args[args.index("--n-predict") + 1] = str(n_predict)
-        if selection is not None:
-            args += ["--selection", str(selection)]
-        self.check_reproduces(out, args)
+        if on_selection_split:
+            self.check_reproduces(out, args, supersede=False)
         self.note_run(out.name, len(load_items(out)) if (out / "items.jsonl").exists() else 0)
         self.run(args, step=f"{plan.name}: {name or method} on {limit or 'all'} {items}")
         self.vouched.add(out.name)
@@ -331,21 +341,84 @@ class Study:
         provenance.note_machine(self.out, self.machine)
         provenance.note_run(self.out, run, items, self.machine["machine"])
 
-    def check_reproduces(self, run: Path, args: list[str]) -> None:
-        """Before a run begun by another process goes on, answers its first batch again in a
-        scratch folder and records in the ledger (study_provenance) which records came out
-        otherwise (REPRODUCED fields):
-          - the first run this process continues whose first answers another or an unrecorded
-            machine gave: whether this machine's arithmetic gives the same answers (machines of
-            other CPUs do not: study_provenance);
+    def one_engine(self, run: Path, args: list[str]) -> None:
+        """Sets aside the answers of a test run that another engine gave (supersede), so that
+        every comparison the study reports is between runs of one arithmetic (study_provenance:
+        builds for other instruction sets give other greedy answers): from the first stretch a
+        machine of another recorded engine answered; and the whole run when its first answers
+        come from a machine the ledger does not know and do not reproduce here
+        (check_reproduces)."""
+        if run.name in self.vouched or not (run / "items.jsonl").exists():
+            return
+        total = len(load_items(run))
+        for machine, first, _ in provenance.segments(self.out, run.name, total):
+            described = provenance.machine_record(self.out, machine)
+            if machine == self.machine["machine"] or described is None:
+                continue  # this engine, or one the ledger cannot tell (check_reproduces can)
+            engine = described.get("engine") or None
+            if engine != self.machine.get("engine"):
+                self.supersede(run, first, f"answered on `{machine}` with libllama built for "
+                               + (provenance.engine_isa(engine) if engine else
+                                  "that machine itself (-march=native)"))
+                break
+        self.check_reproduces(run, args, supersede=True)
+
+    def supersede(self, run: Path, first: int, why: str) -> None:
+        """Moves a run's answers from item `first` on, with its configuration (and summary),
+        into superseded/<run>@<first>, so that eval answers them again here; the results page
+        compares them with their replacements. Written in an order that a kill at any point
+        leaves recoverable: the copy first, then the run cut (a whole file), then the ledger;
+        a run set aside from its first item leaves the run folder (its configuration may
+        predate this kvsteer's) and the committed state (study_state.export_state)."""
+        records = [json.loads(line) for line in whole_lines(run / "items.jsonl")]
+        moved = [r for r in records if r["index"] >= first]
+        kept = [r for r in records if r["index"] < first]
+        root = self.out / provenance.SUPERSEDED
+        name, k = f"{run.name}@{first}", 2
+        while (root / name).exists():
+            name, k = f"{run.name}@{first}-{k}", k + 1
+        tmp = root / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shutil.copyfile(run / "config.json", tmp / "config.json")
+        if (run / "summary.json").exists():
+            shutil.copyfile(run / "summary.json", tmp / "summary.json")
+        (tmp / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in moved),
+                                         encoding="utf-8")
+        record = {"superseded": run.name, "from": first, "to": f"{provenance.SUPERSEDED}/{name}",
+                  "machine": self.machine["machine"], "why": why,
+                  "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json(tmp / "superseded.json", record)
+        os.replace(tmp, root / name)
+        if kept:
+            write_atomic(run / "items.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+            (run / "summary.json").unlink(missing_ok=True)
+        else:
+            shutil.rmtree(run)
+        provenance.note_machine(self.out, self.machine)
+        provenance.append(self.out, record)
+        self.say(f"{run.name}: {len(moved)} answers from item {first} on set aside into "
+                 f"{record['to']} ({why}); they are answered again with this study's engine")
+        self.checkpoint()
+
+    def check_reproduces(self, run: Path, args: list[str], supersede: bool) -> None:
+        """Before the study goes on with a run that another process began, answers its first
+        batch again in a scratch folder and records in the ledger (study_provenance) which
+        records came out otherwise (REPRODUCED fields):
+          - a run whose first answers an unrecorded machine gave, and the first run this process
+            continues that another machine with this engine began: whether those answers are
+            this engine's (machines with other builds of libllama compute otherwise:
+            study_provenance);
           - a run whose configuration does not identify its vector file (made before eval
             recorded vector_file) and that names a vector, which may have been extracted again
             here after a machine was lost: eval cannot tell, the answers can.
-        A run that this very kind of machine began and that does not reproduce stops the study:
-        its vector or the code differs (study_provenance.machine_description errs towards telling
-        kinds apart), and one run must not mix two. Otherwise a difference is
-        recorded and the run goes on (the results page lists every run's machines). One batch
-        costs a few minutes; each run is checked at most once per process."""
+        A run that a machine with this engine began and that does not reproduce stops the study:
+        its vector or the code differs, or two processors compute one engine otherwise
+        (study_provenance.machine_description errs towards telling kinds apart), and one run
+        must not mix two. Otherwise, with `supersede` (test runs), the run's answers are set
+        aside and answered again; without (the selection split's baseline, the sweeps'
+        reference, answered with them), the difference is recorded and the run goes on. One
+        batch costs a few minutes; each run is checked at most once per kind of machine."""
         if run.name in self.vouched or not (run / "items.jsonl").exists():
             return
         recorded = load_items(run)
@@ -359,47 +432,61 @@ class Study:
         except (OSError, ValueError):
             identified = False
         vector_unknown = "--vector" in args and not identified
-        same_machine = provenance.first_machine(self.out, run.name) == self.machine["machine"]
-        if not vector_unknown and (same_machine or self.machine_checked):
+        began = provenance.first_machine(self.out, run.name, len(recorded))
+        same_machine = began == self.machine["machine"]
+        same_engine = (began not in (None, provenance.UNRECORDED) and
+                       provenance.machine_engine(self.out, began) == self.machine.get("engine"))
+        if not vector_unknown and (same_machine or (same_engine and self.machine_checked)):
             return
-        if any(r.get("check") == run.name and r["machine"] == self.machine["machine"]
-               for r in provenance.read_ledger(self.out)):
-            # Answered again on this kind of machine by an earlier process: the result is known.
-            self.vouched.add(run.name)
-            self.machine_checked = True
-            return
-        self.ensure_vectors(args)
+        known: list[int] | None = None
+        for r in provenance.read_ledger(self.out):
+            if r.get("superseded") == run.name:
+                known = None  # a check of answers since set aside
+            elif r.get("check") == run.name and r["machine"] == self.machine["machine"]:
+                known = r["differ"]
         scratch = self.out / "checks" / run.name
-        shutil.rmtree(scratch, ignore_errors=True)
-        again = list(args)
-        again[again.index("-o") + 1] = str(scratch)
-        again[again.index("--limit") + 1] = str(batch)
-        self.run(again, step=f"{run.name}: answering its first {len(first)} items again before "
-                             "it goes on (does this machine and vector reproduce them?)")
-        answered = load_items(scratch)
-        differ = [i for i in first
-                  if {k: answered.get(i, {}).get(k) for k in REPRODUCED} !=
-                  {k: recorded[i].get(k) for k in REPRODUCED}]
-        provenance.note_machine(self.out, self.machine)
-        provenance.append(self.out, {"check": run.name, "machine": self.machine["machine"],
-                                 "first": len(first), "differ": differ})
-        if differ and same_machine:
+        if known is not None:
+            # Answered again on this kind of machine by an earlier process: the result is known.
+            differ = known
+        else:
+            self.ensure_vectors(args)
+            shutil.rmtree(scratch, ignore_errors=True)
+            again = list(args)
+            again[again.index("-o") + 1] = str(scratch)
+            again[again.index("--limit") + 1] = str(batch)
+            self.run(again, step=f"{run.name}: answering its first {len(first)} items again "
+                                 "before it goes on (does this machine and vector reproduce them?)")
+            answered = load_items(scratch)
+            differ = [i for i in first
+                      if {k: answered.get(i, {}).get(k) for k in REPRODUCED} !=
+                      {k: recorded[i].get(k) for k in REPRODUCED}]
+            provenance.note_machine(self.out, self.machine)
+            provenance.append(self.out, {"check": run.name, "machine": self.machine["machine"],
+                                         "first": len(first), "differ": differ})
+        if differ and (same_machine or same_engine):
             sys.exit(f"study_real: error: run {run.name} does not reproduce on the kind of machine "
                      f"that began it: items {', '.join(map(str, differ))} of its first "
                      f"{len(first)} are answered otherwise now (records: {run}/items.jsonl and "
                      f"{scratch}/items.jsonl): its vector or kvsteer differs from the one its "
-                     "answers were made with (or two machines of one kind compute otherwise: "
+                     "answers were made with (or two machines of one engine compute otherwise: "
                      f"see {self.out / provenance.LEDGER}); move the run folder aside to answer "
                      "it anew.")
-        shutil.rmtree(scratch)
-        if differ:
-            self.say(f"{run.name}: {len(differ)} of its first {len(first)} answers differ on this "
-                     f"machine ({self.machine['cpu']}), which did not begin the run; it goes on, "
-                     "and the results page lists the machines of its answers")
-        else:
-            self.say(f"{run.name}: its first {len(first)} items reproduce here")
+        shutil.rmtree(scratch, ignore_errors=True)
+        self.settle(run, differ, len(first), supersede)
+
+    def settle(self, run: Path, differ: list[int], n: int, supersede: bool) -> None:
+        """What a check of a run's first n answers decides (check_reproduces)."""
         self.vouched.add(run.name)
         self.machine_checked = True
+        if not differ:
+            self.say(f"{run.name}: its first {n} items reproduce here")
+        elif supersede:
+            self.supersede(run, 0, f"{len(differ)} of its first {n} answers came out otherwise "
+                           f"on `{self.machine['machine']}` ({self.machine['cpu']})")
+        else:
+            self.say(f"{run.name}: {len(differ)} of its first {n} answers differ on this "
+                     f"machine ({self.machine['cpu']}), which did not begin the run; it goes on, "
+                     "and the results page lists the machines of its answers")
 
     def sweep(self, plan: TaskPlan, name: str, args: list[str], n_predict: int | None = None) -> dict:
         out = self.out / "selection" / plan.name / f"{name}.json"

@@ -279,6 +279,26 @@ def machine_of_first(out: Path, run: str, n: int) -> str:
     return "not recorded" if machine == provenance.UNRECORDED else f"`{machine}`"
 
 
+def compared_cells(first: dict[int, dict], again: dict[int, dict], common: list[int]) -> str:
+    """Two answerings of the same items side by side: identical records, same answer, both
+    accuracies, the paired difference with its McNemar p, reasoning and length."""
+    n = len(common)
+    a = [bool(first[i]["correct"]) for i in common]
+    b = [bool(again[i]["correct"]) for i in common]
+    identical = sum(all(first[i].get(k) == again[i].get(k) for k in REPRODUCED) for i in common)
+    same = sum(first[i].get("extracted") == again[i].get("extracted") for i in common)
+    d, lo, hi, p = paired_diff(a, b)
+    reasoning = [100 * sum(bool(x[i].get("reasoning")) for i in common) / n for x in (first, again)]
+    tokens = [sum(x[i]["n_tokens"] for i in common) / n for x in (first, again)]
+    return (f"{identical} | {same} | {100 * sum(a) / n:.1f} / {100 * sum(b) / n:.1f} | "
+            f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}], p = {p:.2g} | "
+            f"{reasoning[0]:.0f} / {reasoning[1]:.0f} | {tokens[0]:.0f} / {tokens[1]:.0f} |")
+
+
+COMPARED_HEADER = ("identical records | same answer | accuracy % {a} / {b} | {b} - {a}, points "
+                   "[95 % CI], McNemar p | reasoning % | mean tokens |")
+
+
 def calibration_lines(out: Path) -> list[str]:
     """Each calibration (scripts/study_calibrate.py: a run's first items answered again on another
     machine) beside the run on the same items: the noise floor of a paired comparison between two
@@ -293,28 +313,43 @@ def calibration_lines(out: Path) -> list[str]:
         common = sorted(set(first) & set(again))
         if not common:
             continue
-        n = len(common)
-        a = [bool(first[i]["correct"]) for i in common]
-        b = [bool(again[i]["correct"]) for i in common]
-        identical = sum(all(first[i].get(k) == again[i].get(k) for k in REPRODUCED)
-                        for i in common)
-        same = sum(first[i].get("extracted") == again[i].get("extracted") for i in common)
-        d, lo, hi, p = paired_diff(a, b)
-        reasoning = [100 * sum(bool(x[i].get("reasoning")) for i in common) / n
-                     for x in (first, again)]
-        tokens = [sum(x[i]["n_tokens"] for i in common) / n for x in (first, again)]
-        rows.append(f"| {name} | {n} | {machine_of_first(out, name, n)} | `{machine}` | "
-                    f"{identical} | {same} | {100 * sum(a) / n:.1f} / {100 * sum(b) / n:.1f} | "
-                    f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}], p = {p:.2g} | "
-                    f"{reasoning[0]:.0f} / {reasoning[1]:.0f} | {tokens[0]:.0f} / {tokens[1]:.0f} |")
+        rows.append(f"| {name} | {len(common)} | {machine_of_first(out, name, len(common))} | "
+                    f"`{machine}` | " + compared_cells(first, again, common))
     if not rows:
         return []
     return ["Machines compared (`scripts/study_calibrate.py`: a run's first items answered again on "
             "another machine with the run's own configuration; a paired difference between two "
             "runs answered on different machines is read against these):", "",
-            "| run | items | first answered on | again on | identical records | same answer | "
-            "accuracy % first / again | again - first, points [95 % CI], McNemar p | "
-            "reasoning % | mean tokens |",
+            "| run | items | first answered on | again on | "
+            + COMPARED_HEADER.format(a="first", b="again"),
+            "|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+
+
+def superseded_lines(out: Path) -> list[str]:
+    """The answers a study set aside to answer them again with its engine (study_real's
+    supersede), each beside the answers that replaced it on the items both have: what mixing
+    the two engines would have put into the comparisons."""
+    root = out / provenance.SUPERSEDED
+    rows: list[str] = []
+    for folder in sorted(root.glob("*@*/")) if root.exists() else []:
+        if folder.name.startswith(".") or not (folder / "superseded.json").exists():
+            continue
+        record = json.loads((folder / "superseded.json").read_text())
+        old = load_items(folder)
+        run = out / "runs" / record["superseded"]
+        new = load_items(run) if (run / "items.jsonl").exists() else {}
+        common = sorted(set(old) & set(new))
+        span = f"{min(old)}-{max(old)}" if old else "none"
+        cells = compared_cells(old, new, common) if common else " | | | | | |"
+        rows.append(f"| {record['superseded']} | {span} ({len(old)}) | {record['why']} | "
+                    f"{len(common)} | " + cells)
+    if not rows:
+        return []
+    return ["Answers set aside (`superseded/`): every run is reported as answered by the study's "
+            "engine, and answers another engine gave are answered again; each is compared here "
+            "with its replacement on the items answered again so far:", "",
+            "| run | items set aside | why | answered again | "
+            + COMPARED_HEADER.format(a="set aside", b="again"),
             "|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
 
 
@@ -342,6 +377,7 @@ def page(out: Path, title: str) -> str:
     md += engine_lines(out)
     md += provenance.page_lines(out, answers_so_far(out))
     md += calibration_lines(out)
+    md += superseded_lines(out)
     md += study_state(out)
     for task in TASKS:
         rows = method_table(out, task)

@@ -15,7 +15,9 @@ without prompt or response (eval/runner.h, ItemResult::has_text). So:
                              and the checkpoints of extractions still running (running sums of
                              cached K and V, or of block outputs); the calibrations (runs
                              answered again on another machine, study_calibrate.py) the same way
-                             as runs, under calibration/.
+                             as runs, under calibration/, and the answers set aside to be
+                             answered again with the study's engine (study_real's supersede,
+                             with their superseded.json) under superseded/.
   restore_state(state, out)  the reverse, for whatever out/ lacks: a run, sweep or vector already
                              in out/ is never overwritten, so a study that ran further here wins.
 
@@ -33,9 +35,12 @@ import shutil
 import uuid
 from pathlib import Path
 
-from study_provenance import LEDGER
+from study_provenance import LEDGER, SUPERSEDED
 
 CALIBRATION = "calibration"  # runs answered again on another machine (study_calibrate.py)
+# Files a run folder may hold beside config.json, items.jsonl and summary.json, kept as
+# <name>.<file> in the state: what a set-aside run's answers are and why (study_real's supersede).
+SIDE_FILES = ("superseded.json",)
 
 # A response that opens with an option ("B: ...", "**C.**", "Answer: A)") answers before it reasons:
 # the mode cache steering is meant to move the model out of, visible whatever the accuracy.
@@ -110,6 +115,8 @@ def export_runs(runs: Path, state: Path) -> None:
     """Every eval run folder under `runs` as <name>.config.json, .items.jsonl (compact) and
     .summary.json (when finished) in `state`."""
     for run in sorted(runs.glob("*/")) if runs.exists() else []:
+        if run.name.startswith("."):  # a folder being written (restore_runs, supersede)
+            continue
         if not (run / "config.json").exists() or not (run / "items.jsonl").exists():
             continue
         if exported_unchanged(run, state):
@@ -120,9 +127,26 @@ def export_runs(runs: Path, state: Path) -> None:
             copy_atomic(run / "summary.json", state / f"{run.name}.summary.json")
         else:
             (state / f"{run.name}.summary.json").unlink(missing_ok=True)
+        for side in SIDE_FILES:
+            if (run / side).exists():
+                copy_atomic(run / side, state / f"{run.name}.{side}")
+
+
+def drop_runs_set_aside(out: Path, state: Path) -> None:
+    """A run whose answers were all set aside (study_real's supersede from item 0) has left
+    out/runs; its copy in the state goes too, or a restore would bring the set-aside answers back
+    as the run. Its answers stay in the state under superseded/."""
+    for record in sorted((out / SUPERSEDED).glob("*/superseded.json")) \
+            if (out / SUPERSEDED).exists() else []:
+        r = json.loads(record.read_text(encoding="utf-8"))
+        if r["from"] == 0 and not (out / "runs" / r["superseded"]).exists():
+            for part in ("config.json", "items.jsonl", "summary.json"):
+                (state / f"{r['superseded']}.{part}").unlink(missing_ok=True)
 
 
 def export_state(out: Path, state: Path) -> None:
+    export_runs(out / SUPERSEDED, state / SUPERSEDED)
+    drop_runs_set_aside(out, state)
     export_runs(out / "runs", state)
     # Runs answered again on another machine (scripts/study_calibrate.py), and the selection
     # records they were made with.
@@ -187,6 +211,9 @@ def restore_runs(state: Path, runs: Path, what: str) -> list[str]:
         shutil.copyfile(items, tmp / "items.jsonl")
         if (state / f"{name}.summary.json").exists():
             shutil.copyfile(state / f"{name}.summary.json", tmp / "summary.json")
+        for side in SIDE_FILES:
+            if (state / f"{name}.{side}").exists():
+                shutil.copyfile(state / f"{name}.{side}", tmp / side)
         os.replace(tmp, run)
         n = len(whole_lines(run / "items.jsonl"))
         done.append(f"{what} {name}: {n} items" +
@@ -201,6 +228,7 @@ def restore_state(state: Path, out: Path) -> list[str]:
         return done
     done += restore_runs(state, out / "runs", "run")
     done += restore_runs(state / CALIBRATION, out / CALIBRATION, "calibration")
+    done += restore_runs(state / SUPERSEDED, out / SUPERSEDED, "answers set aside")
     calibrations = state / CALIBRATION
     for f in sorted(calibrations.glob("*.selection.json")) if calibrations.exists() else []:
         if not (out / CALIBRATION / f.name).exists():

@@ -1,10 +1,12 @@
-"""Before the study continues a run that another process began, it answers the run's first batch
-again (scripts/study_real.py, Study.check_reproduces) and records which answers came out otherwise
-in its provenance ledger (scripts/study_provenance.py). A run that this kind of machine began and
-that does not reproduce stops the study (its vector, extracted again after a machine was lost, or
-kvsteer differs); a run another CPU began goes on, its machines listed on the results page. The
-commands go to a stand-in for kvsteer whose answers are the text of the vector file it is given,
-so a changed vector changes the answers."""
+"""Every test run the study reports is answered by its engine (scripts/study_real.py,
+Study.one_engine). Before it uses a run that another process began, it answers the run's first
+batch again (Study.check_reproduces) and records which answers came out otherwise in its provenance
+ledger (scripts/study_provenance.py). A run that a machine with this engine began and that does not
+reproduce stops the study (its vector, extracted again after a machine was lost, or kvsteer
+differs); the answers of an unrecorded machine that do not reproduce, and every stretch a machine
+of another engine answered, are set aside (kept, compared on the results page) and answered again.
+The commands go to a stand-in for kvsteer whose answers are the text of the vector file it is
+given, so a changed vector changes the answers."""
 
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ if args[0] == "extract":
 if args[0] == "eval":
     out = Path(value("-o"))
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / "config.json").exists():
+        (out / "config.json").write_text(json.dumps({{"limit": int(value("--limit"))}}))
     answer = Path(value("--vector")).read_text() if value("--vector") else "B"
     items = out / "items.jsonl"
     done = len(items.read_text().splitlines()) if items.exists() else 0
@@ -72,6 +76,13 @@ def begun_elsewhere(s: Study, name: str, answer: str, n: int, vector_file: bool)
         {"index": i, "extracted": answer, "correct": answer == "A", "n_tokens": 9, "n_steps": 0,
          "reasoning": False, "forced": False}) + "\n" for i in range(n)))
     return run
+
+
+def finish(run: Path) -> None:
+    """A summary as eval writes one when a run is through."""
+    (run / "summary.json").write_text(json.dumps({
+        "accuracy": 0.0, "ci95": [0.0, 0.0], "reasoning_rate": 0.0, "mean_tokens": 9.0,
+        "median_tokens": 9.0, "n": len((run / "items.jsonl").read_text().splitlines())}))
 
 
 def evals(log: Path) -> list[str]:
@@ -121,49 +132,153 @@ def test_a_run_that_reproduces_goes_on_and_is_checked_once(
     assert evals(log) == ["checks/arc-cache-paper", "runs/arc-cache-paper", "runs/arc-cache-paper"]
 
 
-def test_the_machine_is_checked_on_the_first_run_begun_elsewhere_only(tmp_path: Path) -> None:
+def test_every_test_run_an_unrecorded_machine_began_is_checked_finished_or_not(
+        tmp_path: Path) -> None:
     s, log = study(tmp_path)
     arc = full_plans()[0]
     arc.limit = 320
     begun_elsewhere(s, "arc-baseline", "B", 160, vector_file=False)
-    begun_elsewhere(s, "arc-cot", "B", 5, vector_file=False)
+    finished = begun_elsewhere(s, "arc-cot", "B", 320, vector_file=False)
+    finish(finished)
     s.run_eval(arc, "baseline", [])
-    s.run_eval(arc, "cot", [])  # no vector, the machine already checked: no second check
-    assert evals(log) == ["checks/arc-baseline", "runs/arc-baseline", "runs/arc-cot"]
+    s.run_eval(arc, "cot", [])  # finished, and still checked: its answers are reported
+    assert evals(log) == ["checks/arc-baseline", "runs/arc-baseline", "checks/arc-cot"]
     # A run whose configuration identifies its vector file is left to eval's own check.
     s2, log2 = study(tmp_path / "again")
-    s2.machine_checked = True
     v = s2.vectors(arc)
     (s2.out / "vectors").mkdir(parents=True, exist_ok=True)
     for path in v.values():
         path.write_text("A")
     begun_elsewhere(s2, "arc-cache", "A", 40, vector_file=True)
+    provenance.note_machine(s2.out, s2.machine)
+    provenance.note_run(s2.out, "arc-cache", 0, s2.machine["machine"])
     s2.run_eval(arc, "cache", ["--vector", str(v["last"])])
     assert evals(log2) == ["runs/arc-cache"]
 
 
-def test_a_run_another_machine_began_goes_on_and_its_machines_are_listed(tmp_path: Path) -> None:
+def other_cpu_same_engine(s: Study) -> str:
+    """Another processor in the ledger whose libllama is built as this machine's."""
+    other = provenance.machine_description("vendor_id : GenuineIntel\nflags : avx avx2\n",
+                                           s.machine["engine"])
+    provenance.note_machine(s.out, other)
+    return other["machine"]
+
+
+def test_the_first_run_another_cpu_with_this_engine_began_is_checked_and_must_agree(
+        tmp_path: Path) -> None:
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    arc.limit = 320
+    other = other_cpu_same_engine(s)
+    for name in ("arc-baseline", "arc-cot"):
+        begun_elsewhere(s, name, "B", 40, vector_file=False)
+        provenance.note_run(s.out, name, 0, other)
+    s.run_eval(arc, "baseline", [])
+    s.run_eval(arc, "cot", [])  # the engines agreed once: no second check
+    assert evals(log) == ["checks/arc-baseline", "runs/arc-baseline", "runs/arc-cot"]
+    # Answers another processor gave with this engine that come out otherwise stop the study:
+    # one engine should compute alike, and which answers to keep is not for the study to guess.
+    s2, _ = study(tmp_path / "again")
+    other = other_cpu_same_engine(s2)
+    run = begun_elsewhere(s2, "arc-baseline", "D", 40, vector_file=False)
+    provenance.note_run(s2.out, "arc-baseline", 0, other)
+    with pytest.raises(SystemExit, match="two machines of one engine compute otherwise"):
+        s2.run_eval(arc, "baseline", [])
+    assert len((run / "items.jsonl").read_text().splitlines()) == 40
+    assert not (s2.out / provenance.SUPERSEDED).exists()
+
+
+def test_answers_an_unrecorded_machine_gave_otherwise_are_set_aside_and_answered_again(
+        tmp_path: Path) -> None:
+    from study_state import export_state, restore_state
     s, log = study(tmp_path)
     arc = full_plans()[0]
     arc.limit = 320
     run = begun_elsewhere(s, "arc-baseline", "D", 160, vector_file=False)  # answered D elsewhere
+    finish(run)
+    state = tmp_path / "state"
+    export_state(s.out, state)
+    s.state = state
     s.run_eval(arc, "baseline", [])
     assert evals(log) == ["checks/arc-baseline", "runs/arc-baseline"]
-    assert len((run / "items.jsonl").read_text().splitlines()) == 320
+    answers = [json.loads(line)["extracted"]
+               for line in (run / "items.jsonl").read_text().splitlines()]
+    assert answers == ["B"] * 320  # all of it answered here, none of the other engine's kept
+    aside = s.out / provenance.SUPERSEDED / "arc-baseline@0"
+    assert len((aside / "items.jsonl").read_text().splitlines()) == 160
+    assert (aside / "summary.json").exists() and (aside / "config.json").exists()
     me = s.machine["machine"]
     ledger = provenance.read_ledger(s.out)
     assert {"check": "arc-baseline", "machine": me, "first": 16, "differ": list(range(16))} in ledger
-    assert "16 of its first 16 answers differ on this machine" in s.log.read_text()
+    record = next(r for r in ledger if r.get("superseded") == "arc-baseline")
+    assert record["from"] == 0 and record["to"] == "superseded/arc-baseline@0"
+    assert provenance.segments(s.out, "arc-baseline", 320) == [(me, 0, 320)]
+    assert ("160 answers from item 0 on set aside into superseded/arc-baseline@0"
+            in s.log.read_text())
     text = page(s.out, "t")
-    assert f"- arc-baseline: 160 on a machine not recorded, then 160 on `{me}`" in text
-    assert f"- arc-baseline on `{me}`: 16 of 16 answers differ" in text
-    assert f"`{me}` {s.machine['cpu']}" in text
-    # The next process on this kind of machine continues a run this machine began unchecked.
-    s2, log2 = study(tmp_path / "again")
-    begun_elsewhere(s2, "arc-cot", "B", 40, vector_file=False)
-    provenance.note_run(s2.out, "arc-cot", 0, s2.machine["machine"])
-    s2.run_eval(arc, "cot", [])
-    assert evals(log2) == ["runs/arc-cot"]
+    assert "| arc-baseline | 0-159 (160) | 16 of its first 16 answers came out otherwise" in text
+    assert "| 160 | 0 | 0 | 0.0 / 0.0 |" in text  # 160 answered again, none identical
+    # The committed state holds the set-aside answers apart from the run, which a restore on
+    # another machine brings back as answered here.
+    restored = tmp_path / "restored"
+    s.checkpoint()
+    assert "answers set aside arc-baseline@0: 160 items" in restore_state(state, restored)
+    assert len((restored / "runs/arc-baseline/items.jsonl").read_text().splitlines()) == 320
+    assert (restored / provenance.SUPERSEDED / "arc-baseline@0/superseded.json").exists()
+
+
+def test_a_run_set_aside_whole_leaves_the_state_until_answered_again(tmp_path: Path) -> None:
+    from study_state import export_state, restore_state
+    s, _ = study(tmp_path)
+    run = begun_elsewhere(s, "arc-cot", "D", 40, vector_file=False)
+    state = tmp_path / "state"
+    export_state(s.out, state)
+    s.supersede(run, 0, "a test")  # as if the study were taken back before answering again
+    export_state(s.out, state)
+    assert not (state / "arc-cot.items.jsonl").exists()
+    restored = tmp_path / "restored"
+    restore_state(state, restored)
+    assert not (restored / "runs/arc-cot").exists()  # not brought back as the run
+    assert len((restored / "superseded/arc-cot@0/items.jsonl").read_text().splitlines()) == 40
+
+
+def test_a_stretch_another_engine_answered_is_set_aside_from_its_first_item(
+        tmp_path: Path) -> None:
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    arc.limit = 320
+    run = begun_elsewhere(s, "arc-caa-paper", "B", 320, vector_file=False)
+    finish(run)
+    native = provenance.machine_description("vendor_id : GenuineIntel\nflags : avx avx2 avx512f\n")
+    provenance.note_machine(s.out, native)  # no engine: libllama built for the machine itself
+    provenance.note_run(s.out, "arc-caa-paper", 176, native["machine"])
+    s.run_eval(arc, "caa", [], name="caa-paper")
+    # The unrecorded first stretch reproduces and is kept; the other engine's is answered again.
+    assert evals(log) == ["checks/arc-caa-paper", "runs/arc-caa-paper"]
+    aside = s.out / provenance.SUPERSEDED / "arc-caa-paper@176"
+    moved = [json.loads(line)["index"] for line in (aside / "items.jsonl").read_text().splitlines()]
+    assert moved == list(range(176, 320))
+    me = s.machine["machine"]
+    assert provenance.segments(s.out, "arc-caa-paper", 320) == [
+        (provenance.UNRECORDED, 0, 176), (me, 176, 320)]
+    why = json.loads((aside / "superseded.json").read_text())["why"]
+    assert why == (f"answered on `{native['machine']}` with libllama built for that machine "
+                   "itself (-march=native)")
+    # Done: the next process finds nothing to set aside, and the check's result in the ledger.
+    s2 = Study(s.kvsteer, s.model, s.shared, s.out, 2, "full")
+    s2.run_eval(arc, "caa", [], name="caa-paper")
+    assert evals(log) == ["checks/arc-caa-paper", "runs/arc-caa-paper"]
+
+
+def test_the_selection_split_s_baseline_is_checked_but_never_set_aside(tmp_path: Path) -> None:
+    s, log = study(tmp_path)
+    arc = full_plans()[0]
+    run = begun_elsewhere(s, "arc-selection-baseline", "D", 40, vector_file=False)
+    (run / "config.json").write_text(json.dumps({"limit": 64}))
+    s.run_eval(arc, "baseline", [], name="selection-baseline", on_selection_split=True)
+    assert evals(log) == ["checks/arc-selection-baseline", "runs/arc-selection-baseline"]
+    assert not (s.out / provenance.SUPERSEDED).exists()
+    assert "16 of its first 16 answers differ on this machine" in s.log.read_text()
 
 
 def test_the_ledger_splits_a_run_into_the_stretches_each_machine_answered(tmp_path: Path) -> None:
@@ -174,9 +289,22 @@ def test_the_ledger_splits_a_run_into_the_stretches_each_machine_answered(tmp_pa
                    {"run": "r", "items": 112, "machine": "m1", "at": ""}):
         provenance.append(tmp_path, record)
     assert provenance.stretches(tmp_path, "r", 150) == [("m1", 48), ("m2", 64), ("m1", 38)]
-    assert provenance.first_machine(tmp_path, "r") == "m1"
+    assert provenance.first_machine(tmp_path, "r", 150) == "m1"
+    assert provenance.first_machine(tmp_path, "r", 0) is None
     provenance.note_run(tmp_path, "r", 112, "m1")  # the same entry again is not written twice
     assert len(provenance.read_ledger(tmp_path)) == 5
+    # Answers set aside from item 60 on, then answered again on m3.
+    provenance.append(tmp_path, {"superseded": "r", "from": 60, "to": "superseded/r@60",
+                                 "machine": "m3", "why": "", "at": ""})
+    provenance.note_run(tmp_path, "r", 60, "m3")
+    assert provenance.segments(tmp_path, "r", 150) == [("m1", 0, 48), ("m2", 48, 60),
+                                                       ("m3", 60, 150)]
+    # A run the ledger learns of midway was begun on a machine it does not know; answers lost
+    # with a machine (a state restored from before them) are not counted as given.
+    provenance.note_run(tmp_path, "q", 40, "m1")
+    provenance.note_run(tmp_path, "q", 24, "m2")
+    assert provenance.segments(tmp_path, "q", 50) == [(provenance.UNRECORDED, 0, 24),
+                                                      ("m2", 24, 50)]
 
 
 def test_machines_share_an_id_only_with_one_processor_kind_and_features() -> None:
@@ -200,7 +328,7 @@ def test_the_ledger_travels_with_the_committed_state(tmp_path: Path) -> None:
     export_state(out, state)
     again = tmp_path / "again"
     assert "provenance.jsonl" in restore_state(state, again)
-    assert provenance.first_machine(again, "arc-baseline") == "m1"
+    assert provenance.first_machine(again, "arc-baseline", 10) == "m1"
 
 
 def test_a_run_smaller_than_a_batch_is_answered_again_as_it_was_batched(tmp_path: Path) -> None:
