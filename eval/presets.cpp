@@ -237,4 +237,81 @@ EvalOptions make_eval_options(const EvalRequest& c, const Model& model) {
   return o;
 }
 
+EvalRequest request_from_config(const nlohmann::ordered_json& config, std::string& model) {
+  EvalRequest r;
+  r.preset = false;
+  try {
+    model = config.at("model").get<std::string>();
+    r.task = config.at("task").get<std::string>();
+    r.data = config.at("data").get<std::string>();
+    r.method = config.at("method").get<std::string>();
+    r.limit = config.at("limit").get<std::size_t>();
+    const auto family = config.value("prompt_family", std::string("model"));
+    if (family != "model") r.prompt_family = family;
+    r.chat_template = config.value("chat_template", std::string());
+    if (config.at("decoding").get<std::string>() != "greedy") {
+      throw Error(ErrorCode::InvalidArgument,
+                  "the run was sampled and its configuration does not record the temperature, "
+                  "so it cannot be made again");
+    }
+    r.n_predict = config.at("n_predict").get<std::int32_t>();
+    r.seed = config.at("seed").get<std::uint32_t>();
+    r.parallel = config.at("parallel").get<std::uint32_t>();
+    r.traces = config.value("traces", std::string());
+    r.fewshot_map = config.value("fewshot_map", std::string());
+    if (config.contains("pairs")) r.n_pairs = config.at("pairs").get<std::size_t>();
+    if (config.contains("shots")) r.shots = config.at("shots").get<std::size_t>();
+    r.vector = config.value("vector", std::string());
+    r.extract_position = config.value("extract_position", -1);
+    if (config.contains("selection")) r.selection = config.at("selection");
+    if (config.contains("steering")) {
+      const auto& s = config.at("steering");
+      const auto layers = s.at("layers_k").get<std::string>();
+      if (layers != s.at("layers_v").get<std::string>()) {
+        throw Error(ErrorCode::InvalidArgument,
+                    "the run steered K and V in different layers, which eval cannot be asked for");
+      }
+      r.c_k = s.at("c_k").get<float>();
+      r.c_v = s.at("c_v").get<float>();
+      r.layers = layers;
+      if (s.at("offset_token").is_null()) {
+        r.offset = "none";
+      } else {
+        r.offset_id = s.at("offset_token").get<std::int32_t>();
+      }
+    }
+    if (config.contains("caa")) {
+      const auto& c = config.at("caa");
+      r.caa.layer_first = c.at("layer_first").get<std::int32_t>();
+      r.caa.layer_last = c.at("layer_last").get<std::int32_t>();
+      r.caa.coef = c.at("c").get<float>();
+    }
+    if (config.contains("engine")) {
+      const auto& e = config.at("engine");
+      r.cache_type_k = e.at("cache_type_k").get<std::string>();
+      r.cache_type_v = e.at("cache_type_v").get<std::string>();
+      r.flash_attn = e.at("flash_attn").get<std::string>();
+      r.kv_streams = e.at("kv_streams").get<std::string>();
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorCode::Format, std::string("not a run configuration: ") + e.what());
+  }
+  return r;
+}
+
+void check_same_computation(const nlohmann::ordered_json& recorded, const EvalOptions& options,
+                            const Model& model) {
+  nlohmann::ordered_json before = recorded;
+  nlohmann::ordered_json now = config_json(options, model);
+  before.erase("limit");
+  now.erase("limit");
+  const auto keys = config_differences(before, now);
+  if (!keys.empty()) {
+    throw Error(ErrorCode::InvalidArgument,
+                "the run cannot be made again as recorded: " + join_keys(keys) +
+                    " would differ (a model, vector or data file changed since, or a setting "
+                    "eval's flags cannot express)");
+  }
+}
+
 }  // namespace kvsteer::eval

@@ -163,6 +163,20 @@ struct EvalRequest {
 // Error(InvalidArgument) naming the value at fault.
 EvalOptions make_eval_options(const EvalRequest& request, const Model& model);
 
+// The request that computes a recorded run again (kvsteer eval --like): every setting of its
+// config.json as recorded, no preset; `model` receives the recorded model file. Threads, the
+// activation-direction cache and the limit are not part of a run's computation and are left to
+// the caller. Throws Error(Format) for a configuration that lacks a key or holds one of the
+// wrong type, and Error(InvalidArgument) for a run it does not record well enough to make
+// again: sampled decoding (the temperature is not recorded), K and V steered in different
+// layers.
+EvalRequest request_from_config(const nlohmann::ordered_json& config, std::string& model);
+
+// Throws Error(InvalidArgument), naming the keys, when `options` on `model` would compute
+// otherwise than the run whose config.json is `recorded`; the number of items aside.
+void check_same_computation(const nlohmann::ordered_json& recorded, const EvalOptions& options,
+                            const Model& model);
+
 // Result of one item (one line of items.jsonl).
 struct ItemResult {
   std::size_t index = 0;

@@ -1,5 +1,7 @@
 // kvsteer eval / sweep / diagnose: the paper's study for one task and method, a steering grid, or
 // why a cache edit acts (or not).
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -7,6 +9,8 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <tuple>
+#include <utility>
 
 #include "common.h"
 #include "eval/runner.h"
@@ -21,17 +25,20 @@ namespace {
 // the paper's preset.
 struct EvalCliOptions {
   std::string model, out;
+  std::string like;       // eval --like: a run folder whose config.json gives every setting
   std::string selection;  // a JSON file, read into request.selection
   bool no_preset = false;
   eval::EvalRequest request;
 };
 
-void add_eval_flags(CLI::App& cmd, EvalCliOptions& o) {
+// `required`: whether the model, task and data flags must be given (eval checks them itself: with
+// --like they come from a run's configuration).
+void add_eval_flags(CLI::App& cmd, EvalCliOptions& o, bool required = true) {
   eval::EvalRequest& r = o.request;
-  cmd.add_option("-m,--model", o.model, "GGUF model")->required()->check(CLI::ExistingFile);
+  cmd.add_option("-m,--model", o.model, "GGUF model")->required(required)->check(CLI::ExistingFile);
   cmd.add_option("--task", r.task, "gsm8k, arc, csqa, piqa, organism-numeric, organism-choice")
-      ->required();
-  cmd.add_option("--data", r.data, "The task's test file (see README)")->required();
+      ->required(required);
+  cmd.add_option("--data", r.data, "The task's test file (see README)")->required(required);
   cmd.add_option("--limit", r.limit,
                  "First N items only (0: all); a finished or interrupted run resumed with a "
                  "larger limit is extended");
@@ -111,6 +118,58 @@ eval::EvalOptions build_options(const EvalCliOptions& c,
   return o;
 }
 
+// The flags that may stand beside --like: where the answers go, how many, on how many threads,
+// and where activation directions are kept; none of them changes an answer.
+constexpr std::array kBesideLike = {"--like",    "--out",       "--limit",
+                                    "--threads", "--caa-cache", "--help"};
+
+// eval --like RUN: the run's own configuration made into options, checked to compute what the
+// run computed (eval::check_same_computation), with the flags given beside it.
+std::pair<std::shared_ptr<const Model>, eval::EvalOptions> options_like(const CLI::App& cmd,
+                                                                        const EvalCliOptions& c) {
+  std::vector<std::string> refused;
+  for (const CLI::Option* opt : cmd.get_options()) {
+    const std::string name = opt->get_name();
+    if (opt->count() > 0 &&
+        std::find(kBesideLike.begin(), kBesideLike.end(), name) == kBesideLike.end()) {
+      refused.push_back(name);
+    }
+  }
+  if (!refused.empty()) {
+    std::string names;
+    for (const auto& n : refused) names += (names.empty() ? "" : ", ") + n;
+    throw Error(ErrorCode::InvalidArgument,
+                "--like takes every setting from the run's config.json; " + names +
+                    " cannot be given beside it (only -o, --limit, -t and --caa-cache can)");
+  }
+  const std::string path = (std::filesystem::path(c.like) / "config.json").string();
+  nlohmann::ordered_json recorded;
+  try {
+    recorded = nlohmann::ordered_json::parse(read_text_file(path, "run configuration"));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorCode::Format, path + ": not a run configuration: " + e.what());
+  }
+  std::string model_path;
+  eval::EvalRequest r;
+  try {
+    r = eval::request_from_config(recorded, model_path);
+  } catch (const Error& e) {
+    throw Error(e.code(), path + ": " + e.what());
+  }
+  if (cmd.count("--limit") > 0) r.limit = c.request.limit;
+  r.n_threads = c.request.n_threads;
+  r.caa_cache_dir = c.request.caa_cache_dir;
+  auto model = load_model(model_path);
+  eval::EvalOptions o = eval::make_eval_options(r, *model);
+  try {
+    eval::check_same_computation(recorded, o, *model);
+  } catch (const Error& e) {
+    throw Error(e.code(), c.like + ": " + e.what());
+  }
+  o.out_dir = c.out.empty() ? c.like : c.out;
+  return {model, o};
+}
+
 void print_summary(const nlohmann::ordered_json& s) {
   std::printf(
       "%-18s %-12s n=%-5d accuracy %6.2f %% [%.2f, %.2f]  reasoning %6.2f %%  mean len %.1f\n",
@@ -125,18 +184,44 @@ void print_summary(const nlohmann::ordered_json& s) {
 void add_eval(CLI::App& app) {
   auto c = std::make_shared<EvalCliOptions>();
   CLI::App* cmd = app.add_subcommand("eval", "Evaluate one method on one task (resumable)");
-  add_eval_flags(*cmd, *c);
+  add_eval_flags(*cmd, *c, false);
   cmd->add_option("--method", c->request.method, "baseline, cot, fewshot, caa, cache, cache+cot")
       ->capture_default_str();
-  cmd->add_option("-o,--out", c->out, "Output folder (config.json, items.jsonl, summary.json)")
-      ->required();
-  cmd->callback([c] {
-    auto model = load_model(c->model);
-    eval::EvalOptions o = build_options(*c, model);
-    o.out_dir = c->out;
+  cmd->add_option("-o,--out", c->out,
+                  "Output folder (config.json, items.jsonl, summary.json); with --like, default: "
+                  "the run itself (resumed, or extended by a larger --limit)");
+  cmd->add_option("--like", c->like,
+                  "A run folder whose config.json gives every setting (model, data, method, "
+                  "vector, steering, engine): the run made again elsewhere (-o) or continued; "
+                  "only -o, --limit, -t and --caa-cache may stand beside it. Refused when its "
+                  "files or this kvsteer would compute otherwise")
+      ->check(CLI::ExistingDirectory);
+  cmd->callback([c, cmd] {
+    std::shared_ptr<const Model> model;
+    eval::EvalOptions o;
+    if (!c->like.empty()) {
+      std::tie(model, o) = options_like(*cmd, *c);
+      o.extraction_progress =
+          progress_bar(std::string("extract ") + eval::task_name(o.task) + " (pairs)");
+      o.notice = [](const std::string& text) {
+        std::fprintf(stderr, "kvsteer: %s\n", text.c_str());
+      };
+    } else {
+      for (const char* flag : {"--model", "--task", "--data", "--out"}) {
+        if (cmd->count(flag) == 0) {
+          throw Error(ErrorCode::InvalidArgument,
+                      std::string(flag) + " is required (or --like RUN_DIR)");
+        }
+      }
+      model = load_model(c->model);
+      o = build_options(*c, model);
+      o.out_dir = c->out;
+    }
+    const std::string label =
+        std::string(eval::task_name(o.task)) + " " + eval::method_name(o.method);
     std::optional<Progress> progress;  // the total is known once the items are loaded
     o.progress = [&](std::size_t done, std::size_t total) {
-      if (!progress) progress.emplace("eval " + c->request.task + " " + c->request.method, total);
+      if (!progress) progress.emplace("eval " + label, total);
       progress->update(done);
     };
     const auto summary = eval::run_eval(model, o);
