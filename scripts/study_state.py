@@ -148,12 +148,9 @@ def export_state(out: Path, state: Path) -> None:
     export_runs(out / SUPERSEDED, state / SUPERSEDED)
     drop_runs_set_aside(out, state)
     export_runs(out / "runs", state)
-    # Runs answered again on another machine (scripts/study_calibrate.py), and the selection
-    # records they were made with.
+    # Runs answered again on another machine (scripts/study_calibrate.py; their configurations
+    # hold the selection records they were made with).
     export_runs(out / CALIBRATION, state / CALIBRATION)
-    calibrations = out / CALIBRATION
-    for f in sorted(calibrations.glob("*.selection.json")) if calibrations.exists() else []:
-        copy_atomic(f, state / CALIBRATION / f.name)
     for sub in ("selection", "diagnose"):
         src = out / sub
         for f in sorted(src.rglob("*")) if src.exists() else []:
@@ -229,10 +226,6 @@ def restore_state(state: Path, out: Path) -> list[str]:
     done += restore_runs(state, out / "runs", "run")
     done += restore_runs(state / CALIBRATION, out / CALIBRATION, "calibration")
     done += restore_runs(state / SUPERSEDED, out / SUPERSEDED, "answers set aside")
-    calibrations = state / CALIBRATION
-    for f in sorted(calibrations.glob("*.selection.json")) if calibrations.exists() else []:
-        if not (out / CALIBRATION / f.name).exists():
-            copy_atomic(f, out / CALIBRATION / f.name)
     for sub in ("selection", "diagnose"):
         src = state / sub
         for f in sorted(src.rglob("*")) if src.exists() else []:
