@@ -177,6 +177,21 @@ EvalRequest request_from_config(const nlohmann::ordered_json& config, std::strin
 void check_same_computation(const nlohmann::ordered_json& recorded, const EvalOptions& options,
                             const Model& model);
 
+// A run folder's config.json; Error(Io) when it cannot be read, Error(Format) when it is not JSON.
+nlohmann::ordered_json read_run_config(const std::string& run_dir);
+
+// What may differ from a recorded run when it is made again: none of it changes an answer.
+struct LikeRun {
+  std::optional<std::size_t> limit;  // unset: the run's own
+  std::int32_t n_threads = 0;
+  std::string caa_cache_dir;
+};
+
+// The options that compute the run of `run_dir` again on `model` (kvsteer eval --like,
+// kvsteer.eval_like): request_from_config, then check_same_computation; out_dir is left to the
+// caller. Errors name the run folder.
+EvalOptions options_like_run(const std::string& run_dir, const Model& model, const LikeRun& like);
+
 // Result of one item (one line of items.jsonl).
 struct ItemResult {
   std::size_t index = 0;

@@ -109,9 +109,8 @@ and the same call resumes; summary files are written atomically, so none is
 left half-written).)doc";
 
 template <typename Run>
-nb::object run_runner(const eval::EvalRequest& request, const PyModel& model, nb::object progress,
-                      nb::object extraction_progress, Run&& run) {
-  eval::EvalOptions o = eval::make_eval_options(request, *model.model);
+nb::object run_options(eval::EvalOptions o, nb::object progress, nb::object extraction_progress,
+                       Run&& run) {
   const Progress items = progress_adaptor(std::move(progress));
   const Progress pairs = progress_adaptor(std::move(extraction_progress));
   std::vector<std::string> notices;  // raised once the GIL is held again
@@ -126,6 +125,13 @@ nb::object run_runner(const eval::EvalRequest& request, const PyModel& model, nb
     if (PyErr_WarnEx(PyExc_RuntimeWarning, text.c_str(), 1) != 0) throw nb::python_error();
   }
   return json_to_python(dump);
+}
+
+template <typename Run>
+nb::object run_runner(const eval::EvalRequest& request, const PyModel& model, nb::object progress,
+                      nb::object extraction_progress, Run&& run) {
+  return run_options(eval::make_eval_options(request, *model.model), std::move(progress),
+                     std::move(extraction_progress), std::forward<Run>(run));
 }
 
 std::vector<float> finite_list(const std::vector<float>& values, const char* what) {
@@ -185,6 +191,31 @@ alone. follow: tokens decoded after the edit.)doc") +
       },
       "model"_a, "task"_a, "data"_a, "out_dir"_a, nb::kw_only(), "method"_a = "baseline",
       KVSTEER_RUNNER_ARGS(0), kEvalDoc.c_str());
+
+  m.def(
+      "eval_like",
+      [](const PyModel& model, const std::string& run, std::optional<std::string> out_dir,
+         std::optional<std::size_t> limit, std::int32_t n_threads,
+         std::optional<std::string> caa_cache, nb::object progress,
+         nb::object extraction_progress) {
+        eval::LikeRun like{limit, n_threads, caa_cache.value_or("")};
+        eval::EvalOptions o = eval::options_like_run(run, *model.model, like);
+        o.out_dir = out_dir.value_or(run);
+        return run_options(
+            std::move(o), std::move(progress), std::move(extraction_progress),
+            [&](eval::EvalOptions& options) { return eval::run_eval(model.model, options); });
+      },
+      "model"_a, "run"_a, "out_dir"_a = nb::none(), nb::kw_only(), "limit"_a = nb::none(),
+      "n_threads"_a = 0, "caa_cache"_a = nb::none(), "progress"_a = nb::none(),
+      "extraction_progress"_a = nb::none(),
+      R"doc(Makes a run of `kvsteer eval` again from its own config.json, as
+`kvsteer eval --like RUN`: into out_dir (its very answers), or, without out_dir,
+continued or extended in place (limit: a larger number of items, 0: all). The
+model must be the file the run recorded; every other setting comes from the
+configuration. Raises InvalidArgumentError (a ValueError) before anything is
+written when the model, a vector or data file changed since, or the run cannot be
+made again (sampled: its temperature is not recorded); FormatError for a
+config.json that is not a run's. Returns summary.json as a dict.)doc");
 
   m.def(
       "sweep",

@@ -52,6 +52,31 @@ def test_the_offset_token_by_id_is_the_offset_text_s_token(stories, gsm8k_items,
                      offset_id=newline, **steer)
 
 
+def test_eval_like_makes_a_run_again_from_its_configuration(stories, gsm8k_items, traces,
+                                                           tmp_path):
+    run = tmp_path / "run"
+    first = kvsteer.eval(stories, "gsm8k", str(gsm8k_items), str(run), method="cache",
+                         traces=str(traces), n_pairs=4, shots=2, c_k=0.5, c_v=2.0, offset="\n",
+                         **COMMON)
+    again = kvsteer.eval_like(stories, str(run), str(tmp_path / "again"), n_threads=1)
+    assert json.loads((tmp_path / "again" / "config.json").read_text()) == \
+        json.loads((run / "config.json").read_text())
+    responses = [[json.loads(line)["response"] for line in (d / "items.jsonl").read_text()
+                  .splitlines()] for d in (run, tmp_path / "again")]
+    assert responses[0] == responses[1] and again["accuracy"] == first["accuracy"]
+    grown = kvsteer.eval_like(stories, str(run), limit=4, n_threads=1)  # in place, extended
+    assert grown["n"] == 4
+    # A configuration it cannot make again, or none, is refused, and nothing is written.
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(config, decoding="sampling")))
+    with pytest.raises(kvsteer.InvalidArgumentError, match="sampled"):
+        kvsteer.eval_like(stories, str(run), str(tmp_path / "x"))
+    (run / "config.json").write_text("{")
+    with pytest.raises(kvsteer.FormatError, match="not a run configuration"):
+        kvsteer.eval_like(stories, str(run), str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
 def test_cpu_features_are_the_cli_s_and_every_summary_records_them(cli, stories, gsm8k_items,
                                                                    tmp_path):
     features = kvsteer.cpu_features()

@@ -142,30 +142,19 @@ std::pair<std::shared_ptr<const Model>, eval::EvalOptions> options_like(const CL
                 "--like takes every setting from the run's config.json; " + names +
                     " cannot be given beside it (only -o, --limit, -t and --caa-cache can)");
   }
-  const std::string path = (std::filesystem::path(c.like) / "config.json").string();
-  nlohmann::ordered_json recorded;
-  try {
-    recorded = nlohmann::ordered_json::parse(read_text_file(path, "run configuration"));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(ErrorCode::Format, path + ": not a run configuration: " + e.what());
-  }
+  // The model first, from the configuration: what the run computed with.
   std::string model_path;
-  eval::EvalRequest r;
   try {
-    r = eval::request_from_config(recorded, model_path);
-  } catch (const Error& e) {
-    throw Error(e.code(), path + ": " + e.what());
-  }
-  if (cmd.count("--limit") > 0) r.limit = c.request.limit;
-  r.n_threads = c.request.n_threads;
-  r.caa_cache_dir = c.request.caa_cache_dir;
-  auto model = load_model(model_path);
-  eval::EvalOptions o = eval::make_eval_options(r, *model);
-  try {
-    eval::check_same_computation(recorded, o, *model);
+    (void)eval::request_from_config(eval::read_run_config(c.like), model_path);
   } catch (const Error& e) {
     throw Error(e.code(), c.like + ": " + e.what());
   }
+  auto model = load_model(model_path);
+  eval::LikeRun like;
+  if (cmd.count("--limit") > 0) like.limit = c.request.limit;
+  like.n_threads = c.request.n_threads;
+  like.caa_cache_dir = c.request.caa_cache_dir;
+  eval::EvalOptions o = eval::options_like_run(c.like, *model, like);
   o.out_dir = c.out.empty() ? c.like : c.out;
   return {model, o};
 }
