@@ -295,8 +295,15 @@ def compared_cells(first: dict[int, dict], again: dict[int, dict], common: list[
             f"{reasoning[0]:.0f} / {reasoning[1]:.0f} | {tokens[0]:.0f} / {tokens[1]:.0f} |")
 
 
-COMPARED_HEADER = ("identical records | same answer | accuracy % {a} / {b} | {b} - {a}, points "
-                   "[95 % CI], McNemar p | reasoning % | mean tokens |")
+def compared_table(intro: str, columns: str, names: tuple[str, str], rows: list[str]) -> list[str]:
+    """A table of compared_cells rows after four columns of their own (`columns`); `names`: what
+    the two answerings are called in the header. Nothing without rows."""
+    if not rows:
+        return []
+    a, b = names
+    header = (f"{columns}identical records | same answer | accuracy % {a} / {b} | {b} - {a}, "
+              "points [95 % CI], McNemar p | reasoning % | mean tokens |")
+    return [intro, "", header, "|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
 
 
 def calibration_lines(out: Path) -> list[str]:
@@ -315,14 +322,11 @@ def calibration_lines(out: Path) -> list[str]:
             continue
         rows.append(f"| {name} | {len(common)} | {machine_of_first(out, name, len(common))} | "
                     f"`{machine}` | " + compared_cells(first, again, common))
-    if not rows:
-        return []
-    return ["Machines compared (`scripts/study_calibrate.py`: a run's first items answered again on "
-            "another machine with the run's own configuration; a paired difference between two "
-            "runs answered on different machines is read against these):", "",
-            "| run | items | first answered on | again on | "
-            + COMPARED_HEADER.format(a="first", b="again"),
-            "|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+    return compared_table(
+        "Machines compared (`scripts/study_calibrate.py`: a run's first items answered again on "
+        "another machine with the run's own configuration; a paired difference between two runs "
+        "answered on different machines is read against these):",
+        "| run | items | first answered on | again on | ", ("first", "again"), rows)
 
 
 def superseded_lines(out: Path) -> list[str]:
@@ -343,14 +347,11 @@ def superseded_lines(out: Path) -> list[str]:
         cells = compared_cells(old, new, common) if common else " | | | | | |"
         rows.append(f"| {record['superseded']} | {span} ({len(old)}) | {record['why']} | "
                     f"{len(common)} | " + cells)
-    if not rows:
-        return []
-    return ["Answers set aside (`superseded/`): every run is reported as answered by the study's "
-            "engine, and answers another engine gave are answered again; each is compared here "
-            "with its replacement on the items answered again so far:", "",
-            "| run | items set aside | why | answered again | "
-            + COMPARED_HEADER.format(a="set aside", b="again"),
-            "|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+    return compared_table(
+        "Answers set aside (`superseded/`): every run is reported as answered by the study's "
+        "engine, and answers another engine gave are answered again; each is compared here with "
+        "its replacement on the items answered again so far:",
+        "| run | items set aside | why | answered again | ", ("set aside", "again"), rows)
 
 
 def answers_so_far(out: Path) -> dict[str, int]:
