@@ -296,6 +296,9 @@ def test_the_ledger_splits_a_run_into_the_stretches_each_machine_answered(tmp_pa
     # Answers set aside from item 60 on, then answered again on m3.
     provenance.append(tmp_path, {"superseded": "r", "from": 60, "to": "superseded/r@60",
                                  "machine": "m3", "why": "", "at": ""})
+    # Answers given since without the ledger (a run continued by hand) are nobody's it knows.
+    assert provenance.segments(tmp_path, "r", 150) == [("m1", 0, 48), ("m2", 48, 60),
+                                                       (provenance.UNRECORDED, 60, 150)]
     provenance.note_run(tmp_path, "r", 60, "m3")
     assert provenance.segments(tmp_path, "r", 150) == [("m1", 0, 48), ("m2", 48, 60),
                                                        ("m3", 60, 150)]
