@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Callable
 
 import study_provenance as provenance
-from study_results import REPRODUCED, SELECTION_BASELINE, load_items, read_journal, write_results
+from study_results import (REPRODUCED, SELECTION_BASELINE, choose, load_items, read_journal,
+                           write_results)
 from study_state import restore_state, whole_lines, write_atomic
 
 COT_PREFIX = "Let's think step by step."
@@ -607,18 +608,6 @@ def make_selection(plan: TaskPlan, shared: Path, path: Path) -> None:
 
 
 # -- choosing settings ---------------------------------------------------------------------------
-
-def choose(candidates: list[dict], paper: dict) -> dict:
-    """The rule, fixed before any test item is run: the candidate with the highest selection
-    accuracy; ties go to the paper's setting when it is among them, else to the candidate listed
-    first (candidates are listed from the paper's setting outwards)."""
-    best = max(c["accuracy"] for c in candidates)
-    tied = [c for c in candidates if c["accuracy"] == best]
-    for c in tied:
-        if all(c["setting"].get(k) == v for k, v in paper.items()):
-            return c
-    return tied[0]
-
 
 def select_cache(study: Study, plan: TaskPlan, v: dict[str, Path]) -> dict:
     """Cache steering on the selection split: the c_v curve (both signs) with the paper's

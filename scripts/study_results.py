@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -145,6 +146,78 @@ def selection_baseline_line(out: Path, task: str) -> list[str]:
     return []
 
 
+# -- choosing settings ------------------------------------------------------------------------------
+
+def choose(candidates: list[dict], paper: dict) -> dict:
+    """The rule, fixed before any test item is run: the candidate with the highest selection
+    accuracy; ties go to the paper's setting when it is among them, else to the candidate listed
+    first (candidates are listed from the paper's setting outwards)."""
+    best = max(c["accuracy"] for c in candidates)
+    tied = [c for c in candidates if c["accuracy"] == best]
+    for c in tied:
+        if all(c["setting"].get(k) == v for k, v in paper.items()):
+            return c
+    return tied[0]
+
+
+def candidate_answers(out: Path, task: str, candidates: list[dict]) -> list[dict[str, bool]] | None:
+    """Each candidate of a selection record (chosen-<method>.json) answered item by item, from the
+    sweep journals of the task: a cache candidate is found by its offset token (none or one),
+    the cell its vector was read at and (c_k, c_v); an activation candidate by (layer, c). None
+    when a candidate has no journal here (sweeps made before journals were kept)."""
+    found: dict[str, dict[str, bool]] = {}
+    for journal in sorted((out / "selection" / task).glob("*.json.items.jsonl")):
+        head, per = read_journal(journal)
+        config = head.get("config", {})
+        offset = config.get("steering", {}).get("offset_token")
+        cell = "second_last" if str(config.get("vector", "")).endswith("-second-last.gguf") else "last"
+        for grid, rows in zip(head["grid"], per):
+            if "layer" in grid:
+                key = json.dumps({"layer": grid["layer"], "c": float(grid["c"])})
+            else:
+                key = json.dumps({"c_k": float(grid["c_k"]), "c_v": float(grid["c_v"]),
+                                  "offset": offset is not None, "vector_cell": cell})
+            found[key] = {item_key(r): bool(r["correct"]) for r in rows}
+    answers = []
+    for c in candidates:
+        s = c["setting"]
+        key = (json.dumps({"layer": s["layer"], "c": float(s["c"])}) if "layer" in s else
+               json.dumps({"c_k": float(s["c_k"]), "c_v": float(s["c_v"]),
+                           "offset": s["offset"] is not None, "vector_cell": s["vector_cell"]}))
+        if key not in found:
+            return None
+        answers.append(found[key])
+    return answers
+
+
+def selection_stability(out: Path, record: dict, task: str, resamples: int = 2000) -> str:
+    """How firmly the selection split chose: the rule (choose) applied to bootstrap resamples of
+    the selection items, every candidate scored on the same resample; the share of resamples
+    each setting wins. Empty when the candidates' answers are not all here."""
+    candidates = record["candidates"]
+    answers = candidate_answers(out, task, candidates)
+    if not answers:
+        return ""
+    items = sorted(set.intersection(*(set(a) for a in answers)))
+    if not items:
+        return ""
+    rng = random.Random(0)  # the same figures on every page
+    wins: Counter = Counter()
+    for _ in range(resamples):
+        sample = [rng.choice(items) for _ in items]
+        scored = [{"setting": c["setting"], "accuracy": sum(a[k] for k in sample)}
+                  for c, a in zip(candidates, answers)]
+        wins[json.dumps(choose(scored, record["paper_setting"])["setting"])] += 1
+    chosen = json.dumps(record["chosen"])
+    paper = json.dumps(next((c["setting"] for c in candidates
+                             if all(c["setting"].get(k) == v
+                                    for k, v in record["paper_setting"].items())), None))
+    top = ", ".join(f"`{s}` {100 * n / resamples:.0f} %" for s, n in wins.most_common(3))
+    return (f"  selection stability ({resamples} bootstrap resamples of the {len(items)} selection "
+            f"items, the rule applied to each): the chosen setting wins {100 * wins[chosen] / resamples:.0f} %, "
+            f"the paper's {100 * wins[paper] / resamples:.0f} %; most often: {top}")
+
+
 def sweep_lines(out: Path, task: str) -> list[str]:
     lines = selection_baseline_line(out, task)
     for f in sorted((out / "selection" / task).glob("*.json")) if (out / "selection" / task).exists() else []:
@@ -173,6 +246,9 @@ def sweep_lines(out: Path, task: str) -> list[str]:
         j = json.loads(f.read_text())
         lines.append(f"- chosen for {j['method']}: `{json.dumps(j['chosen'])}` "
                      f"(paper: `{json.dumps(j['paper_setting'])}`)")
+        stability = selection_stability(out, j, task)
+        if stability:
+            lines.append(stability)
     return lines
 
 

@@ -85,3 +85,44 @@ def test_a_finished_sweep_is_compared_with_the_selection_baseline_item_by_item(t
     assert "L8 c 1: 0.0 % / reasoning 0 % / 20 tok (vs baseline +0.0 [+0.0, +0.0], p 1)" in line
     # Four discordant items, all gained: +40 points, exact McNemar p = 2 * 0.5^4 = 0.125.
     assert "L8 c 3: 0.0 % / reasoning 0 % / 20 tok (vs baseline +40.0 [+9.6, +70.4], p 0.12)" in line
+
+
+def write_sweep_journal(sel: Path, name: str, config: dict, grid: list[dict],
+                        answers: list[str], gold: str) -> None:
+    header = {"kind": "kvsteer-sweep-items", "version": 1, "config": config, "grid": grid}
+    rows = [header] + [{"setting": s, "index": i, "id": f"q{i}", "correct": a[i] == gold[i],
+                        "n_tokens": 20, "reasoning": False}
+                       for s, a in enumerate(answers) for i in range(len(gold))]
+    (sel / f"{name}.json.items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_the_page_says_how_firmly_the_selection_split_chose(tmp_path: Path):
+    gold = "AAAAAAAAAAAAAAAAAAAA"  # 20 selection items
+    sel = tmp_path / "selection" / "csqa"
+    sel.mkdir(parents=True)
+    last = {"vector": "/v/csqa-last.gguf", "steering": {"offset_token": 198}}
+    cells = {"vector": "/v/csqa-second-last.gguf", "steering": {"offset_token": None}}
+    # c_v 6 (the paper's) right on 10 items, c_v -6 on 11 of them (one more), the no-offset
+    # protocol at the second-last cell on 2: a one-item lead, which resampling overturns often.
+    write_sweep_journal(sel, "cache-cv", last, [{"c_k": 0.0, "c_v": -6.0}, {"c_k": 0.0, "c_v": 6.0}],
+                        ["A" * 11 + "B" * 9, "A" * 10 + "B" * 10], gold)
+    write_sweep_journal(sel, "cache-offset-none-second_last", cells, [{"c_k": 0.0, "c_v": 6.0}],
+                        ["A" * 2 + "B" * 18], gold)
+    paper = {"c_k": 0.0, "c_v": 6.0, "offset": "\n", "vector_cell": "last"}
+    candidates = [{"setting": {"c_k": 0.0, "c_v": -6.0, "offset": "\n", "vector_cell": "last"},
+                   "accuracy": 55.0}, {"setting": paper, "accuracy": 50.0},
+                  {"setting": {"c_k": 0.0, "c_v": 6.0, "offset": None,
+                               "vector_cell": "second_last"}, "accuracy": 10.0}]
+    record = {"method": "cache", "candidates": candidates, "chosen": candidates[0]["setting"],
+              "paper_setting": paper}
+    (sel / "chosen-cache.json").write_text(json.dumps(record))
+    line = next(x for x in page(tmp_path, "t").splitlines() if "selection stability" in x)
+    share = {name: int(line.split(f"the {name} ")[1].split(" %")[0].split()[-1])
+             for name in ("chosen setting wins", "paper's")}
+    # c_v -6 answers right wherever c_v 6 does, and on one item more: in a resample it loses only
+    # where that item is drawn no time (tied: the paper's setting wins), (19/20)^20 = 36 %.
+    assert 60 <= share["chosen setting wins"] <= 68 and share["chosen setting wins"] + share["paper's"] == 100
+    assert "2000 bootstrap resamples of the 20 selection items" in line
+    # A candidate whose answers are not here (a sweep made before journals were kept): no line.
+    (sel / "cache-offset-none-second_last.json.items.jsonl").unlink()
+    assert "selection stability" not in page(tmp_path, "t")
