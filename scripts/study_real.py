@@ -467,8 +467,10 @@ class Study:
         if differ and (same_machine or same_engine):
             sys.exit(f"study_real: error: run {run.name} does not reproduce on the kind of machine "
                      f"that began it: items {', '.join(map(str, differ))} of its first "
-                     f"{len(first)} are answered otherwise now (records: {run}/items.jsonl and "
-                     f"{scratch}/items.jsonl): its vector or kvsteer differs from the one its "
+                     f"{len(first)} are answered otherwise now (records: {run}/items.jsonl"
+                     + (f" and {scratch}/items.jsonl" if scratch.exists() else
+                        f", checked earlier: {self.out / provenance.LEDGER}")
+                     + "): its vector or kvsteer differs from the one its "
                      "answers were made with (or two machines of one engine compute otherwise: "
                      f"see {self.out / provenance.LEDGER}); move the run folder aside to answer "
                      "it anew.")
