@@ -18,6 +18,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import study_provenance as provenance
@@ -61,6 +62,9 @@ def calibrate(kvsteer: str, out: Path, run: str, limit: int, threads: int) -> Pa
     if done.returncode != 0:
         raise SystemExit(f"study_calibrate: error: kvsteer eval failed ({done.returncode}); the "
                          f"calibration in {dest} resumes when run again")
+    # When: a later set-aside of the run (study_real's supersede) moves the answers compared here.
+    provenance.append(out, {"calibrated": run, "machine": machine["machine"], "first": limit,
+                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return dest
 
 

@@ -24,6 +24,9 @@ state):
                                                         NAME's first N items answered again on ID
                                                         (Study.check_reproduces); the indices whose
                                                         records came out otherwise
+  {"calibrated": NAME, "machine": ID, "first": N, "at": TIME}
+                                                        NAME's first N items answered again on ID
+                                                        into calibration/ (study_calibrate.py)
   {"superseded": NAME, "from": N, "to": FOLDER, "machine": ID, "why": "...", "at": TIME}
                                                         NAME's answers from item N on were set
                                                         aside into FOLDER on ID, to be answered

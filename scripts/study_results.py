@@ -382,6 +382,24 @@ def compared_table(intro: str, columns: str, names: tuple[str, str], rows: list[
     return [intro, "", header, "|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
 
 
+def answers_when_calibrated(out: Path, run: str, machine: str) -> tuple[dict[int, dict], list[str]]:
+    """The answers of `run` that its calibration on `machine` was made against: the run as it is,
+    with what was set aside after the calibration (study_real's supersede) put back, the oldest
+    set-aside last so that its answers win; and those set-asides' folders. A calibration the
+    ledger does not know was made before any set-aside."""
+    ledger = provenance.read_ledger(out)
+    made = max((i for i, r in enumerate(ledger)
+                if r.get("calibrated") == run and r.get("machine") == machine), default=-1)
+    folder = out / "runs" / run
+    answers = load_items(folder) if (folder / "items.jsonl").exists() else {}
+    aside = []
+    for r in reversed([r for r in ledger[made + 1:] if r.get("superseded") == run]):
+        if (out / r["to"] / "items.jsonl").exists():
+            answers.update(load_items(out / r["to"]))
+            aside.insert(0, r["to"])
+    return answers, aside
+
+
 def calibration_lines(out: Path) -> list[str]:
     """Each calibration (scripts/study_calibrate.py: a run's first items answered again on another
     machine) beside the run on the same items: the noise floor of a paired comparison between two
@@ -389,15 +407,17 @@ def calibration_lines(out: Path) -> list[str]:
     rows: list[str] = []
     for cal in sorted((out / CALIBRATION).glob("*@*/")) if (out / CALIBRATION).exists() else []:
         name, machine = cal.name.rsplit("@", 1)
-        run = out / "runs" / name
-        if not (run / "items.jsonl").exists() or not (cal / "items.jsonl").exists():
+        if not (cal / "items.jsonl").exists():
             continue
-        first, again = load_items(run), load_items(cal)
+        first, aside = answers_when_calibrated(out, name, machine)
+        again = load_items(cal)
         common = sorted(set(first) & set(again))
         if not common:
             continue
-        rows.append(f"| {name} | {len(common)} | {machine_of_first(out, name, len(common))} | "
-                    f"`{machine}` | " + compared_cells(first, again, common))
+        made = (f"set aside since: `{'`, `'.join(aside)}`" if aside
+                else machine_of_first(out, name, len(common)))
+        rows.append(f"| {name} | {len(common)} | {made} | `{machine}` | "
+                    + compared_cells(first, again, common))
     return compared_table(
         "Machines compared (`scripts/study_calibrate.py`: a run's first items answered again on "
         "another machine with the run's own configuration; a paired difference between two runs "

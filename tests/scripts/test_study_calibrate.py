@@ -164,3 +164,27 @@ def test_the_machine_of_a_run_s_first_items_is_read_from_the_ledger(tmp_path: Pa
     assert machine_of_first(tmp_path, "begun-here", 16) == "`m-amd`"
     assert machine_of_first(tmp_path, "begun-here", 17) == "several"
     assert machine_of_first(tmp_path, "never-noted", 8) == "not recorded"
+
+
+def test_a_calibration_stays_beside_the_answers_it_made_again_after_they_are_set_aside(
+        cli: Path, organism: Path, data: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from study_real import Study
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    out = tmp_path / "out"
+    run = make_run(cli, organism, data, out, "baseline")
+    cal = calibrate(str(cli), out, run.name, 4, 1)
+    machine = cal.name.rsplit("@", 1)[1]
+    assert {"calibrated": run.name, "machine": machine, "first": 4} == {
+        k: v for k, v in provenance.read_ledger(out)[-1].items() if k != "at"}
+    # The run is set aside and answered again otherwise (here: every answer marked wrong).
+    study = Study(str(cli), str(organism), ROOT.parent / "shared", out, 1, "full")
+    study.supersede(run, 0, "a test")
+    run.mkdir(parents=True)
+    old = load_items(out / "superseded" / f"{run.name}@0")
+    (run / "items.jsonl").write_text("".join(
+        json.dumps({**r, "correct": False, "n_tokens": r["n_tokens"] + 1}) + "\n"
+        for r in old.values()))
+    row = next(x for x in calibration_lines(out) if x.startswith(f"| {run.name} |"))
+    # Still beside the answers it made again: all four identical.
+    assert f"| {run.name} | 4 | set aside since: `superseded/{run.name}@0` | `{machine}` | 4 | 4 |" in row
