@@ -315,28 +315,34 @@ void check_same_computation(const nlohmann::ordered_json& recorded, const EvalOp
   }
 }
 
-nlohmann::ordered_json read_run_config(const std::string& run_dir) {
+RecordedRun read_recorded_run(const std::string& run_dir) {
   const std::string path = (fs::path(run_dir) / "config.json").string();
+  RecordedRun run;
+  run.dir = run_dir;
   try {
-    return nlohmann::ordered_json::parse(read_text_file(path, "run configuration"));
+    run.config = nlohmann::ordered_json::parse(read_text_file(path, "run configuration"));
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorCode::Format, path + ": not a run configuration: " + e.what());
   }
-}
-
-EvalOptions options_like_run(const std::string& run_dir, const Model& model, const LikeRun& like) {
-  const nlohmann::ordered_json recorded = read_run_config(run_dir);
   try {
-    std::string recorded_model;
-    EvalRequest r = request_from_config(recorded, recorded_model);
-    if (like.limit) r.limit = *like.limit;
-    r.n_threads = like.n_threads;
-    r.caa_cache_dir = like.caa_cache_dir;
-    EvalOptions o = make_eval_options(r, model);
-    check_same_computation(recorded, o, model);
-    return o;
+    run.request = request_from_config(run.config, run.model);
   } catch (const Error& e) {
     throw Error(e.code(), run_dir + ": " + e.what());
+  }
+  return run;
+}
+
+EvalOptions options_like_run(const RecordedRun& run, const Model& model, const LikeRun& like) {
+  EvalRequest r = run.request;
+  if (like.limit) r.limit = *like.limit;
+  r.n_threads = like.n_threads;
+  r.caa_cache_dir = like.caa_cache_dir;
+  try {
+    EvalOptions o = make_eval_options(r, model);
+    check_same_computation(run.config, o, model);
+    return o;
+  } catch (const Error& e) {
+    throw Error(e.code(), run.dir + ": " + e.what());
   }
 }
 

@@ -177,9 +177,6 @@ EvalRequest request_from_config(const nlohmann::ordered_json& config, std::strin
 void check_same_computation(const nlohmann::ordered_json& recorded, const EvalOptions& options,
                             const Model& model);
 
-// A run folder's config.json; Error(Io) when it cannot be read, Error(Format) when it is not JSON.
-nlohmann::ordered_json read_run_config(const std::string& run_dir);
-
 // What may differ from a recorded run when it is made again: none of it changes an answer.
 struct LikeRun {
   std::optional<std::size_t> limit;  // unset: the run's own
@@ -187,10 +184,23 @@ struct LikeRun {
   std::string caa_cache_dir;
 };
 
-// The options that compute the run of `run_dir` again on `model` (kvsteer eval --like,
-// kvsteer.eval_like): request_from_config, then check_same_computation; out_dir is left to the
-// caller. Errors name the run folder.
-EvalOptions options_like_run(const std::string& run_dir, const Model& model, const LikeRun& like);
+// A run folder's config.json, read once: what it records, the request that computes it again
+// (request_from_config) and the model file it names, which the caller loads before
+// options_like_run. Error(Io) when it cannot be read, Error(Format) when it is not a run
+// configuration, Error(InvalidArgument) for a run that cannot be made again; errors name the
+// run folder.
+struct RecordedRun {
+  std::string dir;
+  nlohmann::ordered_json config;
+  EvalRequest request;
+  std::string model;
+};
+RecordedRun read_recorded_run(const std::string& run_dir);
+
+// The options that compute `run` again on `model` (kvsteer eval --like, kvsteer.eval_like): its
+// request with `like` applied, then check_same_computation; out_dir is left to the caller.
+// Errors name the run folder.
+EvalOptions options_like_run(const RecordedRun& run, const Model& model, const LikeRun& like);
 
 // Result of one item (one line of items.jsonl).
 struct ItemResult {

@@ -15,7 +15,8 @@ Two modes:
              reference) and the selection sweeps, and every method on the first FIRST_PASS test
              items (cache and activation steering both at the selected setting and at the
              paper's);
-          3. every run extended to the whole test set.
+          3. every run extended to the whole test set, method by method across the tasks
+             (WHOLE_TEST_ORDER).
         Every step is skipped when its output exists, and `kvsteer eval` resumes item by item
         (and extends a run to a larger --limit), so the same command continues where an
         interrupted one stopped.
@@ -680,26 +681,88 @@ def write_selection(study: Study, plan: TaskPlan, record: dict) -> Path:
 
 # -- the study -------------------------------------------------------------------------------------
 
-def run_task_full(study: Study, plan: TaskPlan) -> None:
+def test_runs(study: Study, plan: TaskPlan) -> list[tuple[str, Callable[[], None]]]:
+    """The task's test runs, every method, in the order stage 2 answers them: the study's
+    question (baseline, the paper's cache setting) first, then each setting chosen on the
+    selection split, its sweeps run (once, the first time) just before its first test run.
+    Each is a run's name and the step that answers it up to plan.limit, read when it runs."""
     v = study.vectors(plan)
-    cache_sel = select_cache(study, plan, v)
-    cache_sel_path = write_selection(study, plan, cache_sel)
-    ch = cache_sel["chosen"]
-    study.say(f"{plan.name}: chosen cache setting on the selection split: {ch}")
-    question(study, plan, v)
-    study.run_eval(plan, "cache", pairs(plan) + ["--vector", str(v[ch["vector_cell"]]), "--ck",
-                                                 f"{ch['c_k']:g}", "--cv", f"{ch['c_v']:g}"] +
-                   offset_args(ch["offset"]), selection=cache_sel_path)
-    caa_sel = select_caa(study, plan)
-    caa_sel_path = write_selection(study, plan, caa_sel)
-    study.say(f"{plan.name}: chosen activation-steering setting: {caa_sel['chosen']}")
-    study.run_eval(plan, "caa", caa_args(study, caa_sel["chosen"]), selection=caa_sel_path,
-                   n_predict=plan.caa_n_predict)
-    caa_paper(study, plan, caa_sel)
-    study.run_eval(plan, "cot", [])
-    study.run_eval(plan, "cache+cot", pairs(plan, cot=True) + [
-        "--vector", str(v["cot"]), "--cv", f"{plan.cot_coef_v:g}"] + offset_args(plan.cot_offset))
-    study.run_eval(plan, "fewshot", fewshot(plan))
+    chosen: dict[str, tuple[dict, Path]] = {}
+
+    def selected(method: str) -> tuple[dict, Path]:
+        if method not in chosen:
+            sel = select_cache(study, plan, v) if method == "cache" else select_caa(study, plan)
+            chosen[method] = sel, write_selection(study, plan, sel)
+            what = "cache" if method == "cache" else "activation-steering"
+            study.say(f"{plan.name}: chosen {what} setting on the selection split: "
+                      f"{sel['chosen']}")
+        return chosen[method]
+
+    def cache() -> None:
+        sel, record = selected("cache")
+        ch = sel["chosen"]
+        study.run_eval(plan, "cache", pairs(plan) + [
+            "--vector", str(v[ch["vector_cell"]]), "--ck", f"{ch['c_k']:g}", "--cv",
+            f"{ch['c_v']:g}"] + offset_args(ch["offset"]), selection=record)
+
+    def caa() -> None:
+        sel, record = selected("caa")
+        study.run_eval(plan, "caa", caa_args(study, sel["chosen"]), selection=record,
+                       n_predict=plan.caa_n_predict)
+
+    return [
+        ("baseline", lambda: study.run_eval(plan, "baseline", [])),
+        ("cache-paper", lambda: cache_paper(study, plan, v)),
+        ("cache", cache),
+        ("caa", caa),
+        ("caa-paper", lambda: caa_paper(study, plan, selected("caa")[0])),
+        ("cot", lambda: study.run_eval(plan, "cot", [])),
+        ("cache+cot", lambda: study.run_eval(plan, "cache+cot", pairs(plan, cot=True) + [
+            "--vector", str(v["cot"]), "--cv", f"{plan.cot_coef_v:g}"] +
+            offset_args(plan.cot_offset))),
+        ("fewshot", lambda: study.run_eval(plan, "fewshot", fewshot(plan))),
+    ]
+
+
+# Stage 3's order: method by method across the tasks, the study's question first, so that a
+# study stopped partway (stage 3 is days on 2 cores) has whole test sets for the same methods
+# on every task rather than every method on some tasks. Fixed before any stage-3 answer.
+WHOLE_TEST_ORDER = ("baseline", "cache-paper", "cache", "caa", "caa-paper", "cot", "cache+cot",
+                    "fewshot")
+
+
+def run_full(study: Study, plans: list[TaskPlan]) -> None:
+    """The full mode's three stages (module doc); every step is skipped or resumed when its
+    output exists, and eval keeps a run's answered items when a later stage extends it.
+    QUESTION_PASS and FIRST_PASS are multiples of --parallel: an extension's batches are then
+    the ones an uninterrupted run would have decoded."""
+    ordered = sorted(plans, key=lambda p: QUESTION_ORDER.index(p.name))
+    # Every baseline first: minutes each and resumable item by item, while a vector is one
+    # uninterrupted pass of 30-90 minutes that a machine taken back loses whole.
+    for plan in ordered:
+        plan.limit = QUESTION_PASS
+        study.run_eval(plan, "baseline", [])
+    for plan in ordered:
+        # A question answered in an earlier session (restored runs) needs no vector yet.
+        if not all(run_done(study.out / "runs" / f"{plan.name}-{m}", plan.limit)
+                   for m in ("baseline", "cache-paper")):
+            study.run_eval(plan, "baseline", [])
+            cache_paper(study, plan, study.vectors(plan, cot=False))
+    for plan in plans:
+        diagnose(study, plan, study.vectors(plan), 30)
+        plan.limit = FIRST_PASS
+        for _, step in test_runs(study, plan):
+            step()
+    for plan in plans:
+        plan.limit = 0
+    steps = {plan.name: dict(test_runs(study, plan)) for plan in plans}
+    for task, runs in steps.items():
+        if set(runs) != set(WHOLE_TEST_ORDER):
+            raise RuntimeError(f"{task}: stage 3 would not extend {sorted(runs)} in the order "
+                               f"{WHOLE_TEST_ORDER}")
+    for name in WHOLE_TEST_ORDER:
+        for plan in plans:
+            steps[plan.name][name]()
 
 
 def caa_args(study: Study, setting: dict) -> list[str]:
@@ -738,12 +801,11 @@ def paper_setting(plan: TaskPlan) -> dict:
     return {"c_k": 0.0, "c_v": plan.coef_v, "offset": plan.offset, "vector_cell": "last"}
 
 
-def question(study: Study, plan: TaskPlan, v: dict[str, Path]) -> None:
-    """The study's first question on test items: does the paper's published edit induce
-    reasoning in this model as the paper reports for its SmolLM2 rows? The baseline and the
-    paper's setting, which was fixed before the study and is not tuned on anything, so it runs
-    on test whatever the selection split later chooses."""
-    study.run_eval(plan, "baseline", [])
+def cache_paper(study: Study, plan: TaskPlan, v: dict[str, Path]) -> None:
+    """The study's first question on test items, beside the baseline: does the paper's
+    published edit induce reasoning in this model as the paper reports for its SmolLM2 rows?
+    The paper's setting was fixed before the study and is not tuned on anything, so it runs on
+    test whatever the selection split later chooses."""
     paper = paper_setting(plan)
     record = paper_record(study, plan, "cache", paper,
                           "the paper's published SmolLM2 setting for this task (method.md §3.5), "
@@ -850,30 +912,7 @@ def main() -> None:
             "paper's SmolLM2 settings, nothing tuned")
     speed(study)
     if a.mode == "full":
-        # Three stages (module doc), so that the study's question has an answer on every task
-        # long before the comparison and the whole test sets are through; eval keeps a run's
-        # answered items when a later stage extends it. QUESTION_PASS and FIRST_PASS are
-        # multiples of --parallel: an extension's batches are then the ones an uninterrupted
-        # run would have decoded.
-        ordered = sorted(plans, key=lambda p: QUESTION_ORDER.index(p.name))
-        # Every baseline first: minutes each and resumable item by item, while a vector is one
-        # uninterrupted pass of 30-90 minutes that a machine taken back loses whole.
-        for plan in ordered:
-            plan.limit = QUESTION_PASS
-            study.run_eval(plan, "baseline", [])
-        for plan in ordered:
-            # A question answered in an earlier session (restored runs) needs no vector yet.
-            if not all(run_done(study.out / "runs" / f"{plan.name}-{m}", plan.limit)
-                       for m in ("baseline", "cache-paper")):
-                question(study, plan, study.vectors(plan, cot=False))
-        for plan in plans:
-            v = study.vectors(plan)
-            diagnose(study, plan, v, 30)
-            plan.limit = FIRST_PASS
-            run_task_full(study, plan)
-        for plan in plans:
-            plan.limit = 0
-            run_task_full(study, plan)
+        run_full(study, plans)
     else:
         for plan in plans:
             run_task_demo(study, plan)

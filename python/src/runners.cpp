@@ -199,7 +199,8 @@ alone. follow: tokens decoded after the edit.)doc") +
          std::optional<std::string> caa_cache, nb::object progress,
          nb::object extraction_progress) {
         eval::LikeRun like{limit, n_threads, caa_cache.value_or("")};
-        eval::EvalOptions o = eval::options_like_run(run, *model.model, like);
+        eval::EvalOptions o =
+            eval::options_like_run(eval::read_recorded_run(run), *model.model, like);
         o.out_dir = out_dir.value_or(run);
         return run_options(
             std::move(o), std::move(progress), std::move(extraction_progress),

@@ -143,18 +143,13 @@ std::pair<std::shared_ptr<const Model>, eval::EvalOptions> options_like(const CL
                     " cannot be given beside it (only -o, --limit, -t and --caa-cache can)");
   }
   // The model first, from the configuration: what the run computed with.
-  std::string model_path;
-  try {
-    (void)eval::request_from_config(eval::read_run_config(c.like), model_path);
-  } catch (const Error& e) {
-    throw Error(e.code(), c.like + ": " + e.what());
-  }
-  auto model = load_model(model_path);
+  const eval::RecordedRun run = eval::read_recorded_run(c.like);
+  auto model = load_model(run.model);
   eval::LikeRun like;
   if (cmd.count("--limit") > 0) like.limit = c.request.limit;
   like.n_threads = c.request.n_threads;
   like.caa_cache_dir = c.request.caa_cache_dir;
-  eval::EvalOptions o = eval::options_like_run(c.like, *model, like);
+  eval::EvalOptions o = eval::options_like_run(run, *model, like);
   o.out_dir = c.out.empty() ? c.like : c.out;
   return {model, o};
 }
