@@ -519,9 +519,6 @@ def write_json(path: Path, value: dict) -> None:
     write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
-
-
-
 def run_limit(out: Path) -> int | None:
     """The --limit a run folder was last run with (eval extends a run to a larger limit)."""
     try:
