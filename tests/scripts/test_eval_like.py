@@ -108,7 +108,9 @@ def test_a_file_changed_since_or_a_configuration_it_cannot_make_is_refused(
     for change, message in (({"decoding": "sampling"}, "the run was sampled"),
                             ({"steering": dict(config["steering"], layers_v="1-")},
                              "K and V in different layers"),
-                            ({"task": 3}, "not a run configuration")):
+                            ({"task": 3}, "not a run configuration"),
+                            ({"model": str(tmp_path / "gone.gguf")},
+                             f"{run}: the run's model: model file")):
         (run / "config.json").write_text(json.dumps(dict(config, **change)))
         done = kvsteer(cli, "eval", "--like", str(run), "-o", str(tmp_path / "x"))
         assert done.returncode != 0 and message in done.stderr, done.stderr

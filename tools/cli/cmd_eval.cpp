@@ -144,7 +144,12 @@ std::pair<std::shared_ptr<const Model>, eval::EvalOptions> options_like(const CL
   }
   // The model first, from the configuration: what the run computed with.
   const eval::RecordedRun run = eval::read_recorded_run(c.like);
-  auto model = load_model(run.model);
+  std::shared_ptr<const Model> model;
+  try {
+    model = load_model(run.model);
+  } catch (const Error& e) {
+    throw Error(e.code(), c.like + ": the run's model: " + e.what());
+  }
   eval::LikeRun like;
   if (cmd.count("--limit") > 0) like.limit = c.request.limit;
   like.n_threads = c.request.n_threads;
