@@ -382,11 +382,12 @@ def compared_table(intro: str, columns: str, names: tuple[str, str], rows: list[
     return [intro, "", header, "|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
 
 
-def answers_when_calibrated(out: Path, run: str, machine: str) -> tuple[dict[int, dict], list[str]]:
-    """The answers of `run` that its calibration on `machine` was made against: the run as it is,
-    with what was set aside after the calibration (study_real's supersede) put back, the oldest
-    set-aside last so that its answers win; and those set-asides' folders. A calibration the
-    ledger does not know was made before any set-aside."""
+def answers_when_calibrated(out: Path, run: str, machine: str,
+                            items: set[int]) -> tuple[dict[int, dict], list[str]]:
+    """The answers of `run` on `items` that its calibration on `machine` was made against: the
+    run as it is, with what was set aside of those items after the calibration (study_real's
+    supersede) put back, the oldest set-aside last so that its answers win; and those
+    set-asides' folders. A calibration the ledger does not know was made before any set-aside."""
     ledger = provenance.read_ledger(out)
     made = max((i for i, r in enumerate(ledger)
                 if r.get("calibrated") == run and r.get("machine") == machine), default=-1)
@@ -394,10 +395,13 @@ def answers_when_calibrated(out: Path, run: str, machine: str) -> tuple[dict[int
     answers = load_items(folder) if (folder / "items.jsonl").exists() else {}
     aside = []
     for r in reversed([r for r in ledger[made + 1:] if r.get("superseded") == run]):
-        if (out / r["to"] / "items.jsonl").exists():
-            answers.update(load_items(out / r["to"]))
+        if not (out / r["to"] / "items.jsonl").exists():
+            continue
+        put_back = {i: a for i, a in load_items(out / r["to"]).items() if i in items}
+        if put_back:
+            answers.update(put_back)
             aside.insert(0, r["to"])
-    return answers, aside
+    return {i: a for i, a in answers.items() if i in items}, aside
 
 
 def calibration_lines(out: Path) -> list[str]:
@@ -409,8 +413,8 @@ def calibration_lines(out: Path) -> list[str]:
         name, machine = cal.name.rsplit("@", 1)
         if not (cal / "items.jsonl").exists():
             continue
-        first, aside = answers_when_calibrated(out, name, machine)
         again = load_items(cal)
+        first, aside = answers_when_calibrated(out, name, machine, set(again))
         common = sorted(set(first) & set(again))
         if not common:
             continue

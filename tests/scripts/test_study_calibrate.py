@@ -188,3 +188,25 @@ def test_a_calibration_stays_beside_the_answers_it_made_again_after_they_are_set
     row = next(x for x in calibration_lines(out) if x.startswith(f"| {run.name} |"))
     # Still beside the answers it made again: all four identical.
     assert f"| {run.name} | 4 | set aside since: `superseded/{run.name}@0` | `{machine}` | 4 | 4 |" in row
+
+
+def test_a_set_aside_beyond_the_calibrated_items_leaves_the_calibration_alone(
+        cli: Path, organism: Path, data: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from study_real import Study
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    out = tmp_path / "out"
+    run = make_run(cli, organism, data, out, "baseline")
+    cal = calibrate(str(cli), out, run.name, 4, 1)
+    machine = cal.name.rsplit("@", 1)[1]
+    # Items 4-7 (not calibrated) are set aside and answered again otherwise.
+    study = Study(str(cli), str(organism), ROOT.parent / "shared", out, 1, "full")
+    study.supersede(run, 4, "a test")
+    again = load_items(out / "superseded" / f"{run.name}@4")
+    with open(run / "items.jsonl", "a") as f:
+        for r in again.values():
+            f.write(json.dumps({**r, "correct": not r["correct"]}) + "\n")
+    row = next(x for x in calibration_lines(out) if x.startswith(f"| {run.name} |"))
+    # Its first items were never set aside: the row names who answered them, not the set-aside.
+    assert "set aside" not in row
+    assert f"| {run.name} | 4 | not recorded | `{machine}` | 4 | 4 |" in row
