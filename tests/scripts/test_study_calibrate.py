@@ -166,9 +166,13 @@ def test_the_machine_of_a_run_s_first_items_is_read_from_the_ledger(tmp_path: Pa
     assert machine_of_first(tmp_path, "never-noted", 8) == "not recorded"
 
 
+@pytest.mark.parametrize("first, made", [(0, "set aside since: `superseded/t-baseline@0`"),
+                                         (4, "not recorded")])
 def test_a_calibration_stays_beside_the_answers_it_made_again_after_they_are_set_aside(
         cli: Path, organism: Path, data: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, first: int, made: str) -> None:
+    """Set aside from item 0, the calibrated items (0-3) are among the answers set aside and the
+    row names that; from item 4, they never were, and it names who answered them."""
     from study_real import Study
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
     out = tmp_path / "out"
@@ -177,36 +181,15 @@ def test_a_calibration_stays_beside_the_answers_it_made_again_after_they_are_set
     machine = cal.name.rsplit("@", 1)[1]
     assert {"calibrated": run.name, "machine": machine, "first": 4} == {
         k: v for k, v in provenance.read_ledger(out)[-1].items() if k != "at"}
-    # The run is set aside and answered again otherwise (here: every answer marked wrong).
+    # The run is set aside from `first` on and answered again otherwise.
     study = Study(str(cli), str(organism), ROOT.parent / "shared", out, 1, "full")
-    study.supersede(run, 0, "a test")
-    run.mkdir(parents=True)
-    old = load_items(out / "superseded" / f"{run.name}@0")
-    (run / "items.jsonl").write_text("".join(
-        json.dumps({**r, "correct": False, "n_tokens": r["n_tokens"] + 1}) + "\n"
-        for r in old.values()))
-    row = next(x for x in calibration_lines(out) if x.startswith(f"| {run.name} |"))
-    # Still beside the answers it made again: all four identical.
-    assert f"| {run.name} | 4 | set aside since: `superseded/{run.name}@0` | `{machine}` | 4 | 4 |" in row
-
-
-def test_a_set_aside_beyond_the_calibrated_items_leaves_the_calibration_alone(
-        cli: Path, organism: Path, data: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from study_real import Study
-    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
-    out = tmp_path / "out"
-    run = make_run(cli, organism, data, out, "baseline")
-    cal = calibrate(str(cli), out, run.name, 4, 1)
-    machine = cal.name.rsplit("@", 1)[1]
-    # Items 4-7 (not calibrated) are set aside and answered again otherwise.
-    study = Study(str(cli), str(organism), ROOT.parent / "shared", out, 1, "full")
-    study.supersede(run, 4, "a test")
-    again = load_items(out / "superseded" / f"{run.name}@4")
+    study.supersede(run, first, "a test")
+    run.mkdir(parents=True, exist_ok=True)
+    old = load_items(out / "superseded" / f"{run.name}@{first}")
     with open(run / "items.jsonl", "a") as f:
-        for r in again.values():
-            f.write(json.dumps({**r, "correct": not r["correct"]}) + "\n")
+        for r in old.values():
+            f.write(json.dumps({**r, "correct": not r["correct"],
+                                "n_tokens": r["n_tokens"] + 1}) + "\n")
     row = next(x for x in calibration_lines(out) if x.startswith(f"| {run.name} |"))
-    # Its first items were never set aside: the row names who answered them, not the set-aside.
-    assert "set aside" not in row
-    assert f"| {run.name} | 4 | not recorded | `{machine}` | 4 | 4 |" in row
+    # Beside the answers it made again: all four identical.
+    assert f"| {run.name} | 4 | {made} | `{machine}` | 4 | 4 |" in row
