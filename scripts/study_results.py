@@ -391,17 +391,20 @@ def answers_when_calibrated(out: Path, run: str, machine: str,
     ledger = provenance.read_ledger(out)
     made = max((i for i, r in enumerate(ledger)
                 if r.get("calibrated") == run and r.get("machine") == machine), default=-1)
-    folder = out / "runs" / run
-    answers = load_items(folder) if (folder / "items.jsonl").exists() else {}
+
+    def of_items(run_folder: Path) -> dict[int, dict]:
+        if not (run_folder / "items.jsonl").exists():
+            return {}
+        return {i: a for i, a in load_items(run_folder).items() if i in items}
+
+    answers = of_items(out / "runs" / run)
     aside = []
     for r in reversed([r for r in ledger[made + 1:] if r.get("superseded") == run]):
-        if not (out / r["to"] / "items.jsonl").exists():
-            continue
-        put_back = {i: a for i, a in load_items(out / r["to"]).items() if i in items}
+        put_back = of_items(out / r["to"])
         if put_back:
             answers.update(put_back)
             aside.insert(0, r["to"])
-    return {i: a for i, a in answers.items() if i in items}, aside
+    return answers, aside
 
 
 def calibration_lines(out: Path) -> list[str]:
