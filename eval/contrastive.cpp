@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <cctype>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 
 namespace kvsteer::eval {
 namespace {
@@ -64,10 +64,7 @@ NeighbourMap lexical_neighbours(const std::vector<TraceRow>& rows, std::size_t k
 NeighbourMap neighbours_from_map_file(const std::string& path, const std::vector<TraceRow>& rows,
                                       std::size_t k) {
   check_k(k, rows.size());
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw Error(ErrorCode::NotFound, "few-shot map file '" + path + "' does not exist");
-  }
+  require_file(path, "few-shot map file");
   nlohmann::json maps;
   try {
     std::ifstream in(path);

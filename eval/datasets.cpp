@@ -84,10 +84,7 @@ std::string str(const json& obj, const char* key, const std::string& dotted, con
 
 std::string read_file_text(const std::string& path, const std::string& what,
                            const std::string& hint) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw Error(ErrorCode::NotFound, what + " '" + path + "' does not exist" + hint);
-  }
+  require_file(path, what, hint);
   return read_text_file(path, what);
 }
 

@@ -13,8 +13,19 @@ namespace kvsteer {
 // path is then unchanged.
 void write_file_atomic(const std::string& path, std::string_view text);
 
-// The whole file as bytes. Throws Error(NotFound) when path does not exist and Error(Io) when it
-// cannot be opened or read; the message names `what` ("traces file") and path.
+// Checks that path names something a file can be read from, before a loader sees it: throws
+// Error(NotFound) "<what> '<path>' does not exist<hint>" when nothing is there, and
+// Error(InvalidArgument) "<what> '<path>' is a directory, not a file" for a folder (which opens
+// as an empty stream, so that a reader would otherwise see a file without rows). Pipes and
+// devices pass (/dev/stdin is a file to read).
+void require_file(const std::string& path, std::string_view what, std::string_view hint = {});
+
+// require_file, and also refuses what is not a regular file (a pipe, a device): loaders that
+// map the file or read it twice (models, steering vectors) need one.
+void require_regular_file(const std::string& path, std::string_view what);
+
+// The whole file as bytes. Throws as require_file when path is missing or a directory, and
+// Error(Io) when it cannot be opened or read; the message names `what` ("traces file") and path.
 std::string read_text_file(const std::string& path, std::string_view what = "file");
 
 }  // namespace kvsteer

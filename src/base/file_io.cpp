@@ -108,12 +108,43 @@ void write_file_atomic(const std::string& path, std::string_view text) {
   file.commit();
 }
 
+namespace {
+
+// The type of what path names, following links; not_found when nothing is there.
+std::filesystem::file_type kind_of(const std::string& path, const std::string& named) {
+  std::error_code ec;
+  const auto type = std::filesystem::status(path, ec).type();
+  if (type == std::filesystem::file_type::none) {
+    throw Error(ErrorCode::Io, "cannot look at " + named + ": " + ec.message());
+  }
+  return type;
+}
+
+}  // namespace
+
+void require_file(const std::string& path, std::string_view what, std::string_view hint) {
+  const std::string named = std::string(what) + " '" + path + "'";
+  const auto type = kind_of(path, named);
+  if (type == std::filesystem::file_type::not_found) {
+    throw Error(ErrorCode::NotFound, named + " does not exist" + std::string(hint));
+  }
+  if (type == std::filesystem::file_type::directory) {
+    throw Error(ErrorCode::InvalidArgument, named + " is a directory, not a file");
+  }
+}
+
+void require_regular_file(const std::string& path, std::string_view what) {
+  require_file(path, what);
+  const std::string named = std::string(what) + " '" + path + "'";
+  if (kind_of(path, named) != std::filesystem::file_type::regular) {
+    throw Error(ErrorCode::InvalidArgument,
+                named + " is not a regular file (a pipe, socket or device cannot be loaded)");
+  }
+}
+
 std::string read_text_file(const std::string& path, std::string_view what) {
   const std::string named = std::string(what) + " '" + path + "'";
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) {
-    throw Error(ErrorCode::NotFound, named + " does not exist");
-  }
+  require_file(path, what);
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw Error(ErrorCode::Io, "cannot open " + named);

@@ -12,6 +12,7 @@
 #include "ggml.h"
 #include "gguf.h"
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 
 namespace kvsteer {
 namespace {
@@ -208,10 +209,7 @@ void save_steering_vector(const std::string& path, const SteeringVector& vector)
 }
 
 SteeringVector load_steering_vector(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw Error(ErrorCode::NotFound, "steering vector file '" + path + "' does not exist");
-  }
+  require_regular_file(path, "steering vector file");
   // Metadata only (no_alloc): ggml would otherwise allocate the data section the header declares
   // before checking it against the file, and a few bytes claiming petabytes of tensors abort in
   // ggml_init (found by fuzz/fuzz_vector_file.cpp). The rows are read below, each checked
@@ -239,6 +237,7 @@ SteeringVector load_steering_vector(const std::string& path) {
   vec.k.resize(n_layer);
   vec.v.resize(n_layer);
   std::ifstream file(path, std::ios::binary);
+  std::error_code ec;
   const std::uintmax_t file_size = std::filesystem::file_size(path, ec);
   if (!file || ec) {
     throw Error(ErrorCode::Io, "cannot read steering vector file '" + path + "'");

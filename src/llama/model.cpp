@@ -1,10 +1,10 @@
 #include <cinttypes>
 #include <cstdio>
-#include <filesystem>
 #include <string>
 
 #include "base/fnv1a64.h"
 #include "kvsteer/error.h"
+#include "kvsteer/file_io.h"
 #include "kvsteer/llama_interop.h"
 #include "llama/log.h"
 #include "llama/model_impl.h"
@@ -166,10 +166,7 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::shared_ptr<const Model> load_model(const std::string& path, const ModelParams& params) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw Error(ErrorCode::NotFound, "model file '" + path + "' does not exist");
-  }
+  require_regular_file(path, "model file");
   auto mp = llama_model_default_params();
   mp.n_gpu_layers = params.n_gpu_layers;
   if (!params.use_mmap) {

@@ -152,6 +152,10 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
   const std::string p = "Once upon a time";
   const std::vector<std::pair<std::vector<std::string>, Refusal>> cases = {
       {{cli_, "generate", "-m", dir_.file("absent.gguf"), "-p", p}, {{}, 1, "does not exist"}},
+      {{cli_, "generate", "-m", dir_.path(), "-p", p}, {{}, 2, "is a directory, not a file"}},
+      {base("generate"),
+       {{"--raw", "-p", p, "--steer", dir_.path()}, 2, "is a directory, not a file"}},
+      {base("bench"), {{"--contexts", "0"}, 2, "--contexts"}},
       {{cli_, "generate", "-m", dir_.file("corrupt.gguf"), "-p", p}, {{}, 1, "cannot load model"}},
       {base("generate"),
        {{"--raw", "-p", p, "--steer", dir_.file("corrupt.gguf")}, 1, "not a GGUF"}},
@@ -170,6 +174,8 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
       {base("kv-dump"), {{"--raw", "-p", p, "--pos", "99"}, 2, "outside the prompt"}},
       {base("extract"),
        {{"--traces", dir_.file("absent.jsonl"), "-o", dir_.file("x.gguf")}, 1, "does not exist"}},
+      {base("extract"),
+       {{"--traces", dir_.path(), "-o", dir_.file("x.gguf")}, 2, "is a directory, not a file"}},
       {base("extract"),
        {{"--traces", dir_.file("traces.jsonl"), "-N", "3", "-k", "3", "--chat-template", "chatml",
          "-o", dir_.file("x.gguf")},

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "base/durable.h"
@@ -48,6 +49,43 @@ TEST(FileIo, ErrorsNameTheFile) {
     EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
   }
   EXPECT_THROW(write_file_atomic("", "x"), Error);
+}
+
+// A folder opens as an empty stream: read as a file it would be a file without rows ("traces
+// file has no rows"), so every reader refuses it by name first.
+TEST(FileIo, AFolderIsRefusedAsAFileAndAMissingPathIsNotFound) {
+  test::TempDir dir;
+  const auto code_and_message = [](const auto& call) -> std::pair<ErrorCode, std::string> {
+    try {
+      call();
+    } catch (const Error& e) {
+      return {e.code(), e.what()};
+    }
+    return {ErrorCode::Cancelled, "no error"};
+  };
+  const std::string folder = dir.path();
+  for (const auto& [code, message] :
+       {code_and_message([&] { (void)read_text_file(folder, "traces file"); }),
+        code_and_message([&] { require_file(folder, "traces file"); }),
+        code_and_message([&] { require_regular_file(folder, "traces file"); })}) {
+    EXPECT_EQ(code, ErrorCode::InvalidArgument) << message;
+    EXPECT_EQ(message, "traces file '" + folder + "' is a directory, not a file");
+  }
+  const std::string missing = dir.file("absent.jsonl");
+  const auto [code, message] =
+      code_and_message([&] { require_file(missing, "arc file", "; hint: --data"); });
+  EXPECT_EQ(code, ErrorCode::NotFound);
+  EXPECT_EQ(message, "arc file '" + missing + "' does not exist; hint: --data");
+
+  // A device reads as a file; loaders that need a regular file say why they refuse it.
+  EXPECT_EQ(read_text_file("/dev/null"), "");
+  const auto device = code_and_message([&] { require_regular_file("/dev/null", "model file"); });
+  EXPECT_EQ(device.first, ErrorCode::InvalidArgument);
+  EXPECT_NE(device.second.find("'/dev/null' is not a regular file"), std::string::npos)
+      << device.second;
+  const std::string path = dir.file("v.gguf");
+  write_file_atomic(path, "x");
+  EXPECT_NO_THROW(require_regular_file(path, "steering vector file"));
 }
 
 std::size_t files_in(const std::string& dir) {

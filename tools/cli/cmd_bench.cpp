@@ -193,7 +193,8 @@ void add_bench(CLI::App& app) {
   auto opts = std::make_shared<BenchOptions>();
   auto* sub = app.add_subcommand("bench", "measure edit cost and decode speed (JSON)");
   opts->model.add_to(*sub);
-  sub->add_option("--contexts", opts->contexts, "context lengths for the edit cost");
+  sub->add_option("--contexts", opts->contexts, "context lengths for the edit cost")
+      ->check(CLI::Range(1, 1 << 20));
   sub->add_option("--repeats", opts->repeats, "edits per measurement")
       ->check(CLI::Range(1, 100000));
   sub->add_option("--n-decode", opts->n_decode, "tokens decoded per speed measurement")
