@@ -288,6 +288,25 @@ def test_queue_bound_api_key_and_sigterm(cli, model, vectors, tmp_path):
             s.proc.kill()
 
 
+@pytest.mark.parametrize("flags, code, message", [
+    (["--api-key-file", "{tmp}/absent"], 1, "API key file '{tmp}/absent' does not exist"),
+    (["--api-key-file", "{tmp}"], 2, "API key file '{tmp}' is a directory, not a file"),
+    (["--api-key-file", "{tmp}/empty"], 2, "API key file '{tmp}/empty' is empty"),
+    (["--vector", "v={tmp}"], 2, "steering vector file '{tmp}' is a directory, not a file"),
+    (["--chat-template", "no-such-template"], 1, "chat template is not one libllama can render"),
+])
+def test_bad_start_flags_are_refused_before_serving(cli, model, tmp_path, flags, code, message):
+    """A server that would fail every request (a template it cannot render) or cannot start as
+    asked exits at once with one line naming the flag's file or value, and never listens."""
+    (tmp_path / "empty").write_text("\n")
+    args = [str(cli), "serve", "-m", str(model), "-t", "1", "--port", "0"]
+    args += [f.format(tmp=tmp_path) for f in flags]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert r.returncode == code, r.stderr
+    assert r.stderr.startswith(f"kvsteer: error: {message.format(tmp=tmp_path)}"), r.stderr
+    assert r.stderr.count("\n") == 1 and "listening" not in r.stderr, r.stderr
+
+
 def test_a_model_that_emits_bytes_that_are_not_utf8_is_answered(cli, tmp_path):
     """A random model with a byte-fallback vocabulary (the tiny-model fixture) emits bytes that
     are no UTF-8 within a few tokens: both forms answer, invalid bytes become U+FFFD, the stream

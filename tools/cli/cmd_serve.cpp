@@ -45,13 +45,20 @@ void run(ServeOptions& o) {
     vectors = server::load_vectors(o.vectors, o.vectors_dir, session);
   }
   if (!o.api_key_file.empty()) {
-    std::string key = read_text_file(o.api_key_file);
+    std::string key = read_text_file(o.api_key_file, "API key file");
     while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
-    if (key.empty()) throw Error(ErrorCode::InvalidArgument, o.api_key_file + " is empty");
+    if (key.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "API key file '" + o.api_key_file + "' is empty");
+    }
     o.server.api_key = key;
   }
   o.server.prompt_family = eval::resolve_prompt_family(o.prompt_family, o.chat_template, *model);
   o.server.chat_template = o.chat_template;
+  if (!o.server.prompt_family && !o.chat_template.empty()) {
+    // A template libllama cannot render is refused at start, not on every chat request.
+    const ChatMessage probe{"user", "Hello"};
+    (void)model->apply_chat_template({&probe, 1}, true, o.chat_template);
+  }
   o.server.shutdown_grace = std::chrono::milliseconds(static_cast<std::int64_t>(o.grace_s * 1e3));
 
   const std::size_t n_vectors = vectors.size();
