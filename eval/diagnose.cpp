@@ -134,6 +134,7 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
     throw Error(ErrorCode::InvalidArgument, "kvsteer diagnose runs --method cache or cache+cot");
   }
   if (d.n_follow < 1) throw Error(ErrorCode::InvalidArgument, "--follow must be >= 1");
+  check_run_options(o, *model);
   for (float scale : d.scales) {
     if (!std::isfinite(scale))
       throw Error(ErrorCode::InvalidArgument, "--scales holds a non-finite value");

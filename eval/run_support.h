@@ -402,4 +402,10 @@ ItemResult as_journalled(const ItemResult& r);
 
 std::int32_t resolve_caa_layer(std::int32_t layer, const Model& model);
 
+// Refuses, before a run writes anything or extracts for an hour, what would fail or silently do
+// nothing later: --n-predict < 1, cache-steering layers the model lacks (check_layers), CAA blocks
+// outside 1..n_layer-1, and for a run that extracts its vector (no --vector; CAA), a missing
+// traces file, n_pairs 0, shots >= n_pairs or a traces file of fewer rows.
+void check_run_options(const EvalOptions& o, const Model& model);
+
 }  // namespace kvsteer::eval

@@ -30,7 +30,7 @@ namespace fs = std::filesystem;
 
 ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptions& o) {
   if (o.out_dir.empty()) throw Error(ErrorCode::InvalidArgument, "--out is required");
-  if (o.n_parallel < 1) throw Error(ErrorCode::InvalidArgument, "--parallel must be >= 1");
+  check_run_options(o, *model);
   const auto start = std::chrono::steady_clock::now();
   Evaluator ev(model, o);
   // A vector file of another model is refused before anything is written.

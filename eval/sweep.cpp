@@ -169,6 +169,20 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
     throw Error(ErrorCode::InvalidArgument,
                 "the sweep grid is empty: give at least one value of every grid flag");
   }
+  // Every setting is checked before the journal is opened or a vector extracted.
+  for (const auto& g : grid) {
+    EvalOptions one = o;
+    if (o.method == Method::Caa) {
+      one.caa.layer_first = g.at("layer").get<std::int32_t>();
+      one.caa.layer_last = -1;
+    } else {
+      one.steering.coef_k = g.at("c_k").get<float>();
+      one.steering.coef_v = g.at("c_v").get<float>();
+      one.steering.layers_k = LayerSelection::parse(g.at("layers").get<std::string>());
+      one.steering.layers_v = one.steering.layers_k;
+    }
+    check_run_options(one, *model);
+  }
   const ordered_json config = config_json(o, *model);
   if (!so.out.empty()) {
     if (const auto parent = fs::path(so.out).parent_path(); !parent.empty()) {

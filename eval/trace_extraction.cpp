@@ -10,23 +10,38 @@
 
 namespace kvsteer::eval {
 
+namespace {
+
+void check_counts(const std::string& path, std::size_t n_rows, std::size_t n_pairs,
+                  std::size_t shots) {
+  if (n_rows < n_pairs) {
+    throw Error(ErrorCode::InvalidArgument,
+                "traces file '" + path + "' has " + std::to_string(n_rows) +
+                    " rows, fewer than n_pairs " + std::to_string(n_pairs));
+  }
+  if (shots >= n_pairs) {
+    throw Error(ErrorCode::InvalidArgument,
+                "shots " + std::to_string(shots) + " needs more than that many pairs (n_pairs " +
+                    std::to_string(n_pairs) + "): the examples are other rows");
+  }
+}
+
+}  // namespace
+
+void check_pairs_from_traces(const std::string& path, TaskFormat format, std::size_t n_pairs,
+                             std::size_t shots) {
+  if (n_pairs == 0) throw Error(ErrorCode::InvalidArgument, "n_pairs must be >= 1");
+  check_counts(path, load_traces(path, format).rows.size(), n_pairs, shots);
+}
+
 PairsFromTraces contrastive_pairs_from_traces(const Model& model, const std::string& path,
                                               TaskFormat format, std::size_t n_pairs,
                                               std::size_t shots, const std::string& fewshot_map,
                                               const ContrastiveOptions& options) {
   if (n_pairs == 0) throw Error(ErrorCode::InvalidArgument, "n_pairs must be >= 1");
   Traces traces = load_traces(path, format);
-  if (traces.rows.size() < n_pairs) {
-    throw Error(ErrorCode::InvalidArgument,
-                "traces file '" + path + "' has " + std::to_string(traces.rows.size()) +
-                    " rows, fewer than n_pairs " + std::to_string(n_pairs));
-  }
+  check_counts(path, traces.rows.size(), n_pairs, shots);
   traces.rows.resize(n_pairs);  // the first N rows in file order (method.md §1.2)
-  if (shots >= n_pairs) {
-    throw Error(ErrorCode::InvalidArgument,
-                "shots " + std::to_string(shots) + " needs more than that many pairs (n_pairs " +
-                    std::to_string(n_pairs) + "): the examples are other rows");
-  }
   const NeighbourMap neighbours = fewshot_map.empty()
                                       ? lexical_neighbours(traces.rows, shots)
                                       : neighbours_from_map_file(fewshot_map, traces.rows, shots);

@@ -46,6 +46,12 @@ PairsFromTraces contrastive_pairs_from_traces(const Model& model, const std::str
                                               std::size_t shots, const std::string& fewshot_map,
                                               const ContrastiveOptions& options);
 
+// What contrastive_pairs_from_traces refuses about the counts (n_pairs 0, fewer rows than n_pairs,
+// shots that leave no row to pair with) and the traces file itself, without rendering a prompt:
+// a run checks it before it writes anything or decodes for an hour.
+void check_pairs_from_traces(const std::string& path, TaskFormat format, std::size_t n_pairs,
+                             std::size_t shots);
+
 struct ContrastiveSet {
   std::vector<ContrastivePair> pairs;
   std::string traces_sha256;

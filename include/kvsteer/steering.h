@@ -67,9 +67,16 @@ struct SteeringParams {
   std::optional<Token> offset_token;
 };
 
+// Throws Error(InvalidArgument) when a layer selection lists a layer a model of n_layer layers
+// does not have, or, with a non-zero coefficient, selects none of its layers ("9-" on a 5-layer
+// model, "1-" on a 1-layer one): that edit would silently do nothing. "none" selects nothing on
+// purpose. Checked before hours of extraction; steering_delta checks it against the vector.
+void check_layers(const SteeringParams& params, std::int32_t n_layer);
+
 // The delta c_k*S_k[l], c_v*S_v[l] over the selected layers. Throws Error(InvalidArgument) for
-// non-finite coefficients, a layer beyond the vector's n_layer, a selected row of the vector that
-// holds a NaN or infinite value, or a product that overflows float; the message names the layer.
+// non-finite coefficients, a layer selection check_layers refuses for the vector's n_layer, a
+// selected row of the vector that holds a NaN or infinite value, or a product that overflows
+// float; the message names the layer.
 // Whether the edited cell fits the cache type is checked by Session::add_to_cell.
 CellDelta steering_delta(const SteeringVector& vector, const SteeringParams& params);
 

@@ -3,8 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <sstream>
+#include <string>
+#include <tuple>
 
 #include "kvsteer/error.h"
 
@@ -123,6 +126,26 @@ std::string LayerSelection::to_string() const {
   return out;
 }
 
+void check_layers(const SteeringParams& params, std::int32_t n_layer) {
+  const std::string layers =
+      std::to_string(n_layer) + " layers (0.." + std::to_string(n_layer - 1) + ")";
+  for (const auto& [sel, coef, half] : {std::tuple{&params.layers_k, params.coef_k, "K"},
+                                        std::tuple{&params.layers_v, params.coef_v, "V"}}) {
+    for (auto il : sel->layers) {
+      if (il >= n_layer) {
+        throw Error(ErrorCode::InvalidArgument,
+                    "layer " + std::to_string(il) + " does not exist: the model has " + layers);
+      }
+    }
+    const bool none_on_purpose = sel->layers.empty() && sel->min_layer == INT32_MAX;
+    if (coef != 0.0f && sel->layers.empty() && sel->min_layer >= n_layer && !none_on_purpose) {
+      throw Error(ErrorCode::InvalidArgument, std::string("the ") + half + " layer selection '" +
+                                                  sel->to_string() +
+                                                  "' selects no layer: the model has " + layers);
+    }
+  }
+}
+
 CellDelta steering_delta(const SteeringVector& vector, const SteeringParams& params) {
   if (!std::isfinite(params.coef_k) || !std::isfinite(params.coef_v)) {
     throw Error(ErrorCode::InvalidArgument,
@@ -130,16 +153,7 @@ CellDelta steering_delta(const SteeringVector& vector, const SteeringParams& par
                     ", c_v = " + std::to_string(params.coef_v));
   }
   const auto n_layer = static_cast<std::int32_t>(vector.k.size());
-  for (const auto* sel : {&params.layers_k, &params.layers_v}) {
-    for (auto il : sel->layers) {
-      if (il >= n_layer) {
-        throw Error(ErrorCode::InvalidArgument, "layer " + std::to_string(il) +
-                                                    " does not exist: the vector has " +
-                                                    std::to_string(n_layer) + " layers (0.." +
-                                                    std::to_string(n_layer - 1) + ")");
-      }
-    }
-  }
+  check_layers(params, n_layer);
   CellDelta delta;
   delta.k.resize(vector.k.size());
   delta.v.resize(vector.v.size());

@@ -84,6 +84,41 @@ TEST(SteeringDelta, RejectsNonFiniteCoefficientsAndUnknownLayers) {
   }
 }
 
+// A selection that steers no layer of the model would make the edit a silent no-op.
+TEST(SteeringDelta, RefusesASelectionThatSelectsNoLayerOnlyWhenItsCoefficientActs) {
+  const auto vec = small_vector(3, 2);
+  const auto message = [&](const SteeringParams& p) -> std::string {
+    try {
+      (void)steering_delta(vec, p);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+      return e.what();
+    }
+    return "";
+  };
+  SteeringParams p;
+  p.coef_v = 2.0f;
+  p.layers_v = LayerSelection::parse("3-");
+  EXPECT_EQ(message(p),
+            "the V layer selection '3-' selects no layer: the model has 3 layers (0..2)");
+  p.coef_v = 0.0f;  // nothing to apply: nothing to refuse
+  EXPECT_EQ(message(p), "");
+  p.coef_v = 2.0f;
+  p.layers_v = LayerSelection::parse("none");  // nothing, on purpose
+  EXPECT_EQ(message(p), "");
+  p.layers_v = LayerSelection::parse("2-");
+  p.coef_k = 1.0f;
+  p.layers_k = LayerSelection::parse("5-");
+  EXPECT_EQ(message(p),
+            "the K layer selection '5-' selects no layer: the model has 3 layers (0..2)");
+  // The same check without a vector, as a run makes it before extracting one.
+  EXPECT_THROW(check_layers(p, 3), Error);
+  EXPECT_NO_THROW(check_layers(p, 6));
+  const auto one_layer = small_vector(1, 2);
+  SteeringParams defaults;  // layers >= 1 on a one-layer model: no layer
+  EXPECT_THROW((void)steering_delta(one_layer, defaults), Error);
+}
+
 TEST(ModelFingerprint, MismatchNamesTheField) {
   ModelFingerprint a;
   a.arch = "llama";

@@ -671,6 +671,8 @@ TEST_F(EvalRunner, StoppedActivationExtractionGoesOnFromItsCheckpoint) {
   EXPECT_EQ(read_text_file(only_file(out.file("damaged"), ".json"), "directions"), whole);
 }
 
+// Refused before anything is written: a failed run leaves no folder whose configuration would
+// refuse the corrected run, and nothing is extracted for an hour before a bad flag is noticed.
 TEST_F(EvalRunner, BadInputsAreRefusedWithClearErrors) {
   test::TempDir out;
   auto expect_error = [&](eval::EvalOptions o, const std::string& needle) {
@@ -681,6 +683,7 @@ TEST_F(EvalRunner, BadInputsAreRefusedWithClearErrors) {
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
+    EXPECT_FALSE(std::filesystem::exists(out.file("bad"))) << needle << ": a folder was written";
     std::filesystem::remove_all(out.file("bad"));
   };
   auto o = options("fewshot");
@@ -705,7 +708,44 @@ TEST_F(EvalRunner, BadInputsAreRefusedWithClearErrors) {
   o = options("caa");
   o.caa = {0, -1, 1.0f};
   expect_error(o, "layer 0");
+  o = options("caa");
+  o.caa = {6, -1, 1.0f};  // the organism has blocks 0..5
+  expect_error(o, "1 <= first <= last < 6");
+  o = options("cache");
+  o.generation.n_predict = 0;
+  expect_error(o, "--n-predict must be >= 1");
+  o = options("cache");
+  o.steering.layers_v = LayerSelection::parse("6-");
+  expect_error(o, "the V layer selection '6-' selects no layer: the model has 6 layers");
+  o = options("cache");
+  o.steering.layers_v = LayerSelection::parse("2,7");
+  expect_error(o, "layer 7 does not exist");
+  o = options("cache");
+  o.n_pairs = 61;  // the traces file has 60 rows
+  expect_error(o, "60 rows, fewer than n_pairs 61");
+  o = options("cache+cot");
+  o.n_pairs = 0;
+  expect_error(o, "n_pairs must be >= 1");
   EXPECT_THROW(eval::parse_method("steer"), Error);
+
+  // A sweep checks every setting of its grid before it opens its journal.
+  eval::SweepOptions so;
+  so.base = options("cache");
+  so.coef_v = {1.0f, 2.0f};
+  so.layers = {"1-", "9-"};
+  so.out = out.file("sweep.json");
+  try {
+    eval::run_sweep(model_, so);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'9-' selects no layer"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(so.out + ".items.jsonl"));
+  so.base = options("caa");
+  so.caa_layers = {2, 0};
+  so.caa_coefs = {1.0f};
+  EXPECT_THROW(eval::run_sweep(model_, so), Error);
+  EXPECT_FALSE(std::filesystem::exists(so.out + ".items.jsonl"));
 }
 
 TEST(EvalScoring, WilsonIntervalAndReasoningSteps) {
