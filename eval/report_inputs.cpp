@@ -228,7 +228,7 @@ Sweep parse_sweep(const json& root, const std::string& file) {
 
 json parse_json(const std::string& path) {
   try {
-    return json::parse(read_text_file(path));
+    return json::parse(read_text_file(path, "report input"));
   } catch (const json::parse_error& e) {
     std::string what = e.what();
     // Drop nlohmann's "[json.exception.parse_error.101] " tag; keep position and reason.

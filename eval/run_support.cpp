@@ -371,7 +371,7 @@ void write_json_file(const std::string& path, const ordered_json& j) {
 std::map<std::size_t, ItemResult> load_done(const std::string& path) {
   std::map<std::size_t, ItemResult> done;
   if (!fs::exists(path)) return done;
-  const std::string text = read_text_file(path);
+  const std::string text = read_text_file(path, "run answers");
   std::size_t good_end = 0, start = 0, line_no = 0;
   while (start < text.size()) {
     const std::size_t nl = text.find('\n', start);
