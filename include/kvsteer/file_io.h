@@ -24,6 +24,11 @@ void require_file(const std::string& path, std::string_view what, std::string_vi
 // map the file or read it twice (models, steering vectors) need one.
 void require_regular_file(const std::string& path, std::string_view what);
 
+// Checks, before hours of work, that a file can be written at path: throws
+// Error(InvalidArgument) when path is empty or names a directory, and Error(NotFound) when the
+// folder it would go in does not exist; the message names `what` ("steering vector file").
+void require_output_file(const std::string& path, std::string_view what);
+
 // The whole file as bytes. Throws as require_file when path is missing or a directory, and
 // Error(Io) when it cannot be opened or read; the message names `what` ("traces file") and path.
 std::string read_text_file(const std::string& path, std::string_view what = "file");

@@ -142,6 +142,21 @@ void require_regular_file(const std::string& path, std::string_view what) {
   }
 }
 
+void require_output_file(const std::string& path, std::string_view what) {
+  if (path.empty()) {
+    throw Error(ErrorCode::InvalidArgument, std::string(what) + " path is empty");
+  }
+  const std::string named = std::string(what) + " '" + path + "'";
+  if (kind_of(path, named) == std::filesystem::file_type::directory) {
+    throw Error(ErrorCode::InvalidArgument, named + " is a directory, not a file");
+  }
+  std::string folder = std::filesystem::path(path).parent_path().string();
+  if (folder.empty()) folder = ".";
+  if (kind_of(folder, named) != std::filesystem::file_type::directory) {
+    throw Error(ErrorCode::NotFound, named + ": its folder '" + folder + "' does not exist");
+  }
+}
+
 std::string read_text_file(const std::string& path, std::string_view what) {
   const std::string named = std::string(what) + " '" + path + "'";
   require_file(path, what);

@@ -1,6 +1,7 @@
 // Steering-vector files as GGUF (docs/vector-format.md), through ggml's gguf API.
 #include "kvsteer/vector_file.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -191,8 +192,10 @@ void save_steering_vector(const std::string& path, const SteeringVector& vector)
   const std::string tmp = detail::temporary_path_beside(path);
   std::error_code ec;
   if (!gguf_write_to_file(g.get(), tmp.c_str(), false)) {
+    const int err = errno;
     std::filesystem::remove(tmp, ec);
-    throw Error(ErrorCode::Io, "cannot write steering vector file '" + path + "'");
+    throw Error(ErrorCode::Io, "cannot write steering vector file '" + path +
+                                   "': " + (err != 0 ? std::strerror(err) : "the write failed"));
   }
   try {
     detail::sync_file(tmp, path);
@@ -202,8 +205,9 @@ void save_steering_vector(const std::string& path, const SteeringVector& vector)
   }
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
+    const std::string reason = ec.message();  // before remove() overwrites ec
     std::filesystem::remove(tmp, ec);
-    throw Error(ErrorCode::Io, "cannot write steering vector file '" + path + "': " + ec.message());
+    throw Error(ErrorCode::Io, "cannot write steering vector file '" + path + "': " + reason);
   }
   detail::sync_parent_folder(path);
 }

@@ -86,6 +86,21 @@ TEST(FileIo, AFolderIsRefusedAsAFileAndAMissingPathIsNotFound) {
   const std::string path = dir.file("v.gguf");
   write_file_atomic(path, "x");
   EXPECT_NO_THROW(require_regular_file(path, "steering vector file"));
+
+  // Outputs: a folder, a missing folder and an empty path are refused; a new or an existing
+  // file in an existing folder is not.
+  const auto folder_out = code_and_message([&] { require_output_file(folder, "output file"); });
+  EXPECT_EQ(folder_out.first, ErrorCode::InvalidArgument);
+  EXPECT_EQ(folder_out.second, "output file '" + folder + "' is a directory, not a file");
+  const auto nowhere =
+      code_and_message([&] { require_output_file(dir.file("a/b.gguf"), "output file"); });
+  EXPECT_EQ(nowhere.first, ErrorCode::NotFound);
+  EXPECT_EQ(nowhere.second, "output file '" + dir.file("a/b.gguf") + "': its folder '" +
+                                dir.file("a") + "' does not exist");
+  EXPECT_THROW(require_output_file("", "output file"), Error);
+  EXPECT_NO_THROW(require_output_file(path, "output file"));
+  EXPECT_NO_THROW(require_output_file(dir.file("new.gguf"), "output file"));
+  EXPECT_NO_THROW(require_output_file("relative-new.gguf", "output file"));
 }
 
 std::size_t files_in(const std::string& dir) {

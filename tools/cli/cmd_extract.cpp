@@ -1,10 +1,12 @@
 // kvsteer extract: contrastive pairs from a traces file -> steering vector file.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
 
 #include "common.h"
 #include "eval/trace_extraction.h"
+#include "kvsteer/file_io.h"
 #include "progress.h"
 
 namespace kvsteer::cli {
@@ -36,6 +38,15 @@ void run(ExtractOptions o) {
                 std::to_string(o.positions.size()) + " --position values need as many -o files, " +
                     "one each (got " + std::to_string(o.outs.size()) + ")");
   }
+  for (std::size_t i = 0; i < o.outs.size(); ++i) {
+    require_output_file(o.outs[i], "output vector file");
+    if (std::find(o.outs.begin(), o.outs.begin() + static_cast<std::ptrdiff_t>(i), o.outs[i]) !=
+        o.outs.begin() + static_cast<std::ptrdiff_t>(i)) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "-o " + o.outs[i] + " is given twice: each --position needs its own file");
+    }
+  }
+  if (!o.no_checkpoint && !o.checkpoint.empty()) require_output_file(o.checkpoint, "--checkpoint");
   auto model = o.model.load();
   const eval::ContrastiveSet set = eval::contrastive_set(*model, o.x);
   const SessionParams sparams =
@@ -106,8 +117,9 @@ void add_extract(CLI::App& app) {
   sub->add_option("--cot-prefix", opts->x.cot_prefix,
                   "text appended after the generation prompt (cache steering + CoT variant)");
   sub->add_option("--position", opts->positions,
-                  "cell to read, from the end (-1 = last token, the default); repeat it to write "
-                  "one vector per position from the same prompts, each to its own -o file");
+                  "cell to read: negative counts from the prompt's end (-1 = last token, the "
+                  "default), 0 or more is a position from its start; repeat it to write one "
+                  "vector per position from the same prompts, each to its own -o file");
   sub->add_option("--parallel,--np", opts->parallel, "prompts decoded together")
       ->check(CLI::Range(1u, 64u));
   sub->add_option("-o,--out", opts->outs, "output vector file (GGUF); one per --position")
