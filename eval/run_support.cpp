@@ -110,7 +110,7 @@ std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
     return std::move(*rows);
   }
   Session session = ev.make_session(1, true, longest_pair(pairs));
-  fs::create_directories(o.caa_cache_dir);
+  create_folder(o.caa_cache_dir, "--caa-cache folder");
   const auto say = [&](const std::string& text) {
     if (o.notice) o.notice(text);
   };
@@ -362,9 +362,25 @@ void stamp_result(ordered_json& out, std::chrono::steady_clock::time_point start
 // A result JSON (sweep, diagnosis), its folder created when missing.
 void write_json_file(const std::string& path, const ordered_json& j) {
   if (const auto parent = fs::path(path).parent_path(); !parent.empty()) {
-    fs::create_directories(parent);
+    create_folder(parent.string(), "output folder");
   }
   write_file_atomic(path, j.dump(2) + "\n");
+}
+
+void check_output_file(const std::string& path, const std::string& what) {
+  if (path.empty()) return;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    throw Error(ErrorCode::InvalidArgument, what + " '" + path + "' is a directory, not a file");
+  }
+  for (fs::path p = fs::path(path).parent_path(); !p.empty(); p = p.parent_path()) {
+    if (fs::is_directory(p, ec)) break;
+    if (fs::exists(p, ec)) {
+      throw Error(ErrorCode::InvalidArgument,
+                  what + " '" + path + "': '" + p.string() + "' is a file, not a folder");
+    }
+    if (p == p.parent_path()) break;
+  }
 }
 
 // Results already in items.jsonl; a torn last line (a kill mid-write) is cut off.
@@ -428,6 +444,7 @@ void check_run_options(const EvalOptions& o, const Model& model) {
                       "; llama.cpp cannot steer block 0)");
     }
   }
+  if (cache && !o.vector_path.empty()) require_regular_file(o.vector_path, "steering vector file");
   if ((cache && o.vector_path.empty()) || o.method == Method::Caa) {
     if (o.traces.empty()) {
       throw Error(ErrorCode::InvalidArgument, "--traces is required to extract a steering vector");

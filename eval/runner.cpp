@@ -41,7 +41,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
                   "steering vector " + o.vector_path + " was made for another model: " + m);
     }
   }
-  fs::create_directories(o.out_dir);
+  create_folder(o.out_dir, "output folder");
   const std::string config_path = o.out_dir + "/config.json";
   const std::string items_path = o.out_dir + "/items.jsonl";
   ordered_json config = config_json(o, *model);

@@ -169,6 +169,7 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
     throw Error(ErrorCode::InvalidArgument,
                 "the sweep grid is empty: give at least one value of every grid flag");
   }
+  check_output_file(so.out, "sweep output");
   // Every setting is checked before the journal is opened or a vector extracted.
   for (const auto& g : grid) {
     EvalOptions one = o;
@@ -186,7 +187,7 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
   const ordered_json config = config_json(o, *model);
   if (!so.out.empty()) {
     if (const auto parent = fs::path(so.out).parent_path(); !parent.empty()) {
-      fs::create_directories(parent);
+      create_folder(parent.string(), "sweep output's folder");
     }
   }
   SweepJournal journal(so.out.empty() ? "" : so.out + ".items.jsonl", config, grid);

@@ -29,6 +29,11 @@ void require_regular_file(const std::string& path, std::string_view what);
 // folder it would go in does not exist; the message names `what` ("steering vector file").
 void require_output_file(const std::string& path, std::string_view what);
 
+// Creates the folder path and its missing parents. Throws Error(InvalidArgument) when path or a
+// parent is a file, and Error(Io) with the system's reason otherwise; `what` names it
+// ("output folder").
+void create_folder(const std::string& path, std::string_view what);
+
 // The whole file as bytes. Throws as require_file when path is missing or a directory, and
 // Error(Io) when it cannot be opened or read; the message names `what` ("traces file") and path.
 std::string read_text_file(const std::string& path, std::string_view what = "file");

@@ -157,6 +157,22 @@ void require_output_file(const std::string& path, std::string_view what) {
   }
 }
 
+void create_folder(const std::string& path, std::string_view what) {
+  const std::string named = std::string(what) + " '" + path + "'";
+  for (std::filesystem::path p(path); !p.empty(); p = p.parent_path()) {
+    const auto type = kind_of(p.string(), named);
+    if (type == std::filesystem::file_type::directory) break;
+    if (type != std::filesystem::file_type::not_found) {
+      throw Error(ErrorCode::InvalidArgument,
+                  named + ": '" + p.string() + "' is a file, not a folder");
+    }
+    if (p == p.parent_path()) break;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) throw Error(ErrorCode::Io, "cannot create " + named + ": " + ec.message());
+}
+
 std::string read_text_file(const std::string& path, std::string_view what) {
   const std::string named = std::string(what) + " '" + path + "'";
   require_file(path, what);

@@ -101,6 +101,15 @@ TEST(FileIo, AFolderIsRefusedAsAFileAndAMissingPathIsNotFound) {
   EXPECT_NO_THROW(require_output_file(path, "output file"));
   EXPECT_NO_THROW(require_output_file(dir.file("new.gguf"), "output file"));
   EXPECT_NO_THROW(require_output_file("relative-new.gguf", "output file"));
+
+  // Folders: made with their parents, an existing one is fine, one under a file is refused.
+  create_folder(dir.file("x/y/z"), "output folder");
+  EXPECT_TRUE(std::filesystem::is_directory(dir.file("x/y/z")));
+  EXPECT_NO_THROW(create_folder(dir.file("x/y"), "output folder"));
+  const auto under_file = code_and_message([&] { create_folder(path + "/sub", "output folder"); });
+  EXPECT_EQ(under_file.first, ErrorCode::InvalidArgument);
+  EXPECT_EQ(under_file.second,
+            "output folder '" + path + "/sub': '" + path + "' is a file, not a folder");
 }
 
 std::size_t files_in(const std::string& dir) {

@@ -78,10 +78,12 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o, bool required = true) {
                  "CAA: folder where extracted directions are kept and found again (one file per "
                  "model, engine and pair set), so that a sweep and the run after it extract "
                  "once; an extraction stopped midway goes on from its checkpoint there");
-  cmd.add_option("--n-predict", r.n_predict, "New tokens at most")->capture_default_str();
+  cmd.add_option("-n,--n-predict", r.n_predict, "New tokens at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1048576));
   cmd.add_option("--temp", r.temperature, "Sampling temperature (0: greedy)")
       ->capture_default_str();
-  cmd.add_option("--seed", r.seed, "Sampling seed")->capture_default_str();
+  cmd.add_option("-s,--seed", r.seed, "Sampling seed")->capture_default_str();
   cmd.add_option("--parallel,--np", r.parallel, "Sequences decoded together")
       ->capture_default_str()
       ->check(CLI::Range(1u, 512u));

@@ -727,6 +727,16 @@ TEST_F(EvalRunner, BadInputsAreRefusedWithClearErrors) {
   o.n_pairs = 0;
   expect_error(o, "n_pairs must be >= 1");
   EXPECT_THROW(eval::parse_method("steer"), Error);
+  test::write_file(out.file("a-file"), "x");
+  o = options("baseline");
+  o.out_dir = out.file("a-file/run");
+  try {
+    eval::run_eval(model_, o);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "output folder '" + o.out_dir + "': '" + out.file("a-file") +
+                                         "' is a file, not a folder");
+  }
 
   // A sweep checks every setting of its grid before it opens its journal.
   eval::SweepOptions so;
@@ -741,6 +751,16 @@ TEST_F(EvalRunner, BadInputsAreRefusedWithClearErrors) {
     EXPECT_NE(std::string(e.what()).find("'9-' selects no layer"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(std::filesystem::exists(so.out + ".items.jsonl"));
+  so.layers = {"1-"};
+  so.out = out.path();
+  try {
+    eval::run_sweep(model_, so);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "sweep output '" + out.path() + "' is a directory, not a file");
+  }
+  so.out = out.file("sweep.json");
   so.base = options("caa");
   so.caa_layers = {2, 0};
   so.caa_coefs = {1.0f};
