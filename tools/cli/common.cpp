@@ -54,8 +54,10 @@ SessionParams ModelOptions::session_params(const Model& m, std::uint32_t n_seq) 
 }
 
 void PromptOptions::add_to(CLI::App& app) {
-  app.add_option("-p,--prompt", prompt, "prompt text (the user turn, unless --raw)");
-  app.add_option("-f,--file", prompt_file, "read the prompt from a file")->check(CLI::ExistingFile);
+  auto* text = app.add_option("-p,--prompt", prompt, "prompt text (the user turn, unless --raw)");
+  app.add_option("-f,--file", prompt_file, "read the prompt from a file")
+      ->check(CLI::ExistingFile)
+      ->excludes(text);
   app.add_option("--system", system, "system message");
   app.add_option("--prompt-family", prompt_family,
                  "render with the reference template of a family: llama32, llama31, qwen2, "
@@ -84,11 +86,13 @@ std::vector<Token> PromptOptions::tokens(const Model& model) const {
 // c_v); --steer, --coef-k and --coef-v stay as aliases for scripts written before.
 void SteerOptions::add_to(CLI::App& app) {
   app.add_option("--vector,--steer", vector_file, "steering vector file (from kvsteer extract)");
-  app.add_option("--ck,--coef-k", coef_k, "c_k: scale of the key vector (paper default 0)");
-  app.add_option("--cv,--coef-v", coef_v, "c_v: scale of the value vector");
-  app.add_option("--layers", layers, "layers to steer: '1-' (>= 1, default), 'all', '3,5', '2-6'");
-  app.add_option("--layers-k", layers_k, "layers for keys (overrides --layers)");
-  app.add_option("--layers-v", layers_v, "layers for values (overrides --layers)");
+  vector_flags_ = {
+      app.add_option("--ck,--coef-k", coef_k, "c_k: scale of the key vector (paper default 0)"),
+      app.add_option("--cv,--coef-v", coef_v, "c_v: scale of the value vector"),
+      app.add_option("--layers", layers,
+                     "layers to steer: '1-' (>= 1, default), 'all', '3,5', '2-6'"),
+      app.add_option("--layers-k", layers_k, "layers for keys (overrides --layers)"),
+      app.add_option("--layers-v", layers_v, "layers for values (overrides --layers)")};
   app.add_option("--offset", offset,
                  "text whose first token is decoded after the edit (paper: \"\\n\"); 'none' "
                  "steers the second-last prompt token and decodes the last");
@@ -96,7 +100,15 @@ void SteerOptions::add_to(CLI::App& app) {
 }
 
 std::optional<SteeringVector> SteerOptions::load_vector() const {
-  if (vector_file.empty()) return std::nullopt;
+  if (vector_file.empty()) {
+    for (const CLI::Option* flag : vector_flags_) {
+      if (flag->count() > 0) {
+        throw Error(ErrorCode::InvalidArgument,
+                    flag->get_name() + " scales or places a steering vector: give --vector FILE");
+      }
+    }
+    return std::nullopt;
+  }
   return load_steering_vector(vector_file);
 }
 

@@ -56,8 +56,13 @@ struct SteerOptions {
   std::int32_t offset_id = -1;
 
   void add_to(CLI::App& app);
+  // The vector of --vector, or none. Throws Error(InvalidArgument) when a coefficient or layer
+  // flag was given without --vector: the command would run unsteered and look steered.
   std::optional<SteeringVector> load_vector() const;
   SteeringParams params(const Model& model) const;
+
+ private:
+  std::vector<const CLI::Option*> vector_flags_;  // --ck, --cv and the layer selections
 };
 
 // JSON object describing a fingerprint.
