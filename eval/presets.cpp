@@ -177,6 +177,21 @@ EvalOptions make_eval_options(const EvalRequest& c, const Model& model) {
   o.data = c.data;
   o.limit = c.limit;
   o.method = parse_method(c.method);
+  if (o.method != Method::Cache && o.method != Method::CacheCot) {
+    // Ignored, the run would be labelled by its method but look steered to whoever asked.
+    const char* given = c.c_k                     ? "c_k (--ck)"
+                        : c.c_v                   ? "c_v (--cv)"
+                        : c.layers                ? "layers (--layers)"
+                        : c.offset || c.offset_id ? "the offset token (--offset)"
+                        : !c.vector.empty()       ? "a steering vector (--vector)"
+                                                  : nullptr;
+    if (given != nullptr) {
+      throw Error(ErrorCode::InvalidArgument, std::string(given) +
+                                                  " applies to cache steering (method cache or "
+                                                  "cache+cot), not to method " +
+                                                  c.method);
+    }
+  }
   o.prompt.family = resolve_prompt_family(c.prompt_family, c.chat_template, model);
   o.prompt.chat_template = c.chat_template;
   o.traces = c.traces;

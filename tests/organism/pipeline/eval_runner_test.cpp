@@ -768,6 +768,47 @@ TEST_F(EvalRunner, BadInputsAreRefusedWithClearErrors) {
   EXPECT_FALSE(std::filesystem::exists(so.out + ".items.jsonl"));
 }
 
+// A cache-steering setting asked of another method would be ignored: the run would be labelled
+// by its method, yet its caller believes it steered.
+TEST_F(EvalRunner, CacheSteeringSettingsAskedOfAnotherMethodAreRefused) {
+  eval::EvalRequest r;
+  r.task = "organism-numeric";
+  r.data = dir_->file("test-numeric.jsonl");
+  r.model_name = "organism";
+  const auto refusal = [&](eval::EvalRequest req) -> std::string {
+    try {
+      (void)eval::make_eval_options(req, *model_);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+      return e.what();
+    }
+    return "";
+  };
+  for (const char* method : {"baseline", "cot", "fewshot", "caa"}) {
+    r.method = method;
+    EXPECT_EQ(refusal(r), "") << method;
+    auto with = r;
+    with.c_v = 4.0f;
+    EXPECT_EQ(refusal(with), std::string("c_v (--cv) applies to cache steering (method cache or "
+                                         "cache+cot), not to method ") +
+                                 method);
+    with = r;
+    with.vector = dir_->file("v.gguf");
+    EXPECT_NE(refusal(with).find("a steering vector (--vector) applies"), std::string::npos);
+    with = r;
+    with.offset = "none";
+    EXPECT_NE(refusal(with).find("the offset token (--offset) applies"), std::string::npos);
+  }
+  for (const char* method : {"cache", "cache+cot"}) {
+    r.method = method;
+    r.c_v = 4.0f;
+    r.c_k = 0.5f;
+    r.layers = "2-";
+    r.offset = "none";
+    EXPECT_EQ(refusal(r), "") << method;
+  }
+}
+
 TEST(EvalScoring, WilsonIntervalAndReasoningSteps) {
   const auto [lo, hi] = eval::wilson_interval(50, 100);
   EXPECT_NEAR(lo, 40.38, 0.01);
