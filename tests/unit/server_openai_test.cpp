@@ -93,6 +93,7 @@ TEST(ServerOpenAi, EveryRefusalNamesItsParameter) {
       {R"({"prompt": "x", "steering": {"vector": "v", "c_k": "1"}})", false, "c_k"},
       {R"({"prompt": "x", "steering": {"vector": "v", "layers": 3}})", false, "steering.layers"},
       {R"({"prompt": "x", "steering": {"vector": "v", "offset": 10}})", false, "steering.offset"},
+      {R"({"prompt": "x", "steering": {"vector": "v", "cv": 6}})", false, "steering.cv"},
   };
   for (const Case& c : cases) {
     const ApiError e = refusal(c.body, c.chat);

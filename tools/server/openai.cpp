@@ -1,6 +1,9 @@
 #include "openai.h"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <string_view>
 #include <utility>
 
 namespace kvsteer::server {
@@ -107,6 +110,18 @@ std::optional<SteeringSpec> parse_steering(const json& body, const Limits& limit
     throw bad("steering", "'steering' must be an object");
   }
   const json& s = *it;
+  // kvsteer's own object, unlike the body around it: a misspelt key ("cv") would steer with the
+  // default silently, so every key must be one of these.
+  static constexpr std::array<std::string_view, 7> kKeys = {
+      "vector", "c_k", "c_v", "layers", "layers_k", "layers_v", "offset"};
+  for (const auto& [key, value] : s.items()) {
+    if (std::find(kKeys.begin(), kKeys.end(), key) == kKeys.end()) {
+      throw bad("steering." + key,
+                "'steering." + key +
+                    "' is not a steering setting (vector, c_k, c_v, layers, layers_k, layers_v, "
+                    "offset)");
+    }
+  }
   SteeringSpec spec;
   spec.vector = text_field(s, "vector", "steering.vector");
   const double m = limits.max_abs_coef;
