@@ -135,7 +135,7 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
   }
   if (d.n_follow < 1) throw Error(ErrorCode::InvalidArgument, "--follow must be >= 1");
   check_run_options(o, *model);
-  check_output_file(d.out, "diagnosis output");
+  if (!d.out.empty()) require_creatable_file(d.out, "diagnosis output");
   for (float scale : d.scales) {
     if (!std::isfinite(scale))
       throw Error(ErrorCode::InvalidArgument, "--scales holds a non-finite value");

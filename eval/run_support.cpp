@@ -367,22 +367,6 @@ void write_json_file(const std::string& path, const ordered_json& j) {
   write_file_atomic(path, j.dump(2) + "\n");
 }
 
-void check_output_file(const std::string& path, const std::string& what) {
-  if (path.empty()) return;
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    throw Error(ErrorCode::InvalidArgument, what + " '" + path + "' is a directory, not a file");
-  }
-  for (fs::path p = fs::path(path).parent_path(); !p.empty(); p = p.parent_path()) {
-    if (fs::is_directory(p, ec)) break;
-    if (fs::exists(p, ec)) {
-      throw Error(ErrorCode::InvalidArgument,
-                  what + " '" + path + "': '" + p.string() + "' is a file, not a folder");
-    }
-    if (p == p.parent_path()) break;
-  }
-}
-
 // Results already in items.jsonl; a torn last line (a kill mid-write) is cut off.
 std::map<std::size_t, ItemResult> load_done(const std::string& path) {
   std::map<std::size_t, ItemResult> done;

@@ -408,9 +408,4 @@ std::int32_t resolve_caa_layer(std::int32_t layer, const Model& model);
 // traces file, n_pairs 0, shots >= n_pairs or a traces file of fewer rows.
 void check_run_options(const EvalOptions& o, const Model& model);
 
-// Refuses an output file path (a sweep's, a diagnosis's; "" = none) that is a directory or lies
-// under a file, before the work whose result it would hold; its missing folders are created when
-// it is written.
-void check_output_file(const std::string& path, const std::string& what);
-
 }  // namespace kvsteer::eval

@@ -169,7 +169,7 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
     throw Error(ErrorCode::InvalidArgument,
                 "the sweep grid is empty: give at least one value of every grid flag");
   }
-  check_output_file(so.out, "sweep output");
+  if (!so.out.empty()) require_creatable_file(so.out, "sweep output");
   // Every setting is checked before the journal is opened or a vector extracted.
   for (const auto& g : grid) {
     EvalOptions one = o;

@@ -29,6 +29,10 @@ void require_regular_file(const std::string& path, std::string_view what);
 // folder it would go in does not exist; the message names `what` ("steering vector file").
 void require_output_file(const std::string& path, std::string_view what);
 
+// As require_output_file, for a file whose missing folders are created when it is written: a
+// folder in the way is refused, and so is a file where one of its folders should be.
+void require_creatable_file(const std::string& path, std::string_view what);
+
 // Creates the folder path and its missing parents. Throws Error(InvalidArgument) when path or a
 // parent is a file, and Error(Io) with the system's reason otherwise; `what` names it
 // ("output folder").

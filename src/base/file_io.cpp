@@ -157,17 +157,36 @@ void require_output_file(const std::string& path, std::string_view what) {
   }
 }
 
-void create_folder(const std::string& path, std::string_view what) {
-  const std::string named = std::string(what) + " '" + path + "'";
-  for (std::filesystem::path p(path); !p.empty(); p = p.parent_path()) {
+namespace {
+
+// Throws when folder, or the nearest of its parents that exists, is not a folder: a file there
+// would make creating the folder fail with the system's less telling words.
+void refuse_file_in_place_of_folder(const std::filesystem::path& folder, const std::string& named) {
+  for (std::filesystem::path p = folder; !p.empty(); p = p.parent_path()) {
     const auto type = kind_of(p.string(), named);
-    if (type == std::filesystem::file_type::directory) break;
+    if (type == std::filesystem::file_type::directory) return;
     if (type != std::filesystem::file_type::not_found) {
       throw Error(ErrorCode::InvalidArgument,
                   named + ": '" + p.string() + "' is a file, not a folder");
     }
-    if (p == p.parent_path()) break;
+    if (p == p.parent_path()) return;
   }
+}
+
+}  // namespace
+
+void require_creatable_file(const std::string& path, std::string_view what) {
+  const std::string named = std::string(what) + " '" + path + "'";
+  if (path.empty()) throw Error(ErrorCode::InvalidArgument, std::string(what) + " path is empty");
+  if (kind_of(path, named) == std::filesystem::file_type::directory) {
+    throw Error(ErrorCode::InvalidArgument, named + " is a directory, not a file");
+  }
+  refuse_file_in_place_of_folder(std::filesystem::path(path).parent_path(), named);
+}
+
+void create_folder(const std::string& path, std::string_view what) {
+  const std::string named = std::string(what) + " '" + path + "'";
+  refuse_file_in_place_of_folder(path, named);
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec) throw Error(ErrorCode::Io, "cannot create " + named + ": " + ec.message());

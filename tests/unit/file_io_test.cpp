@@ -102,6 +102,14 @@ TEST(FileIo, AFolderIsRefusedAsAFileAndAMissingPathIsNotFound) {
   EXPECT_NO_THROW(require_output_file(dir.file("new.gguf"), "output file"));
   EXPECT_NO_THROW(require_output_file("relative-new.gguf", "output file"));
 
+  // A file whose folders are made when it is written: only what stands in the way is refused.
+  EXPECT_NO_THROW(require_creatable_file(dir.file("p/q/sweep.json"), "sweep output"));
+  EXPECT_EQ(code_and_message([&] { require_creatable_file(folder, "sweep output"); }).second,
+            "sweep output '" + folder + "' is a directory, not a file");
+  EXPECT_EQ(
+      code_and_message([&] { require_creatable_file(path + "/q/s.json", "sweep output"); }).second,
+      "sweep output '" + path + "/q/s.json': '" + path + "' is a file, not a folder");
+
   // Folders: made with their parents, an existing one is fine, one under a file is refused.
   create_folder(dir.file("x/y/z"), "output folder");
   EXPECT_TRUE(std::filesystem::is_directory(dir.file("x/y/z")));
