@@ -34,6 +34,18 @@ std::vector<Token> PromptArgs::tokens(const Model& model, nb::handle prompt) con
   return ids;
 }
 
+void SteerArgs::check_without_vector() const {
+  const char* given = coef_k != 0.0f         ? "c_k"
+                      : coef_v != 1.0f       ? "c_v"
+                      : layers != "1-"       ? "layers"
+                      : layers_k || layers_v ? "layers_k / layers_v"
+                                             : nullptr;
+  if (given != nullptr) {
+    throw Error(ErrorCode::InvalidArgument,
+                std::string(given) + " scales or places a steering vector: pass steer=");
+  }
+}
+
 SteeringParams SteerArgs::params(const Model& model) const {
   if (!std::isfinite(coef_k) || !std::isfinite(coef_v)) {
     throw Error(ErrorCode::InvalidArgument, "c_k and c_v must be finite numbers, got c_k " +

@@ -120,6 +120,9 @@ struct SteerArgs {
   std::optional<std::string> offset = std::string("\n");
   std::optional<Token> offset_id;
   SteeringParams params(const Model& model) const;
+  // Throws Error(InvalidArgument) when a coefficient or layer selection differs from its default
+  // although no vector is given: the call would run unsteered and look steered.
+  void check_without_vector() const;
 };
 
 // A vector argument: a kvsteer.SteeringVector, a path, or None.

@@ -148,6 +148,7 @@ void bind_generate(nb::module_& m) {
         }
         if (tokens.empty()) throw Error(ErrorCode::InvalidArgument, "no prompts");
         const VectorArg vector = vector_arg(steer);
+        if (!vector.get()) a.steer.check_without_vector();
         std::vector<PyGeneration> out =
             generate_all(model.model, tokens, vector.get(), a, std::move(progress));
         if (single) return nb::cast(std::move(out.front()));
@@ -188,8 +189,8 @@ stream (n_ctx / parallel cells each), where its cells lie as they would alone an
 long generations decode faster. progress: callable(done, total) or a tqdm bar, after
 each batch. The GIL is released while decoding; Ctrl-C raises KeyboardInterrupt.
 Raises InvalidArgumentError for bad values (non-finite c_k/c_v, bad layers,
-unknown tokens, a prompt longer than n_ctx) and FormatError for a vector of
-another model.)doc");
+c_k, c_v or layers other than their defaults without steer, unknown tokens, a
+prompt longer than n_ctx) and FormatError for a vector of another model.)doc");
 
   m.def(
       "kv_cell",
@@ -215,10 +216,13 @@ another model.)doc");
         const VectorArg vector = vector_arg(steer);
         std::optional<CellDelta> delta;
         Pos steer_at = -1;
+        const SteerArgs sa{c_k,          c_v,          layers,      std::nullopt,
+                           std::nullopt, std::nullopt, std::nullopt};
         if (vector.get() != nullptr) {
-          SteerArgs sa{c_k, c_v, layers, std::nullopt, std::nullopt, std::nullopt, std::nullopt};
           delta = steering_delta(*vector.get(), sa.params(mdl));
           steer_at = resolve(steer_pos, "steer_pos");
+        } else {
+          sa.check_without_vector();
         }
         SessionSettings args{n_ctx, 512, n_threads, type_k, type_v, flash_attn, "one-cell"};
         SessionParams sp = session_params(mdl, args, 1);

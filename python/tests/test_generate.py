@@ -129,5 +129,11 @@ def test_refusals(stories, stories_vector):
         kvsteer.generate(stories, PROMPT, raw=True, steer="/no/such/vector.gguf")
     with pytest.raises(TypeError):
         kvsteer.generate(stories, PROMPT, c_v="six")
+    # A coefficient or layer selection without a vector would run unsteered, looking steered.
+    for kw in (dict(c_v=6.0), dict(c_k=0.5), dict(layers="2-"), dict(layers_v="3")):
+        with pytest.raises(kvsteer.InvalidArgumentError, match="pass steer="):
+            kvsteer.generate(stories, PROMPT, raw=True, n_predict=2, **kw)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="c_v scales or places"):
+        kvsteer.kv_cell(stories, PROMPT, raw=True, c_v=4.0)
     with pytest.raises(kvsteer.InvalidArgumentError):
         kvsteer.kv_cell(stories, PROMPT, 100, raw=True)
