@@ -151,7 +151,9 @@ void require_output_file(const std::string& path, std::string_view what) {
     throw Error(ErrorCode::InvalidArgument, named + " is a directory, not a file");
   }
   std::string folder = std::filesystem::path(path).parent_path().string();
-  if (folder.empty()) folder = ".";
+  if (folder.empty()) {
+    folder = ".";
+  }
   if (kind_of(folder, named) != std::filesystem::file_type::directory) {
     throw Error(ErrorCode::NotFound, named + ": its folder '" + folder + "' does not exist");
   }
@@ -164,12 +166,16 @@ namespace {
 void refuse_file_in_place_of_folder(const std::filesystem::path& folder, const std::string& named) {
   for (std::filesystem::path p = folder; !p.empty(); p = p.parent_path()) {
     const auto type = kind_of(p.string(), named);
-    if (type == std::filesystem::file_type::directory) return;
+    if (type == std::filesystem::file_type::directory) {
+      return;
+    }
     if (type != std::filesystem::file_type::not_found) {
       throw Error(ErrorCode::InvalidArgument,
                   named + ": '" + p.string() + "' is a file, not a folder");
     }
-    if (p == p.parent_path()) return;
+    if (p == p.parent_path()) {
+      return;
+    }
   }
 }
 
@@ -177,7 +183,9 @@ void refuse_file_in_place_of_folder(const std::filesystem::path& folder, const s
 
 void require_creatable_file(const std::string& path, std::string_view what) {
   const std::string named = std::string(what) + " '" + path + "'";
-  if (path.empty()) throw Error(ErrorCode::InvalidArgument, std::string(what) + " path is empty");
+  if (path.empty()) {
+    throw Error(ErrorCode::InvalidArgument, std::string(what) + " path is empty");
+  }
   if (kind_of(path, named) == std::filesystem::file_type::directory) {
     throw Error(ErrorCode::InvalidArgument, named + " is a directory, not a file");
   }
@@ -189,7 +197,9 @@ void create_folder(const std::string& path, std::string_view what) {
   refuse_file_in_place_of_folder(path, named);
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
-  if (ec) throw Error(ErrorCode::Io, "cannot create " + named + ": " + ec.message());
+  if (ec) {
+    throw Error(ErrorCode::Io, "cannot create " + named + ": " + ec.message());
+  }
 }
 
 std::string read_text_file(const std::string& path, std::string_view what) {
