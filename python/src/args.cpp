@@ -60,10 +60,11 @@ SteeringParams SteerArgs::params(const Model& model) const {
   if (offset_id) {
     model.check_token(*offset_id);
     p.offset_token = *offset_id;
-  } else if (offset && !offset->empty()) {
+  } else if (offset) {
     const auto ids = model.tokenize(*offset, false, false);
     if (ids.empty()) {
-      throw Error(ErrorCode::InvalidArgument, "the offset text tokenizes to nothing");
+      throw Error(ErrorCode::InvalidArgument,
+                  "offset '" + *offset + "' has no token; offset=None decodes none");
     }
     p.offset_token = ids.front();
   }

@@ -133,6 +133,8 @@ def test_refusals(stories, stories_vector):
     for kw in (dict(c_v=6.0), dict(c_k=0.5), dict(layers="2-"), dict(layers_v="3")):
         with pytest.raises(kvsteer.InvalidArgumentError, match="pass steer="):
             kvsteer.generate(stories, PROMPT, raw=True, n_predict=2, **kw)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="offset=None decodes none"):
+        kvsteer.generate(stories, PROMPT, raw=True, n_predict=2, offset="")
     with pytest.raises(kvsteer.InvalidArgumentError, match="c_v scales or places"):
         kvsteer.kv_cell(stories, PROMPT, raw=True, c_v=4.0)
     with pytest.raises(kvsteer.InvalidArgumentError):

@@ -170,6 +170,7 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
       {base("generate"),
        {{"--raw", "-p", p, "--steer", dir_.file("v.gguf"), "--layers", "x"}, 2, "layer selection"}},
       {base("generate"), {{"--raw", "-p", p, "--cv", "4"}, 2, "--cv scales or places"}},
+      {base("generate"), {{"--raw", "-p", p, "--offset", ""}, 2, "--offset none decodes none"}},
       {base("kv-dump"), {{"--raw", "-p", p, "--layers-v", "2"}, 2, "give --vector FILE"}},
       {base("generate"),
        {{"--raw", "-p", p, "-f", dir_.file("traces.jsonl")}, 2, "--prompt excludes --file"}},

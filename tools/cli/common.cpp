@@ -125,10 +125,11 @@ SteeringParams SteerOptions::params(const Model& model) const {
   if (offset_id >= 0) {
     model.check_token(offset_id);
     p.offset_token = offset_id;
-  } else if (offset != "none" && !offset.empty()) {
+  } else if (offset != "none") {
     const auto ids = model.tokenize(offset, false, false);
     if (ids.empty()) {
-      throw Error(ErrorCode::InvalidArgument, "--offset text tokenizes to nothing");
+      throw Error(ErrorCode::InvalidArgument,
+                  "--offset '" + offset + "' has no token; --offset none decodes none");
     }
     p.offset_token = ids.front();
   }
