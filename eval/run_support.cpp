@@ -407,6 +407,20 @@ std::int32_t resolve_caa_layer(std::int32_t layer, const Model& model) {
   return layer >= 0 ? layer : std::max(1, model.fingerprint().n_layer / 2);
 }
 
+void check_caa_blocks(const CaaParams& caa, const Model& model) {
+  const std::int32_t n_layer = model.fingerprint().n_layer;
+  const std::int32_t first = resolve_caa_layer(caa.layer_first, model);
+  const std::int32_t last = caa.layer_last >= 0 ? caa.layer_last : first;
+  if (first < 1 || last < first || last >= n_layer) {
+    throw Error(ErrorCode::InvalidArgument,
+                "--caa-layer " + std::to_string(first) +
+                    (last != first ? ".." + std::to_string(last) : "") +
+                    ": activation steering needs blocks 1 <= first <= last < " +
+                    std::to_string(n_layer) + " (the model has " + std::to_string(n_layer) +
+                    "; llama.cpp cannot steer block 0)");
+  }
+}
+
 void check_run_options(const EvalOptions& o, const Model& model) {
   if (o.n_parallel < 1) throw Error(ErrorCode::InvalidArgument, "--parallel must be >= 1");
   if (o.generation.n_predict < 1) {
@@ -416,18 +430,7 @@ void check_run_options(const EvalOptions& o, const Model& model) {
   const std::int32_t n_layer = model.fingerprint().n_layer;
   const bool cache = o.method == Method::Cache || o.method == Method::CacheCot;
   if (cache) check_layers(o.steering, n_layer);
-  if (o.method == Method::Caa) {
-    const std::int32_t first = resolve_caa_layer(o.caa.layer_first, model);
-    const std::int32_t last = o.caa.layer_last >= 0 ? o.caa.layer_last : first;
-    if (first < 1 || last < first || last >= n_layer) {
-      throw Error(ErrorCode::InvalidArgument,
-                  "--caa-layer " + std::to_string(first) +
-                      (last != first ? ".." + std::to_string(last) : "") +
-                      ": activation steering needs blocks 1 <= first <= last < " +
-                      std::to_string(n_layer) + " (the model has " + std::to_string(n_layer) +
-                      "; llama.cpp cannot steer block 0)");
-    }
-  }
+  if (o.method == Method::Caa) check_caa_blocks(o.caa, model);
   if (cache && !o.vector_path.empty()) require_regular_file(o.vector_path, "steering vector file");
   if ((cache && o.vector_path.empty()) || o.method == Method::Caa) {
     if (o.traces.empty()) {

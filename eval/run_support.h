@@ -408,4 +408,7 @@ std::int32_t resolve_caa_layer(std::int32_t layer, const Model& model);
 // traces file, n_pairs 0, shots >= n_pairs or a traces file of fewer rows.
 void check_run_options(const EvalOptions& o, const Model& model);
 
+// The activation-steering blocks of check_run_options: 1 <= first <= last < n_layer.
+void check_caa_blocks(const CaaParams& caa, const Model& model);
+
 }  // namespace kvsteer::eval

@@ -170,19 +170,29 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
                 "the sweep grid is empty: give at least one value of every grid flag");
   }
   if (!so.out.empty()) require_creatable_file(so.out, "sweep output");
-  // Every setting is checked before the journal is opened or a vector extracted.
+  // Every setting is checked before the journal is opened or a vector extracted: what they
+  // share (traces, vector, counts) once, then what each grid point changes.
+  // The grid replaces the base's layers and coefficients: only its own are checked.
+  EvalOptions shared = o;
+  shared.steering.coef_k = shared.steering.coef_v = 0.0f;
+  shared.steering.layers_k = shared.steering.layers_v = LayerSelection();
+  shared.caa.layer_first = 1;
+  shared.caa.layer_last = -1;
+  check_run_options(shared, *model);
   for (const auto& g : grid) {
-    EvalOptions one = o;
     if (o.method == Method::Caa) {
-      one.caa.layer_first = g.at("layer").get<std::int32_t>();
-      one.caa.layer_last = -1;
+      CaaParams caa = o.caa;
+      caa.layer_first = g.at("layer").get<std::int32_t>();
+      caa.layer_last = -1;
+      check_caa_blocks(caa, *model);
     } else {
-      one.steering.coef_k = g.at("c_k").get<float>();
-      one.steering.coef_v = g.at("c_v").get<float>();
-      one.steering.layers_k = LayerSelection::parse(g.at("layers").get<std::string>());
-      one.steering.layers_v = one.steering.layers_k;
+      SteeringParams params = o.steering;
+      params.coef_k = g.at("c_k").get<float>();
+      params.coef_v = g.at("c_v").get<float>();
+      params.layers_k = LayerSelection::parse(g.at("layers").get<std::string>());
+      params.layers_v = params.layers_k;
+      check_layers(params, model->fingerprint().n_layer);
     }
-    check_run_options(one, *model);
   }
   const ordered_json config = config_json(o, *model);
   if (!so.out.empty()) {

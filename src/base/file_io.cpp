@@ -120,11 +120,9 @@ std::filesystem::file_type kind_of(const std::string& path, const std::string& n
   return type;
 }
 
-}  // namespace
-
-void require_file(const std::string& path, std::string_view what, std::string_view hint) {
-  const std::string named = std::string(what) + " '" + path + "'";
-  const auto type = kind_of(path, named);
+// What require_file refuses, for a type already looked up.
+void refuse_missing_or_folder(std::filesystem::file_type type, const std::string& named,
+                              std::string_view hint) {
   if (type == std::filesystem::file_type::not_found) {
     throw Error(ErrorCode::NotFound, named + " does not exist" + std::string(hint));
   }
@@ -133,23 +131,37 @@ void require_file(const std::string& path, std::string_view what, std::string_vi
   }
 }
 
-void require_regular_file(const std::string& path, std::string_view what) {
-  require_file(path, what);
+// The start of every output-path check: a path, and not a folder's. Returns the path's name.
+std::string refuse_empty_or_folder_output(const std::string& path, std::string_view what) {
+  if (path.empty()) {
+    throw Error(ErrorCode::InvalidArgument, std::string(what) + " path is empty");
+  }
+  std::string named = std::string(what) + " '" + path + "'";
+  if (kind_of(path, named) == std::filesystem::file_type::directory) {
+    throw Error(ErrorCode::InvalidArgument, named + " is a directory, not a file");
+  }
+  return named;
+}
+
+}  // namespace
+
+void require_file(const std::string& path, std::string_view what, std::string_view hint) {
   const std::string named = std::string(what) + " '" + path + "'";
-  if (kind_of(path, named) != std::filesystem::file_type::regular) {
+  refuse_missing_or_folder(kind_of(path, named), named, hint);
+}
+
+void require_regular_file(const std::string& path, std::string_view what) {
+  const std::string named = std::string(what) + " '" + path + "'";
+  const auto type = kind_of(path, named);
+  refuse_missing_or_folder(type, named, {});
+  if (type != std::filesystem::file_type::regular) {
     throw Error(ErrorCode::InvalidArgument,
                 named + " is not a regular file (a pipe, socket or device cannot be loaded)");
   }
 }
 
 void require_output_file(const std::string& path, std::string_view what) {
-  if (path.empty()) {
-    throw Error(ErrorCode::InvalidArgument, std::string(what) + " path is empty");
-  }
-  const std::string named = std::string(what) + " '" + path + "'";
-  if (kind_of(path, named) == std::filesystem::file_type::directory) {
-    throw Error(ErrorCode::InvalidArgument, named + " is a directory, not a file");
-  }
+  const std::string named = refuse_empty_or_folder_output(path, what);
   std::string folder = std::filesystem::path(path).parent_path().string();
   if (folder.empty()) {
     folder = ".";
@@ -182,13 +194,7 @@ void refuse_file_in_place_of_folder(const std::filesystem::path& folder, const s
 }  // namespace
 
 void require_creatable_file(const std::string& path, std::string_view what) {
-  const std::string named = std::string(what) + " '" + path + "'";
-  if (path.empty()) {
-    throw Error(ErrorCode::InvalidArgument, std::string(what) + " path is empty");
-  }
-  if (kind_of(path, named) == std::filesystem::file_type::directory) {
-    throw Error(ErrorCode::InvalidArgument, named + " is a directory, not a file");
-  }
+  const std::string named = refuse_empty_or_folder_output(path, what);
   refuse_file_in_place_of_folder(std::filesystem::path(path).parent_path(), named);
 }
 
