@@ -16,7 +16,8 @@ namespace kvsteer {
 struct GenerationParams {
   std::int32_t n_predict = 768;           // new tokens at most (paper: 768)
   std::vector<std::string> stop_strings;  // generation stops when the text ends with one;
-                                          // the stop string is removed from the text
+                                          // the stop string is removed from the text; an
+                                          // empty one is refused (InvalidArgument)
   bool stop_at_eog = true;                // stop at the model's end-of-generation tokens
   SamplingParams sampling;
   // Called once after the prompts are prefilled and edited, right before the tail tokens (the

@@ -135,6 +135,8 @@ def test_refusals(stories, stories_vector):
             kvsteer.generate(stories, PROMPT, raw=True, n_predict=2, **kw)
     with pytest.raises(kvsteer.InvalidArgumentError, match="offset=None decodes none"):
         kvsteer.generate(stories, PROMPT, raw=True, n_predict=2, offset="")
+    with pytest.raises(kvsteer.InvalidArgumentError, match="stop string 1 of 1 is empty"):
+        kvsteer.generate(stories, PROMPT, raw=True, n_predict=2, stop=[""])
     with pytest.raises(kvsteer.InvalidArgumentError, match="c_v scales or places"):
         kvsteer.kv_cell(stories, PROMPT, raw=True, c_v=4.0)
     with pytest.raises(kvsteer.InvalidArgumentError):

@@ -157,6 +157,7 @@ RequestId Batcher::submit(BatchRequest request) {
   for (Token t : request.prompt) {
     model.check_token(t);
   }
+  detail::check_stop_strings(request.stop_strings);
   const auto& offset = request.steering_params.offset_token;
   if (offset) {
     model.check_token(*offset);

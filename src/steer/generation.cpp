@@ -53,6 +53,7 @@ void validate(const Session& session, std::span<const GenerationRequest> request
     throw Error(ErrorCode::InvalidArgument,
                 "n-predict must be >= 1, got " + std::to_string(params.n_predict));
   }
+  detail::check_stop_strings(params.stop_strings);
   std::size_t cells = 0;
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const auto& r = requests[i];

@@ -2,7 +2,19 @@
 
 #include <algorithm>
 
+#include "kvsteer/error.h"
+
 namespace kvsteer::detail {
+
+void check_stop_strings(const std::vector<std::string>& stops) {
+  for (std::size_t i = 0; i < stops.size(); ++i) {
+    if (stops[i].empty()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "stop string " + std::to_string(i + 1) + " of " + std::to_string(stops.size()) +
+                      " is empty; give each stop string at least one character");
+    }
+  }
+}
 
 std::size_t find_stop(const std::string& text, std::size_t from,
                       const std::vector<std::string>& stops) {

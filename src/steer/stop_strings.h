@@ -12,8 +12,12 @@
 
 namespace kvsteer::detail {
 
+// Error(InvalidArgument) for an empty stop string: it would match before any text, so a
+// generation asked to stop there would silently run to n_predict instead (find_stop skips it).
+void check_stop_strings(const std::vector<std::string>& stops);
+
 // The earliest stop string in text that ends after `from` (text before it was checked already);
-// npos if none. Empty stop strings are ignored.
+// npos if none. Empty stop strings are skipped (check_stop_strings refuses them first).
 std::size_t find_stop(const std::string& text, std::size_t from,
                       const std::vector<std::string>& stops);
 

@@ -357,6 +357,9 @@ TEST_F(Batching, BadRequestsAreRefusedAtSubmit) {
   EXPECT_THROW(b.submit(bad_token), Error);
   BatchRequest nan = request("Once upon a time", vector(), std::nanf(""));
   EXPECT_THROW(b.submit(nan), Error);
+  BatchRequest empty_stop = request("Once upon a time", nullptr, 0);
+  empty_stop.stop_strings = {""};
+  EXPECT_THROW(b.submit(empty_stop), Error);
   EXPECT_TRUE(b.idle()) << "nothing refused was queued";
 }
 

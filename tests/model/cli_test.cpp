@@ -179,6 +179,8 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
         2,
         "'9-' selects no layer"}},
       {base("generate"), {{"--raw", "-p", std::string(3000, 'a'), "-n", "4"}, 2, "--ctx-size"}},
+      {base("generate"),
+       {{"--raw", "-p", p, "--stop", ".", "--stop", ""}, 2, "stop string 2 of 2 is empty"}},
       {base("generate"), {{"-p", p}, 2, "no chat template"}},
       {base("generate"), {{"--raw", "--bogus"}, 2, "bogus"}},
       {base("kv-dump"), {{"--raw", "-p", p, "--pos", "99"}, 2, "outside the prompt"}},

@@ -317,6 +317,16 @@ TEST_F(Steering, StopStringsCutTheText) {
   const Generation cut = generate(s, GenerationRequest{0, prompt, nullptr, {}}, gen);
   EXPECT_EQ(cut.stop_reason, StopReason::StopString);
   EXPECT_EQ(cut.text, free_run.text.substr(0, free_run.text.find(stop)));
+  // An empty stop string would be met before any text; refused rather than ignored.
+  gen.stop_strings = {stop, ""};
+  try {
+    generate(s, GenerationRequest{0, prompt, nullptr, {}}, gen);
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_STREQ(e.what(),
+                 "stop string 2 of 2 is empty; give each stop string at least one character");
+  }
 }
 
 TEST_F(Steering, RefusesVectorForAnotherModel) {
