@@ -686,11 +686,16 @@ def test_runs(study: Study, plan: TaskPlan) -> list[tuple[str, Callable[[], None
     v = study.vectors(plan)
     chosen: dict[str, tuple[dict, Path]] = {}
 
+    selectors: dict[str, tuple[str, Callable[[], dict]]] = {
+        "cache": ("cache", lambda: select_cache(study, plan, v)),
+        "caa": ("activation-steering", lambda: select_caa(study, plan)),
+    }
+
     def selected(method: str) -> tuple[dict, Path]:
         if method not in chosen:
-            sel = select_cache(study, plan, v) if method == "cache" else select_caa(study, plan)
+            what, select = selectors[method]
+            sel = select()
             chosen[method] = sel, write_selection(study, plan, sel)
-            what = "cache" if method == "cache" else "activation-steering"
             study.say(f"{plan.name}: chosen {what} setting on the selection split: "
                       f"{sel['chosen']}")
         return chosen[method]
@@ -741,9 +746,7 @@ def run_full(study: Study, plans: list[TaskPlan]) -> None:
         study.run_eval(plan, "baseline", [])
     for plan in ordered:
         # A question answered in an earlier session (restored runs) needs no vector yet.
-        if not all(run_done(study.out / "runs" / f"{plan.name}-{m}", plan.limit)
-                   for m in ("baseline", "cache-paper")):
-            study.run_eval(plan, "baseline", [])
+        if not run_done(study.out / "runs" / f"{plan.name}-cache-paper", plan.limit):
             cache_paper(study, plan, study.vectors(plan, cot=False))
     for plan in plans:
         diagnose(study, plan, study.vectors(plan), 30)
