@@ -35,9 +35,9 @@ std::vector<Token> PromptArgs::tokens(const Model& model, nb::handle prompt) con
 }
 
 void SteerArgs::check_without_vector() const {
-  const char* given = coef_k != 0.0f         ? "c_k"
-                      : coef_v != 1.0f       ? "c_v"
-                      : layers != "1-"       ? "layers"
+  const char* given = coef_k                 ? "c_k"
+                      : coef_v               ? "c_v"
+                      : layers               ? "layers"
                       : layers_k || layers_v ? "layers_k / layers_v"
                                              : nullptr;
   if (given != nullptr) {
@@ -47,16 +47,18 @@ void SteerArgs::check_without_vector() const {
 }
 
 SteeringParams SteerArgs::params(const Model& model) const {
-  if (!std::isfinite(coef_k) || !std::isfinite(coef_v)) {
+  const float ck = coef_k.value_or(0.0f);
+  const float cv = coef_v.value_or(1.0f);
+  if (!std::isfinite(ck) || !std::isfinite(cv)) {
     throw Error(ErrorCode::InvalidArgument, "c_k and c_v must be finite numbers, got c_k " +
-                                                std::to_string(coef_k) + ", c_v " +
-                                                std::to_string(coef_v));
+                                                std::to_string(ck) + ", c_v " + std::to_string(cv));
   }
   SteeringParams p;
-  p.coef_k = coef_k;
-  p.coef_v = coef_v;
-  p.layers_k = LayerSelection::parse(layers_k.value_or(layers));
-  p.layers_v = LayerSelection::parse(layers_v.value_or(layers));
+  p.coef_k = ck;
+  p.coef_v = cv;
+  const std::string both = layers.value_or("1-");
+  p.layers_k = LayerSelection::parse(layers_k.value_or(both));
+  p.layers_v = LayerSelection::parse(layers_v.value_or(both));
   if (offset_id) {
     model.check_token(*offset_id);
     p.offset_token = *offset_id;

@@ -111,17 +111,19 @@ struct PromptArgs {
   std::vector<Token> tokens(const Model& model, nb::handle prompt) const;
 };
 
-// Steering application (`kvsteer generate --ck ...`); offset None = no offset token.
+// Steering application (`kvsteer generate --ck ...`); offset None = no offset token. The
+// coefficients and layers are None when not given (c_k 0, c_v 1, layers "1-"), so that one given
+// without a vector can be told from the default, whatever its value.
 struct SteerArgs {
-  float coef_k = 0.0f;
-  float coef_v = 1.0f;
-  std::string layers = "1-";
+  std::optional<float> coef_k;
+  std::optional<float> coef_v;
+  std::optional<std::string> layers;
   std::optional<std::string> layers_k, layers_v;
   std::optional<std::string> offset = std::string("\n");
   std::optional<Token> offset_id;
   SteeringParams params(const Model& model) const;
-  // Throws Error(InvalidArgument) when a coefficient or layer selection differs from its default
-  // although no vector is given: the call would run unsteered and look steered.
+  // Throws Error(InvalidArgument) when a coefficient or layer selection is given although no
+  // vector is: the call would run unsteered and look steered.
   void check_without_vector() const;
 };
 

@@ -109,11 +109,11 @@ void bind_generate(nb::module_& m) {
 
   m.def(
       "generate",
-      [](const PyModel& model, nb::object prompts, nb::object steer, float c_k, float c_v,
-         const std::string& layers, std::optional<std::string> layers_k,
-         std::optional<std::string> layers_v, std::optional<std::string> offset,
-         std::optional<Token> offset_id, std::int32_t n_predict, float temperature,
-         std::int32_t top_k, float top_p, float min_p, std::uint32_t seed,
+      [](const PyModel& model, nb::object prompts, nb::object steer, std::optional<float> c_k,
+         std::optional<float> c_v, std::optional<std::string> layers,
+         std::optional<std::string> layers_k, std::optional<std::string> layers_v,
+         std::optional<std::string> offset, std::optional<Token> offset_id, std::int32_t n_predict,
+         float temperature, std::int32_t top_k, float top_p, float min_p, std::uint32_t seed,
          std::vector<std::string> stop, bool stop_at_eog, bool raw, const std::string& system,
          std::optional<std::string> prompt_family, const std::string& chat_template,
          const std::string& cot_prefix, std::uint32_t parallel, std::uint32_t n_ctx,
@@ -121,9 +121,13 @@ void bind_generate(nb::module_& m) {
          const std::string& type_v, const std::string& flash_attn, const std::string& edit_route,
          const std::string& kv_streams, nb::object progress) -> nb::object {
         GenerateArgs a;
-        a.steer = {
-            c_k,      c_v, layers, std::move(layers_k), std::move(layers_v), std::move(offset),
-            offset_id};
+        a.steer = {c_k,
+                   c_v,
+                   std::move(layers),
+                   std::move(layers_k),
+                   std::move(layers_v),
+                   std::move(offset),
+                   offset_id};
         a.prompt = {system, std::move(prompt_family), chat_template, cot_prefix, raw};
         a.session = {n_ctx, n_batch, n_threads, type_k, type_v, flash_attn, edit_route, kv_streams};
         a.gen.n_predict = n_predict;
@@ -156,15 +160,16 @@ void bind_generate(nb::module_& m) {
         for (PyGeneration& g : out) list.append(nb::cast(std::move(g)));
         return list;
       },
-      "model"_a, "prompts"_a, "steer"_a = nb::none(), nb::kw_only(), "c_k"_a = 0.0f, "c_v"_a = 1.0f,
-      "layers"_a = "1-", "layers_k"_a = nb::none(), "layers_v"_a = nb::none(),
-      nb::arg("offset").none() = "\n", "offset_id"_a = nb::none(), "n_predict"_a = 256,
-      "temperature"_a = 0.0f, "top_k"_a = 0, "top_p"_a = 1.0f, "min_p"_a = 0.0f, "seed"_a = 1234,
-      "stop"_a = std::vector<std::string>{}, "stop_at_eog"_a = true, "raw"_a = false,
-      "system"_a = "", "prompt_family"_a = nb::none(), "chat_template"_a = "", "cot_prefix"_a = "",
-      "parallel"_a = 8, "n_ctx"_a = 0, "n_batch"_a = 512, "n_threads"_a = 0, "type_k"_a = "f16",
-      "type_v"_a = "f16", "flash_attn"_a = "auto", "edit_route"_a = "one-cell",
-      "kv_streams"_a = "unified", "progress"_a = nb::none(),
+      "model"_a, "prompts"_a, "steer"_a = nb::none(), nb::kw_only(), "c_k"_a = nb::none(),
+      "c_v"_a = nb::none(), "layers"_a = nb::none(), "layers_k"_a = nb::none(),
+      "layers_v"_a = nb::none(), nb::arg("offset").none() = "\n", "offset_id"_a = nb::none(),
+      "n_predict"_a = 256, "temperature"_a = 0.0f, "top_k"_a = 0, "top_p"_a = 1.0f,
+      "min_p"_a = 0.0f, "seed"_a = 1234, "stop"_a = std::vector<std::string>{},
+      "stop_at_eog"_a = true, "raw"_a = false, "system"_a = "", "prompt_family"_a = nb::none(),
+      "chat_template"_a = "", "cot_prefix"_a = "", "parallel"_a = 8, "n_ctx"_a = 0,
+      "n_batch"_a = 512, "n_threads"_a = 0, "type_k"_a = "f16", "type_v"_a = "f16",
+      "flash_attn"_a = "auto", "edit_route"_a = "one-cell", "kv_streams"_a = "unified",
+      "progress"_a = nb::none(),
       R"doc(Generates for one prompt or many, optionally steered once through the KV cache.
 
 prompts: a str (the user turn, rendered as `kvsteer generate -p` renders it;
@@ -173,8 +178,9 @@ prompt returns one Generation, a list returns a list.
 
 steer: a SteeringVector or a vector file path; None = unsteered (the offset token
 is still decoded, so steered and unsteered runs see the same tokens). The edit
-adds c_k*S_k[l] and c_v*S_v[l] to the last prompt cell in the selected layers
-(layers, or layers_k / layers_v: '1-' = layers >= 1, 'all', '3,5', '2-6'), then
+adds c_k*S_k[l] and c_v*S_v[l] (None: c_k 0, c_v 1) to the last prompt cell in
+the selected layers (layers, or layers_k / layers_v: None or '1-' = layers >= 1,
+'all', '3,5', '2-6'), then
 the offset token (text whose first token is used; offset_id by id; None: edit the
 second-last prompt token and decode the last) is decoded and generation starts.
 
@@ -189,16 +195,16 @@ stream (n_ctx / parallel cells each), where its cells lie as they would alone an
 long generations decode faster. progress: callable(done, total) or a tqdm bar, after
 each batch. The GIL is released while decoding; Ctrl-C raises KeyboardInterrupt.
 Raises InvalidArgumentError for bad values (non-finite c_k/c_v, bad layers,
-c_k, c_v or layers other than their defaults without steer, unknown tokens, a
+c_k, c_v or layers given without steer, unknown tokens, a
 prompt longer than n_ctx) and FormatError for a vector of another model.)doc");
 
   m.def(
       "kv_cell",
       [](const PyModel& model, nb::object prompt, Pos pos, nb::object steer, Pos steer_pos,
-         float c_k, float c_v, const std::string& layers, bool raw, const std::string& system,
-         std::optional<std::string> prompt_family, const std::string& chat_template,
-         std::uint32_t n_ctx, std::int32_t n_threads, const std::string& type_k,
-         const std::string& type_v, const std::string& flash_attn) {
+         std::optional<float> c_k, std::optional<float> c_v, std::optional<std::string> layers,
+         bool raw, const std::string& system, std::optional<std::string> prompt_family,
+         const std::string& chat_template, std::uint32_t n_ctx, std::int32_t n_threads,
+         const std::string& type_k, const std::string& type_v, const std::string& flash_attn) {
         const Model& mdl = *model.model;
         PromptArgs pa{system, std::move(prompt_family), chat_template, "", raw};
         std::vector<Token> tokens = pa.tokens(mdl, prompt);
@@ -216,7 +222,7 @@ prompt longer than n_ctx) and FormatError for a vector of another model.)doc");
         const VectorArg vector = vector_arg(steer);
         std::optional<CellDelta> delta;
         Pos steer_at = -1;
-        const SteerArgs sa{c_k,          c_v,          layers,      std::nullopt,
+        const SteerArgs sa{c_k,          c_v,          std::move(layers), std::nullopt,
                            std::nullopt, std::nullopt, std::nullopt};
         if (vector.get() != nullptr) {
           delta = steering_delta(*vector.get(), sa.params(mdl));
@@ -245,14 +251,16 @@ prompt longer than n_ctx) and FormatError for a vector of another model.)doc");
         return make_kv_cell(cell, mdl.fingerprint(), token, std::move(tokens));
       },
       "model"_a, "prompt"_a, "pos"_a = -1, nb::kw_only(), "steer"_a = nb::none(),
-      "steer_pos"_a = -1, "c_k"_a = 0.0f, "c_v"_a = 1.0f, "layers"_a = "1-", "raw"_a = false,
-      "system"_a = "", "prompt_family"_a = nb::none(), "chat_template"_a = "", "n_ctx"_a = 0,
-      "n_threads"_a = 0, "type_k"_a = "f16", "type_v"_a = "f16", "flash_attn"_a = "auto",
+      "steer_pos"_a = -1, "c_k"_a = nb::none(), "c_v"_a = nb::none(), "layers"_a = nb::none(),
+      "raw"_a = false, "system"_a = "", "prompt_family"_a = nb::none(), "chat_template"_a = "",
+      "n_ctx"_a = 0, "n_threads"_a = 0, "type_k"_a = "f16", "type_v"_a = "f16",
+      "flash_attn"_a = "auto",
       R"doc(K and V of one cache cell after prefilling prompt, every layer (`kvsteer kv-dump`).
 
 prompt: a str (rendered as in generate; raw=True as is) or token ids. pos: the
 cell, negative from the end (-1: the last prompt token). steer: a vector (or
-path) added first at steer_pos with c_k, c_v, layers. Returns a KvCell with
+path) added first at steer_pos with c_k, c_v, layers (as in generate; given
+without steer they are refused). Returns a KvCell with
 keys [n_layer, n_embd_k_gqa] and values [n_layer, n_embd_v_gqa] as float32.)doc");
 }
 

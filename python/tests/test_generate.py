@@ -130,14 +130,17 @@ def test_refusals(stories, stories_vector):
     with pytest.raises(TypeError):
         kvsteer.generate(stories, PROMPT, c_v="six")
     # A coefficient or layer selection without a vector would run unsteered, looking steered.
-    for kw in (dict(c_v=6.0), dict(c_k=0.5), dict(layers="2-"), dict(layers_v="3")):
+    # Their defaults given explicitly too: the mistake is the missing vector, not the value.
+    for kw in (dict(c_v=6.0), dict(c_k=0.5), dict(layers="2-"), dict(layers_v="3"),
+               dict(c_v=1.0), dict(c_k=0.0), dict(layers="1-")):
         with pytest.raises(kvsteer.InvalidArgumentError, match="pass steer="):
             kvsteer.generate(stories, PROMPT, raw=True, n_predict=2, **kw)
     with pytest.raises(kvsteer.InvalidArgumentError, match="offset=None decodes none"):
         kvsteer.generate(stories, PROMPT, raw=True, n_predict=2, offset="")
     with pytest.raises(kvsteer.InvalidArgumentError, match="stop string 1 of 1 is empty"):
         kvsteer.generate(stories, PROMPT, raw=True, n_predict=2, stop=[""])
-    with pytest.raises(kvsteer.InvalidArgumentError, match="c_v scales or places"):
-        kvsteer.kv_cell(stories, PROMPT, raw=True, c_v=4.0)
+    for kw in (dict(c_v=4.0), dict(c_v=1.0)):
+        with pytest.raises(kvsteer.InvalidArgumentError, match="c_v scales or places"):
+            kvsteer.kv_cell(stories, PROMPT, raw=True, **kw)
     with pytest.raises(kvsteer.InvalidArgumentError):
         kvsteer.kv_cell(stories, PROMPT, 100, raw=True)
