@@ -58,6 +58,16 @@ class Evaluator {
                                    suffix_.size() + kExtractionMaxNewTokens + 8);
   }
 
+  // Wall time spent in run_batch: the answers themselves (prefill, edit, decoding) and the
+  // multiple-choice answer extraction after them (method.md §3.3: a fresh prefill of prompt and
+  // answer, 10 tokens, and the forced choice), which costs as much as a third of an eval on
+  // long answers.
+  struct Timing {
+    double answers_s = 0.0;
+    double answer_extraction_s = 0.0;
+  };
+  const Timing& timing() const { return timing_; }
+
   const std::vector<EvalItem>& items() const { return items_; }
   const Model& model() const { return *model_; }
   const std::string& prompt_text(std::size_t i) const { return prompts_[i].text; }
@@ -142,7 +152,9 @@ class Evaluator {
     }
     GenerationParams gp = o_.generation;
     gp.before_tail = before_tail;
+    auto t0 = std::chrono::steady_clock::now();
     const std::vector<Generation> out = generate(session, requests, gp);
+    timing_.answers_s += seconds_since(t0);
     std::vector<ItemResult> flat;
     for (std::size_t r = 0; r < requests.size(); ++r) {
       const std::size_t i = indices[r % indices.size()];
@@ -159,7 +171,9 @@ class Evaluator {
       flat.push_back(std::move(res));
     }
     if (is_multiple_choice(o_.task)) {
+      t0 = std::chrono::steady_clock::now();
       score_choices(session, requests, out, flat, before_tail);
+      timing_.answer_extraction_s += seconds_since(t0);
     } else {
       for (ItemResult& res : flat) res.extracted = extract_gsm8k_answer(res.response);
     }
@@ -315,6 +329,11 @@ class Evaluator {
   std::vector<std::pair<Token, std::string>> candidates_;
   std::uint32_t per_seq_ = 0;
   mutable std::string traces_sha_;
+  Timing timing_;
+
+  static double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  }
 };
 
 std::uint32_t longest_pair(const std::vector<ContrastivePair>& pairs);

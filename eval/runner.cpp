@@ -85,6 +85,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
     write_file_atomic(config_path, config_text);
   }
   std::map<std::size_t, ItemResult> done = load_done(items_path);
+  const std::size_t done_before = done.size();
 
   // Vectors.
   std::optional<SteeringVector> vector;
@@ -92,6 +93,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   ordered_json vector_info = nullptr;
   const std::size_t total = ev.items().size();
   const bool pending = done.size() < total;
+  const auto vector_start = std::chrono::steady_clock::now();
   if (pending && (o.method == Method::Cache || o.method == Method::CacheCot)) {
     ordered_json unused;
     vector = cache_vector(ev, o, unused);
@@ -102,6 +104,8 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   if (o.method == Method::Cache || o.method == Method::CacheCot || o.method == Method::Caa) {
     vector_info = vector_provenance(o);
   }
+  const double vector_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - vector_start).count();
 
   Setting setting;
   if (vector) {
@@ -154,9 +158,17 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   summary["vector"] = vector_info;
   summary["config"] = config;
   stamp_result(summary, start);
+  // This invocation's work only: a resumed run's earlier answers took time that was not measured
+  // here.
   const double elapsed = summary.at("elapsed_s").get<double>();
+  const std::size_t answered_here = all.size() - done_before;
   summary["items_per_s"] =
-      elapsed > 0 ? std::round(100.0 * double(all.size()) / elapsed) / 100.0 : 0.0;
+      elapsed > 0 ? std::round(100.0 * double(answered_here) / elapsed) / 100.0 : 0.0;
+  const auto ms = [](double seconds) { return std::round(seconds * 1000) / 1000; };
+  summary["timing"] = {{"answered_here", answered_here},
+                       {"vector_s", ms(vector_s)},
+                       {"answers_s", ms(ev.timing().answers_s)},
+                       {"answer_extraction_s", ms(ev.timing().answer_extraction_s)}};
   write_file_atomic(o.out_dir + "/summary.json", summary.dump(2) + "\n");
   return summary;
 }

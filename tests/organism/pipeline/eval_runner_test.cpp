@@ -162,6 +162,16 @@ TEST_F(EvalRunner, ARunResumesFromRecordsWithoutTheirTexts) {
   for (const char* key : {"n", "correct", "accuracy", "reasoning_rate", "lengths", "forced"}) {
     EXPECT_EQ(resumed.at(key), full.at(key)) << key;
   }
+  // Timing and throughput speak of each invocation's own work: the resumed run answered 12.
+  EXPECT_EQ(full.at("timing").at("answered_here"), 24);
+  EXPECT_EQ(resumed.at("timing").at("answered_here"), 12);
+  for (const char* key : {"vector_s", "answers_s"}) {
+    EXPECT_GT(full.at("timing").at(key).get<double>(), 0.0) << key;
+  }
+  // A numeric task reads its answer from the text: no extraction continuation.
+  EXPECT_EQ(full.at("timing").at("answer_extraction_s").get<double>(), 0.0);
+  EXPECT_LE(resumed.at("items_per_s").get<double>(),
+            12.0 / resumed.at("elapsed_s").get<double>() + 0.01);
   const auto lines = test::read_lines(o.out_dir + "/items.jsonl");
   ASSERT_EQ(lines.size(), 24u);
   for (std::size_t i = 0; i < 24; ++i) {

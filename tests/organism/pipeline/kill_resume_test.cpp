@@ -47,7 +47,8 @@ std::size_t count_lines(const std::string& path) {
 // Drops timing fields (wall-clock measurements, different on every run) recursively.
 ordered_json without_timing(ordered_json j) {
   if (j.is_object()) {
-    for (const char* key : {"elapsed_s", "items_per_s", "ttft_ms", "mean_ttft_ms"}) j.erase(key);
+    for (const char* key : {"elapsed_s", "items_per_s", "ttft_ms", "mean_ttft_ms", "timing"})
+      j.erase(key);
     for (auto& [key, value] : j.items()) value = without_timing(value);
   } else if (j.is_array()) {
     for (auto& value : j) value = without_timing(value);
