@@ -60,8 +60,7 @@ class Evaluator {
 
   // Wall time spent in run_batch: the answers themselves (prefill, edit, decoding) and the
   // multiple-choice answer extraction after them (method.md §3.3: a fresh prefill of prompt and
-  // answer, 10 tokens, and the forced choice), which costs as much as a third of an eval on
-  // long answers.
+  // answer again, 10 tokens, and the forced choice).
   struct Timing {
     double answers_s = 0.0;
     double answer_extraction_s = 0.0;
