@@ -46,6 +46,28 @@ class RealModel : public ::testing::Test {
   test::TempDir dir_;
 };
 
+// `--offset "\n"` typed in a shell is a backslash and an n. Read as text, its first token would be
+// the backslash's, silently another offset than the paper's newline (token 198 here); the escapes
+// are read as llama.cpp's tools read them. The generated text starts with the offset's piece.
+TEST_F(RealModel, AnOffsetTypedWithEscapesIsTheTokenItNames) {
+  auto gen = [&](const std::vector<std::string>& extra) {
+    auto args = base("generate");
+    for (const auto& a : std::vector<std::string>{"-p", "Name a colour.", "-n", "2", "--json"})
+      args.push_back(a);
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = run_command(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  const std::string by_default = gen({});
+  ASSERT_EQ(nlohmann::json::parse(by_default)["text"].get<std::string>().substr(0, 1), "\n");
+  EXPECT_EQ(gen({"--offset-id", "198"}), by_default);
+  EXPECT_EQ(gen({"--offset", "\\n"}), by_default);
+  EXPECT_EQ(gen({"--offset", "\n"}), by_default);
+  const auto backslash = nlohmann::json::parse(gen({"--offset", "\\\\"}));
+  EXPECT_EQ(backslash["text"].get<std::string>().substr(0, 1), "\\");
+}
+
 TEST_F(RealModel, SteeringActsThroughTheEditedCellOnly) {
   ASSERT_EQ(extract({"-o", dir_.file("v.gguf")}).exit_code, 0);
   const std::string question =

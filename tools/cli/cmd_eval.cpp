@@ -68,7 +68,9 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o, bool required = true) {
   cmd.add_option("--cv", r.c_v, "c_v");
   cmd.add_option("--layers", r.layers, "Steered layers, e.g. 1- (default) or 2,5");
   cmd.add_option("--offset", r.offset,
-                 "Offset text whose first token is decoded after the edit; 'none'");
+                 "Offset text whose first token is decoded after the edit (escapes \\n \\t "
+                 "\\r \\\\ read); 'none'")
+      ->transform(escaped_text());
   cmd.add_option("--offset-id", r.offset_id,
                  "The offset token by id (config.json's steering.offset_token); excludes --offset");
   cmd.add_option("--caa-layer", r.caa.layer_first, "CAA: steered block (default: the middle one)");

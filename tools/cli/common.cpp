@@ -94,9 +94,45 @@ void SteerOptions::add_to(CLI::App& app) {
       app.add_option("--layers-k", layers_k, "layers for keys (overrides --layers)"),
       app.add_option("--layers-v", layers_v, "layers for values (overrides --layers)")};
   app.add_option("--offset", offset,
-                 "text whose first token is decoded after the edit (paper: \"\\n\"); 'none' "
-                 "steers the second-last prompt token and decodes the last");
+                 "text whose first token is decoded after the edit (paper: \"\\n\", escapes "
+                 "read); 'none' steers the second-last prompt token and decodes the last")
+      ->transform(escaped_text());
   app.add_option("--offset-id", offset_id, "offset token by id (overrides --offset)");
+}
+
+CLI::Validator escaped_text() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        std::string out;
+        for (std::size_t i = 0; i < text.size(); ++i) {
+          if (text[i] != '\\') {
+            out += text[i];
+            continue;
+          }
+          if (++i == text.size()) {
+            return "ends with a lone backslash; write \\\\ for one";
+          }
+          switch (text[i]) {
+            case 'n':
+              out += '\n';
+              break;
+            case 't':
+              out += '\t';
+              break;
+            case 'r':
+              out += '\r';
+              break;
+            case '\\':
+              out += '\\';
+              break;
+            default:
+              return std::string("unknown escape '\\") + text[i] + "'; use \\n, \\t, \\r or \\\\";
+          }
+        }
+        text = std::move(out);
+        return {};
+      },
+      "", "escaped text");
 }
 
 std::optional<SteeringVector> SteerOptions::load_vector() const {

@@ -44,6 +44,11 @@ struct PromptOptions {
   std::vector<Token> tokens(const Model& model) const;
 };
 
+// Reads the escapes \n, \t, \r and \\ in a text flag, as llama.cpp's tools do: `--offset "\n"`
+// typed in a shell passes a backslash and an n, which would otherwise be decoded as the
+// backslash's token, silently another offset than the paper's. Other escapes are refused.
+CLI::Validator escaped_text();
+
 // Steering-vector application flags.
 struct SteerOptions {
   std::string vector_file;
