@@ -174,6 +174,7 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
       {base("generate"), {{"--raw", "-p", p, "--offset", "\\q"}, 2, "unknown escape '\\q'"}},
       {base("generate"), {{"--raw", "-p", p, "--offset", "a\\"}, 2, "lone backslash"}},
       {{cli_, "eval", "-m", model_, "--offset", "\\q"}, {{}, 2, "unknown escape '\\q'"}},
+      {base("generate"), {{"--raw", "-p", p, "--stop", "a", "--stop", "b\\"}, 2, "lone backslash"}},
       {base("kv-dump"), {{"--raw", "-p", p, "--layers-v", "2"}, 2, "give --vector FILE"}},
       {base("generate"),
        {{"--raw", "-p", p, "-f", dir_.file("traces.jsonl")}, 2, "--prompt excludes --file"}},

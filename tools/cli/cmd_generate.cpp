@@ -68,7 +68,8 @@ void add_generate(CLI::App& app) {
   sub->add_option("--top-k", opts->top_k, "top-k (0 = off)")->check(CLI::Range(0, 1 << 20));
   sub->add_option("--top-p", opts->top_p, "top-p (1 = off)")->check(CLI::Range(0.0, 1.0));
   sub->add_option("-s,--seed", opts->seed, "sampling seed");
-  sub->add_option("--stop", opts->stop, "stop string (repeatable)");
+  sub->add_option("--stop", opts->stop, "stop string (repeatable; escapes \\n \\t \\r \\\\ read)")
+      ->transform(escaped_text());
   sub->add_flag("--json", opts->json, "print a JSON object instead of the text");
   sub->callback([opts] { run(*opts); });
 }
