@@ -47,8 +47,9 @@ void SteerArgs::check_without_vector() const {
 }
 
 SteeringParams SteerArgs::params(const Model& model) const {
-  const float ck = coef_k.value_or(0.0f);
-  const float cv = coef_v.value_or(1.0f);
+  const SteeringParams library_default;
+  const float ck = coef_k.value_or(library_default.coef_k);
+  const float cv = coef_v.value_or(library_default.coef_v);
   if (!std::isfinite(ck) || !std::isfinite(cv)) {
     throw Error(ErrorCode::InvalidArgument, "c_k and c_v must be finite numbers, got c_k " +
                                                 std::to_string(ck) + ", c_v " + std::to_string(cv));
