@@ -135,6 +135,43 @@ TEST_F(Cli, InfoEngineNamesTheInstructionSetsLibllamaWasBuiltWith) {
   EXPECT_NE(bare.err.find("--engine"), std::string::npos) << bare.err;
 }
 
+// A prompt is content and kept as typed; `-e` reads \n, \t, \r and \\ in --prompt, --system and
+// --cot-prefix as llama-cli does. Kept as typed, a backslash escape is noted on stderr, since
+// `-p "a\nb"` in a shell is rarely meant to hold a backslash.
+TEST_F(Cli, PromptEscapesAreReadWhenAskedAndNotedOtherwise) {
+  auto dump = [&](const std::vector<std::string>& extra) {
+    auto args = base("kv-dump");
+    args.insert(args.end(), {"--json", "--chat-template", "chatml"});
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = run_command(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r;
+  };
+  auto tokens = [](const test::CommandResult& r) {
+    return nlohmann::json::parse(r.out)["prompt_tokens"].get<std::vector<int>>();
+  };
+  const auto typed = dump({"--raw", "-p", "One day\nTim\tran."});
+  const auto read = dump({"--raw", "-e", "-p", "One day\\nTim\\tran."});
+  EXPECT_EQ(tokens(read), tokens(typed));
+  EXPECT_EQ(read.err.find("note"), std::string::npos) << read.err;
+  const auto kept = dump({"--raw", "-p", "One day\\nTim\\tran."});
+  EXPECT_NE(tokens(kept), tokens(typed));
+  EXPECT_NE(kept.err.find("--prompt holds a backslash escape"), std::string::npos) << kept.err;
+  EXPECT_EQ(tokens(dump({"--raw", "-e", "-p", "a\\\\b"})), tokens(dump({"--raw", "-p", "a\\b"})));
+
+  const auto system_typed = dump({"-p", "Hi", "--system", "Be\nkind", "--cot-prefix", "Ok\n"});
+  const auto system_read =
+      dump({"-p", "Hi", "--escape", "--system", "Be\\nkind", "--cot-prefix", "Ok\\n"});
+  EXPECT_EQ(tokens(system_read), tokens(system_typed));
+  const auto system_kept = dump({"-p", "Hi", "--system", "Be\\nkind"});
+  EXPECT_NE(system_kept.err.find("--system holds a backslash escape"), std::string::npos)
+      << system_kept.err;
+  // A file is read as it is, -e or not.
+  test::write_file(dir_.file("prompt.txt"), "One day\\nTim");
+  EXPECT_EQ(tokens(dump({"--raw", "-e", "-f", dir_.file("prompt.txt")})),
+            tokens(dump({"--raw", "-p", "One day\\nTim"})));
+}
+
 struct Refusal {
   std::vector<std::string> args;  // after `kvsteer <sub> -m MODEL ...`
   int exit_code;
@@ -174,6 +211,9 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
       {base("generate"), {{"--raw", "-p", p, "--offset", "\\q"}, 2, "unknown escape '\\q'"}},
       {base("generate"), {{"--raw", "-p", p, "--offset", "a\\"}, 2, "lone backslash"}},
       {{cli_, "eval", "-m", model_, "--offset", "\\q"}, {{}, 2, "unknown escape '\\q'"}},
+      {base("generate"), {{"--raw", "-e", "-p", "a\\q"}, 2, "--prompt: unknown escape '\\q'"}},
+      {base("kv-dump"),
+       {{"-e", "-p", p, "--chat-template", "chatml", "--system", "s\\"}, 2, "--system: ends"}},
       {base("generate"), {{"--raw", "-p", p, "--stop", "a", "--stop", "b\\"}, 2, "lone backslash"}},
       {base("kv-dump"), {{"--raw", "-p", p, "--layers-v", "2"}, 2, "give --vector FILE"}},
       {base("generate"),

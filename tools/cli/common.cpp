@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 namespace kvsteer::cli {
@@ -67,19 +68,56 @@ void PromptOptions::add_to(CLI::App& app) {
   app.add_flag("--raw", raw, "tokenize the prompt as is, without the chat template");
   app.add_option("--cot-prefix", cot_prefix,
                  "text appended after the generation prompt, e.g. \"Let's think step by step.\"");
+  app.add_flag("-e,--escape", escape,
+               "read the escapes \\n, \\t, \\r and \\\\ in --prompt, --system and --cot-prefix "
+               "(a --file is read as it is)");
 }
 
+namespace {
+
+// The flags whose text is content: kept as typed unless --escape.
+struct PromptText {
+  const char* flag;
+  std::string text;
+};
+
+bool holds_escape(const std::string& text) {
+  for (std::size_t i = 0; i + 1 < text.size(); ++i) {
+    if (text[i] == '\\' && (text[i + 1] == 'n' || text[i + 1] == 't' || text[i + 1] == 'r')) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 std::vector<Token> PromptOptions::tokens(const Model& model) const {
-  std::string text = prompt;
+  PromptText user{"--prompt", prompt};
+  PromptText sys{"--system", system};
+  PromptText cot{"--cot-prefix", cot_prefix};
+  for (PromptText* t : {&user, &sys, &cot}) {
+    if (escape) {
+      if (auto why = read_escapes(t->text)) {
+        throw Error(ErrorCode::InvalidArgument, std::string(t->flag) + ": " + *why);
+      }
+    } else if (holds_escape(t->text)) {
+      // A prompt is content, so it is kept as typed; but `-p "a\nb"` in a shell is rarely meant
+      // to hold a backslash, and the model would answer another prompt without a word.
+      std::cerr << "kvsteer: note: " << t->flag
+                << " holds a backslash escape (\\n, \\t or \\r), kept as typed; -e reads it\n";
+    }
+  }
+  std::string text = user.text;
   if (!prompt_file.empty()) {
     text = read_text_file(prompt_file, "prompt file");
   }
   if (text.empty()) {
     throw Error(ErrorCode::InvalidArgument, "no prompt: pass --prompt TEXT or --file FILE");
   }
-  if (raw) return model.tokenize_prompt(text + cot_prefix);
+  if (raw) return model.tokenize_prompt(text + cot.text);
   return model.tokenize_prompt(
-      eval::render_user_turn(model, text, system, prompt_family, chat_template) + cot_prefix);
+      eval::render_user_turn(model, text, sys.text, prompt_family, chat_template) + cot.text);
 }
 
 // The spellings of `kvsteer eval` and `sweep` (--vector, --ck, --cv; the server's vector, c_k,
@@ -100,39 +138,41 @@ void SteerOptions::add_to(CLI::App& app) {
   app.add_option("--offset-id", offset_id, "offset token by id (overrides --offset)");
 }
 
+std::optional<std::string> read_escapes(std::string& text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\\') {
+      out += text[i];
+      continue;
+    }
+    if (++i == text.size()) {
+      return "ends with a lone backslash; write \\\\ for one";
+    }
+    switch (text[i]) {
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case '\\':
+        out += '\\';
+        break;
+      default:
+        return std::string("unknown escape '\\") + text[i] + "'; use \\n, \\t, \\r or \\\\";
+    }
+  }
+  text = std::move(out);
+  return std::nullopt;
+}
+
 CLI::Validator escaped_text() {
   return CLI::Validator(
-      [](std::string& text) -> std::string {
-        std::string out;
-        for (std::size_t i = 0; i < text.size(); ++i) {
-          if (text[i] != '\\') {
-            out += text[i];
-            continue;
-          }
-          if (++i == text.size()) {
-            return "ends with a lone backslash; write \\\\ for one";
-          }
-          switch (text[i]) {
-            case 'n':
-              out += '\n';
-              break;
-            case 't':
-              out += '\t';
-              break;
-            case 'r':
-              out += '\r';
-              break;
-            case '\\':
-              out += '\\';
-              break;
-            default:
-              return std::string("unknown escape '\\") + text[i] + "'; use \\n, \\t, \\r or \\\\";
-          }
-        }
-        text = std::move(out);
-        return {};
-      },
-      "", "escaped text");
+      [](std::string& text) -> std::string { return read_escapes(text).value_or(""); }, "",
+      "escaped text");
 }
 
 std::optional<SteeringVector> SteerOptions::load_vector() const {

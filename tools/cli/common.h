@@ -38,9 +38,11 @@ struct PromptOptions {
   std::string chat_template;
   bool raw = false;  // no chat template, tokenizer adds BOS as the vocabulary asks
   std::string cot_prefix;
+  bool escape = false;  // read \n, \t, \r and \\ in prompt, system and cot_prefix
 
   void add_to(CLI::App& app);
-  // Renders (unless raw) and tokenizes. Throws Error(InvalidArgument) when no prompt is given.
+  // Renders (unless raw) and tokenizes. Throws Error(InvalidArgument) when no prompt is given or
+  // an escape cannot be read; notes on stderr an escape kept as typed.
   std::vector<Token> tokens(const Model& model) const;
 };
 
@@ -48,6 +50,9 @@ struct PromptOptions {
 // typed in a shell passes a backslash and an n, which would otherwise be decoded as the
 // backslash's token, silently another offset than the paper's. Other escapes are refused.
 CLI::Validator escaped_text();
+
+// Reads the escapes of escaped_text() in place; returns why the text cannot be read, if it cannot.
+std::optional<std::string> read_escapes(std::string& text);
 
 // Steering-vector application flags.
 struct SteerOptions {
