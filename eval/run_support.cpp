@@ -351,9 +351,7 @@ ordered_json model_json(const EvalOptions& o, const Model& model) {
 }
 
 void stamp_result(ordered_json& out, std::chrono::steady_clock::time_point start) {
-  const double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  out["elapsed_s"] = std::round(elapsed * 10) / 10;
+  out["elapsed_s"] = std::round(seconds_since(start) * 10) / 10;
   out["commit"] = KVSTEER_GIT_COMMIT;
   // Greedy answers depend on the instruction sets libllama was built for (scripts/llama_isa.sh).
   out["engine_cpu_features"] = Backend::cpu_features();

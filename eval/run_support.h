@@ -35,6 +35,11 @@ bool is_organism(Task task);
 
 std::string fingerprint_text(const ModelFingerprint& f);
 
+// Wall-clock seconds from `start` to now (the figures result files report).
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 // One steering setting of a batch: a cache edit (vector + params) or none.
 struct Setting {
   const SteeringVector* vector = nullptr;
@@ -329,10 +334,6 @@ class Evaluator {
   std::uint32_t per_seq_ = 0;
   mutable std::string traces_sha_;
   Timing timing_;
-
-  static double seconds_since(std::chrono::steady_clock::time_point t) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-  }
 };
 
 std::uint32_t longest_pair(const std::vector<ContrastivePair>& pairs);

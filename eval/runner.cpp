@@ -104,8 +104,7 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   if (o.method == Method::Cache || o.method == Method::CacheCot || o.method == Method::Caa) {
     vector_info = vector_provenance(o);
   }
-  const double vector_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - vector_start).count();
+  const double vector_s = seconds_since(vector_start);
 
   Setting setting;
   if (vector) {
