@@ -48,6 +48,7 @@ double jaccard(const std::set<std::string>& a, const std::set<std::string>& b) {
 NeighbourMap lexical_neighbours(const std::vector<TraceRow>& rows, std::size_t k) {
   check_k(k, rows.size());
   std::vector<std::set<std::string>> words;
+  words.reserve(rows.size());
   for (const auto& r : rows) words.push_back(question_words(r.question));
   NeighbourMap out(rows.size());
   for (std::size_t i = 0; i < rows.size(); ++i) {

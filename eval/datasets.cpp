@@ -115,7 +115,7 @@ std::string choice_lines(const json& question, std::vector<std::string>& labels,
     const std::string text = str(choices[i], "text", name + ".text", at);
     if (label.empty()) fail(at, "'" + name + ".label' is empty");
     if (!out.empty()) out += '\n';
-    out += label + ": " + text;
+    out.append(label).append(": ").append(text);
     labels.push_back(label);
   }
   return out;

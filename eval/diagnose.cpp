@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -19,7 +18,6 @@
 namespace kvsteer::eval {
 
 using nlohmann::ordered_json;
-namespace fs = std::filesystem;
 
 namespace {
 

@@ -37,7 +37,7 @@ std::string find_gnuplot(const std::string& name) {
   std::stringstream dirs(path_env != nullptr ? path_env : "");
   std::string dir;
   while (std::getline(dirs, dir, ':')) {
-    const std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
+    std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
     std::error_code ec;
     if (fs::is_regular_file(candidate, ec) && ::access(candidate.c_str(), X_OK) == 0) {
       return candidate;
@@ -92,6 +92,7 @@ int run_gnuplot(const std::string& gnuplot, const std::string& dir, const std::s
   // functions.
   std::vector<std::string> args = {"gnuplot", script};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   const pid_t pid = ::fork();
@@ -221,6 +222,7 @@ std::vector<std::string> write_report(const ReportInputs& inputs, const ReportOp
 
   // Every file is complete: move them in, the figures before the documents that show them.
   std::vector<std::string> names;
+  names.reserve(figures.size() + 2);
   for (const detail::Figure& figure : figures) names.push_back(figure.file);
   names.push_back("report.md");
   names.push_back("report.html");

@@ -82,6 +82,7 @@ std::vector<Line> cache_lines(const ReportInputs& inputs, const std::string& tas
     }
   }
   std::vector<Line> out;
+  out.reserve(lines.size());
   for (auto& [key, line] : lines) out.push_back(std::move(line));
   return out;
 }
@@ -98,6 +99,7 @@ std::vector<Line> activation_lines(const ReportInputs& inputs, const std::string
     }
   }
   std::vector<Line> out;
+  out.reserve(lines.size());
   for (auto& [key, line] : lines) out.push_back(std::move(line));
   return out;
 }

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -20,7 +19,6 @@
 namespace kvsteer::eval {
 
 using nlohmann::ordered_json;
-namespace fs = std::filesystem;
 
 ordered_json ItemResult::to_json() const {
   ordered_json j{{"index", index}, {"id", id}};

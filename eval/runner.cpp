@@ -139,7 +139,8 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
     if (o.progress) o.progress(done.size(), total);
   }
   std::vector<ItemResult> all;
-  for (auto& [i, r] : done) all.push_back(r);
+  all.reserve(done.size());
+  for (auto& [i, r] : done) all.push_back(std::move(r));
   ordered_json summary = result_head("kvsteer-eval-summary", o);
   std::string label = method_name(o.method);
   if (o.method == Method::Cache || o.method == Method::CacheCot) {

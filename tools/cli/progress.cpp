@@ -1,6 +1,7 @@
 #include "progress.h"
 
 #include <unistd.h>
+#include <cmath>
 
 #include <cstdio>
 #include <string>
@@ -33,9 +34,8 @@ void Progress::update(std::size_t done) {
   std::string bar(static_cast<std::size_t>(filled), '#');
   bar.resize(width, '.');
   // Before any work of this run is measured the rate is unknown, and so is the time left.
-  const std::string eta_text = rate > 0 || done == total_
-                                   ? std::to_string(static_cast<long long>(eta + 0.5)) + "s"
-                                   : std::string("?");
+  const std::string eta_text =
+      rate > 0 || done == total_ ? std::to_string(std::llround(eta)) + "s" : std::string("?");
   std::fprintf(stderr, "%s%s [%s] %zu/%zu  %.2f/s  ETA %s%s", tty_ ? "\r" : "", label_.c_str(),
                bar.c_str(), done, total_, rate, eta_text.c_str(), tty_ ? "" : "\n");
   std::fflush(stderr);

@@ -10,8 +10,8 @@ namespace kvsteer::server {
 
 using nlohmann::json;
 
-ApiError::ApiError(int status, std::string message, std::string type, std::string param)
-    : std::runtime_error(std::move(message)),
+ApiError::ApiError(int status, const std::string& message, std::string type, std::string param)
+    : std::runtime_error(message),
       status_(status),
       type_(std::move(type)),
       param_(std::move(param)) {}

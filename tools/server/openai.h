@@ -19,7 +19,7 @@ namespace kvsteer::server {
 // An error answered to the client: status code, OpenAI error type and the parameter at fault.
 class ApiError : public std::runtime_error {
  public:
-  ApiError(int status, std::string message, std::string type = "invalid_request_error",
+  ApiError(int status, const std::string& message, std::string type = "invalid_request_error",
            std::string param = "");
   int status() const { return status_; }
   const std::string& type() const { return type_; }

@@ -560,7 +560,7 @@ struct Server::Impl {
     // A handler that throws something unexpected: the client gets a 500 with the reason, and the
     // operator sees it on stderr.
     http.set_exception_handler([](const httplib::Request& req, httplib::Response& res,
-                                  std::exception_ptr ep) {
+                                  const std::exception_ptr& ep) {
       std::string what = "unknown exception";
       try {
         std::rethrow_exception(ep);
