@@ -21,7 +21,9 @@ AppendFile::AppendFile(std::string path) : path_(std::move(path)) {
 }
 
 AppendFile::~AppendFile() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
 }
 
 AppendFile::AppendFile(AppendFile&& other) noexcept
@@ -29,7 +31,9 @@ AppendFile::AppendFile(AppendFile&& other) noexcept
 
 AppendFile& AppendFile::operator=(AppendFile&& other) noexcept {
   if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
     path_ = std::move(other.path_);
     fd_ = std::exchange(other.fd_, -1);
   }
@@ -47,13 +51,17 @@ void AppendFile::append(std::string_view text) {
   while (!rest.empty()) {
     const ssize_t n = ::write(fd_, rest.data(), rest.size());
     if (n < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR) {
+        continue;
+      }
       err = errno;
       break;
     }
     rest.remove_prefix(static_cast<std::size_t>(n));
   }
-  if (err == 0 && ::fdatasync(fd_) != 0) err = errno;
+  if (err == 0 && ::fdatasync(fd_) != 0) {
+    err = errno;
+  }
   if (err != 0) {
     // Cut a partial append back, so that no torn line is left behind the earlier ones.
     (void)::ftruncate(fd_, end);

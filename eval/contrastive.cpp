@@ -34,14 +34,20 @@ std::set<std::string> question_words(const std::string& text) {
       cur.clear();
     }
   }
-  if (!cur.empty()) words.insert(cur);
+  if (!cur.empty()) {
+    words.insert(cur);
+  }
   return words;
 }
 
 double jaccard(const std::set<std::string>& a, const std::set<std::string>& b) {
-  if (a.empty() && b.empty()) return 0.0;
+  if (a.empty() && b.empty()) {
+    return 0.0;
+  }
   std::size_t common = 0;
-  for (const auto& w : a) common += b.count(w);
+  for (const auto& w : a) {
+    common += b.count(w);
+  }
   return static_cast<double>(common) / static_cast<double>(a.size() + b.size() - common);
 }
 
@@ -49,15 +55,21 @@ NeighbourMap lexical_neighbours(const std::vector<TraceRow>& rows, std::size_t k
   check_k(k, rows.size());
   std::vector<std::set<std::string>> words;
   words.reserve(rows.size());
-  for (const auto& r : rows) words.push_back(question_words(r.question));
+  for (const auto& r : rows) {
+    words.push_back(question_words(r.question));
+  }
   NeighbourMap out(rows.size());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     std::vector<std::pair<double, std::size_t>> ranked;
     for (std::size_t j = 0; j < rows.size(); ++j) {
-      if (j != i) ranked.emplace_back(-jaccard(words[i], words[j]), j);
+      if (j != i) {
+        ranked.emplace_back(-jaccard(words[i], words[j]), j);
+      }
     }
     std::stable_sort(ranked.begin(), ranked.end());
-    for (std::size_t n = 0; n < k; ++n) out[i].push_back(ranked[n].second);
+    for (std::size_t n = 0; n < k; ++n) {
+      out[i].push_back(ranked[n].second);
+    }
   }
   return out;
 }
@@ -75,7 +87,9 @@ NeighbourMap neighbours_from_map_file(const std::string& path, const std::vector
                 "few-shot map file '" + path + "' is not valid JSON: " + e.what());
   }
   std::map<std::string, std::size_t> index;
-  for (std::size_t i = 0; i < rows.size(); ++i) index[rows[i].source] = i;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    index[rows[i].source] = i;
+  }
   std::string available;
   for (const auto& [key, entry] : maps.items()) {
     available += "\n  " + key;
@@ -84,12 +98,16 @@ NeighbourMap neighbours_from_map_file(const std::string& path, const std::vector
       continue;
     }
     const auto& targets = entry["targets_in_order"];
-    if (!targets.is_array() || targets.size() != rows.size()) continue;
+    if (!targets.is_array() || targets.size() != rows.size()) {
+      continue;
+    }
     bool same = true;
     for (std::size_t i = 0; i < rows.size() && same; ++i) {
       same = targets[i].is_string() && targets[i].get<std::string>() == rows[i].source;
     }
-    if (!same) continue;
+    if (!same) {
+      continue;
+    }
     NeighbourMap out(rows.size());
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const auto& list = entry["fewshot"].value(rows[i].source, nlohmann::json::array());
@@ -116,7 +134,9 @@ NeighbourMap neighbours_from_map_file(const std::string& path, const std::vector
 
 std::string positive_answer(const TraceRow& row) {
   std::string steps;
-  for (const auto& s : row.steps) steps += (steps.empty() ? "" : " ") + s;
+  for (const auto& s : row.steps) {
+    steps += (steps.empty() ? "" : " ") + s;
+  }
   return steps + " The answer is " + row.answer + ".";
 }
 

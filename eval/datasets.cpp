@@ -68,7 +68,9 @@ std::string wrong_file_hint(const Where& at) {
 const json& field(const json& obj, const char* key, const std::string& dotted, json::value_t type,
                   const char* type_name, const Where& at) {
   const auto it = obj.find(key);
-  if (it == obj.end()) fail(at, "no field '" + dotted + "'" + wrong_file_hint(at));
+  if (it == obj.end()) {
+    fail(at, "no field '" + dotted + "'" + wrong_file_hint(at));
+  }
   const bool ok =
       type == json::value_t::number_integer ? it->is_number_integer() : it->type() == type;
   if (!ok) {
@@ -93,7 +95,9 @@ bool is_blank(const std::string& line) {
 }
 
 std::string trim(const std::string& s) {
-  if (is_blank(s)) return {};
+  if (is_blank(s)) {
+    return {};
+  }
   const auto b = s.find_first_not_of(" \t\r\n");
   const auto e = s.find_last_not_of(" \t\r\n");
   return s.substr(b, e - b + 1);
@@ -103,7 +107,9 @@ std::string trim(const std::string& s) {
 std::string choice_lines(const json& question, std::vector<std::string>& labels, const Where& at) {
   const json& choices =
       field(question, "choices", "question.choices", json::value_t::array, "a list", at);
-  if (choices.empty()) fail(at, "field 'question.choices' is an empty list");
+  if (choices.empty()) {
+    fail(at, "field 'question.choices' is an empty list");
+  }
   std::string out;
   for (std::size_t i = 0; i < choices.size(); ++i) {
     const std::string name = "question.choices[" + std::to_string(i) + "]";
@@ -113,8 +119,12 @@ std::string choice_lines(const json& question, std::vector<std::string>& labels,
     }
     const std::string label = str(choices[i], "label", name + ".label", at);
     const std::string text = str(choices[i], "text", name + ".text", at);
-    if (label.empty()) fail(at, "'" + name + ".label' is empty");
-    if (!out.empty()) out += '\n';
+    if (label.empty()) {
+      fail(at, "'" + name + ".label' is empty");
+    }
+    if (!out.empty()) {
+      out += '\n';
+    }
     out.append(label).append(": ").append(text);
     labels.push_back(label);
   }
@@ -142,10 +152,14 @@ EvalItem parse_choice_record(const json& row, const Where& at) {
   // against the reference's rendered test prompts.
   item.question = at.task == Task::Arc ? stem + "\n\nChoices:\n" + choices : stem + "\n" + choices;
   bool known = false;
-  for (const auto& label : labels) known = known || label == item.target;
+  for (const auto& label : labels) {
+    known = known || label == item.target;
+  }
   if (!known) {
     std::string all;
-    for (const auto& label : labels) all += (all.empty() ? "" : ", ") + label;
+    for (const auto& label : labels) {
+      all += (all.empty() ? "" : ", ") + label;
+    }
     fail(at, "answerKey '" + item.target + "' is not one of the choice labels (" + all + ")");
   }
   return item;
@@ -160,7 +174,9 @@ EvalItem parse_gsm8k(const json& row, const Where& at) {
     fail(at, "field 'answer' has no '#### <number>' line" + wrong_file_hint(at));
   }
   item.target = gsm8k_target(answer);
-  if (item.target.empty()) fail(at, "field 'answer' has nothing after '#### '");
+  if (item.target.empty()) {
+    fail(at, "field 'answer' has nothing after '#### '");
+  }
   return item;
 }
 
@@ -178,7 +194,9 @@ EvalItem parse_piqa(const json& row, const Where& at) {
 
 bool is_number_text(const std::string& s) {
   const std::size_t digits = !s.empty() && s[0] == '-' ? 1 : 0;
-  if (s.size() == digits) return false;
+  if (s.size() == digits) {
+    return false;
+  }
   return s.find_first_not_of("0123456789", digits) == std::string::npos;
 }
 
@@ -235,7 +253,9 @@ std::vector<EvalItem> read_items(Task task, const std::string& path) {
   std::istringstream lines(text);
   std::string line;
   for (std::size_t n = 1; std::getline(lines, line); ++n) {
-    if (is_blank(line)) continue;
+    if (is_blank(line)) {
+      continue;
+    }
     const Where at{task, path, n};
     json row;
     try {
@@ -280,14 +300,19 @@ void read_piqa_labels(const std::string& path, std::vector<EvalItem>& items) {
   std::string line;
   std::size_t count = 0;
   for (std::size_t n = 1; std::getline(lines, line); ++n) {
-    if (is_blank(line)) continue;
+    if (is_blank(line)) {
+      continue;
+    }
     const std::string label = trim(line);
     if (label != "0" && label != "1") {
-      throw Error(ErrorCode::Format, "piqa labels file '" + labels_path + "' line " +
-                                         std::to_string(n) + ": '" + label +
-                                         "' is not a label, expected 0 or 1");
+      std::string why = "piqa labels file '";
+      why.append(labels_path).append("' line ").append(std::to_string(n)).append(": '");
+      why.append(label).append("' is not a label, expected 0 or 1");
+      throw Error(ErrorCode::Format, why);
     }
-    if (count < items.size()) items[count].target = label == "0" ? "A" : "B";
+    if (count < items.size()) {
+      items[count].target = label == "0" ? "A" : "B";
+    }
     ++count;
   }
   if (count != items.size()) {
@@ -303,7 +328,9 @@ void read_piqa_labels(const std::string& path, std::vector<EvalItem>& items) {
 Task parse_task(const std::string& name) {
   for (Task task : {Task::Gsm8k, Task::Arc, Task::Csqa, Task::Piqa, Task::OrganismNumeric,
                     Task::OrganismChoice}) {
-    if (name == info(task).name) return task;
+    if (name == info(task).name) {
+      return task;
+    }
   }
   throw Error(ErrorCode::InvalidArgument,
               "unknown task '" + name +
@@ -319,8 +346,12 @@ bool is_multiple_choice(Task task) noexcept {
 
 std::vector<EvalItem> load_eval_items(Task task, const std::string& path, std::size_t limit) {
   std::vector<EvalItem> items = read_items(task, path);
-  if (task == Task::Piqa) read_piqa_labels(path, items);
-  if (limit > 0 && limit < items.size()) items.resize(limit);
+  if (task == Task::Piqa) {
+    read_piqa_labels(path, items);
+  }
+  if (limit > 0 && limit < items.size()) {
+    items.resize(limit);
+  }
   return items;
 }
 

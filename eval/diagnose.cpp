@@ -36,7 +36,9 @@ class DiagnosisTally {
     ++n_;
     kl_.add(d.kl_first);
     diverged_ += d.first_divergence >= 0 ? 1 : 0;
-    if (d.first_divergence >= 0) divergence_step_.add(d.first_divergence);
+    if (d.first_divergence >= 0) {
+      divergence_step_.add(d.first_divergence);
+    }
     recompute_error_ = std::max(recompute_error_, d.recompute_error);
     uniform_.add(1.0 / double(d.steered_pos + 2));  // the tail token sees steered_pos + 2 cells
     for (std::size_t l = 0; l < n_layer_; ++l) {
@@ -100,7 +102,9 @@ class DiagnosisTally {
   static double round6(double x) { return std::round(x * 1e6) / 1e6; }
   static double head_mean(const std::vector<Mean>& heads) {
     double sum = 0.0;
-    for (const Mean& m : heads) sum += m.value();
+    for (const Mean& m : heads) {
+      sum += m.value();
+    }
     return heads.empty() ? 0.0 : sum / double(heads.size());
   }
   // Step 0 (the tail token) and the mean over the following steps of one prompt.
@@ -109,9 +113,13 @@ class DiagnosisTally {
     for (std::size_t l = 0; l < n_layer_ && !steps.empty(); ++l) {
       for (std::size_t h = 0; h < n_head_; ++h) {
         tail[l][h].add(steps[0][l][h]);
-        if (steps.size() < 2) continue;
+        if (steps.size() < 2) {
+          continue;
+        }
         double sum = 0.0;
-        for (std::size_t t = 1; t < steps.size(); ++t) sum += steps[t][l][h];
+        for (std::size_t t = 1; t < steps.size(); ++t) {
+          sum += steps[t][l][h];
+        }
         following[l][h].add(sum / double(steps.size() - 1));
       }
     }
@@ -131,12 +139,17 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
   if (o.method != Method::Cache && o.method != Method::CacheCot) {
     throw Error(ErrorCode::InvalidArgument, "kvsteer diagnose runs --method cache or cache+cot");
   }
-  if (d.n_follow < 1) throw Error(ErrorCode::InvalidArgument, "--follow must be >= 1");
+  if (d.n_follow < 1) {
+    throw Error(ErrorCode::InvalidArgument, "--follow must be >= 1");
+  }
   check_run_options(o, *model);
-  if (!d.out.empty()) require_creatable_file(d.out, "diagnosis output");
+  if (!d.out.empty()) {
+    require_creatable_file(d.out, "diagnosis output");
+  }
   for (float scale : d.scales) {
-    if (!std::isfinite(scale))
+    if (!std::isfinite(scale)) {
       throw Error(ErrorCode::InvalidArgument, "--scales holds a non-finite value");
+    }
   }
   const auto start = std::chrono::steady_clock::now();
   Evaluator ev(model, o);
@@ -144,8 +157,9 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
   const SteeringVector vector = cache_vector(ev, o, vector_info);
   const ModelFingerprint& fp = model->fingerprint();
   std::size_t longest = 0;
-  for (std::size_t i = 0; i < ev.items().size(); ++i)
+  for (std::size_t i = 0; i < ev.items().size(); ++i) {
     longest = std::max(longest, ev.prompt_tokens(i).size());
+  }
   // Two sequences (plain and steered) of the longest prompt and the followed tokens each, with
   // the engine's cache types and attention in one unified stream: the diagnosis reads attention
   // windows by physical cell, which is what a unified cache gives.
@@ -173,16 +187,24 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
     for (std::int32_t l = 0; l < fp.n_layer; ++l) {
       const bool k = o.steering.layers_k.contains(l) && o.steering.coef_k != 0.0f;
       const bool v = o.steering.layers_v.contains(l) && o.steering.coef_v != 0.0f;
-      if (!k && !v) continue;
+      if (!k && !v) {
+        continue;
+      }
       SteeringParams p = o.steering;
       p.layers_k = p.layers_v = LayerSelection::parse(std::to_string(l));
-      if (!k) p.coef_k = 0.0f;
-      if (!v) p.coef_v = 0.0f;
+      if (!k) {
+        p.coef_k = 0.0f;
+      }
+      if (!v) {
+        p.coef_v = 0.0f;
+      }
       settings.push_back({"layer", double(l), p});
     }
   }
   const std::size_t total = ev.items().size();
-  if (o.progress) o.progress(0, ev.items().size());
+  if (o.progress) {
+    o.progress(0, ev.items().size());
+  }
   std::vector<DiagnosisTally> tallies(
       settings.size(),
       DiagnosisTally(static_cast<std::size_t>(fp.n_layer), static_cast<std::size_t>(fp.n_head)));
@@ -193,10 +215,14 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
       dp.n_follow = d.n_follow;
       tallies[s].add(diagnose_prompt(session, ev.prompt_tokens(i), vector, dp));
     }
-    if (o.progress) o.progress(i + 1, total);
+    if (o.progress) {
+      o.progress(i + 1, total);
+    }
   }
   double recompute_error = 0.0;
-  for (const auto& t : tallies) recompute_error = std::max(recompute_error, t.recompute_error());
+  for (const auto& t : tallies) {
+    recompute_error = std::max(recompute_error, t.recompute_error());
+  }
   ordered_json scales = ordered_json::array(), per_layer = ordered_json::array();
   for (std::size_t s = 1; s < settings.size(); ++s) {
     ordered_json j = settings[s].kind == "scale" ? ordered_json{{"scale", settings[s].value},
@@ -232,7 +258,9 @@ ordered_json run_diagnosis(const std::shared_ptr<const Model>& model, const Diag
                           {"scales", scales},
                           {"per_layer", per_layer}});
   stamp_result(out, start);
-  if (!d.out.empty()) write_json_file(d.out, out);
+  if (!d.out.empty()) {
+    write_json_file(d.out, out);
+  }
   return out;
 }
 

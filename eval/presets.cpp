@@ -116,7 +116,9 @@ void apply_paper_preset(EvalOptions& o, const Model& model, const std::string& m
     // method.md §2.2
     if (o.task == Task::Gsm8k) {
       o.n_pairs = matched == "smollm2" ? 300 : 200;
-      if (matched == "qwen2") o.steering.coef_v = 1.0f;
+      if (matched == "qwen2") {
+        o.steering.coef_v = 1.0f;
+      }
     } else if (o.task == Task::Csqa) {
       if (matched == "llama-3.2-3b") {
         o.n_pairs = 400;
@@ -128,22 +130,30 @@ void apply_paper_preset(EvalOptions& o, const Model& model, const std::string& m
         o.shots = 10;
       }
     } else if (o.task == Task::Arc) {
-      if (matched == "llama-3.2-3b") o.n_pairs = 200;
-      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini")
+      if (matched == "llama-3.2-3b") {
+        o.n_pairs = 200;
+      }
+      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini") {
         o.steering.coef_v = 8;
-      if (matched == "smollm2") o.steering.coef_v = 4;
+      }
+      if (matched == "smollm2") {
+        o.steering.coef_v = 4;
+      }
       if (matched == "qwen2") {
         o.steering.coef_v = 8;
         o.n_pairs = 200;
       }
     } else if (o.task == Task::Piqa) {
-      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini")
+      if (matched == "llama-3.2-1b" || matched == "llama-3.1-8b" || matched == "phi-4-mini") {
         o.steering.coef_v = 8;
+      }
       if (matched == "llama-3.2-3b") {
         o.n_pairs = 300;
         o.steering.coef_v = 6;
       }
-      if (matched == "smollm2" || matched == "qwen2") o.steering.coef_v = 10;
+      if (matched == "smollm2" || matched == "qwen2") {
+        o.steering.coef_v = 10;
+      }
     }
   }
   o.steering.layers_k = LayerSelection::parse("1-");
@@ -208,11 +218,21 @@ EvalOptions make_eval_options(const EvalRequest& c, const Model& model) {
   } else {
     o.steering.layers_k = o.steering.layers_v = LayerSelection::parse("1-");
   }
-  if (c.n_pairs) o.n_pairs = *c.n_pairs;
-  if (c.shots) o.shots = *c.shots;
-  if (c.c_k) o.steering.coef_k = *c.c_k;
-  if (c.c_v) o.steering.coef_v = *c.c_v;
-  if (c.layers) o.steering.layers_k = o.steering.layers_v = LayerSelection::parse(*c.layers);
+  if (c.n_pairs) {
+    o.n_pairs = *c.n_pairs;
+  }
+  if (c.shots) {
+    o.shots = *c.shots;
+  }
+  if (c.c_k) {
+    o.steering.coef_k = *c.c_k;
+  }
+  if (c.c_v) {
+    o.steering.coef_v = *c.c_v;
+  }
+  if (c.layers) {
+    o.steering.layers_k = o.steering.layers_v = LayerSelection::parse(*c.layers);
+  }
   if (c.offset && c.offset_id) {
     throw Error(ErrorCode::InvalidArgument, "give the offset token as text or by id, not both");
   }
@@ -224,7 +244,9 @@ EvalOptions make_eval_options(const EvalRequest& c, const Model& model) {
       o.steering.offset_token.reset();
     } else {
       const auto ids = model.tokenize(*c.offset, false, false);
-      if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "the offset text has no tokens");
+      if (ids.empty()) {
+        throw Error(ErrorCode::InvalidArgument, "the offset text has no tokens");
+      }
       o.steering.offset_token = ids.front();
     }
   }
@@ -263,7 +285,9 @@ EvalRequest request_from_config(const nlohmann::ordered_json& config, std::strin
     r.method = config.at("method").get<std::string>();
     r.limit = config.at("limit").get<std::size_t>();
     const auto family = config.value("prompt_family", std::string("model"));
-    if (family != "model") r.prompt_family = family;
+    if (family != "model") {
+      r.prompt_family = family;
+    }
     r.chat_template = config.value("chat_template", std::string());
     if (config.at("decoding").get<std::string>() != "greedy") {
       throw Error(ErrorCode::InvalidArgument,
@@ -275,11 +299,17 @@ EvalRequest request_from_config(const nlohmann::ordered_json& config, std::strin
     r.parallel = config.at("parallel").get<std::uint32_t>();
     r.traces = config.value("traces", std::string());
     r.fewshot_map = config.value("fewshot_map", std::string());
-    if (config.contains("pairs")) r.n_pairs = config.at("pairs").get<std::size_t>();
-    if (config.contains("shots")) r.shots = config.at("shots").get<std::size_t>();
+    if (config.contains("pairs")) {
+      r.n_pairs = config.at("pairs").get<std::size_t>();
+    }
+    if (config.contains("shots")) {
+      r.shots = config.at("shots").get<std::size_t>();
+    }
     r.vector = config.value("vector", std::string());
     r.extract_position = config.value("extract_position", -1);
-    if (config.contains("selection")) r.selection = config.at("selection");
+    if (config.contains("selection")) {
+      r.selection = config.at("selection");
+    }
     if (config.contains("steering")) {
       const auto& s = config.at("steering");
       const auto layers = s.at("layers_k").get<std::string>();
@@ -349,7 +379,9 @@ RecordedRun read_recorded_run(const std::string& run_dir) {
 
 EvalOptions options_like_run(const RecordedRun& run, const Model& model, const LikeRun& like) {
   EvalRequest r = run.request;
-  if (like.limit) r.limit = *like.limit;
+  if (like.limit) {
+    r.limit = *like.limit;
+  }
   r.n_threads = like.n_threads;
   r.caa_cache_dir = like.caa_cache_dir;
   try {

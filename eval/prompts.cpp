@@ -29,8 +29,12 @@ bool is_strip_space(char c) {
 std::string trim(const std::string& s) {
   std::size_t b = 0;
   std::size_t e = s.size();
-  while (b < e && is_strip_space(s[b])) ++b;
-  while (e > b && is_strip_space(s[e - 1])) --e;
+  while (b < e && is_strip_space(s[b])) {
+    ++b;
+  }
+  while (e > b && is_strip_space(s[e - 1])) {
+    --e;
+  }
   return s.substr(b, e - b);
 }
 
@@ -43,13 +47,17 @@ std::string render_llama(std::span<const ChatMessage> messages, bool add_generat
   }
   std::string out = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n";
   out += "Cutting Knowledge Date: December 2023\n";
-  if (stock_31) out += "Today Date: 26 Jul 2024\n";
+  if (stock_31) {
+    out += "Today Date: 26 Jul 2024\n";
+  }
   out += "\n" + system_message + "<|eot_id|>";
   for (const auto& m : messages) {
     out +=
         "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + trim(m.content) + "<|eot_id|>";
   }
-  if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  if (add_generation_prompt) {
+    out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  }
   return out;
 }
 
@@ -62,13 +70,17 @@ std::string render_chatml(std::span<const ChatMessage> messages, bool add_genera
     }
     out += "<|im_start|>" + messages[i].role + "\n" + messages[i].content + "<|im_end|>\n";
   }
-  if (add_generation_prompt) out += "<|im_start|>assistant\n";
+  if (add_generation_prompt) {
+    out += "<|im_start|>assistant\n";
+  }
   return out;
 }
 
 std::string render_phi4mini(std::span<const ChatMessage> messages, bool add_generation_prompt) {
   std::string out;
-  for (const auto& m : messages) out += "<|" + m.role + "|>" + m.content + "<|end|>";
+  for (const auto& m : messages) {
+    out += "<|" + m.role + "|>" + m.content + "<|end|>";
+  }
   out += add_generation_prompt ? "<|assistant|>" : "<|endoftext|>";
   return out;
 }
@@ -77,7 +89,9 @@ std::string render_phi4mini(std::span<const ChatMessage> messages, bool add_gene
 
 PromptFamily parse_prompt_family(const std::string& name) {
   for (const auto& [n, family] : kFamilies) {
-    if (name == n) return family;
+    if (name == n) {
+      return family;
+    }
   }
   throw Error(ErrorCode::InvalidArgument,
               "unknown prompt family '" + name +
@@ -86,7 +100,9 @@ PromptFamily parse_prompt_family(const std::string& name) {
 
 const char* prompt_family_name(PromptFamily family) noexcept {
   for (const auto& [n, f] : kFamilies) {
-    if (f == family) return n;
+    if (f == family) {
+      return n;
+    }
   }
   return "unknown";
 }
@@ -97,7 +113,9 @@ std::optional<PromptFamily> detect_prompt_family(std::string_view chat_template)
   // source, where the newline inside the literal is either a real newline or backslash-n.
   auto holds = [&](std::string_view literal) {
     std::string escaped;
-    for (char c : literal) escaped += c == '\n' ? std::string("\\n") : std::string(1, c);
+    for (char c : literal) {
+      escaped += c == '\n' ? std::string("\\n") : std::string(1, c);
+    }
     return chat_template.find(literal) != std::string_view::npos ||
            chat_template.find(escaped) != std::string_view::npos;
   };
@@ -134,15 +152,21 @@ std::string render_reference_prompt(PromptFamily family, std::span<const ChatMes
 std::optional<PromptFamily> resolve_prompt_family(const std::string& name,
                                                   const std::string& chat_template,
                                                   const Model& model) {
-  if (!name.empty()) return parse_prompt_family(name);
-  if (!chat_template.empty()) return std::nullopt;
+  if (!name.empty()) {
+    return parse_prompt_family(name);
+  }
+  if (!chat_template.empty()) {
+    return std::nullopt;
+  }
   return detect_prompt_family(model.chat_template());
 }
 
 std::string render_user_turn(const Model& model, const std::string& user, const std::string& system,
                              const std::string& prompt_family, const std::string& chat_template) {
   std::vector<ChatMessage> messages;
-  if (!system.empty()) messages.push_back({"system", system});
+  if (!system.empty()) {
+    messages.push_back({"system", system});
+  }
   messages.push_back({"user", user});
   const auto family = resolve_prompt_family(prompt_family, chat_template, model);
   return family ? render_reference_prompt(*family, messages, true)

@@ -30,7 +30,9 @@ constexpr const char* kGnuplotHint =
 // The executable gnuplot resolves to: a path as given, else the first match on PATH.
 std::string find_gnuplot(const std::string& name) {
   if (name.find('/') != std::string::npos) {
-    if (::access(name.c_str(), X_OK) == 0) return name;
+    if (::access(name.c_str(), X_OK) == 0) {
+      return name;
+    }
     throw Error(ErrorCode::NotFound, "gnuplot not found at '" + name + "': " + kGnuplotHint);
   }
   const char* path_env = std::getenv("PATH");
@@ -72,7 +74,9 @@ void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
   out.flush();
-  if (!out) throw Error(ErrorCode::Io, "cannot write '" + path + "'");
+  if (!out) {
+    throw Error(ErrorCode::Io, "cannot write '" + path + "'");
+  }
 }
 
 // gnuplot's log and SVG, which may be missing after a failed run: empty then, and the caller says
@@ -93,13 +97,19 @@ int run_gnuplot(const std::string& gnuplot, const std::string& dir, const std::s
   std::vector<std::string> args = {"gnuplot", script};
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
-  for (std::string& a : args) argv.push_back(a.data());
+  for (std::string& a : args) {
+    argv.push_back(a.data());
+  }
   argv.push_back(nullptr);
   const pid_t pid = ::fork();
-  if (pid < 0) throw Error(ErrorCode::Backend, "cannot start gnuplot: fork failed");
+  if (pid < 0) {
+    throw Error(ErrorCode::Backend, "cannot start gnuplot: fork failed");
+  }
   if (pid == 0) {
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || ::chdir(dir.c_str()) != 0) ::_exit(127);
+    if (fd < 0 || ::chdir(dir.c_str()) != 0) {
+      ::_exit(127);
+    }
     ::dup2(fd, STDOUT_FILENO);
     ::dup2(fd, STDERR_FILENO);
     ::close(fd);
@@ -108,7 +118,9 @@ int run_gnuplot(const std::string& gnuplot, const std::string& dir, const std::s
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw Error(ErrorCode::Backend, "cannot wait for gnuplot");
+    if (errno != EINTR) {
+      throw Error(ErrorCode::Backend, "cannot wait for gnuplot");
+    }
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -116,16 +128,22 @@ int run_gnuplot(const std::string& gnuplot, const std::string& dir, const std::s
 // The first lines of gnuplot's log, on one line.
 std::string log_excerpt(const std::string& log) {
   std::string text = read_text_or_empty(log);
-  if (text.size() > 600) text = text.substr(0, 600) + "...";
+  if (text.size() > 600) {
+    text = text.substr(0, 600) + "...";
+  }
   std::string out;
   for (char ch : text) {
     if (ch == '\n' || ch == '\r') {
-      if (!out.empty() && out.back() != ' ') out += ' ';
+      if (!out.empty() && out.back() != ' ') {
+        out += ' ';
+      }
     } else {
       out += ch;
     }
   }
-  while (!out.empty() && out.back() == ' ') out.pop_back();
+  while (!out.empty() && out.back() == ' ') {
+    out.pop_back();
+  }
   return out.empty() ? "(no output)" : out;
 }
 
@@ -162,7 +180,9 @@ std::string slug(const std::string& text) {
     const bool safe = std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-';
     out += safe && static_cast<unsigned char>(ch) < 0x80 ? ch : '_';
   }
-  if (out.empty() || out.front() == '.') out.insert(out.begin(), '_');
+  if (out.empty() || out.front() == '.') {
+    out.insert(out.begin(), '_');
+  }
   return out;
 }
 
@@ -172,7 +192,9 @@ std::map<std::string, std::string> task_slugs(const std::vector<std::string>& ta
   std::set<std::string> used;
   for (const std::string& task : tasks) {
     std::string name = slug(task);
-    for (int i = 2; used.count(name) != 0; ++i) name = slug(task) + "-" + std::to_string(i);
+    for (int i = 2; used.count(name) != 0; ++i) {
+      name = slug(task) + "-" + std::to_string(i);
+    }
     used.insert(name);
     out[task] = name;
   }
@@ -182,7 +204,9 @@ std::map<std::string, std::string> task_slugs(const std::vector<std::string>& ta
 void move_into(const std::string& from, const std::string& to) {
   std::error_code ec;
   fs::rename(from, to, ec);
-  if (ec) throw Error(ErrorCode::Io, "cannot write '" + to + "': " + ec.message());
+  if (ec) {
+    throw Error(ErrorCode::Io, "cannot write '" + to + "': " + ec.message());
+  }
 }
 
 }  // namespace
@@ -223,7 +247,9 @@ std::vector<std::string> write_report(const ReportInputs& inputs, const ReportOp
   // Every file is complete: move them in, the figures before the documents that show them.
   std::vector<std::string> names;
   names.reserve(figures.size() + 2);
-  for (const detail::Figure& figure : figures) names.push_back(figure.file);
+  for (const detail::Figure& figure : figures) {
+    names.push_back(figure.file);
+  }
   names.push_back("report.md");
   names.push_back("report.html");
   std::vector<std::string> written;

@@ -39,7 +39,9 @@ class Fields {
   // The field's value; absent is an error, null is returned as is.
   const json& get(const char* key) const {
     const auto it = object_.find(key);
-    if (it == object_.end()) fail(file_, "missing field '" + name(key) + "'");
+    if (it == object_.end()) {
+      fail(file_, "missing field '" + name(key) + "'");
+    }
     return *it;
   }
   // nullptr when the field is absent or null.
@@ -62,21 +64,31 @@ class Fields {
   }
   std::string string(const char* key, bool allow_empty = false) const {
     const json& value = get(key);
-    if (!value.is_string()) wrong(key, "a string", value.type_name());
+    if (!value.is_string()) {
+      wrong(key, "a string", value.type_name());
+    }
     std::string text = value.get<std::string>();
-    if (text.empty() && !allow_empty) wrong(key, "a non-empty string", "\"\"");
+    if (text.empty() && !allow_empty) {
+      wrong(key, "a non-empty string", "\"\"");
+    }
     return text;
   }
   std::string optional_string(const char* key) const {
     const json* value = find(key);
-    if (value == nullptr) return {};
+    if (value == nullptr) {
+      return {};
+    }
     return value->is_string() ? value->get<std::string>() : value->dump();
   }
   // [lo, hi] in percent; the field must be present and may be null.
   std::optional<Interval> interval(const char* key, bool required) const {
-    if (required) get(key);
+    if (required) {
+      get(key);
+    }
     const json* value = find(key);
-    if (value == nullptr) return std::nullopt;
+    if (value == nullptr) {
+      return std::nullopt;
+    }
     if (!value->is_array() || value->size() != 2 || !(*value)[0].is_number() ||
         !(*value)[1].is_number()) {
       wrong(key, "an array [lo, hi] of two numbers", value->dump());
@@ -85,7 +97,9 @@ class Fields {
   }
   std::vector<double> numbers(const char* key) const {
     const json& value = get(key);
-    if (!value.is_array()) wrong(key, "an array of numbers", value.type_name());
+    if (!value.is_array()) {
+      wrong(key, "an array of numbers", value.type_name());
+    }
     std::vector<double> out;
     out.reserve(value.size());
     for (std::size_t i = 0; i < value.size(); ++i) {
@@ -106,9 +120,13 @@ class Fields {
     fail(file_, "field '" + name(key) + "' is " + got + ", expected " + expected);
   }
   double as_number(const json& value, const char* key) const {
-    if (!value.is_number()) wrong(key, "a number", value.is_null() ? "null" : value.type_name());
+    if (!value.is_number()) {
+      wrong(key, "a number", value.is_null() ? "null" : value.type_name());
+    }
     const double x = value.get<double>();
-    if (!std::isfinite(x)) wrong(key, "a finite number", value.dump());
+    if (!std::isfinite(x)) {
+      wrong(key, "a finite number", value.dump());
+    }
     return x;
   }
 
@@ -127,12 +145,17 @@ struct RunConfig {
 RunConfig parse_config(const Fields& f, const std::string& file) {
   RunConfig out;
   const json* config = f.find("config");
-  if (config == nullptr) return out;
-  if (!config->is_object())
+  if (config == nullptr) {
+    return out;
+  }
+  if (!config->is_object()) {
     fail(file, "field 'config' is " + config->dump() + ", expected an object");
+  }
   const Fields c(*config, file, "config.");
   out.items.data = c.optional_string("data");
-  if (c.find("limit") != nullptr) out.items.limit = c.integer("limit");
+  if (c.find("limit") != nullptr) {
+    out.items.limit = c.integer("limit");
+  }
   if (const std::string vector = c.optional_string("vector"); !vector.empty()) {
     out.vector = fs::path(vector).stem().string();
   }
@@ -158,7 +181,9 @@ EvalSummary parse_summary(const json& root, const std::string& file) {
   s.task = f.string("task");
   s.method = f.string("method");
   s.label = f.optional_string("label");
-  if (s.label.empty()) s.label = s.method;
+  if (s.label.empty()) {
+    s.label = s.method;
+  }
   s.n = f.integer("n");
   s.correct = f.integer("correct");
   s.accuracy = f.number("accuracy");
@@ -168,8 +193,9 @@ EvalSummary parse_summary(const json& root, const std::string& file) {
   s.median_tokens = f.number("median_tokens");
   s.lengths = f.numbers("lengths");
   if (const json* model = f.find("model"); model != nullptr) {
-    if (!model->is_object())
+    if (!model->is_object()) {
       fail(file, "field 'model' is " + model->dump() + ", expected an object");
+    }
     const Fields m(*model, file, "model.");
     s.model_path = m.optional_string("path");
     s.model_fingerprint = m.optional_string("fingerprint");
@@ -241,7 +267,9 @@ json parse_json(const std::string& path) {
 
 // The "kind" of a parsed file, or "" when it has none.
 std::string kind_of(const json& root) {
-  if (!root.is_object()) return {};
+  if (!root.is_object()) {
+    return {};
+  }
   const auto it = root.find("kind");
   return it != root.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
@@ -285,7 +313,9 @@ std::vector<std::string> json_files_in(const std::string& folder) {
       files.push_back(entry.path().string());
     }
   }
-  if (ec) throw Error(ErrorCode::Io, "cannot list folder '" + folder + "': " + ec.message());
+  if (ec) {
+    throw Error(ErrorCode::Io, "cannot list folder '" + folder + "': " + ec.message());
+  }
   std::sort(files.begin(), files.end());
   return files;
 }
@@ -314,7 +344,9 @@ void check_duplicates(const ReportInputs& inputs) {
 }  // namespace
 
 bool ItemSet::may_equal(const ItemSet& other) const {
-  if (data.empty() || other.data.empty() || !limit || !other.limit) return true;
+  if (data.empty() || other.data.empty() || !limit || !other.limit) {
+    return true;
+  }
   return fs::path(data).lexically_normal() == fs::path(other.data).lexically_normal() &&
          *limit == *other.limit;
 }
@@ -333,14 +365,20 @@ ReportInputs load_report_inputs(const std::vector<std::string>& paths) {
   for (const std::string& path : paths) {
     std::error_code ec;
     if (!fs::is_directory(path, ec)) {
-      if (first_visit(path, seen)) load_report_file(path, inputs);
+      if (first_visit(path, seen)) {
+        load_report_file(path, inputs);
+      }
       continue;
     }
     for (const std::string& file : json_files_in(path)) {
-      if (!first_visit(file, seen)) continue;
+      if (!first_visit(file, seen)) {
+        continue;
+      }
       const json root = parse_json(file);
       const std::string kind = kind_of(root);
-      if (kind == kSummaryKind || kind == kSweepKind) add_parsed(root, file, inputs);
+      if (kind == kSummaryKind || kind == kSweepKind) {
+        add_parsed(root, file, inputs);
+      }
     }
   }
   if (inputs.summaries.empty() && inputs.sweeps.empty()) {

@@ -18,7 +18,9 @@ namespace {
 std::string quoted(const std::string& text) {
   std::string out = "\"";
   for (char ch : text) {
-    if (ch == '\\' || ch == '"') out += '\\';
+    if (ch == '\\' || ch == '"') {
+      out += '\\';
+    }
     out += (ch == '\n' || ch == '\r') ? ' ' : ch;
   }
   return out + "\"";
@@ -68,22 +70,30 @@ struct Line {
 std::vector<Line> cache_lines(const ReportInputs& inputs, const std::string& task) {
   std::map<std::tuple<int, std::string, double, std::string, std::string, std::string>, Line> lines;
   for (const Sweep& sweep : inputs.sweeps) {
-    if (sweep.task != task || sweep.activation) continue;
+    if (sweep.task != task || sweep.activation) {
+      continue;
+    }
     const std::string protocol = sweep_protocol(inputs, sweep);
     for (const SweepSetting& st : sweep.settings) {
       Line& line = lines[{method_rank(sweep.method), sweep.method, st.c_k, st.layers, sweep.offset,
                           sweep.vector}];
       if (line.title.empty()) {
         line.title = "c_k=" + fmt_num(st.c_k) + ", layers " + st.layers;
-        if (!protocol.empty()) line.title += ", " + protocol;
-        if (sweep.method != "cache") line.title += " (" + sweep.method + ")";
+        if (!protocol.empty()) {
+          line.title += ", " + protocol;
+        }
+        if (sweep.method != "cache") {
+          line.title += " (" + sweep.method + ")";
+        }
       }
       line.settings.emplace_back(st.c_v, &st);
     }
   }
   std::vector<Line> out;
   out.reserve(lines.size());
-  for (auto& [key, line] : lines) out.push_back(std::move(line));
+  for (auto& [key, line] : lines) {
+    out.push_back(std::move(line));
+  }
   return out;
 }
 
@@ -91,7 +101,9 @@ std::vector<Line> cache_lines(const ReportInputs& inputs, const std::string& tas
 std::vector<Line> activation_lines(const ReportInputs& inputs, const std::string& task) {
   std::map<long, Line> lines;
   for (const Sweep& sweep : inputs.sweeps) {
-    if (sweep.task != task || !sweep.activation) continue;
+    if (sweep.task != task || !sweep.activation) {
+      continue;
+    }
     for (const SweepSetting& st : sweep.settings) {
       Line& line = lines[st.layer];
       line.title = "layer " + std::to_string(st.layer);
@@ -100,7 +112,9 @@ std::vector<Line> activation_lines(const ReportInputs& inputs, const std::string
   }
   std::vector<Line> out;
   out.reserve(lines.size());
-  for (auto& [key, line] : lines) out.push_back(std::move(line));
+  for (auto& [key, line] : lines) {
+    out.push_back(std::move(line));
+  }
   return out;
 }
 
@@ -110,11 +124,17 @@ bool write_datablock(std::ostringstream& s, const std::string& name, const Line&
                      Metric metric) {
   std::vector<std::pair<double, double>> points;
   for (const auto& [x, st] : line.settings) {
-    if (const auto y = value_of(*st, metric)) points.emplace_back(x, *y);
+    if (const auto y = value_of(*st, metric)) {
+      points.emplace_back(x, *y);
+    }
   }
-  if (points.empty()) return false;
+  if (points.empty()) {
+    return false;
+  }
   s << "$" << name << " << EOD\n";
-  for (const auto& [x, y] : points) s << data_value(x) << ' ' << data_value(y) << '\n';
+  for (const auto& [x, y] : points) {
+    s << data_value(x) << ' ' << data_value(y) << '\n';
+  }
   s << "EOD\n";
   return true;
 }
@@ -180,10 +200,14 @@ void write_panel(std::ostringstream& s, const Panel& panel, const Row& row, bool
 
 // A bin width of 1, 2 or 5 times a power of ten, at least `raw`.
 double nice_width(double raw) {
-  if (raw <= 1.0) return 1.0;
+  if (raw <= 1.0) {
+    return 1.0;
+  }
   const double decade = std::pow(10.0, std::floor(std::log10(raw)));
   for (double step : {1.0, 2.0, 5.0, 10.0}) {
-    if (step * decade >= raw) return step * decade;
+    if (step * decade >= raw) {
+      return step * decade;
+    }
   }
   return 10.0 * decade;
 }
@@ -193,7 +217,9 @@ std::vector<const EvalSummary*> task_summaries(const ReportInputs& inputs,
                                                const std::string& task) {
   std::vector<const EvalSummary*> out;
   for (const EvalSummary& s : inputs.summaries) {
-    if (s.task == task) out.push_back(&s);
+    if (s.task == task) {
+      out.push_back(&s);
+    }
   }
   std::stable_sort(out.begin(), out.end(), [](const EvalSummary* a, const EvalSummary* b) {
     return std::tuple(method_rank(a->method), a->method, a->label) <
@@ -220,23 +246,33 @@ int method_rank(const std::string& method) {
   static const std::array<const char*, 6> kOrder = {"baseline", "cot",   "fewshot",
                                                     "caa",      "cache", "cache+cot"};
   for (std::size_t i = 0; i < kOrder.size(); ++i) {
-    if (method == kOrder[i]) return static_cast<int>(i);
+    if (method == kOrder[i]) {
+      return static_cast<int>(i);
+    }
   }
   return static_cast<int>(kOrder.size());
 }
 
 std::vector<std::string> report_tasks(const ReportInputs& inputs) {
   std::set<std::string> tasks;
-  for (const EvalSummary& s : inputs.summaries) tasks.insert(s.task);
-  for (const Sweep& s : inputs.sweeps) tasks.insert(s.task);
+  for (const EvalSummary& s : inputs.summaries) {
+    tasks.insert(s.task);
+  }
+  for (const Sweep& s : inputs.sweeps) {
+    tasks.insert(s.task);
+  }
   return {tasks.begin(), tasks.end()};
 }
 
 std::string sweep_protocol(const ReportInputs& inputs, const Sweep& sweep) {
-  if (sweep.activation) return {};
+  if (sweep.activation) {
+    return {};
+  }
   std::set<std::string> offsets, vectors;
   for (const Sweep& other : inputs.sweeps) {
-    if (other.task != sweep.task || other.activation) continue;
+    if (other.task != sweep.task || other.activation) {
+      continue;
+    }
     offsets.insert(other.offset);
     vectors.insert(other.vector);
   }
@@ -250,14 +286,18 @@ std::string sweep_protocol(const ReportInputs& inputs, const Sweep& sweep) {
     parts.push_back(sweep.vector.empty() ? "vector unknown" : "vector " + sweep.vector);
   }
   std::string text;
-  for (const std::string& part : parts) text += (text.empty() ? "" : ", ") + part;
+  for (const std::string& part : parts) {
+    text += (text.empty() ? "" : ", ") + part;
+  }
   return text;
 }
 
 std::optional<PlotScript> stability_script(const ReportInputs& inputs, const std::string& task) {
   const bool has_sweep = std::any_of(inputs.sweeps.begin(), inputs.sweeps.end(),
                                      [&](const Sweep& s) { return s.task == task; });
-  if (!has_sweep) return std::nullopt;
+  if (!has_sweep) {
+    return std::nullopt;
+  }
   std::array<Panel, 2> panels = {
       Panel{false, "c_v (value coefficient)", "no cache-steering sweep", "c",
             cache_lines(inputs, task)},
@@ -307,11 +347,15 @@ std::optional<PlotScript> lengths_script(const ReportInputs& inputs, const std::
   std::vector<const EvalSummary*> runs;
   double max_len = 0.0;
   for (const EvalSummary* s : task_summaries(inputs, task)) {
-    if (s->lengths.empty()) continue;
+    if (s->lengths.empty()) {
+      continue;
+    }
     runs.push_back(s);
     max_len = std::max(max_len, *std::max_element(s->lengths.begin(), s->lengths.end()));
   }
-  if (runs.empty()) return std::nullopt;
+  if (runs.empty()) {
+    return std::nullopt;
+  }
   // About 25 bins over [0, longest answer]; lengths are whole tokens, so bins are >= 1 wide.
   const double width = nice_width(max_len / 25.0);
   const auto n_bins = static_cast<std::size_t>(std::floor(max_len / width)) + 1;

@@ -1,9 +1,11 @@
 // report.md and report.html. Both are built from the same tables; the HTML inlines the SVG files
 // so that it is one self-contained file, the markdown links them by relative path.
 #include <algorithm>
+#include <initializer_list>
 #include <map>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <tuple>
 
 #include "eval/report_render.h"
@@ -23,10 +25,14 @@ struct Table {
 // than one run of the method, the run's label (with the method named).
 std::map<const EvalSummary*, std::string> row_names(const ReportInputs& inputs) {
   std::map<std::pair<std::string, std::string>, int> runs;  // (method, task) -> count
-  for (const EvalSummary& s : inputs.summaries) ++runs[{s.method, s.task}];
+  for (const EvalSummary& s : inputs.summaries) {
+    ++runs[{s.method, s.task}];
+  }
   std::set<std::string> split;
   for (const auto& [key, count] : runs) {
-    if (count > 1) split.insert(key.first);
+    if (count > 1) {
+      split.insert(key.first);
+    }
   }
   std::map<const EvalSummary*, std::string> out;
   for (const EvalSummary& s : inputs.summaries) {
@@ -43,7 +49,9 @@ std::map<const EvalSummary*, std::string> row_names(const ReportInputs& inputs) 
 std::vector<const EvalSummary*> ordered(const ReportInputs& inputs,
                                         const std::map<const EvalSummary*, std::string>& names) {
   std::vector<const EvalSummary*> out;
-  for (const EvalSummary& s : inputs.summaries) out.push_back(&s);
+  for (const EvalSummary& s : inputs.summaries) {
+    out.push_back(&s);
+  }
   std::stable_sort(out.begin(), out.end(), [&](const EvalSummary* a, const EvalSummary* b) {
     return std::tuple(method_rank(a->method), names.at(a), a->task) <
            std::tuple(method_rank(b->method), names.at(b), b->task);
@@ -53,7 +61,9 @@ std::vector<const EvalSummary*> ordered(const ReportInputs& inputs,
 
 std::string accuracy_cell(const EvalSummary& s) {
   std::string cell = fmt_fixed(s.accuracy);
-  if (s.ci95) cell += " [" + fmt_fixed(s.ci95->lo) + ", " + fmt_fixed(s.ci95->hi) + "]";
+  if (s.ci95) {
+    cell += " [" + fmt_fixed(s.ci95->lo) + ", " + fmt_fixed(s.ci95->hi) + "]";
+  }
   return cell + " (n=" + std::to_string(s.n) + ")";
 }
 
@@ -64,7 +74,9 @@ Table accuracy_table(const ReportInputs& inputs) {
   for (const std::string& task : report_tasks(inputs)) {
     const bool has_summary = std::any_of(inputs.summaries.begin(), inputs.summaries.end(),
                                          [&](const EvalSummary& s) { return s.task == task; });
-    if (has_summary) tasks.push_back(task);
+    if (has_summary) {
+      tasks.push_back(task);
+    }
   }
   Table table;
   table.header.push_back("method");
@@ -99,14 +111,18 @@ Table length_table(const ReportInputs& inputs) {
 }
 
 std::string setting_text(const Sweep& sweep, const SweepSetting& st) {
-  if (sweep.activation) return "layer " + std::to_string(st.layer) + ", c=" + fmt_num(st.c);
+  if (sweep.activation) {
+    return "layer " + std::to_string(st.layer) + ", c=" + fmt_num(st.c);
+  }
   return "c_k=" + fmt_num(st.c_k) + ", c_v=" + fmt_num(st.c_v) + ", layers " + st.layers;
 }
 
 // One row per sweep: its size and its best setting.
 Table sweep_table(const ReportInputs& inputs) {
   std::vector<const Sweep*> sweeps;
-  for (const Sweep& s : inputs.sweeps) sweeps.push_back(&s);
+  for (const Sweep& s : inputs.sweeps) {
+    sweeps.push_back(&s);
+  }
   std::stable_sort(sweeps.begin(), sweeps.end(), [](const Sweep* a, const Sweep* b) {
     return std::tuple(a->task, method_rank(a->method)) <
            std::tuple(b->task, method_rank(b->method));
@@ -121,8 +137,9 @@ Table sweep_table(const ReportInputs& inputs) {
       continue;
     }
     std::string accuracy = fmt_fixed(best->accuracy);
-    if (best->ci95)
+    if (best->ci95) {
       accuracy += " [" + fmt_fixed(best->ci95->lo) + ", " + fmt_fixed(best->ci95->hi) + "]";
+    }
     const std::string protocol = sweep_protocol(inputs, *sweep);
     const std::string method =
         protocol.empty() ? sweep->method : sweep->method + " (" + protocol + ")";
@@ -152,7 +169,9 @@ std::map<std::string, int> value_counts(const ReportInputs& inputs,
                                         std::string EvalSummary::*field) {
   std::map<std::string, int> counts;
   for (const EvalSummary& s : inputs.summaries) {
-    if (!(s.*field).empty()) ++counts[s.*field];
+    if (!(s.*field).empty()) {
+      ++counts[s.*field];
+    }
   }
   return counts;
 }
@@ -186,7 +205,9 @@ std::vector<std::string> provenance_notes(const ReportInputs& inputs) {
 std::string md_cell(const std::string& text) {
   std::string out;
   for (char ch : text) {
-    if (ch == '|') out += '\\';
+    if (ch == '|') {
+      out += '\\';
+    }
     out += (ch == '\n' || ch == '\r') ? ' ' : ch;
   }
   return out;
@@ -196,7 +217,9 @@ std::string md_table(const Table& table) {
   std::ostringstream s;
   const auto row = [&](const std::vector<std::string>& cells) {
     s << '|';
-    for (const std::string& c : cells) s << ' ' << md_cell(c) << " |";
+    for (const std::string& c : cells) {
+      s << ' ' << md_cell(c) << " |";
+    }
     s << '\n';
   };
   row(table.header);
@@ -205,13 +228,17 @@ std::string md_table(const Table& table) {
     s << (i < table.text_columns ? " --- |" : " ---: |");
   }
   s << '\n';
-  for (const auto& r : table.rows) row(r);
+  for (const auto& r : table.rows) {
+    row(r);
+  }
   return s.str();
 }
 
 void md_figures(std::ostringstream& s, const std::vector<Figure>& figures, const char* prefix) {
   for (const Figure& f : figures) {
-    if (f.file.rfind(prefix, 0) != 0) continue;
+    if (f.file.rfind(prefix, 0) != 0) {
+      continue;
+    }
     s << "### " << f.task << "\n\n![" << f.caption << "](" << f.file << ")\n\n";
   }
 }
@@ -259,7 +286,9 @@ std::string html_text(const std::string& text) {
 std::string html_table(const Table& table) {
   std::ostringstream s;
   s << "<table>\n<thead><tr>";
-  for (const std::string& h : table.header) s << "<th>" << html_escape(h) << "</th>";
+  for (const std::string& h : table.header) {
+    s << "<th>" << html_escape(h) << "</th>";
+  }
   s << "</tr></thead>\n<tbody>\n";
   for (const auto& row : table.rows) {
     s << "<tr>";
@@ -279,6 +308,15 @@ void replace_all(std::string& text, const std::string& from, const std::string& 
   }
 }
 
+// The parts joined in one allocation (inline_svg builds two strings per id of every figure).
+std::string concat(std::initializer_list<std::string_view> parts) {
+  std::string out;
+  for (std::string_view part : parts) {
+    out.append(part);
+  }
+  return out;
+}
+
 // The SVG element of a figure, ready to inline: the XML prolog dropped, the <title> set to the
 // caption, and every id prefixed so that the figures of one page do not share ids.
 std::string inline_svg(const Figure& figure, const std::string& prefix) {
@@ -289,15 +327,17 @@ std::string inline_svg(const Figure& figure, const std::string& prefix) {
     for (std::size_t at = svg.find(open); at != std::string::npos; at = svg.find(open, at + 1)) {
       const std::size_t begin = at + 4;
       const std::size_t end = svg.find(close, begin);
-      if (end != std::string::npos) ids.insert(svg.substr(begin, end - begin));
+      if (end != std::string::npos) {
+        ids.insert(svg.substr(begin, end - begin));
+      }
     }
   }
   for (const std::string& id : ids) {
     for (const char* q : {"'", "\""}) {
-      replace_all(svg, "id=" + std::string(q) + id + q, "id=" + std::string(q) + prefix + id + q);
-      replace_all(svg, "#" + id + q, "#" + prefix + id + q);
+      replace_all(svg, concat({"id=", q, id, q}), concat({"id=", q, prefix, id, q}));
+      replace_all(svg, concat({"#", id, q}), concat({"#", prefix, id, q}));
     }
-    replace_all(svg, "url(#" + id + ")", "url(#" + prefix + id + ")");
+    replace_all(svg, concat({"url(#", id, ")"}), concat({"url(#", prefix, id, ")"}));
   }
   replace_all(svg, "<title>Gnuplot</title>", "<title>" + html_escape(figure.caption) + "</title>");
   return svg;
@@ -306,7 +346,9 @@ std::string inline_svg(const Figure& figure, const std::string& prefix) {
 void html_figures(std::ostringstream& s, const std::vector<Figure>& figures, const char* prefix) {
   for (std::size_t i = 0; i < figures.size(); ++i) {
     const Figure& f = figures[i];
-    if (f.file.rfind(prefix, 0) != 0) continue;
+    if (f.file.rfind(prefix, 0) != 0) {
+      continue;
+    }
     s << "<h3>" << html_escape(f.task) << "</h3>\n<figure>\n"
       << inline_svg(f, "f" + std::to_string(i) + "-") << "\n<figcaption>" << html_escape(f.caption)
       << " (<code>" << html_escape(f.file) << "</code>)</figcaption>\n</figure>\n";
@@ -363,7 +405,9 @@ std::string render_markdown(const ReportInputs& inputs, const std::vector<Figure
     md_figures(s, figures, "lengths-");
   }
   s << "## Inputs\n\n" << md_table(inputs_table(inputs)) << "\n";
-  for (const std::string& note : provenance_notes(inputs)) s << note << "\n\n";
+  for (const std::string& note : provenance_notes(inputs)) {
+    s << note << "\n\n";
+  }
   return s.str();
 }
 

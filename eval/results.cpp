@@ -50,10 +50,14 @@ T integer_field(const ordered_json& j, const char* key) {
                                        std::to_string(std::numeric_limits<T>::min()) + ", " +
                                        std::to_string(std::numeric_limits<T>::max()) + "]");
   };
-  if (!v.is_number_integer()) refuse();
+  if (!v.is_number_integer()) {
+    refuse();
+  }
   if (v.is_number_unsigned()) {
     const auto u = v.get<std::uint64_t>();
-    if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) refuse();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) {
+      refuse();
+    }
     return static_cast<T>(u);
   }
   const auto i = v.get<std::int64_t>();
@@ -95,8 +99,12 @@ int count_reasoning_steps(Task task, const std::string& response) {
     std::size_t start = 0;
     while (start < before.size()) {
       std::size_t stop = before.find(". ", start);
-      if (stop == std::string::npos) stop = before.size();
-      if (before.substr(start, stop - start).find(" = ") != std::string::npos) ++n;
+      if (stop == std::string::npos) {
+        stop = before.size();
+      }
+      if (before.substr(start, stop - start).find(" = ") != std::string::npos) {
+        ++n;
+      }
       start = stop + 2;
     }
     return n;
@@ -128,12 +136,16 @@ int count_reasoning_steps(Task task, const std::string& response) {
   }
   flush();
   // Without an answer statement the last sentence is the answer itself.
-  if (at == std::string::npos && n > 0) --n;
+  if (at == std::string::npos && n > 0) {
+    --n;
+  }
   return n;
 }
 
 std::pair<double, double> wilson_interval(std::size_t correct, std::size_t n) {
-  if (n == 0) return {0.0, 0.0};
+  if (n == 0) {
+    return {0.0, 0.0};
+  }
   const double z = 1.959963984540054, p = double(correct) / double(n), nn = double(n);
   const double centre = (p + z * z / (2 * nn)) / (1 + z * z / nn);
   const double half = z * std::sqrt(p * (1 - p) / nn + z * z / (4 * nn * nn)) / (1 + z * z / nn);

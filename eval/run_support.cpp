@@ -43,7 +43,9 @@ std::string fingerprint_text(const ModelFingerprint& f) {
 
 std::uint32_t longest_pair(const std::vector<ContrastivePair>& pairs) {
   std::size_t longest = 0;
-  for (const auto& p : pairs) longest = std::max({longest, p.positive.size(), p.negative.size()});
+  for (const auto& p : pairs) {
+    longest = std::max({longest, p.positive.size(), p.negative.size()});
+  }
   return static_cast<std::uint32_t>(longest + 4);
 }
 
@@ -55,7 +57,9 @@ namespace {
 std::string caa_cache_key(const Model& model, const EvalOptions& o,
                           const std::vector<ContrastivePair>& pairs) {
   std::uint64_t h = base::fnv1a64(fingerprint_text(model.fingerprint()));
-  if (!o.model_path.empty()) h = base::fnv1a64(file_identity(o.model_path, "model file").dump(), h);
+  if (!o.model_path.empty()) {
+    h = base::fnv1a64(file_identity(o.model_path, "model file").dump(), h);
+  }
   for (int x : {static_cast<int>(o.engine.type_k), static_cast<int>(o.engine.type_v),
                 static_cast<int>(o.engine.flash_attn), static_cast<int>(o.engine.kv_streams)}) {
     h = base::fnv1a64(&x, sizeof x, h);
@@ -71,7 +75,9 @@ std::string caa_cache_key(const Model& model, const EvalOptions& o,
 std::optional<std::vector<std::vector<float>>> load_caa_directions(const std::string& path,
                                                                    const std::string& key,
                                                                    const Model& model) {
-  if (!fs::exists(path)) return std::nullopt;
+  if (!fs::exists(path)) {
+    return std::nullopt;
+  }
   try {
     const auto j = ordered_json::parse(read_text_file(path, "activation directions"));
     if (j.value("kind", "") != "kvsteer-caa-directions" || j.value("version", 0) != 1 ||
@@ -79,7 +85,9 @@ std::optional<std::vector<std::vector<float>>> load_caa_directions(const std::st
       return std::nullopt;
     }
     auto rows = j.at("directions").get<std::vector<std::vector<float>>>();
-    if (rows.size() != static_cast<std::size_t>(model.n_layer())) return std::nullopt;
+    if (rows.size() != static_cast<std::size_t>(model.n_layer())) {
+      return std::nullopt;
+    }
     for (const auto& row : rows) {
       if (row.size() != static_cast<std::size_t>(model.fingerprint().n_embd) ||
           !std::all_of(row.begin(), row.end(), [](float x) { return std::isfinite(x); })) {
@@ -106,13 +114,17 @@ std::vector<std::vector<float>> extract_residual_vector(const Evaluator& ev,
   const std::string key = caa_cache_key(ev.model(), o, pairs);
   const std::string path = o.caa_cache_dir + "/caa-" + key + ".json";
   if (auto rows = load_caa_directions(path, key, ev.model())) {
-    if (o.extraction_progress) o.extraction_progress(pairs.size(), pairs.size());
+    if (o.extraction_progress) {
+      o.extraction_progress(pairs.size(), pairs.size());
+    }
     return std::move(*rows);
   }
   Session session = ev.make_session(1, true, longest_pair(pairs));
   create_folder(o.caa_cache_dir, "--caa-cache folder");
   const auto say = [&](const std::string& text) {
-    if (o.notice) o.notice(text);
+    if (o.notice) {
+      o.notice(text);
+    }
   };
   ResidualCheckpointFile checkpoint(path + ".partial", o.caa_checkpoint_every_s,
                                     residual_extraction_identity(session, pairs), say);
@@ -175,7 +187,9 @@ ordered_json vector_provenance(const EvalOptions& o) {
                          {"traces_sha256", load_traces(o.traces, trace_format_of(o.task)).sha256},
                          {"n_pairs", o.n_pairs},
                          {"shots", o.shots}};
-    if (o.method == Method::Caa) info["kind"] = "residual (l_out)";
+    if (o.method == Method::Caa) {
+      info["kind"] = "residual (l_out)";
+    }
     return info;
   }
   const SteeringVector v = load_steering_vector(o.vector_path);
@@ -187,8 +201,11 @@ ordered_json vector_provenance(const EvalOptions& o) {
 
 std::vector<std::vector<float>> scaled(const std::vector<std::vector<float>>& v, float c) {
   auto out = v;
-  for (auto& row : out)
-    for (float& x : row) x *= c;
+  for (auto& row : out) {
+    for (float& x : row) {
+      x *= c;
+    }
+  }
   return out;
 }
 
@@ -207,7 +224,9 @@ ordered_json steering_json(const SteeringParams& p) {
 ordered_json file_identity(const std::string& path, const std::string& what) {
   constexpr std::uintmax_t kSpan = 4u << 20;
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::Io, "cannot read " + what + " '" + path + "'");
+  if (!in) {
+    throw Error(ErrorCode::Io, "cannot read " + what + " '" + path + "'");
+  }
   const std::uintmax_t size = std::filesystem::file_size(path);
   std::uint64_t h = base::kFnv1a64Basis;
   std::vector<char> buffer;
@@ -215,7 +234,9 @@ ordered_json file_identity(const std::string& path, const std::string& what) {
     buffer.resize(static_cast<std::size_t>(n));
     in.seekg(static_cast<std::streamoff>(from));
     in.read(buffer.data(), static_cast<std::streamsize>(n));
-    if (!in) throw Error(ErrorCode::Io, "cannot read " + what + " '" + path + "'");
+    if (!in) {
+      throw Error(ErrorCode::Io, "cannot read " + what + " '" + path + "'");
+    }
     h = base::fnv1a64(buffer.data(), buffer.size(), h);
   };
   if (size <= 2 * kSpan) {
@@ -244,8 +265,12 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
       {"parallel", o.n_parallel},
       {"model", o.model_path},
       {"model_fingerprint", fingerprint_text(model.fingerprint())}};
-  if (!o.model_path.empty()) c["model_file"] = file_identity(o.model_path, "model file");
-  if (o.task == Task::OrganismChoice) c["choice_scoring"] = "organism_answer_first";
+  if (!o.model_path.empty()) {
+    c["model_file"] = file_identity(o.model_path, "model file");
+  }
+  if (o.task == Task::OrganismChoice) {
+    c["choice_scoring"] = "organism_answer_first";
+  }
   if (o.method == Method::FewShot || o.method == Method::Cache || o.method == Method::CacheCot ||
       o.method == Method::Caa) {
     c["traces"] = o.traces;
@@ -255,7 +280,9 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
   }
   if (o.method == Method::Cache || o.method == Method::CacheCot) {
     c["vector"] = o.vector_path;
-    if (!o.vector_path.empty()) c["vector_file"] = file_identity(o.vector_path, "vector file");
+    if (!o.vector_path.empty()) {
+      c["vector_file"] = file_identity(o.vector_path, "vector file");
+    }
     c["steering"] = steering_json(o.steering);
   }
   if (o.method == Method::Caa) {
@@ -266,7 +293,9 @@ ordered_json config_json(const EvalOptions& o, const Model& model) {
       (o.method == Method::Cache || o.method == Method::CacheCot)) {
     c["extract_position"] = o.extract_position;
   }
-  if (!o.selection.is_null()) c["selection"] = o.selection;
+  if (!o.selection.is_null()) {
+    c["selection"] = o.selection;
+  }
   if (!(o.engine == EvalEngine{})) {
     c["engine"] = {{"cache_type_k", kv_type_name(o.engine.type_k)},
                    {"cache_type_v", kv_type_name(o.engine.type_v)},
@@ -284,7 +313,9 @@ bool is_path_key(const std::string& key) {
 }
 
 std::string canonical_path(const std::string& path) {
-  if (path.empty()) return path;
+  if (path.empty()) {
+    return path;
+  }
   std::error_code ec;
   const fs::path p = fs::weakly_canonical(fs::absolute(path, ec), ec);
   return ec ? path : p.string();
@@ -295,7 +326,9 @@ std::string canonical_path(const std::string& path) {
 std::vector<std::string> config_differences(const ordered_json& recorded, const ordered_json& now) {
   std::vector<std::string> keys;
   const auto differs = [&](const std::string& key) {
-    if (!recorded.contains(key) || !now.contains(key)) return true;
+    if (!recorded.contains(key) || !now.contains(key)) {
+      return true;
+    }
     const ordered_json& a = recorded.at(key);
     const ordered_json& b = now.at(key);
     if (is_path_key(key) && a.is_string() && b.is_string()) {
@@ -304,10 +337,14 @@ std::vector<std::string> config_differences(const ordered_json& recorded, const 
     return a != b;
   };
   for (const auto& [key, value] : recorded.items()) {
-    if (differs(key)) keys.push_back(key);
+    if (differs(key)) {
+      keys.push_back(key);
+    }
   }
   for (const auto& [key, value] : now.items()) {
-    if (!recorded.contains(key) && !config_key_added_later(key)) keys.push_back(key);
+    if (!recorded.contains(key) && !config_key_added_later(key)) {
+      keys.push_back(key);
+    }
   }
   return keys;
 }
@@ -315,26 +352,36 @@ std::vector<std::string> config_differences(const ordered_json& recorded, const 
 bool config_key_added_later(const std::string& key) { return key == "vector_file"; }
 
 bool limit_extends(std::size_t recorded_limit, std::size_t limit) {
-  if (recorded_limit == 0) return limit == 0;
+  if (recorded_limit == 0) {
+    return limit == 0;
+  }
   return limit == 0 || limit >= recorded_limit;
 }
 
 std::string join_keys(const std::vector<std::string>& keys) {
   std::string out;
-  for (const std::string& k : keys) out += (out.empty() ? "" : ", ") + k;
+  for (const std::string& k : keys) {
+    out += (out.empty() ? "" : ", ") + k;
+  }
   return out;
 }
 
 std::vector<std::vector<std::size_t>> pending_batches(
     std::size_t total, std::size_t size, const std::function<bool(std::size_t)>& done) {
-  if (size == 0) throw Error(ErrorCode::InvalidArgument, "batch size must be >= 1");
+  if (size == 0) {
+    throw Error(ErrorCode::InvalidArgument, "batch size must be >= 1");
+  }
   std::vector<std::vector<std::size_t>> batches;
   for (std::size_t begin = 0; begin < total; begin += size) {
     std::vector<std::size_t> batch;
     for (std::size_t i = begin; i < std::min(total, begin + size); ++i) {
-      if (!done(i)) batch.push_back(i);
+      if (!done(i)) {
+        batch.push_back(i);
+      }
     }
-    if (!batch.empty()) batches.push_back(std::move(batch));
+    if (!batch.empty()) {
+      batches.push_back(std::move(batch));
+    }
   }
   return batches;
 }
@@ -368,12 +415,16 @@ void write_json_file(const std::string& path, const ordered_json& j) {
 // Results already in items.jsonl; a torn last line (a kill mid-write) is cut off.
 std::map<std::size_t, ItemResult> load_done(const std::string& path) {
   std::map<std::size_t, ItemResult> done;
-  if (!fs::exists(path)) return done;
+  if (!fs::exists(path)) {
+    return done;
+  }
   const std::string text = read_text_file(path, "run answers");
   std::size_t good_end = 0, start = 0, line_no = 0;
   while (start < text.size()) {
     const std::size_t nl = text.find('\n', start);
-    if (nl == std::string::npos) break;  // torn line
+    if (nl == std::string::npos) {
+      break;  // torn line
+    }
     ++line_no;
     try {
       ItemResult r = ItemResult::from_json(ordered_json::parse(text.substr(start, nl - start)));
@@ -384,7 +435,9 @@ std::map<std::size_t, ItemResult> load_done(const std::string& path) {
     good_end = nl + 1;
     start = nl + 1;
   }
-  if (good_end != text.size()) fs::resize_file(path, good_end);
+  if (good_end != text.size()) {
+    fs::resize_file(path, good_end);
+  }
   return done;
 }
 
@@ -420,16 +473,24 @@ void check_caa_blocks(const CaaParams& caa, const Model& model) {
 }
 
 void check_run_options(const EvalOptions& o, const Model& model) {
-  if (o.n_parallel < 1) throw Error(ErrorCode::InvalidArgument, "--parallel must be >= 1");
+  if (o.n_parallel < 1) {
+    throw Error(ErrorCode::InvalidArgument, "--parallel must be >= 1");
+  }
   if (o.generation.n_predict < 1) {
     throw Error(ErrorCode::InvalidArgument,
                 "--n-predict must be >= 1, got " + std::to_string(o.generation.n_predict));
   }
   const std::int32_t n_layer = model.fingerprint().n_layer;
   const bool cache = o.method == Method::Cache || o.method == Method::CacheCot;
-  if (cache) check_layers(o.steering, n_layer);
-  if (o.method == Method::Caa) check_caa_blocks(o.caa, model);
-  if (cache && !o.vector_path.empty()) require_regular_file(o.vector_path, "steering vector file");
+  if (cache) {
+    check_layers(o.steering, n_layer);
+  }
+  if (o.method == Method::Caa) {
+    check_caa_blocks(o.caa, model);
+  }
+  if (cache && !o.vector_path.empty()) {
+    require_regular_file(o.vector_path, "steering vector file");
+  }
   if ((cache && o.vector_path.empty()) || o.method == Method::Caa) {
     if (o.traces.empty()) {
       throw Error(ErrorCode::InvalidArgument, "--traces is required to extract a steering vector");

@@ -53,10 +53,16 @@ class Evaluator {
   Evaluator(std::shared_ptr<const Model> model, const EvalOptions& o)
       : model_(std::move(model)), o_(o) {
     items_ = load_eval_items(o.task, o.data, o.limit);
-    if (o.method == Method::FewShot) load_fewshot_pool();
-    for (std::size_t i = 0; i < items_.size(); ++i) prompts_.push_back(render_item(i));
+    if (o.method == Method::FewShot) {
+      load_fewshot_pool();
+    }
+    for (std::size_t i = 0; i < items_.size(); ++i) {
+      prompts_.push_back(render_item(i));
+    }
     std::size_t longest = 0;
-    for (const auto& p : prompts_) longest = std::max(longest, p.tokens.size());
+    for (const auto& p : prompts_) {
+      longest = std::max(longest, p.tokens.size());
+    }
     suffix_ = model_->tokenize(kExtractionSuffix, false, false);
     per_seq_ =
         static_cast<std::uint32_t>(longest + 2 + static_cast<std::size_t>(o.generation.n_predict) +
@@ -91,7 +97,9 @@ class Evaluator {
     sp.type_v = o_.engine.type_v;
     sp.flash_attn = o_.engine.flash_attn;
     sp.kv_streams = o_.engine.kv_streams;
-    if (sp.kv_streams == KvStreams::PerSequence) sp.edit_route = EditRoute::FullSequence;
+    if (sp.kv_streams == KvStreams::PerSequence) {
+      sp.edit_route = EditRoute::FullSequence;
+    }
     return sp;
   }
 
@@ -131,7 +139,9 @@ class Evaluator {
       return {logits.begin(), logits.end()};
     }
     Session wide = make_session(1, false, static_cast<std::uint32_t>(tokens.size()));
-    if (before_tail) before_tail(wide);
+    if (before_tail) {
+      before_tail(wide);
+    }
     wide.decode(0, tokens, true);
     const auto logits = wide.logits(0);
     return {logits.begin(), logits.end()};
@@ -179,7 +189,9 @@ class Evaluator {
       score_choices(session, requests, out, flat, before_tail);
       timing_.answer_extraction_s += seconds_since(t0);
     } else {
-      for (ItemResult& res : flat) res.extracted = extract_gsm8k_answer(res.response);
+      for (ItemResult& res : flat) {
+        res.extracted = extract_gsm8k_answer(res.response);
+      }
     }
     std::vector<std::vector<ItemResult>> results(settings.size());
     for (std::size_t r = 0; r < flat.size(); ++r) {
@@ -211,7 +223,9 @@ class Evaluator {
     messages.push_back({"user", items_[i].question});
     Prompt p;
     p.text = render(messages);
-    if (o_.method == Method::Cot || o_.method == Method::CacheCot) p.text += kCotPrefix;
+    if (o_.method == Method::Cot || o_.method == Method::CacheCot) {
+      p.text += kCotPrefix;
+    }
     p.tokens = model_->tokenize_prompt(p.text);
     if (p.tokens.empty()) {
       throw Error(ErrorCode::InvalidArgument, "item " + items_[i].id + " renders to no tokens");
@@ -224,14 +238,18 @@ class Evaluator {
       throw Error(ErrorCode::InvalidArgument, "--method fewshot needs --traces (the examples)");
     }
     Traces traces = load_traces(o_.traces, trace_format_of(o_.task));
-    if (traces.rows.size() > o_.n_pairs) traces.rows.resize(o_.n_pairs);
+    if (traces.rows.size() > o_.n_pairs) {
+      traces.rows.resize(o_.n_pairs);
+    }
     if (traces.rows.size() < o_.shots) {
       throw Error(ErrorCode::InvalidArgument,
                   "--shots " + std::to_string(o_.shots) + " is larger than the example pool (" +
                       std::to_string(traces.rows.size()) + " trace rows)");
     }
     pool_ = std::move(traces.rows);
-    for (const auto& row : pool_) pool_words_.push_back(question_words(row.question));
+    for (const auto& row : pool_) {
+      pool_words_.push_back(question_words(row.question));
+    }
   }
 
   // The k pool rows most similar to item i (Jaccard of word sets; ties: lower index first),
@@ -240,14 +258,18 @@ class Evaluator {
     const auto words = question_words(items_[i].question);
     std::vector<std::pair<double, std::size_t>> scored;
     for (std::size_t j = 0; j < pool_.size(); ++j) {
-      if (pool_[j].question == items_[i].question) continue;  // never the question itself
+      if (pool_[j].question == items_[i].question) {
+        continue;  // never the question itself
+      }
       scored.emplace_back(-jaccard(words, pool_words_[j]), j);
     }
     const std::size_t k = std::min(o_.shots, scored.size());
     std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(k),
                       scored.end());
     std::vector<std::size_t> out;
-    for (std::size_t j = k; j-- > 0;) out.push_back(scored[j].second);
+    for (std::size_t j = k; j-- > 0;) {
+      out.push_back(scored[j].second);
+    }
     return out;
   }
 
@@ -261,21 +283,29 @@ class Evaluator {
                      const std::function<void(Session&)>& before_tail) {
     std::vector<std::size_t> pending;
     for (std::size_t r = 0; r < flat.size(); ++r) {
-      if (o_.task == Task::OrganismChoice)
+      if (o_.task == Task::OrganismChoice) {
         flat[r].extracted = organism_choice_answer(flat[r].response);
-      if (flat[r].extracted.empty()) pending.push_back(r);
+      }
+      if (flat[r].extracted.empty()) {
+        pending.push_back(r);
+      }
     }
-    if (pending.empty()) return;
+    if (pending.empty()) {
+      return;
+    }
     std::vector<std::vector<Token>> conts(pending.size());  // the requests' prompts point here
     std::vector<GenerationRequest> cont_requests;
     for (std::size_t p = 0; p < pending.size(); ++p) {
       const std::size_t r = pending[p];
       std::vector<Token>& t = conts[p];
       t.assign(requests[r].prompt.begin(), requests[r].prompt.end());
-      if (requests[r].steering_params.offset_token)
+      if (requests[r].steering_params.offset_token) {
         t.push_back(*requests[r].steering_params.offset_token);
+      }
       t.insert(t.end(), out[r].tokens.begin(), out[r].tokens.end());
-      while (t.size() > requests[r].prompt.size() && model_->is_eog(t.back())) t.pop_back();
+      while (t.size() > requests[r].prompt.size() && model_->is_eog(t.back())) {
+        t.pop_back();
+      }
       t.insert(t.end(), suffix_.begin(), suffix_.end());
       GenerationRequest c;
       c.seq = requests[r].seq;
@@ -305,7 +335,9 @@ class Evaluator {
     if (candidates_.empty()) {
       for (std::string_view c : kForcedChoiceCandidates) {
         const auto ids = model_->tokenize(c, false, false);
-        if (!ids.empty()) candidates_.emplace_back(ids.front(), std::string(c));
+        if (!ids.empty()) {
+          candidates_.emplace_back(ids.front(), std::string(c));
+        }
       }
     }
     const std::vector<Token> tokens =

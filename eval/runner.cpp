@@ -29,7 +29,9 @@ using nlohmann::ordered_json;
 namespace fs = std::filesystem;
 
 ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptions& o) {
-  if (o.out_dir.empty()) throw Error(ErrorCode::InvalidArgument, "--out is required");
+  if (o.out_dir.empty()) {
+    throw Error(ErrorCode::InvalidArgument, "--out is required");
+  }
   check_run_options(o, *model);
   const auto start = std::chrono::steady_clock::now();
   Evaluator ev(model, o);
@@ -112,7 +114,9 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
     setting.params = o.steering;
   }
   setting.offset = o.steering.offset_token;
-  if (o.method != Method::Cache && o.method != Method::CacheCot) setting.offset.reset();
+  if (o.method != Method::Cache && o.method != Method::CacheCot) {
+    setting.offset.reset();
+  }
   std::function<void(Session&)> before_tail;
   std::int32_t first = 0, last = 0;
   if (o.method == Method::Caa) {
@@ -125,22 +129,34 @@ ordered_json run_eval(const std::shared_ptr<const Model>& model, const EvalOptio
   }
 
   Session session = ev.make_session(o.n_parallel);
-  if (o.progress) o.progress(done.size(), total);  // the start: resumed items are not new work
+  if (o.progress) {
+    o.progress(done.size(), total);  // the start: resumed items are not new work
+  }
   AppendFile items_out(items_path);
   const auto batches =
       pending_batches(total, o.n_parallel, [&done](std::size_t i) { return done.count(i) != 0; });
   for (const std::vector<std::size_t>& batch : batches) {
     auto results = ev.run_batch(session, batch, {setting}, before_tail);
-    if (o.method == Method::Caa) session.clear_control_vector();
+    if (o.method == Method::Caa) {
+      session.clear_control_vector();
+    }
     std::string lines;
-    for (const ItemResult& r : results[0]) lines += journal_line(r.to_json());
+    for (const ItemResult& r : results[0]) {
+      lines += journal_line(r.to_json());
+    }
     items_out.append(lines);
-    for (ItemResult& r : results[0]) done[r.index] = as_journalled(r);
-    if (o.progress) o.progress(done.size(), total);
+    for (ItemResult& r : results[0]) {
+      done[r.index] = as_journalled(r);
+    }
+    if (o.progress) {
+      o.progress(done.size(), total);
+    }
   }
   std::vector<ItemResult> all;
   all.reserve(done.size());
-  for (auto& [i, r] : done) all.push_back(std::move(r));
+  for (auto& [i, r] : done) {
+    all.push_back(std::move(r));
+  }
   ordered_json summary = result_head("kvsteer-eval-summary", o);
   std::string label = method_name(o.method);
   if (o.method == Method::Cache || o.method == Method::CacheCot) {

@@ -78,18 +78,28 @@ const std::regex& incorrect_regex() {
 // Byte length of the whitespace character (Python str `\s`) at text[i], or 0.
 std::size_t whitespace_len(std::string_view text, std::size_t i) {
   const auto c = static_cast<unsigned char>(text[i]);
-  if (c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f)) return 1;
+  if (c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f)) {
+    return 1;
+  }
   const auto at = [&](std::size_t k) {
     return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0u;
   };
-  if (c == 0xc2 && (at(1) == 0x85 || at(1) == 0xa0)) return 2;  // U+0085, U+00A0
-  if (c == 0xe1 && at(1) == 0x9a && at(2) == 0x80) return 3;    // U+1680
+  if (c == 0xc2 && (at(1) == 0x85 || at(1) == 0xa0)) {
+    return 2;  // U+0085, U+00A0
+  }
+  if (c == 0xe1 && at(1) == 0x9a && at(2) == 0x80) {
+    return 3;  // U+1680
+  }
   if (c == 0xe2 && at(1) == 0x80 &&
       ((at(2) >= 0x80 && at(2) <= 0x8a) || at(2) == 0xa8 || at(2) == 0xa9 || at(2) == 0xaf)) {
     return 3;  // U+2000..U+200A, U+2028, U+2029, U+202F
   }
-  if (c == 0xe2 && at(1) == 0x81 && at(2) == 0x9f) return 3;  // U+205F
-  if (c == 0xe3 && at(1) == 0x80 && at(2) == 0x80) return 3;  // U+3000
+  if (c == 0xe2 && at(1) == 0x81 && at(2) == 0x9f) {
+    return 3;  // U+205F
+  }
+  if (c == 0xe3 && at(1) == 0x80 && at(2) == 0x80) {
+    return 3;  // U+3000
+  }
   return 0;
 }
 
@@ -146,7 +156,9 @@ bool starts_blocked(std::string_view text, std::size_t i) {
                                                   "or",  "combination", "all of",    ",",     ";"};
   const std::string_view rest = text.substr(i);
   for (std::string_view b : kBlocked) {
-    if (rest.substr(0, b.size()) == b) return true;
+    if (rest.substr(0, b.size()) == b) {
+      return true;
+    }
   }
   return false;
 }
@@ -155,7 +167,9 @@ bool starts_blocked(std::string_view text, std::size_t i) {
 // candidate is the first capital A-E from `from` on. True when it is lone (the lookahead fails).
 bool later_lone_letter(std::string_view text, std::size_t from) {
   for (std::size_t r = from; r < text.size(); ++r) {
-    if (is_choice_letter(text[r])) return lone_letter_at(text, r);
+    if (is_choice_letter(text[r])) {
+      return lone_letter_at(text, r);
+    }
   }
   return false;
 }
@@ -167,13 +181,21 @@ bool later_lone_letter(std::string_view text, std::size_t from) {
 std::size_t pattern3_letter_from(std::string_view text, std::size_t start) {
   constexpr std::string_view kPhrase = "he correct answer is";
   std::size_t q = start + 1 + kPhrase.size();
-  if (q < text.size() && text[q] == ':') ++q;
-  while (q < text.size() && std::isspace(static_cast<unsigned char>(text[q])) != 0) ++q;
+  if (q < text.size() && text[q] == ':') {
+    ++q;
+  }
+  while (q < text.size() && std::isspace(static_cast<unsigned char>(text[q])) != 0) {
+    ++q;
+  }
   for (std::size_t k = 0; k <= 50 && q + k < text.size(); ++k) {
     const std::size_t p = q + k;
-    if (lone_letter_at(text, p) && !later_lone_letter(text, p + 1)) return p;
+    if (lone_letter_at(text, p) && !later_lone_letter(text, p + 1)) {
+      return p;
+    }
     // Grow the run by text[p]: `.` (no line terminator) not starting a blocked word.
-    if (text[p] == '\n' || text[p] == '\r' || starts_blocked(text, p)) break;
+    if (text[p] == '\n' || text[p] == '\r' || starts_blocked(text, p)) {
+      break;
+    }
   }
   return std::string_view::npos;
 }
@@ -213,7 +235,9 @@ bool last_group(const std::string& text, const std::regex& re, std::string* out)
 bool is_letter_icase(char c) { return (c >= 'A' && c <= 'E') || (c >= 'a' && c <= 'e'); }
 
 std::size_t skip_whitespace(std::string_view text, std::size_t i) {
-  for (std::size_t n; i < text.size() && (n = whitespace_len(text, i)) > 0;) i += n;
+  for (std::size_t n; i < text.size() && (n = whitespace_len(text, i)) > 0;) {
+    i += n;
+  }
   return i;
 }
 
@@ -221,9 +245,13 @@ std::size_t skip_whitespace(std::string_view text, std::size_t i) {
 std::size_t separator_len(std::string_view text, std::size_t i) {
   std::size_t j = skip_whitespace(text, i);
   const auto word_at = [&](std::string_view w) {
-    if (text.size() - j < w.size()) return false;
+    if (text.size() - j < w.size()) {
+      return false;
+    }
     for (std::size_t k = 0; k < w.size(); ++k) {
-      if (std::tolower(static_cast<unsigned char>(text[j + k])) != w[k]) return false;
+      if (std::tolower(static_cast<unsigned char>(text[j + k])) != w[k]) {
+        return false;
+      }
     }
     return true;
   };
@@ -244,12 +272,18 @@ std::size_t separator_len(std::string_view text, std::size_t i) {
 // match exists iff some chain of 1+ links from a letter with `\b` before it ends at a `\b`.
 bool has_letter_chain(std::string_view text) {
   for (std::size_t s = 0; s < text.size(); ++s) {
-    if (!is_letter_icase(text[s]) || !boundary(text, s)) continue;
+    if (!is_letter_icase(text[s]) || !boundary(text, s)) {
+      continue;
+    }
     std::size_t pos = s + 1;
     for (std::size_t sep; (sep = separator_len(text, pos)) > 0;) {
-      if (pos + sep >= text.size() || !is_letter_icase(text[pos + sep])) break;
+      if (pos + sep >= text.size() || !is_letter_icase(text[pos + sep])) {
+        break;
+      }
       pos += sep + 1;
-      if (boundary(text, pos)) return true;
+      if (boundary(text, pos)) {
+        return true;
+      }
     }
   }
   return false;
@@ -276,7 +310,9 @@ bool in_number_class(char c) { return is_digit(c) || c == '$' || c == '.' || c =
 
 std::size_t span_len(std::string_view text, std::size_t i, bool (*pred)(char)) {
   std::size_t n = 0;
-  while (i + n < text.size() && pred(text[i + n])) ++n;
+  while (i + n < text.size() && pred(text[i + n])) {
+    ++n;
+  }
   return n;
 }
 
@@ -287,14 +323,18 @@ std::size_t span_len(std::string_view text, std::size_t i, bool (*pred)(char)) {
 std::size_t number_match_at(std::string_view text, std::size_t i) {
   const std::size_t sign = text[i] == '-' ? 1 : 0;
   const std::size_t run = span_len(text, i + sign, in_number_class);
-  if (run >= 2) return sign + run;
+  if (run >= 2) {
+    return sign + run;
+  }
   const std::size_t digits = span_len(text, i + sign, is_digit);
   return digits > 0 ? sign + digits : 0;
 }
 
 std::string lower_ascii(std::string_view text) {
   std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : out) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
   return out;
 }
 
@@ -304,14 +344,18 @@ std::string gsm8k_fallback(std::string_view response) {
   const std::string_view tail = extraction_tail(response);
   const std::string text = lower_ascii(tail.empty() ? response : tail);
   for (std::string_view neg : {"not", "n't", "incorrect", "wrong"}) {
-    if (text.find(neg) != std::string::npos) return std::string(kIncorrectAnswer);
+    if (text.find(neg) != std::string::npos) {
+      return std::string(kIncorrectAnswer);
+    }
   }
   return std::string(tail_is_multi_or_none(response) ? kIncorrectAnswer : kInvalidAnswer);
 }
 
 std::string strip_ascii(std::string_view text) {
   const auto b = text.find_first_not_of(" \t\r\n\f\v");
-  if (b == std::string_view::npos) return {};
+  if (b == std::string_view::npos) {
+    return {};
+  }
   const auto e = text.find_last_not_of(" \t\r\n\f\v");
   return std::string(text.substr(b, e - b + 1));
 }
@@ -332,10 +376,14 @@ std::string extract_gsm8k_answer(std::string_view response) {
     found = true;
     i += n;
   }
-  if (!found) return gsm8k_fallback(response);
+  if (!found) {
+    return gsm8k_fallback(response);
+  }
   std::string out;
   for (char c : last) {
-    if (c != ',' && c != '.' && c != '$') out += c;
+    if (c != ',' && c != '.' && c != '$') {
+      out += c;
+    }
   }
   return out;
 }
@@ -346,7 +394,9 @@ std::string gsm8k_target(std::string_view answer_field) {
       pos == std::string_view::npos ? answer_field : answer_field.substr(pos + 5);
   std::string out;
   for (char c : raw) {
-    if (c != ',') out += c;
+    if (c != ',') {
+      out += c;
+    }
   }
   return strip_ascii(out);
 }
@@ -379,7 +429,9 @@ ChoiceMatch match_choice(std::string_view continuation) {
 std::string extract_last_letter(std::string_view continuation) {
   const std::string text = preprocess_choice_text(continuation);
   const auto pos = text.find_last_of("ABCDE");
-  if (pos != std::string::npos) return std::string(1, text[pos]);
+  if (pos != std::string::npos) {
+    return std::string(1, text[pos]);
+  }
   return choice_fallback(text);
 }
 
@@ -388,10 +440,14 @@ std::string organism_choice_answer(std::string_view response) {
   for (std::size_t at = response.rfind(kAnswer); at != std::string_view::npos;
        at = at == 0 ? std::string_view::npos : response.rfind(kAnswer, at - 1)) {
     const std::size_t letter = at + kAnswer.size();
-    if (letter >= response.size() || response[letter] < 'A' || response[letter] > 'D') continue;
+    if (letter >= response.size() || response[letter] < 'A' || response[letter] > 'D') {
+      continue;
+    }
     const bool ends = letter + 1 == response.size() ||
                       !std::isalpha(static_cast<unsigned char>(response[letter + 1]));
-    if (ends) return std::string(1, response[letter]);
+    if (ends) {
+      return std::string(1, response[letter]);
+    }
   }
   return "";
 }

@@ -32,7 +32,9 @@ class SweepJournal {
  public:
   SweepJournal(std::string path, const ordered_json& config, const ordered_json& grid)
       : path_(std::move(path)), done_(grid.size()) {
-    if (path_.empty()) return;
+    if (path_.empty()) {
+      return;
+    }
     const ordered_json header{
         {"kind", "kvsteer-sweep-items"}, {"version", 1}, {"config", config}, {"grid", grid}};
     if (!fs::exists(path_)) {
@@ -46,8 +48,11 @@ class SweepJournal {
   bool has(std::size_t setting, std::size_t item) const { return done_[setting].count(item) != 0; }
 
   bool has_all(std::size_t item) const {
-    for (const auto& d : done_)
-      if (!d.count(item)) return false;
+    for (const auto& d : done_) {
+      if (!d.count(item)) {
+        return false;
+      }
+    }
     return true;
   }
 
@@ -70,15 +75,21 @@ class SweepJournal {
       }
     }
     // Journal first, then memory: what the summary counts is what a resumed run would read.
-    if (out_) out_->append(lines);
+    if (out_) {
+      out_->append(lines);
+    }
     for (std::size_t s = 0; s < by_setting.size(); ++s) {
-      for (const ItemResult& r : by_setting[s]) done_[s][r.index] = as_journalled(r);
+      for (const ItemResult& r : by_setting[s]) {
+        done_[s][r.index] = as_journalled(r);
+      }
     }
   }
 
   std::vector<ItemResult> results(std::size_t setting) const {
     std::vector<ItemResult> all;
-    for (const auto& [i, r] : done_[setting]) all.push_back(r);
+    for (const auto& [i, r] : done_[setting]) {
+      all.push_back(r);
+    }
     return all;
   }
 
@@ -104,7 +115,9 @@ class SweepJournal {
     } else {
       keys.push_back("config");
     }
-    if (recorded.value("grid", ordered_json()) != header.at("grid")) keys.push_back("grid");
+    if (recorded.value("grid", ordered_json()) != header.at("grid")) {
+      keys.push_back("grid");
+    }
     if (!keys.empty()) {
       throw Error(ErrorCode::InvalidArgument,
                   path_ + " holds a sweep with another configuration (" + join_keys(keys) +
@@ -113,12 +126,16 @@ class SweepJournal {
     std::size_t good_end = first + 1, start = first + 1, line_no = 1;
     while (start < text.size()) {
       const std::size_t nl = text.find('\n', start);
-      if (nl == std::string::npos) break;  // torn line: a kill mid-write
+      if (nl == std::string::npos) {
+        break;  // torn line: a kill mid-write
+      }
       ++line_no;
       try {
         const ordered_json j = ordered_json::parse(text.substr(start, nl - start));
         const auto setting = j.at("setting").get<std::size_t>();
-        if (setting >= done_.size()) throw std::runtime_error("setting index out of range");
+        if (setting >= done_.size()) {
+          throw std::runtime_error("setting index out of range");
+        }
         ItemResult r = ItemResult::from_json(j);
         done_[setting][r.index] = std::move(r);
       } catch (const std::exception& e) {
@@ -127,7 +144,9 @@ class SweepJournal {
       }
       good_end = start = nl + 1;
     }
-    if (good_end != text.size()) fs::resize_file(path_, good_end);
+    if (good_end != text.size()) {
+      fs::resize_file(path_, good_end);
+    }
   }
 
   std::string path_;
@@ -157,19 +176,28 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
   // The grid in the order of the output's settings.
   ordered_json grid = ordered_json::array();
   if (o.method == Method::Caa) {
-    for (std::int32_t layer : so.caa_layers)
-      for (float c : so.caa_coefs) grid.push_back({{"layer", layer}, {"c", c}});
+    for (std::int32_t layer : so.caa_layers) {
+      for (float c : so.caa_coefs) {
+        grid.push_back({{"layer", layer}, {"c", c}});
+      }
+    }
   } else {
-    for (const std::string& layers : so.layers)
-      for (float ck : so.coef_k)
-        for (float cv : so.coef_v) grid.push_back({{"c_k", ck}, {"c_v", cv}, {"layers", layers}});
+    for (const std::string& layers : so.layers) {
+      for (float ck : so.coef_k) {
+        for (float cv : so.coef_v) {
+          grid.push_back({{"c_k", ck}, {"c_v", cv}, {"layers", layers}});
+        }
+      }
+    }
   }
   if (grid.empty()) {
     // Cache sweeps share each question's batch among the settings: none would divide by zero.
     throw Error(ErrorCode::InvalidArgument,
                 "the sweep grid is empty: give at least one value of every grid flag");
   }
-  if (!so.out.empty()) require_creatable_file(so.out, "sweep output");
+  if (!so.out.empty()) {
+    require_creatable_file(so.out, "sweep output");
+  }
   // Every setting is checked before the journal is opened or a vector extracted: what they
   // share (traces, vector, counts) once, then what each grid point changes.
   // The grid replaces the base's layers and coefficients: only its own are checked.
@@ -208,12 +236,18 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
     const std::size_t n_answers = grid.size() * total;
     std::size_t n_done = 0;
     for (std::size_t s = 0; s < grid.size(); ++s) {
-      for (std::size_t i = 0; i < total; ++i) n_done += journal.has(s, i) ? 1 : 0;
+      for (std::size_t i = 0; i < total; ++i) {
+        n_done += journal.has(s, i) ? 1 : 0;
+      }
     }
     std::vector<std::vector<float>> caa;
-    if (n_done < n_answers) caa = extract_residual_vector(ev, ev.contrastive_pairs(false), o);
+    if (n_done < n_answers) {
+      caa = extract_residual_vector(ev, ev.contrastive_pairs(false), o);
+    }
     std::optional<Session> session;
-    if (o.progress) o.progress(n_done, n_answers);
+    if (o.progress) {
+      o.progress(n_done, n_answers);
+    }
     for (std::size_t s = 0; s < grid.size(); ++s) {
       const auto layer = grid[s].at("layer").get<std::int32_t>();
       const auto directions = scaled(caa, grid[s].at("c").get<float>());
@@ -223,12 +257,16 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
       const auto batches = pending_batches(
           total, o.n_parallel, [&journal, s](std::size_t i) { return journal.has(s, i); });
       for (const std::vector<std::size_t>& batch : batches) {
-        if (!session) session.emplace(ev.make_session(o.n_parallel));
+        if (!session) {
+          session.emplace(ev.make_session(o.n_parallel));
+        }
         auto r = ev.run_batch(*session, batch, {Setting{}}, before_tail);
         session->clear_control_vector();
         journal.add(s, std::move(r[0]));
         n_done += batch.size();
-        if (o.progress) o.progress(n_done, n_answers);
+        if (o.progress) {
+          o.progress(n_done, n_answers);
+        }
       }
     }
   } else {
@@ -239,8 +277,12 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
     const std::size_t per_batch = std::max<std::size_t>(1, o.n_parallel / grid.size());
     std::optional<Session> session;
     std::size_t n_done = 0;
-    for (std::size_t i = 0; i < total; ++i) n_done += journal.has_all(i) ? 1 : 0;
-    if (o.progress) o.progress(n_done, total);
+    for (std::size_t i = 0; i < total; ++i) {
+      n_done += journal.has_all(i) ? 1 : 0;
+    }
+    if (o.progress) {
+      o.progress(n_done, total);
+    }
     const auto batches =
         pending_batches(total, per_batch, [&journal](std::size_t i) { return journal.has_all(i); });
     for (const std::vector<std::size_t>& batch : batches) {
@@ -260,18 +302,23 @@ ordered_json run_sweep(const std::shared_ptr<const Model>& model, const SweepOpt
       }
       journal.add_all(ev.run_batch(*session, batch, settings, nullptr));
       n_done += batch.size();
-      if (o.progress) o.progress(n_done, total);
+      if (o.progress) {
+        o.progress(n_done, total);
+      }
     }
   }
   ordered_json settings_json = ordered_json::array();
-  for (std::size_t s = 0; s < grid.size(); ++s)
+  for (std::size_t s = 0; s < grid.size(); ++s) {
     settings_json.push_back(setting_summary(grid[s], journal.results(s)));
+  }
   ordered_json out = result_head("kvsteer-sweep", o);
   out["n_items"] = total;
   out["settings"] = settings_json;
   out["config"] = config;
   stamp_result(out, start);
-  if (!so.out.empty()) write_json_file(so.out, out);
+  if (!so.out.empty()) {
+    write_json_file(so.out, out);
+  }
   return out;
 }
 

@@ -30,7 +30,9 @@ void check_counts(const std::string& path, std::size_t n_rows, std::size_t n_pai
 
 void check_pairs_from_traces(const std::string& path, TaskFormat format, std::size_t n_pairs,
                              std::size_t shots) {
-  if (n_pairs == 0) throw Error(ErrorCode::InvalidArgument, "n_pairs must be >= 1");
+  if (n_pairs == 0) {
+    throw Error(ErrorCode::InvalidArgument, "n_pairs must be >= 1");
+  }
   check_counts(path, load_traces(path, format).rows.size(), n_pairs, shots);
 }
 
@@ -38,7 +40,9 @@ PairsFromTraces contrastive_pairs_from_traces(const Model& model, const std::str
                                               TaskFormat format, std::size_t n_pairs,
                                               std::size_t shots, const std::string& fewshot_map,
                                               const ContrastiveOptions& options) {
-  if (n_pairs == 0) throw Error(ErrorCode::InvalidArgument, "n_pairs must be >= 1");
+  if (n_pairs == 0) {
+    throw Error(ErrorCode::InvalidArgument, "n_pairs must be >= 1");
+  }
   Traces traces = load_traces(path, format);
   check_counts(path, traces.rows.size(), n_pairs, shots);
   traces.rows.resize(n_pairs);  // the first N rows in file order (method.md §1.2)
@@ -114,7 +118,9 @@ template <typename Checkpoint>
 CheckpointFile<Checkpoint>::CheckpointFile(std::string path, double every_s, std::uint64_t identity,
                                            const std::function<void(const std::string&)>& warn)
     : path_(std::move(path)), every_s_(every_s) {
-  if (!std::filesystem::exists(path_)) return;
+  if (!std::filesystem::exists(path_)) {
+    return;
+  }
   try {
     Checkpoint cp = load_checkpoint(path_, static_cast<const Checkpoint*>(nullptr));
     if (cp.identity == identity) {
@@ -143,7 +149,9 @@ void CheckpointFile<Checkpoint>::attach(Params& params,
     save_checkpoint(path_, cp);
     last_save_ = std::chrono::steady_clock::now();
     ++saves_;
-    if (after) after(saves_);
+    if (after) {
+      after(saves_);
+    }
   };
 }
 

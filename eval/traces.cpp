@@ -16,7 +16,9 @@ namespace {
 
 std::string strip(const std::string& s) {
   const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return {};
+  if (b == std::string::npos) {
+    return {};
+  }
   const auto e = s.find_last_not_of(" \t\r\n");
   return s.substr(b, e - b + 1);
 }
@@ -33,11 +35,21 @@ std::string str_field(const nlohmann::json& row, const char* key, std::size_t li
 }  // namespace
 
 TaskFormat parse_task_format(const std::string& name) {
-  if (name == "generic") return TaskFormat::Generic;
-  if (name == "arc") return TaskFormat::Arc;
-  if (name == "csqa") return TaskFormat::Csqa;
-  if (name == "piqa") return TaskFormat::Piqa;
-  if (name == "gsm8k") return TaskFormat::Gsm8k;
+  if (name == "generic") {
+    return TaskFormat::Generic;
+  }
+  if (name == "arc") {
+    return TaskFormat::Arc;
+  }
+  if (name == "csqa") {
+    return TaskFormat::Csqa;
+  }
+  if (name == "piqa") {
+    return TaskFormat::Piqa;
+  }
+  if (name == "gsm8k") {
+    return TaskFormat::Gsm8k;
+  }
   throw Error(ErrorCode::InvalidArgument,
               "unknown task '" + name + "'; expected generic, arc, csqa, piqa or gsm8k");
 }
@@ -59,7 +71,9 @@ const char* task_format_name(TaskFormat format) {
 }
 
 std::string format_question(const std::string& raw, TaskFormat format) {
-  if (format != TaskFormat::Arc && format != TaskFormat::Csqa) return raw;
+  if (format != TaskFormat::Arc && format != TaskFormat::Csqa) {
+    return raw;
+  }
   const auto at = raw.find("Choices:");
   if (at == std::string::npos) {
     throw Error(ErrorCode::Format, std::string("a ") + task_format_name(format) +
@@ -69,7 +83,9 @@ std::string format_question(const std::string& raw, TaskFormat format) {
   std::string question = raw.substr(0, at);
   const std::string choices = strip(raw.substr(at + 8));
   const auto q = question.find("Question: ");
-  if (q != std::string::npos) question = question.substr(q + 10);
+  if (q != std::string::npos) {
+    question = question.substr(q + 10);
+  }
   question = strip(question);
   return format == TaskFormat::Arc ? question + "\n\nChoices:\n" + choices
                                    : question + "\n" + choices;
@@ -84,7 +100,9 @@ Traces load_traces(const std::string& path, TaskFormat format) {
   std::size_t n = 0;
   while (std::getline(lines, line)) {
     ++n;
-    if (strip(line).empty()) continue;
+    if (strip(line).empty()) {
+      continue;
+    }
     nlohmann::json row;
     try {
       row = nlohmann::json::parse(line);
@@ -100,7 +118,9 @@ Traces load_traces(const std::string& path, TaskFormat format) {
     const char* qkey = row.contains("query") ? "query" : "question";
     r.question = format_question(str_field(row, qkey, n, path), format);
     r.answer = str_field(row, "solution", n, path);
-    if (format == TaskFormat::Gsm8k) std::erase(r.answer, ',');
+    if (format == TaskFormat::Gsm8k) {
+      std::erase(r.answer, ',');
+    }
     r.source = row.contains("source") && row["source"].is_string()
                    ? row["source"].get<std::string>()
                    : "row " + std::to_string(out.rows.size());
@@ -118,7 +138,9 @@ Traces load_traces(const std::string& path, TaskFormat format) {
     }
     out.rows.push_back(std::move(r));
   }
-  if (out.rows.empty()) throw Error(ErrorCode::Format, "traces file '" + path + "' has no rows");
+  if (out.rows.empty()) {
+    throw Error(ErrorCode::Format, "traces file '" + path + "' has no rows");
+  }
   return out;
 }
 

@@ -80,7 +80,9 @@ double decode_speed(Session& s, const Model& m, const std::vector<Token>& prompt
                     bool edited) {
   s.clear();
   s.decode(0, prompt, true);
-  if (edited) s.add_to_cell(0, static_cast<Pos>(prompt.size()) - 1, ones(m, 1e-3f));
+  if (edited) {
+    s.add_to_cell(0, static_cast<Pos>(prompt.size()) - 1, ones(m, 1e-3f));
+  }
   auto t0 = std::chrono::steady_clock::now();
   for (std::int32_t i = 0; i < n; ++i) {
     const Token t = static_cast<Token>((i * 31 + 7) % m.n_vocab());
@@ -138,7 +140,9 @@ nlohmann::json window_check(const std::shared_ptr<const Model>& m, SessionParams
   for (const bool edited : {false, true}) {
     s.clear();
     s.decode(0, prompt, true);
-    if (edited) s.add_to_cell(0, static_cast<Pos>(prompt.size()) - 1, ones(*m, 1e-3f));
+    if (edited) {
+      s.add_to_cell(0, static_cast<Pos>(prompt.size()) - 1, ones(*m, 1e-3f));
+    }
     nlohmann::json steps = nlohmann::json::array();
     for (std::int32_t i = 0; i < 3; ++i) {
       const Token t = static_cast<Token>((i * 31 + 7) % m->n_vocab());
@@ -159,7 +163,9 @@ nlohmann::json window_check(const std::shared_ptr<const Model>& m, SessionParams
 void run(const BenchOptions& o) {
   auto model = o.model.load();
   std::uint32_t max_ctx = 0;
-  for (auto c : o.contexts) max_ctx = std::max(max_ctx, c);
+  for (auto c : o.contexts) {
+    max_ctx = std::max(max_ctx, c);
+  }
   auto params = o.model.session_params(*model);
   params.n_ctx = std::max(params.n_ctx, max_ctx + 128);
   nlohmann::json out;
@@ -170,7 +176,9 @@ void run(const BenchOptions& o) {
     params.edit_route = std::string(route) == "full" ? EditRoute::FullSequence : EditRoute::OneCell;
     Session s(model, params);
     nlohmann::json rows = nlohmann::json::array();
-    for (auto c : o.contexts) rows.push_back(bench_context(s, *model, c, o));
+    for (auto c : o.contexts) {
+      rows.push_back(bench_context(s, *model, c, o));
+    }
     out["edit"][route] = rows;
   }
   params.edit_route = EditRoute::OneCell;

@@ -98,9 +98,13 @@ void add_eval_flags(CLI::App& cmd, EvalCliOptions& o, bool required = true) {
 std::function<void(std::size_t, std::size_t)> progress_bar(const std::string& label) {
   auto bar = std::make_shared<std::optional<Progress>>();
   return [bar, label](std::size_t done, std::size_t total) {
-    if (!*bar) bar->emplace(label, total);
+    if (!*bar) {
+      bar->emplace(label, total);
+    }
     (*bar)->update(done);
-    if (done >= total) (*bar)->finish();
+    if (done >= total) {
+      (*bar)->finish();
+    }
   };
 }
 
@@ -141,7 +145,9 @@ std::pair<std::shared_ptr<const Model>, eval::EvalOptions> options_like(const CL
   }
   if (!refused.empty()) {
     std::string names;
-    for (const auto& n : refused) names += (names.empty() ? "" : ", ") + n;
+    for (const auto& n : refused) {
+      names += (names.empty() ? "" : ", ") + n;
+    }
     throw Error(ErrorCode::InvalidArgument,
                 "--like takes every setting from the run's config.json; " + names +
                     " cannot be given beside it (only -o, --limit, -t and --caa-cache can)");
@@ -155,7 +161,9 @@ std::pair<std::shared_ptr<const Model>, eval::EvalOptions> options_like(const CL
     throw Error(e.code(), c.like + ": the run's model: " + e.what());
   }
   eval::LikeRun like;
-  if (cmd.count("--limit") > 0) like.limit = c.request.limit;
+  if (cmd.count("--limit") > 0) {
+    like.limit = c.request.limit;
+  }
   like.n_threads = c.request.n_threads;
   like.caa_cache_dir = c.request.caa_cache_dir;
   eval::EvalOptions o = eval::options_like_run(run, *model, like);
@@ -214,11 +222,15 @@ void add_eval(CLI::App& app) {
         std::string(eval::task_name(o.task)) + " " + eval::method_name(o.method);
     std::optional<Progress> progress;  // the total is known once the items are loaded
     o.progress = [&](std::size_t done, std::size_t total) {
-      if (!progress) progress.emplace("eval " + label, total);
+      if (!progress) {
+        progress.emplace("eval " + label, total);
+      }
       progress->update(done);
     };
     const auto summary = eval::run_eval(model, o);
-    if (progress) progress->finish();
+    if (progress) {
+      progress->finish();
+    }
     print_summary(summary);
   });
 }
@@ -258,11 +270,15 @@ void add_sweep(CLI::App& app) {
     so.out = c->out;
     std::optional<Progress> progress;
     so.base.progress = [&](std::size_t done, std::size_t total) {
-      if (!progress) progress.emplace("sweep " + c->request.task + " " + c->request.method, total);
+      if (!progress) {
+        progress.emplace("sweep " + c->request.task + " " + c->request.method, total);
+      }
       progress->update(done);
     };
     const auto out = eval::run_sweep(model, so);
-    if (progress) progress->finish();
+    if (progress) {
+      progress->finish();
+    }
     for (const auto& s : out.at("settings")) {
       if (s.contains("layer")) {
         std::printf("layer %-3d c %-6g", s.at("layer").get<int>(), s.at("c").get<double>());
@@ -299,14 +315,20 @@ void add_diagnose(CLI::App& app) {
   cmd->callback([c, d, scales] {
     auto model = load_model(c->model);
     d->base = build_options(*c, model);
-    if (!scales->empty()) d->scales = parse_float_list(*scales, "--scales");
+    if (!scales->empty()) {
+      d->scales = parse_float_list(*scales, "--scales");
+    }
     std::optional<Progress> progress;
     d->base.progress = [&](std::size_t done, std::size_t total) {
-      if (!progress) progress.emplace("diagnose " + c->request.task, total);
+      if (!progress) {
+        progress.emplace("diagnose " + c->request.task, total);
+      }
       progress->update(done);
     };
     const auto out = eval::run_diagnosis(model, *d);
-    if (progress) progress->finish();
+    if (progress) {
+      progress->finish();
+    }
     if (out.at("attention_recompute_error").get<double>() > 5e-2) {
       std::fprintf(stderr,
                    "kvsteer: warning: the recomputed attention differs from llama.cpp's by %.2g "

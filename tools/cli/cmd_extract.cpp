@@ -32,7 +32,9 @@ std::size_t exit_after_checkpoints() {
 }
 
 void run(ExtractOptions o) {
-  if (o.positions.empty()) o.positions = {-1};
+  if (o.positions.empty()) {
+    o.positions = {-1};
+  }
   if (o.positions.size() != o.outs.size()) {
     throw Error(ErrorCode::InvalidArgument,
                 std::to_string(o.positions.size()) + " --position values need as many -o files, " +
@@ -46,14 +48,17 @@ void run(ExtractOptions o) {
                   "-o " + o.outs[i] + " is given twice: each --position needs its own file");
     }
   }
-  if (!o.no_checkpoint && !o.checkpoint.empty()) require_output_file(o.checkpoint, "--checkpoint");
+  if (!o.no_checkpoint && !o.checkpoint.empty()) {
+    require_output_file(o.checkpoint, "--checkpoint");
+  }
   auto model = o.model.load();
   const eval::ContrastiveSet set = eval::contrastive_set(*model, o.x);
   const SessionParams sparams =
       eval::extraction_session(*model, o.model.session, o.parallel, set.pairs);
   std::size_t max_tokens = 0;
-  for (const auto& p : set.pairs)
+  for (const auto& p : set.pairs) {
     max_tokens = std::max({max_tokens, p.positive.size(), p.negative.size()});
+  }
   Session session(model, sparams);
   const std::vector<Pos> positions(o.positions.begin(), o.positions.end());
   const std::string checkpoint =
@@ -75,7 +80,9 @@ void run(ExtractOptions o) {
     }
     const std::size_t exit_after = exit_after_checkpoints();
     file->attach(params, [exit_after](std::size_t saves) {
-      if (saves == exit_after) std::_Exit(137);
+      if (saves == exit_after) {
+        std::_Exit(137);
+      }
     });
   }
   std::vector<SteeringVector> vectors =
@@ -92,7 +99,9 @@ void run(ExtractOptions o) {
                                   {"traces_sha256", set.traces_sha256},
                                   {"model", fingerprint_json(model->fingerprint())}};
   // Only once every output is saved: a kill before this leaves the checkpoint to resume from.
-  if (file) file->remove();
+  if (file) {
+    file->remove();
+  }
   std::printf("%s\n", summary.dump().c_str());
 }
 

@@ -48,8 +48,9 @@ void run(const GenerateOptions& o) {
     out["layers_k"] = request.steering_params.layers_k.to_string();
     out["layers_v"] = request.steering_params.layers_v.to_string();
   }
-  if (request.steering_params.offset_token)
+  if (request.steering_params.offset_token) {
     out["offset_token"] = *request.steering_params.offset_token;
+  }
   std::printf("%s\n", out.dump().c_str());
 }
 

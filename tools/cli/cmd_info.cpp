@@ -17,7 +17,9 @@ void run(const InfoOptions& o) {
     throw Error(ErrorCode::InvalidArgument, "info needs --model, --vector and/or --engine");
   }
   nlohmann::json out;
-  if (o.engine) out["engine"] = {{"cpu_features", Backend::cpu_features()}};
+  if (o.engine) {
+    out["engine"] = {{"cpu_features", Backend::cpu_features()}};
+  }
   std::shared_ptr<const Model> model;
   if (!o.model.empty()) {
     model = load_model(o.model);
@@ -37,7 +39,9 @@ void run(const InfoOptions& o) {
     for (std::size_t il = 0; il < vec.k.size(); ++il) {
       auto norm = [](const std::vector<float>& r) {
         double s = 0;
-        for (float x : r) s += static_cast<double>(x) * x;
+        for (float x : r) {
+          s += static_cast<double>(x) * x;
+        }
         return std::sqrt(s);
       };
       norms.push_back({{"il", il}, {"k_norm", norm(vec.k[il])}, {"v_norm", norm(vec.v[il])}});
@@ -56,7 +60,9 @@ void run(const InfoOptions& o) {
     if (model) {
       const std::string m = vec.model.mismatch(model->fingerprint());
       out["compatible"] = m.empty();
-      if (!m.empty()) out["mismatch"] = m;
+      if (!m.empty()) {
+        out["mismatch"] = m;
+      }
     }
   }
   std::printf("%s\n", out.dump(2).c_str());

@@ -62,7 +62,9 @@ void run(const KvDumpOptions& o) {
   const Pos pos = resolve(o.pos, prompt.size(), "--pos");
   auto vector = o.steer.load_vector();
   std::optional<Token> offset;
-  if (!o.logits_out.empty()) offset = offset_for_logits(*model, o.steer);
+  if (!o.logits_out.empty()) {
+    offset = offset_for_logits(*model, o.steer);
+  }
   auto sparams = o.model.session_params(*model);
   // --logits-out decodes one more token (the offset) after the prompt.
   const std::size_t n_needed = prompt.size() + (offset ? 1 : 0);
@@ -95,7 +97,9 @@ void run(const KvDumpOptions& o) {
     layers.push_back({{"il", il}, {"k", cell.k[il]}, {"v", cell.v[il]}});
   }
   out["layers"] = layers;
-  if (offset) write_offset_logits(session, *offset, o.logits_out);
+  if (offset) {
+    write_offset_logits(session, *offset, o.logits_out);
+  }
   std::printf("%s\n", out.dump().c_str());
 }
 

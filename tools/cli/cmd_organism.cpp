@@ -116,7 +116,9 @@ void add_check(CLI::App& parent) {
   cmd->callback([o, out] {
     o->progress = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
     const std::string text = organism::check_organism(*o).dump(2) + "\n";
-    if (!out->empty()) write_file_atomic(*out, text);
+    if (!out->empty()) {
+      write_file_atomic(*out, text);
+    }
     std::fputs(text.c_str(), stdout);
   });
 }

@@ -46,7 +46,9 @@ void run(ServeOptions& o) {
   }
   if (!o.api_key_file.empty()) {
     std::string key = read_text_file(o.api_key_file, "API key file");
-    while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
+    while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) {
+      key.pop_back();
+    }
     if (key.empty()) {
       throw Error(ErrorCode::InvalidArgument, "API key file '" + o.api_key_file + "' is empty");
     }

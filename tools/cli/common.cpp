@@ -13,7 +13,9 @@ namespace kvsteer::cli {
 
 void ModelOptions::add_to(CLI::App& app, bool model_required) {
   auto* m = app.add_option("-m,--model", model, "GGUF model file");
-  if (model_required) m->required();
+  if (model_required) {
+    m->required();
+  }
   app.add_option("-c,--ctx-size", session.n_ctx,
                  "context size in tokens (0 = model's, at most 8192)");
   app.add_option("-b,--batch-size", session.n_batch,
@@ -46,7 +48,9 @@ void add_engine_flags(CLI::App& app, std::string& cache_type_k, std::string& cac
 }
 
 std::shared_ptr<const Model> ModelOptions::load() const {
-  if (verbose) Backend::set_log_level(LogLevel::Info);
+  if (verbose) {
+    Backend::set_log_level(LogLevel::Info);
+  }
   return load_model(model);
 }
 
@@ -115,7 +119,9 @@ std::vector<Token> PromptOptions::tokens(const Model& model) const {
   if (text.empty()) {
     throw Error(ErrorCode::InvalidArgument, "no prompt: pass --prompt TEXT or --file FILE");
   }
-  if (raw) return model.tokenize_prompt(text + cot.text);
+  if (raw) {
+    return model.tokenize_prompt(text + cot.text);
+  }
   return model.tokenize_prompt(
       eval::render_user_turn(model, text, sys.text, prompt_family, chat_template) + cot.text);
 }

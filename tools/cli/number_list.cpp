@@ -17,7 +17,9 @@ namespace {
 }
 
 void require_some(bool empty, const char* flag) {
-  if (empty) throw Error(ErrorCode::InvalidArgument, std::string(flag) + " is empty");
+  if (empty) {
+    throw Error(ErrorCode::InvalidArgument, std::string(flag) + " is empty");
+  }
 }
 
 }  // namespace
@@ -27,7 +29,9 @@ std::vector<std::string> split_list(const std::string& text, char sep) {
   std::stringstream ss(text);
   std::string part;
   while (std::getline(ss, part, sep)) {
-    if (!part.empty()) out.push_back(part);
+    if (!part.empty()) {
+      out.push_back(part);
+    }
   }
   return out;
 }
@@ -68,7 +72,9 @@ std::vector<std::int32_t> parse_int_list(const std::string& text, const char* fl
 
 std::vector<std::string> parse_layer_grid(const std::string& text, const char* flag) {
   std::vector<std::string> out = split_list(text, ';');
-  for (const std::string& selection : out) (void)LayerSelection::parse(selection);
+  for (const std::string& selection : out) {
+    (void)LayerSelection::parse(selection);
+  }
   require_some(out.empty(), flag);
   return out;
 }

@@ -27,7 +27,9 @@ void Progress::update(std::size_t done) {
   const double rate = secs > 0 ? static_cast<double>(since) / secs : 0.0;
   const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0;
   const std::size_t decile = total_ == 0 ? 10 : done * 10 / total_;
-  if (!tty_ && decile == last_decile_ && done != total_) return;
+  if (!tty_ && decile == last_decile_ && done != total_) {
+    return;
+  }
   last_decile_ = decile;
   const int width = 30;
   const int filled = total_ == 0 ? width : static_cast<int>(width * done / total_);
@@ -42,9 +44,13 @@ void Progress::update(std::size_t done) {
 }
 
 void Progress::finish() {
-  if (finished_) return;
+  if (finished_) {
+    return;
+  }
   finished_ = true;
-  if (tty_) std::fputc('\n', stderr);
+  if (tty_) {
+    std::fputc('\n', stderr);
+  }
 }
 
 }  // namespace kvsteer::cli
