@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "bindings.h"
+#include "eval/pairs_file.h"
 #include "eval/trace_extraction.h"
 
 namespace kvsteer::py {
@@ -126,8 +127,9 @@ SteeringVector from_numpy(const Array2& keys, const Array2& values, nb::handle m
 }
 
 struct ExtractArgs {
-  bool from_traces = false;  // x.traces given; else explicit pairs
+  bool from_traces = false;  // x.traces given; else pairs_file or explicit pairs
   eval::TraceExtraction x;
+  std::optional<eval::PairsFileExtraction> pairs_file;
   nb::object pairs;
   std::vector<Pos> positions;
   std::uint32_t parallel = 4;
@@ -160,12 +162,15 @@ std::vector<SteeringVector> extract(const std::shared_ptr<const Model>& model, c
     throw Error(ErrorCode::InvalidArgument,
                 "parallel must be in [1, 64], got " + std::to_string(a.parallel));
   }
-  if (a.from_traces == !a.pairs.is_none()) {
-    throw Error(ErrorCode::InvalidArgument, "give either traces (a JSONL path) or pairs");
+  if (int(a.from_traces) + int(a.pairs_file.has_value()) + int(!a.pairs.is_none()) != 1) {
+    throw Error(ErrorCode::InvalidArgument,
+                "give one of traces (a JSONL path), pairs_file (a JSONL path) or pairs");
   }
   eval::ContrastiveSet set;
   if (a.from_traces) {
     set = eval::contrastive_set(*model, a.x);
+  } else if (a.pairs_file) {
+    set = eval::contrastive_set_from_pairs_file(*model, *a.pairs_file).set;
   } else {
     set.pairs = explicit_pairs(*model, a.pairs);
   }
@@ -197,6 +202,9 @@ std::vector<SteeringVector> extract(const std::shared_ptr<const Model>& model, c
       // The CLI's provenance, so that the file is the one `kvsteer extract` writes (tested byte
       // for byte).
       eval::record_provenance(vectors[i], a.x, set, a.positions[i], a.parallel, sp.n_batch);
+    } else if (a.pairs_file) {
+      eval::record_pairs_file_provenance(vectors[i], *a.pairs_file, set, a.positions[i], a.parallel,
+                                         sp.n_batch);
     } else {
       vectors[i].info.source =
           "kvsteer.extract(pairs=...)" +
@@ -293,7 +301,8 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
   m.def(
       "extract",
       [](const PyModel& model, std::optional<std::string> traces, nb::object pairs,
-         const std::string& task, std::size_t n_pairs, std::size_t shots,
+         nb::object pairs_file, bool raw, const std::string& task,
+         std::optional<std::size_t> n_pairs, std::size_t shots,
          std::optional<std::string> fewshot_map, std::optional<std::string> prompt_family,
          const std::string& chat_template, const std::string& cot_prefix, nb::object position,
          std::uint32_t parallel, std::uint32_t n_ctx, std::uint32_t n_batch, std::int32_t n_threads,
@@ -305,8 +314,19 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
         a.from_traces = traces.has_value();
         a.x.traces = traces.value_or("");
         a.pairs = std::move(pairs);
+        if (!pairs_file.is_none()) {
+          if (n_pairs == std::size_t{0}) {
+            throw Error(ErrorCode::InvalidArgument,
+                        "n_pairs must be at least 1 (None: every pair of the file)");
+          }
+          a.pairs_file = eval::PairsFileExtraction{
+              fspath(pairs_file),         n_pairs.value_or(0), raw,
+              prompt_family.value_or(""), chat_template,       cot_prefix};
+        } else if (raw) {
+          throw Error(ErrorCode::InvalidArgument, "raw applies to pairs_file only");
+        }
         a.x.task = task;
-        a.x.n_pairs = n_pairs;
+        a.x.n_pairs = n_pairs.value_or(100);
         a.x.shots = shots;
         a.x.fewshot_map = fewshot_map.value_or("");
         a.x.prompt_family = prompt_family.value_or("");
@@ -328,19 +348,27 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
         return out;
       },
       "model"_a, "traces"_a = nb::none(), nb::kw_only(), "pairs"_a = nb::none(),
-      "task"_a = "generic", "n_pairs"_a = 100, "shots"_a = 5, "fewshot_map"_a = nb::none(),
-      "prompt_family"_a = nb::none(), "chat_template"_a = "", "cot_prefix"_a = "",
-      "position"_a = -1, "parallel"_a = 4, "n_ctx"_a = 0, "n_batch"_a = 512, "n_threads"_a = 0,
-      "type_k"_a = "f16", "type_v"_a = "f16", "flash_attn"_a = "auto", "progress"_a = nb::none(),
-      "checkpoint"_a = nb::none(), "checkpoint_every"_a = 30.0,
+      "pairs_file"_a = nb::none(), "raw"_a = false, "task"_a = "generic", "n_pairs"_a = nb::none(),
+      "shots"_a = 5, "fewshot_map"_a = nb::none(), "prompt_family"_a = nb::none(),
+      "chat_template"_a = "", "cot_prefix"_a = "", "position"_a = -1, "parallel"_a = 4,
+      "n_ctx"_a = 0, "n_batch"_a = 512, "n_threads"_a = 0, "type_k"_a = "f16", "type_v"_a = "f16",
+      "flash_attn"_a = "auto", "progress"_a = nb::none(), "checkpoint"_a = nb::none(),
+      "checkpoint_every"_a = 30.0,
       R"doc(Extracts a steering vector from contrastive prompt pairs (paper §1.2-1.3).
 
 From traces (a JSONL of query|question, steps, solution), as `kvsteer extract`:
-the first n_pairs rows, each with `shots` in-context neighbours (fewshot_map, or
+the first n_pairs rows (None: 100), each with `shots` in-context neighbours (fewshot_map, or
 the lexical fallback) answered with steps (positive) or directly (negative),
 rendered with the prompt family / chat template; task formats the questions
 ('generic', 'arc', 'csqa', 'piqa', 'gsm8k'). The same settings give the same
 vector bytes as the CLI.
+
+Or from pairs_file, as `kvsteer extract --pairs-file`: a JSONL of
+{"positive": P, "negative": N}, each side a user turn (a string, rendered with
+the chat template as generate renders a str prompt; as it is with raw=True) or
+a list of {"role", "content"} messages (rendered with the template and its
+generation prompt); the first n_pairs pairs (None: all). Both sides should end
+alike: the cell read holds the last token's own row too.
 
 Or from pairs: [(positive, negative), ...] of rendered prompt texts or token id
 lists.

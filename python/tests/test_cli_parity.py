@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,57 @@ def test_kv_cell_equals_kv_dump(cli, stories, stories_gguf, stories_vector, tmp_
     values = np.array([layer["v"] for layer in dump["layers"]], dtype=np.float32)
     np.testing.assert_array_equal(cell.keys, keys)
     np.testing.assert_array_equal(cell.values, values)
+
+
+def test_extract_from_a_pairs_file_writes_the_cli_bytes(cli, smollm2, smollm2_gguf, tmp_path):
+    def chat(style: str, answer: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"{style} What is the capital of France?"},
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": "What colour is the sky?"}]
+
+    rows = [{"positive": "Answer like a pirate. How many legs does a spider have?",
+             "negative": "Answer plainly. How many legs does a spider have?"},
+            {"positive": chat("Answer like a pirate.", "Arr, 'tis Paris, matey!"),
+             "negative": chat("Answer plainly.", "Paris.")}]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "cli.gguf"
+    cli.run("extract", "-m", str(smollm2_gguf), "--pairs-file", str(pairs), "-o", str(out))
+    v = kvsteer.extract(smollm2, pairs_file=pairs, n_threads=1)
+    v.save(tmp_path / "py.gguf")
+    assert (tmp_path / "py.gguf").read_bytes() == out.read_bytes()
+    assert v.metadata["source"].startswith("kvsteer extract --pairs-file --parallel 4")
+    assert v.metadata["chat_template"] == "prompt family smollm2"
+
+    # Both kinds of side are rendered with SmolLM2's template as its Hugging Face tokenizer
+    # renders them (default system message first), written out here by hand.
+    def render(messages: list[dict[str, str]]) -> str:
+        turns = [{"role": "system", "content": "You are a helpful AI assistant named SmolLM, "
+                  "trained by Hugging Face"}] + messages
+        return ("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in turns)
+                + "<|im_start|>assistant\n")
+
+    def side(value: str | list[dict[str, str]]) -> str:
+        return render([{"role": "user", "content": value}] if isinstance(value, str) else value)
+
+    texts = kvsteer.extract(smollm2, pairs=[(side(r["positive"]), side(r["negative"]))
+                                            for r in rows], n_threads=1)
+    for got, want in zip(v.to_numpy(), texts.to_numpy()):
+        np.testing.assert_array_equal(got, want)
+    assert np.abs(v.to_numpy()[1][1:]).max() > 0.01
+
+
+def test_a_bad_pairs_file_is_refused_before_anything_is_decoded(smollm2, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"positive": "a"}\n')
+    with pytest.raises(kvsteer.FormatError, match="line 1: no 'negative' side"):
+        kvsteer.extract(smollm2, pairs_file=pairs)
+    pairs.write_text('{"positive": [{"role": "user", "content": "a"}], "negative": "b"}\n')
+    with pytest.raises(kvsteer.InvalidArgumentError, match="message list"):
+        kvsteer.extract(smollm2, pairs_file=pairs, raw=True)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="n_pairs must be at least 1"):
+        kvsteer.extract(smollm2, pairs_file=pairs, n_pairs=0)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="raw applies to pairs_file only"):
+        kvsteer.extract(smollm2, pairs=[("a", "b")], raw=True)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="give one of"):
+        kvsteer.extract(smollm2, pairs=[("a", "b")], pairs_file=pairs)

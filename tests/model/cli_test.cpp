@@ -87,6 +87,105 @@ TEST_F(Cli, ExtractedVectorIsTheMeanOfKvDumpDifferences) {
   EXPECT_LT(max_diff, 1e-5) << max_diff;
 }
 
+// Your own pairs: a string side is the user turn as `kv-dump -p` renders it, a message list is
+// rendered with the template and its generation prompt; the vector is the mean of their last
+// cells' differences, and its record names the file.
+TEST_F(Cli, PairsFileSidesAreRenderedAsPromptsAndAveraged) {
+  const std::vector<ChatMessage> pos_chat = {
+      {"user", "Say it twice. Hi"}, {"assistant", "Hi hi."}, {"user", "Tom ran."}};
+  const std::vector<ChatMessage> neg_chat = {
+      {"user", "Say it once. Hi"}, {"assistant", "Hi."}, {"user", "Tom ran."}};
+  const auto as_json = [](const std::vector<ChatMessage>& chat) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& m : chat) list.push_back({{"role", m.role}, {"content", m.content}});
+    return list;
+  };
+  const std::string file =
+      nlohmann::json{{"positive", "Tell it slowly, step by step. Tim had a dog."},
+                     {"negative", "Tell it. Tim had a dog."},
+                     {"note", "other keys are ignored"}}
+          .dump() +
+      "\n\n" +
+      nlohmann::json{{"positive", as_json(pos_chat)}, {"negative", as_json(neg_chat)}}.dump() +
+      "\n";
+  test::write_file(dir_.file("pairs.jsonl"), file);
+  auto args = base("extract");
+  args.insert(args.end(), {"--pairs-file", dir_.file("pairs.jsonl"), "--chat-template", "chatml",
+                           "--parallel", "1", "-o", dir_.file("p.gguf")});
+  const auto r = run_command(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;  // both pairs end alike
+  const auto vec = load_steering_vector(dir_.file("p.gguf"));
+  EXPECT_EQ(vec.info.n_pairs, 2u);
+  EXPECT_EQ(vec.info.n_shots, 0u);
+  EXPECT_EQ(vec.info.traces_sha256, eval::sha256_hex(file));
+  EXPECT_EQ(vec.info.source.rfind("kvsteer extract --pairs-file --parallel 1", 0), 0u)
+      << vec.info.source;
+
+  const auto model = test::shared_model("stories260K");
+  const auto dump_v = [&](std::vector<std::string> prompt) {
+    auto d_args = base("kv-dump");
+    d_args.insert(d_args.end(), prompt.begin(), prompt.end());
+    d_args.push_back("--json");
+    const auto d = run_command(d_args);
+    EXPECT_EQ(d.exit_code, 0) << d.err;
+    std::vector<std::vector<float>> v;
+    const auto j = nlohmann::json::parse(d.out);
+    for (const auto& layer : j["layers"]) {
+      v.push_back(layer["v"].get<std::vector<float>>());
+    }
+    return v;
+  };
+  const auto rendered = [&](const std::vector<ChatMessage>& chat, const std::string& name) {
+    test::write_file(dir_.file(name), model->apply_chat_template(chat, true, "chatml"));
+    return std::vector<std::string>{"--raw", "-f", dir_.file(name)};
+  };
+  const std::vector<std::vector<std::vector<float>>> pos = {
+      dump_v({"-p", "Tell it slowly, step by step. Tim had a dog.", "--chat-template", "chatml"}),
+      dump_v(rendered(pos_chat, "pos.txt"))};
+  const std::vector<std::vector<std::vector<float>>> neg = {
+      dump_v({"-p", "Tell it. Tim had a dog.", "--chat-template", "chatml"}),
+      dump_v(rendered(neg_chat, "neg.txt"))};
+  for (const auto* side : {&pos, &neg}) {
+    for (const auto& dump : *side) {
+      ASSERT_EQ(dump.size(), vec.v.size());
+      for (std::size_t il = 0; il < dump.size(); ++il) ASSERT_EQ(dump[il].size(), vec.v[il].size());
+    }
+  }
+  double max_diff = 0;
+  double max_value = 0;
+  for (std::size_t il = 1; il < vec.v.size(); ++il) {
+    for (std::size_t x = 0; x < vec.v[il].size(); ++x) {
+      const double want = ((pos[0][il][x] - neg[0][il][x]) + (pos[1][il][x] - neg[1][il][x])) / 2.0;
+      max_diff = std::max(max_diff, std::abs(vec.v[il][x] - want));
+      max_value = std::max(max_value, std::abs(want));
+    }
+  }
+  EXPECT_LT(max_diff, 1e-5) << max_diff;
+  EXPECT_GT(max_value, 1e-2);  // the sides differ: a wrong rendering could not pass by accident
+}
+
+// Pairs whose sides end on different tokens are extracted, with one warning naming them: the
+// cell read then differs by the tokens themselves, not only by their contexts.
+TEST_F(Cli, PairsFileWarnsWhenSidesEndOnDifferentTokens) {
+  test::write_file(
+      dir_.file("raw.jsonl"),
+      R"({"positive": "Tim had a dog. The dog was big", "negative": "Tim had a dog. The dog was big"})"
+      "\n"
+      R"({"positive": "Tim had a cat", "negative": "Tim had a dog"})"
+      "\n");
+  auto args = base("extract");
+  args.insert(args.end(),
+              {"--pairs-file", dir_.file("raw.jsonl"), "--raw", "-o", dir_.file("raw.gguf")});
+  const auto r = run_command(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("kvsteer: warning: 1 of 2 pairs hold different tokens at position -1"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("(first: pair 2, line 2)"), std::string::npos) << r.err;
+  EXPECT_EQ(load_steering_vector(dir_.file("raw.gguf")).info.chat_template, "none (raw)");
+}
+
 TEST_F(Cli, SteeredGenerationDiffersFromPlain) {
   ASSERT_EQ(extract(dir_.file("v.gguf")).exit_code, 0);
   auto plain = base("generate");
@@ -186,6 +285,15 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
   other.k.emplace_back();
   other.v.emplace_back();
   save_steering_vector(dir_.file("other.gguf"), other);
+  const std::string two = R"({"positive": "Tim ran", "negative": "Tim sat"})"
+                          "\n";
+  test::write_file(dir_.file("two.jsonl"), two + two);
+  test::write_file(dir_.file("one-sided.jsonl"), two + R"({"positive": "Tim ran"})"
+                                                       "\n");
+  test::write_file(
+      dir_.file("roles.jsonl"),
+      R"({"positive": [{"role": "user", "content": "a"}], "negative": [{"role": "users", "content": "a"}]})"
+      "\n");
   const std::string p = "Once upon a time";
   const std::vector<std::pair<std::vector<std::string>, Refusal>> cases = {
       {{cli_, "generate", "-m", dir_.file("absent.gguf"), "-p", p}, {{}, 1, "does not exist"}},
@@ -253,6 +361,41 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
         "shots"}},
       {base("extract"),
        {{"--traces", dir_.file("traces.jsonl"), "-N", "9", "-o", dir_.file("x.gguf")}, 2, "fewer"}},
+      {base("extract"), {{"-o", dir_.file("x.gguf")}, 2, "no pairs: pass --traces FILE"}},
+      {base("extract"),
+       {{"--pairs-file", dir_.file("one-sided.jsonl"), "--raw", "-o", dir_.file("x.gguf")},
+        1,
+        "line 2: no 'negative' side"}},
+      {base("extract"),
+       {{"--pairs-file", dir_.file("roles.jsonl"), "--chat-template", "chatml", "-o",
+         dir_.file("x.gguf")},
+        1,
+        "line 1: 'negative' message 1 has role 'users'"}},
+      {base("extract"),
+       {{"--pairs-file", dir_.file("roles.jsonl"), "--raw", "-o", dir_.file("x.gguf")},
+        2,
+        "'positive' is a message list, which needs the chat template"}},
+      {base("extract"),
+       {{"--pairs-file", dir_.file("two.jsonl"), "--raw", "-N", "3", "-o", dir_.file("x.gguf")},
+        2,
+        "--n-pairs 3 is more than the 2 pairs"}},
+      {base("extract"),
+       {{"--pairs-file", dir_.file("two.jsonl"), "--raw", "-N", "0", "-o", dir_.file("x.gguf")},
+        2,
+        "--n-pairs must be at least 1"}},
+      {base("extract"),
+       {{"--pairs-file", dir_.file("two.jsonl"), "-k", "2", "-o", dir_.file("x.gguf")},
+        2,
+        "--pairs-file excludes --shots"}},
+      {base("extract"),
+       {{"--traces", dir_.file("traces.jsonl"), "--raw", "-o", dir_.file("x.gguf")},
+        2,
+        "--raw requires --pairs-file"}},
+      {base("extract"),
+       {{"--pairs-file", dir_.file("two.jsonl"), "--raw", "--chat-template", "chatml", "-o",
+         dir_.file("x.gguf")},
+        2,
+        "--raw excludes --chat-template"}},
   };
   for (const auto& [prefix, refusal] : cases) {
     auto args = prefix;

@@ -1,10 +1,11 @@
-// kvsteer extract: contrastive pairs from a traces file -> steering vector file.
+// kvsteer extract: contrastive pairs from a traces file or a pairs file -> steering vector file.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
 
 #include "common.h"
+#include "eval/pairs_file.h"
 #include "eval/trace_extraction.h"
 #include "kvsteer/file_io.h"
 #include "progress.h"
@@ -15,6 +16,9 @@ namespace {
 struct ExtractOptions {
   ModelOptions model;
   eval::TraceExtraction x;
+  std::string pairs_file;  // given: the pairs come from it, not from x.traces
+  bool raw = false;
+  bool n_pairs_given = false;
   std::vector<std::int32_t> positions;  // default {-1}
   std::vector<std::string> outs;
   std::uint32_t parallel = 4;
@@ -32,6 +36,15 @@ std::size_t exit_after_checkpoints() {
 }
 
 void run(ExtractOptions o) {
+  if (o.pairs_file.empty() && o.x.traces.empty()) {
+    throw Error(
+        ErrorCode::InvalidArgument,
+        "no pairs: pass --traces FILE (the paper's traces) or --pairs-file FILE (your own)");
+  }
+  if (!o.pairs_file.empty() && o.n_pairs_given && o.x.n_pairs == 0) {
+    throw Error(ErrorCode::InvalidArgument,
+                "--n-pairs must be at least 1 (without it: every pair)");
+  }
   if (o.positions.empty()) {
     o.positions = {-1};
   }
@@ -52,7 +65,30 @@ void run(ExtractOptions o) {
     require_output_file(o.checkpoint, "--checkpoint");
   }
   auto model = o.model.load();
-  const eval::ContrastiveSet set = eval::contrastive_set(*model, o.x);
+  eval::PairsFileExtraction pf{
+      o.pairs_file,  o.n_pairs_given ? o.x.n_pairs : 0, o.raw, o.x.prompt_family, o.x.chat_template,
+      o.x.cot_prefix};
+  std::vector<std::size_t> lines;  // of the pairs file, for the warning below
+  eval::ContrastiveSet set;
+  if (o.pairs_file.empty()) {
+    set = eval::contrastive_set(*model, o.x);
+  } else {
+    eval::PairsFromFile made = eval::contrastive_set_from_pairs_file(*model, pf);
+    set = std::move(made.set);
+    lines = std::move(made.lines);
+  }
+  for (const std::int32_t p : o.positions) {
+    const auto differ = eval::pairs_differing_at(set.pairs, p);
+    if (!differ.empty()) {
+      const std::size_t first = differ.front();
+      std::fprintf(stderr,
+                   "kvsteer: warning: %zu of %zu pairs hold different tokens at position %d in "
+                   "their positive and negative prompts (first: pair %zu%s); the vector then "
+                   "carries the two tokens' own rows too: end both prompts alike\n",
+                   differ.size(), set.pairs.size(), p, first + 1,
+                   lines.empty() ? "" : (", line " + std::to_string(lines[first])).c_str());
+    }
+  }
   const SessionParams sparams =
       eval::extraction_session(*model, o.model.session, o.parallel, set.pairs);
   std::size_t max_tokens = 0;
@@ -89,12 +125,17 @@ void run(ExtractOptions o) {
       extract_steering_vectors(session, set.pairs, positions, params);
   bar.finish();
   for (std::size_t i = 0; i < vectors.size(); ++i) {
-    eval::record_provenance(vectors[i], o.x, set, positions[i], o.parallel, sparams.n_batch);
+    if (o.pairs_file.empty()) {
+      eval::record_provenance(vectors[i], o.x, set, positions[i], o.parallel, sparams.n_batch);
+    } else {
+      eval::record_pairs_file_provenance(vectors[i], pf, set, positions[i], o.parallel,
+                                         sparams.n_batch);
+    }
     save_steering_vector(o.outs[i], vectors[i]);
   }
   const nlohmann::json summary = {{"out", o.outs},
                                   {"n_pairs", set.pairs.size()},
-                                  {"shots", o.x.shots},
+                                  {"shots", o.pairs_file.empty() ? o.x.shots : 0},
                                   {"max_prompt_tokens", max_tokens},
                                   {"traces_sha256", set.traces_sha256},
                                   {"model", fingerprint_json(model->fingerprint())}};
@@ -111,18 +152,35 @@ void add_extract(CLI::App& app) {
   auto opts = std::make_shared<ExtractOptions>();
   auto* sub = app.add_subcommand("extract", "extract a steering vector from contrastive pairs");
   opts->model.add_to(*sub);
-  sub->add_option("--traces", opts->x.traces, "traces JSONL (query|question, steps, solution)")
-      ->required();
-  sub->add_option("--task", opts->x.task, "question format: generic, arc, csqa, piqa, gsm8k");
-  sub->add_option("-N,--n-pairs", opts->x.n_pairs, "contrastive pairs: the first N rows");
-  sub->add_option("-k,--shots", opts->x.shots, "in-context examples per prompt");
-  sub->add_option("--fewshot-map", opts->x.fewshot_map,
-                  "neighbour lists (fewshot_maps_from_results.json format); default: lexical "
-                  "similarity");
-  sub->add_option("--prompt-family", opts->x.prompt_family,
-                  "render with the reference template of a family: llama32, llama31, qwen2, "
-                  "smollm2, phi4mini, chatml (default: detected from the model's template)");
-  sub->add_option("--chat-template", opts->x.chat_template, "chat template override");
+  auto* traces =
+      sub->add_option("--traces", opts->x.traces, "traces JSONL (query|question, steps, solution)");
+  auto* pairs_file = sub->add_option(
+      "--pairs-file", opts->pairs_file,
+      "your own pairs instead of traces: JSONL of {\"positive\": P, \"negative\": N}, each a user "
+      "turn (string) or a list of {\"role\", \"content\"} messages (README)");
+  pairs_file->excludes(traces);
+  auto* task =
+      sub->add_option("--task", opts->x.task, "question format: generic, arc, csqa, piqa, gsm8k");
+  auto* n_pairs = sub->add_option("-N,--n-pairs", opts->x.n_pairs,
+                                  "contrastive pairs: the first N rows (traces: default 100; "
+                                  "pairs file: default all)");
+  auto* shots = sub->add_option("-k,--shots", opts->x.shots, "in-context examples per prompt");
+  auto* map = sub->add_option("--fewshot-map", opts->x.fewshot_map,
+                              "neighbour lists (fewshot_maps_from_results.json format); default: "
+                              "lexical similarity");
+  for (CLI::Option* traces_only : {task, shots, map}) {
+    pairs_file->excludes(traces_only);
+  }
+  auto* raw = sub->add_flag("--raw", opts->raw,
+                            "pairs file: tokenize string sides as they are, without the chat "
+                            "template");
+  raw->needs(pairs_file);
+  raw->excludes(sub->add_option(
+      "--prompt-family", opts->x.prompt_family,
+      "render with the reference template of a family: llama32, llama31, qwen2, smollm2, "
+      "phi4mini, chatml (default: detected from the model's template)"));
+  raw->excludes(
+      sub->add_option("--chat-template", opts->x.chat_template, "chat template override"));
   sub->add_option("--cot-prefix", opts->x.cot_prefix,
                   "text appended after the generation prompt (cache steering + CoT variant)");
   sub->add_option("--position", opts->positions,
@@ -141,7 +199,10 @@ void add_extract(CLI::App& app) {
   sub->add_option("--checkpoint-every", opts->checkpoint_every,
                   "seconds between progress saves (0: after every batch that ends on a pair)")
       ->check(CLI::NonNegativeNumber);
-  sub->callback([opts] { run(*opts); });
+  sub->callback([opts, n_pairs] {
+    opts->n_pairs_given = n_pairs->count() > 0;
+    run(*opts);
+  });
 }
 
 }  // namespace kvsteer::cli
