@@ -15,7 +15,6 @@ namespace {
 struct Renderer {
   const Model& model;
   const PairsFileExtraction& x;
-  std::optional<PromptFamily> family;
   const std::string& path;
 
   [[noreturn]] void refuse(std::size_t line, const std::string& what) const {
@@ -74,9 +73,8 @@ struct Renderer {
                     "pairs file '" + path + "' line " + std::to_string(line) + ": '" + key +
                         "' is a message list, which needs the chat template; --raw takes strings");
       }
-      const auto list = messages(side, line, key);
-      text = family ? render_reference_prompt(*family, list, true)
-                    : model.apply_chat_template(list, true, x.chat_template);
+      text =
+          render_conversation(model, messages(side, line, key), x.prompt_family, x.chat_template);
     } else {
       refuse(line, std::string("'") + key + "' is neither a string nor a list of messages");
     }
@@ -88,10 +86,7 @@ struct Renderer {
 
 PairsFromFile contrastive_set_from_pairs_file(const Model& model, const PairsFileExtraction& x) {
   const std::string bytes = read_text_file(x.path, "pairs file");
-  Renderer render{model, x, std::nullopt, x.path};
-  if (!x.raw) {
-    render.family = resolve_prompt_family(x.prompt_family, x.chat_template, model);
-  }
+  const Renderer render{model, x, x.path};
   PairsFromFile out;
   std::istringstream lines(bytes);
   std::string line;
@@ -125,16 +120,16 @@ PairsFromFile contrastive_set_from_pairs_file(const Model& model, const PairsFil
                     std::to_string(out.set.pairs.size()) + " pairs of '" + x.path + "'");
   }
   out.set.traces_sha256 = sha256_hex(bytes);
-  out.set.rendered_with = x.raw          ? std::string("none (raw)")
-                          : render.family ? std::string("prompt family ") +
-                                                prompt_family_name(*render.family)
+  const auto family =
+      x.raw ? std::nullopt : resolve_prompt_family(x.prompt_family, x.chat_template, model);
+  out.set.rendered_with = x.raw    ? std::string("none (raw)")
+                          : family ? std::string("prompt family ") + prompt_family_name(*family)
                           : x.chat_template.empty() ? model.chat_template()
                                                     : x.chat_template;
   return out;
 }
 
-std::vector<std::size_t> pairs_differing_at(std::span<const ContrastivePair> pairs,
-                                            Pos position) {
+std::vector<std::size_t> pairs_differing_at(std::span<const ContrastivePair> pairs, Pos position) {
   std::vector<std::size_t> out;
   const auto at = [position](const std::vector<Token>& t) -> std::optional<Token> {
     const auto n = static_cast<Pos>(t.size());

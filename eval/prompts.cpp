@@ -168,6 +168,12 @@ std::string render_user_turn(const Model& model, const std::string& user, const 
     messages.push_back({"system", system});
   }
   messages.push_back({"user", user});
+  return render_conversation(model, messages, prompt_family, chat_template);
+}
+
+std::string render_conversation(const Model& model, std::span<const ChatMessage> messages,
+                                const std::string& prompt_family,
+                                const std::string& chat_template) {
   const auto family = resolve_prompt_family(prompt_family, chat_template, model);
   return family ? render_reference_prompt(*family, messages, true)
                 : model.apply_chat_template(messages, true, chat_template);

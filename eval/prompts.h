@@ -68,9 +68,14 @@ std::optional<PromptFamily> resolve_prompt_family(const std::string& name,
                                                   const std::string& chat_template,
                                                   const Model& model);
 
-// One user turn, after an optional system message, rendered with resolve_prompt_family's family or
-// else the model's template (or chat_template), with the generation prompt: the text the frontends
-// tokenize for `generate` and `extract`.
+// A conversation rendered with resolve_prompt_family's family or else the model's template (or
+// chat_template), with the generation prompt: the text the frontends tokenize for a list of
+// messages (a pairs file's sides, Python's conversation prompts).
+std::string render_conversation(const Model& model, std::span<const ChatMessage> messages,
+                                const std::string& prompt_family, const std::string& chat_template);
+
+// One user turn, after an optional system message, rendered as render_conversation renders it:
+// the text the frontends tokenize for `generate` and `extract`.
 std::string render_user_turn(const Model& model, const std::string& user, const std::string& system,
                              const std::string& prompt_family, const std::string& chat_template);
 

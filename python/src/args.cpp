@@ -14,7 +14,29 @@ std::string PromptArgs::render(const Model& model, const std::string& user) cons
          cot_prefix;
 }
 
+bool is_conversation(nb::handle prompt) {
+  return nb::isinstance<nb::list>(prompt) && nb::len(prompt) > 0 &&
+         nb::isinstance<nb::dict>(prompt[nb::int_(0)]);
+}
+
+std::string PromptArgs::render_conversation(const Model& model, nb::handle messages) const {
+  if (raw) {
+    throw Error(ErrorCode::InvalidArgument,
+                "raw=True takes str prompts; a conversation is rendered with the chat template");
+  }
+  if (!system.empty()) {
+    throw Error(ErrorCode::InvalidArgument,
+                "system= applies to str prompts; put the system message in the conversation");
+  }
+  return eval::render_conversation(model, chat_messages(messages), prompt_family.value_or(""),
+                                   chat_template) +
+         cot_prefix;
+}
+
 std::vector<Token> PromptArgs::tokens(const Model& model, nb::handle prompt) const {
+  if (is_conversation(prompt)) {
+    return model.tokenize_prompt(render_conversation(model, prompt));
+  }
   if (nb::isinstance<nb::str>(prompt)) {
     const std::string text = nb::cast<std::string>(prompt);
     if (text.empty()) throw Error(ErrorCode::InvalidArgument, "a prompt is empty");
@@ -25,9 +47,13 @@ std::vector<Token> PromptArgs::tokens(const Model& model, nb::handle prompt) con
   try {
     for (nb::handle t : prompt) ids.push_back(nb::cast<Token>(t));
   } catch (const nb::cast_error&) {
-    throw Error(ErrorCode::InvalidArgument, "a prompt must be a str or a sequence of token ids");
+    throw Error(ErrorCode::InvalidArgument,
+                "a prompt must be a str, a conversation (a list of {'role', 'content'} dicts) or "
+                "a sequence of token ids");
   } catch (const nb::python_error&) {
-    throw Error(ErrorCode::InvalidArgument, "a prompt must be a str or a sequence of token ids");
+    throw Error(ErrorCode::InvalidArgument,
+                "a prompt must be a str, a conversation (a list of {'role', 'content'} dicts) or "
+                "a sequence of token ids");
   }
   if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "a prompt has no tokens");
   for (Token t : ids) model.check_token(t);

@@ -99,8 +99,17 @@ ModelFingerprint fingerprint_from_dict(nb::handle d);
 // SessionParams from the keyword arguments shared by the functions that decode. n_ctx 0: the
 // model's training context clamped to [64, 8192] (as the CLI). Throws Error(InvalidArgument).
 
+// Messages as dicts {"role": ..., "content": ...} (the Hugging Face habit) or (role, content)
+// tuples. Throws Error(InvalidArgument) for anything else.
+std::vector<ChatMessage> chat_messages(nb::handle messages);
+
+// A prompt that is a conversation: a non-empty list whose first item is a dict.
+bool is_conversation(nb::handle prompt);
+
 // Text of a user prompt as the CLI renders it (`kvsteer generate -p`): the model's chat template,
 // or the reference render of the detected or given prompt family; raw text unless `raw` is false.
+// A conversation is rendered with the same template (eval::render_conversation); `raw` and
+// `system` are refused with it (its messages hold the system turn, if any).
 struct PromptArgs {
   std::string system;
   std::optional<std::string> prompt_family;
@@ -108,6 +117,8 @@ struct PromptArgs {
   std::string cot_prefix;
   bool raw = false;
   std::string render(const Model& model, const std::string& user) const;
+  std::string render_conversation(const Model& model, nb::handle messages) const;
+  // A str (a user turn), a conversation, or token ids (decoded as they are).
   std::vector<Token> tokens(const Model& model, nb::handle prompt) const;
 };
 

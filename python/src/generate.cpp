@@ -142,7 +142,7 @@ void bind_generate(nb::module_& m) {
         a.gen.sampling = {temperature, top_k, top_p, min_p, seed};
         a.parallel = parallel;
         const bool single =
-            nb::isinstance<nb::str>(prompts) ||
+            nb::isinstance<nb::str>(prompts) || is_conversation(prompts) ||
             (nb::len(prompts) > 0 && nb::isinstance<nb::int_>(prompts[nb::int_(0)]));
         std::vector<std::vector<Token>> tokens;
         if (single) {
@@ -173,8 +173,10 @@ void bind_generate(nb::module_& m) {
       R"doc(Generates for one prompt or many, optionally steered once through the KV cache.
 
 prompts: a str (the user turn, rendered as `kvsteer generate -p` renders it;
-raw=True tokenizes it as is), a list of token ids, or a list of either; a single
-prompt returns one Generation, a list returns a list.
+raw=True tokenizes it as is), a conversation (a list of {'role', 'content'}
+dicts, rendered with the same template and the generation prompt; system= and
+raw=True are refused with it), a list of token ids, or a list of any of these; a
+single prompt returns one Generation, a list returns a list.
 
 steer: a SteeringVector or a vector file path; None = unsteered (the offset token
 is still decoded, so steered and unsteered runs see the same tokens). The edit
@@ -257,7 +259,8 @@ prompt longer than n_ctx) and FormatError for a vector of another model.)doc");
       "flash_attn"_a = "auto",
       R"doc(K and V of one cache cell after prefilling prompt, every layer (`kvsteer kv-dump`).
 
-prompt: a str (rendered as in generate; raw=True as is) or token ids. pos: the
+prompt: a str (rendered as in generate; raw=True as is), a conversation (as in
+generate) or token ids. pos: the
 cell, negative from the end (-1: the last prompt token). steer: a vector (or
 path) added first at steer_pos with c_k, c_v, layers (as in generate; given
 without steer they are refused). Returns a KvCell with

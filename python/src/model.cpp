@@ -15,27 +15,6 @@ std::string fspath(nb::handle path) {
   return nb::cast<std::string>(nb::module_::import_("os").attr("fspath")(path));
 }
 
-// Messages as dicts {"role": ..., "content": ...} (the Hugging Face habit) or (role, content).
-std::vector<ChatMessage> chat_messages(nb::handle messages) {
-  std::vector<ChatMessage> out;
-  for (nb::handle m : messages) {
-    if (nb::isinstance<nb::dict>(m)) {
-      nb::dict d = nb::borrow<nb::dict>(m);
-      if (!d.contains("role") || !d.contains("content")) {
-        throw Error(ErrorCode::InvalidArgument, "a chat message needs 'role' and 'content'");
-      }
-      out.push_back({nb::cast<std::string>(d["role"]), nb::cast<std::string>(d["content"])});
-    } else if (nb::isinstance<nb::tuple>(m) && nb::len(m) == 2) {
-      out.push_back({nb::cast<std::string>(m[0]), nb::cast<std::string>(m[1])});
-    } else {
-      throw Error(ErrorCode::InvalidArgument,
-                  "a chat message must be a dict with 'role' and 'content' or a (role, content) "
-                  "tuple");
-    }
-  }
-  return out;
-}
-
 // A user-made Session, with the slot through which the call running on it can stop it.
 struct PySession {
   std::optional<Session> session;
@@ -59,6 +38,27 @@ struct PyKvCell {
 };
 
 }  // namespace
+
+// Messages as dicts {"role": ..., "content": ...} (the Hugging Face habit) or (role, content).
+std::vector<ChatMessage> chat_messages(nb::handle messages) {
+  std::vector<ChatMessage> out;
+  for (nb::handle m : messages) {
+    if (nb::isinstance<nb::dict>(m)) {
+      nb::dict d = nb::borrow<nb::dict>(m);
+      if (!d.contains("role") || !d.contains("content")) {
+        throw Error(ErrorCode::InvalidArgument, "a chat message needs 'role' and 'content'");
+      }
+      out.push_back({nb::cast<std::string>(d["role"]), nb::cast<std::string>(d["content"])});
+    } else if (nb::isinstance<nb::tuple>(m) && nb::len(m) == 2) {
+      out.push_back({nb::cast<std::string>(m[0]), nb::cast<std::string>(m[1])});
+    } else {
+      throw Error(ErrorCode::InvalidArgument,
+                  "a chat message must be a dict with 'role' and 'content' or a (role, content) "
+                  "tuple");
+    }
+  }
+  return out;
+}
 
 nb::object dense_rows(const std::vector<std::vector<float>>& rows, std::size_t width) {
   const std::size_t n = rows.size();
@@ -186,11 +186,14 @@ Raises UnsupportedError for a template libllama cannot render. See render_prompt
 for the prompts kvsteer's commands decode (reference renders of SmolLM2/Qwen2).)doc")
       .def(
           "render_prompt",
-          [](const PyModel& s, const std::string& prompt, const std::string& system,
+          [](const PyModel& s, nb::handle prompt, const std::string& system,
              std::optional<std::string> prompt_family, const std::string& chat_template,
              const std::string& cot_prefix, bool raw) {
             PromptArgs args{system, std::move(prompt_family), chat_template, cot_prefix, raw};
-            return args.render(*s.model, prompt);
+            if (is_conversation(prompt)) {
+              return args.render_conversation(*s.model, prompt);
+            }
+            return args.render(*s.model, nb::cast<std::string>(prompt));
           },
           "prompt"_a, nb::kw_only(), "system"_a = "", "prompt_family"_a = nb::none(),
           "chat_template"_a = "", "cot_prefix"_a = "", "raw"_a = false,
@@ -198,7 +201,9 @@ for the prompts kvsteer's commands decode (reference renders of SmolLM2/Qwen2).)
 system turn) rendered with the reference template of prompt_family ('llama32',
 'llama31', 'qwen2', 'smollm2', 'phi4mini', 'chatml'; detected from the model's
 template when None and no chat_template is given) or by libllama, with the
-generation prompt and cot_prefix appended. raw=True returns prompt + cot_prefix.)doc")
+generation prompt and cot_prefix appended. raw=True returns prompt + cot_prefix.
+A conversation (a list of {'role', 'content'} dicts) is rendered the same way,
+as generate decodes it.)doc")
       .def("__repr__", [](const PyModel& s) {
         return "kvsteer.Model('" + s.model->path() + "', " + s.model->description() + ")";
       });

@@ -138,17 +138,24 @@ struct ExtractArgs {
   double checkpoint_every = 30;
 };
 
-// Pairs given as (positive, negative): rendered prompt texts (tokenized with the BOS rule) or
-// token id lists.
-std::vector<ContrastivePair> explicit_pairs(const Model& model, nb::handle pairs) {
+// Pairs given as (positive, negative): rendered prompt texts (tokenized with the BOS rule), token
+// id lists, or conversations (rendered with the template of `x`'s prompt family or chat template).
+std::vector<ContrastivePair> explicit_pairs(const Model& model, nb::handle pairs,
+                                            const eval::TraceExtraction& x) {
   PromptArgs as_is;
   as_is.raw = true;
+  const PromptArgs chat{
+      "", x.prompt_family.empty() ? std::nullopt : std::optional<std::string>(x.prompt_family),
+      x.chat_template, "", false};
+  const auto side = [&](nb::handle prompt) {
+    return (is_conversation(prompt) ? chat : as_is).tokens(model, prompt);
+  };
   std::vector<ContrastivePair> out;
   for (nb::handle pair : pairs) {
     if (nb::len(pair) != 2) {
       throw Error(ErrorCode::InvalidArgument, "each pair must be (positive, negative)");
     }
-    out.push_back({as_is.tokens(model, pair[0]), as_is.tokens(model, pair[1])});
+    out.push_back({side(pair[0]), side(pair[1])});
   }
   if (out.empty()) throw Error(ErrorCode::InvalidArgument, "pairs is empty");
   return out;
@@ -172,7 +179,7 @@ std::vector<SteeringVector> extract(const std::shared_ptr<const Model>& model, c
   } else if (a.pairs_file) {
     set = eval::contrastive_set_from_pairs_file(*model, *a.pairs_file).set;
   } else {
-    set.pairs = explicit_pairs(*model, a.pairs);
+    set.pairs = explicit_pairs(*model, a.pairs, a.x);
   }
   SessionParams sp = eval::extraction_session(*model, a.session, a.parallel, set.pairs);
   const Progress report = progress_adaptor(std::move(progress));
@@ -370,8 +377,9 @@ a list of {"role", "content"} messages (rendered with the template and its
 generation prompt); the first n_pairs pairs (None: all). Both sides should end
 alike: the cell read holds the last token's own row too.
 
-Or from pairs: [(positive, negative), ...] of rendered prompt texts or token id
-lists.
+Or from pairs: [(positive, negative), ...] of rendered prompt texts, token id
+lists or conversations (lists of {'role', 'content'} dicts, rendered with the
+prompt family / chat template and the generation prompt).
 
 position: the cell read, from the end of each prompt (-1: the last token); a
 list gives one vector per position from one pass. parallel prompts are decoded

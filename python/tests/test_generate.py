@@ -144,3 +144,40 @@ def test_refusals(stories, stories_vector):
             kvsteer.kv_cell(stories, PROMPT, raw=True, **kw)
     with pytest.raises(kvsteer.InvalidArgumentError):
         kvsteer.kv_cell(stories, PROMPT, 100, raw=True)
+
+
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def test_a_conversation_is_one_prompt_rendered_with_the_models_template(smollm2):
+    chat = [{"role": "user", "content": "Name a colour."},
+            {"role": "assistant", "content": "Blue."},
+            {"role": "user", "content": "Another one?"}]
+    # SmolLM2's Hugging Face template, written out: its default system message first.
+    want = (f"<|im_start|>system\n{SMOLLM2_SYSTEM}<|im_end|>\n"
+            "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\nBlue.<|im_end|>\n"
+            "<|im_start|>user\nAnother one?<|im_end|>\n<|im_start|>assistant\n")
+    assert smollm2.render_prompt(chat) == want
+    own_system = [{"role": "system", "content": "Be brief."}] + chat
+    assert smollm2.render_prompt(own_system).startswith("<|im_start|>system\nBe brief.<|im_end|>")
+
+    one = kvsteer.generate(smollm2, chat, n_predict=8, n_threads=1)
+    assert isinstance(one, kvsteer.Generation)
+    assert one.prompt_tokens == smollm2.tokenize_prompt(want)
+    assert one.tokens == kvsteer.generate(smollm2, want, raw=True, n_predict=8, n_threads=1).tokens
+    both = kvsteer.generate(smollm2, [chat, "Another one?"], n_predict=8, n_threads=1)
+    assert [g.prompt_tokens for g in both] == [one.prompt_tokens,
+                                              smollm2.tokenize_prompt(smollm2.render_prompt(
+                                                  "Another one?"))]
+    assert (kvsteer.kv_cell(smollm2, chat).values ==
+            kvsteer.kv_cell(smollm2, want, raw=True).values).all()
+
+
+def test_a_conversation_refuses_raw_system_and_malformed_messages(smollm2):
+    chat = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(kvsteer.InvalidArgumentError, match="raw=True takes str prompts"):
+        kvsteer.generate(smollm2, chat, raw=True, n_predict=2)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="put the system message in"):
+        kvsteer.generate(smollm2, chat, system="Be brief.", n_predict=2)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="needs 'role' and 'content'"):
+        kvsteer.generate(smollm2, [{"role": "user"}], n_predict=2)

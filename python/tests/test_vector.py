@@ -219,3 +219,19 @@ def test_extract_refusals(stories, traces):
         kvsteer.extract(stories, pairs=[("a", [stories.n_vocab])])
     with pytest.raises(kvsteer.InvalidArgumentError):
         kvsteer.extract(stories, pairs=[("a b c", "a b c")], position=-10)
+
+
+def test_extract_from_conversation_pairs_equals_their_rendered_texts(stories):
+    def chat(answer: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": "Tom has 2 apples and gets 3. How many?"},
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": "Lily has 7 and gives 4 away. How many?"}]
+
+    pairs = [(chat("2 + 3 = 5. The answer is 5."), chat("The answer is 5."))]
+    v = kvsteer.extract(stories, pairs=pairs, prompt_family="chatml", n_threads=1)
+    texts = [tuple(stories.render_prompt(side, prompt_family="chatml") for side in pair)
+             for pair in pairs]
+    assert texts[0][0].endswith("How many?<|im_end|>\n<|im_start|>assistant\n")
+    w = kvsteer.extract(stories, pairs=texts, n_threads=1)
+    for got, want in zip(v.to_numpy(), w.to_numpy()):
+        np.testing.assert_array_equal(got, want)
