@@ -32,8 +32,8 @@ struct PairsFileExtraction {
 };
 
 struct PairsFromFile {
-  ContrastiveSet set;               // traces_sha256 holds the pairs file's hash
-  std::vector<std::size_t> lines;   // the file line of each pair, for messages about it
+  ContrastiveSet set;              // traces_sha256 holds the pairs file's hash
+  std::vector<std::size_t> lines;  // the file line of each pair, for messages about it
 };
 
 // Reads, renders and tokenizes (Model::tokenize_prompt: the BOS rule of every prompt) the pairs.
