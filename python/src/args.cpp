@@ -28,8 +28,16 @@ std::string PromptArgs::render_conversation(const Model& model, nb::handle messa
     throw Error(ErrorCode::InvalidArgument,
                 "system= applies to str prompts; put the system message in the conversation");
   }
-  return eval::render_conversation(model, chat_messages(messages), prompt_family.value_or(""),
-                                   chat_template) +
+  const std::vector<ChatMessage> chat = chat_messages(messages);
+  for (const ChatMessage& m : chat) {
+    if (m.role != "system" && m.role != "user" && m.role != "assistant") {
+      throw Error(ErrorCode::InvalidArgument,
+                  "a conversation's roles are system, user and "
+                  "assistant, not '" +
+                      m.role + "'");
+    }
+  }
+  return eval::render_conversation(model, chat, prompt_family.value_or(""), chat_template) +
          cot_prefix;
 }
 

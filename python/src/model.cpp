@@ -41,6 +41,12 @@ struct PyKvCell {
 
 // Messages as dicts {"role": ..., "content": ...} (the Hugging Face habit) or (role, content).
 std::vector<ChatMessage> chat_messages(nb::handle messages) {
+  const auto text = [](nb::handle v) {
+    if (!nb::isinstance<nb::str>(v)) {
+      throw Error(ErrorCode::InvalidArgument, "a chat message's role and content must be str");
+    }
+    return nb::cast<std::string>(v);
+  };
   std::vector<ChatMessage> out;
   for (nb::handle m : messages) {
     if (nb::isinstance<nb::dict>(m)) {
@@ -48,9 +54,9 @@ std::vector<ChatMessage> chat_messages(nb::handle messages) {
       if (!d.contains("role") || !d.contains("content")) {
         throw Error(ErrorCode::InvalidArgument, "a chat message needs 'role' and 'content'");
       }
-      out.push_back({nb::cast<std::string>(d["role"]), nb::cast<std::string>(d["content"])});
+      out.push_back({text(d["role"]), text(d["content"])});
     } else if (nb::isinstance<nb::tuple>(m) && nb::len(m) == 2) {
-      out.push_back({nb::cast<std::string>(m[0]), nb::cast<std::string>(m[1])});
+      out.push_back({text(m[0]), text(m[1])});
     } else {
       throw Error(ErrorCode::InvalidArgument,
                   "a chat message must be a dict with 'role' and 'content' or a (role, content) "

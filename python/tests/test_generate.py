@@ -181,3 +181,7 @@ def test_a_conversation_refuses_raw_system_and_malformed_messages(smollm2):
         kvsteer.generate(smollm2, chat, system="Be brief.", n_predict=2)
     with pytest.raises(kvsteer.InvalidArgumentError, match="needs 'role' and 'content'"):
         kvsteer.generate(smollm2, [{"role": "user"}], n_predict=2)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="role and content must be str"):
+        kvsteer.generate(smollm2, [{"role": "user", "content": 3}], n_predict=2)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="not 'users'"):
+        kvsteer.kv_cell(smollm2, [{"role": "users", "content": "Hi"}])
