@@ -308,8 +308,8 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
   m.def(
       "extract",
       [](const PyModel& model, std::optional<std::string> traces, nb::object pairs,
-         nb::object pairs_file, bool raw, const std::string& task,
-         std::optional<std::size_t> n_pairs, std::size_t shots,
+         nb::object pairs_file, bool raw, std::optional<std::string> task,
+         std::optional<std::size_t> n_pairs, std::optional<std::size_t> shots,
          std::optional<std::string> fewshot_map, std::optional<std::string> prompt_family,
          const std::string& chat_template, const std::string& cot_prefix, nb::object position,
          std::uint32_t parallel, std::uint32_t n_ctx, std::uint32_t n_batch, std::int32_t n_threads,
@@ -321,6 +321,21 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
         a.from_traces = traces.has_value();
         a.x.traces = traces.value_or("");
         a.pairs = std::move(pairs);
+        if (!a.from_traces) {
+          // Settings of a traces extraction, which pairs given otherwise would silently ignore.
+          const char* unused = task          ? "task"
+                               : shots       ? "shots"
+                               : fewshot_map ? "fewshot_map"
+                               : pairs_file.is_none() && !cot_prefix.empty()
+                                   ? "cot_prefix (append it to the pairs' texts)"
+                               : pairs_file.is_none() && n_pairs ? "n_pairs (slice the list)"
+                                                                 : nullptr;
+          if (unused != nullptr) {
+            throw Error(ErrorCode::InvalidArgument,
+                        std::string(unused) + " applies to traces, not to " +
+                            (pairs_file.is_none() ? "pairs" : "pairs_file"));
+          }
+        }
         if (!pairs_file.is_none()) {
           if (n_pairs == std::size_t{0}) {
             throw Error(ErrorCode::InvalidArgument,
@@ -332,9 +347,9 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
         } else if (raw) {
           throw Error(ErrorCode::InvalidArgument, "raw applies to pairs_file only");
         }
-        a.x.task = task;
+        a.x.task = task.value_or("generic");
         a.x.n_pairs = n_pairs.value_or(100);
-        a.x.shots = shots;
+        a.x.shots = shots.value_or(5);
         a.x.fewshot_map = fewshot_map.value_or("");
         a.x.prompt_family = prompt_family.value_or("");
         a.x.chat_template = chat_template;
@@ -355,8 +370,8 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
         return out;
       },
       "model"_a, "traces"_a = nb::none(), nb::kw_only(), "pairs"_a = nb::none(),
-      "pairs_file"_a = nb::none(), "raw"_a = false, "task"_a = "generic", "n_pairs"_a = nb::none(),
-      "shots"_a = 5, "fewshot_map"_a = nb::none(), "prompt_family"_a = nb::none(),
+      "pairs_file"_a = nb::none(), "raw"_a = false, "task"_a = nb::none(), "n_pairs"_a = nb::none(),
+      "shots"_a = nb::none(), "fewshot_map"_a = nb::none(), "prompt_family"_a = nb::none(),
       "chat_template"_a = "", "cot_prefix"_a = "", "position"_a = -1, "parallel"_a = 4,
       "n_ctx"_a = 0, "n_batch"_a = 512, "n_threads"_a = 0, "type_k"_a = "f16", "type_v"_a = "f16",
       "flash_attn"_a = "auto", "progress"_a = nb::none(), "checkpoint"_a = nb::none(),
@@ -364,11 +379,13 @@ outside llama.cpp must be in its layout (post-RoPE, llama.cpp's head-dim order).
       R"doc(Extracts a steering vector from contrastive prompt pairs (paper §1.2-1.3).
 
 From traces (a JSONL of query|question, steps, solution), as `kvsteer extract`:
-the first n_pairs rows (None: 100), each with `shots` in-context neighbours (fewshot_map, or
-the lexical fallback) answered with steps (positive) or directly (negative),
-rendered with the prompt family / chat template; task formats the questions
-('generic', 'arc', 'csqa', 'piqa', 'gsm8k'). The same settings give the same
-vector bytes as the CLI.
+the first n_pairs rows (None: 100), each with `shots` (None: 5) in-context
+neighbours (fewshot_map, or the lexical fallback) answered with steps (positive)
+or directly (negative), rendered with the prompt family / chat template; task
+(None: 'generic') formats the questions ('generic', 'arc', 'csqa', 'piqa',
+'gsm8k'). The same settings give the same vector bytes as the CLI. task, shots
+and fewshot_map are refused with pairs_file or pairs; cot_prefix and n_pairs
+with pairs.
 
 Or from pairs_file, as `kvsteer extract --pairs-file`: a JSONL of
 {"positive": P, "negative": N}, each side a user turn (a string, rendered with

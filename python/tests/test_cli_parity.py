@@ -127,3 +127,9 @@ def test_a_bad_pairs_file_is_refused_before_anything_is_decoded(smollm2, tmp_pat
         kvsteer.extract(smollm2, pairs=[("a", "b")], raw=True)
     with pytest.raises(kvsteer.InvalidArgumentError, match="give one of"):
         kvsteer.extract(smollm2, pairs=[("a", "b")], pairs_file=pairs)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="shots applies to traces"):
+        kvsteer.extract(smollm2, pairs_file=pairs, shots=3)
+    with pytest.raises(kvsteer.InvalidArgumentError, match="^cot_prefix .* not to pairs$"):
+        kvsteer.extract(smollm2, pairs=[("a", "b")], cot_prefix="Let's think step by step.")
+    with pytest.raises(kvsteer.InvalidArgumentError, match="^task applies to traces"):
+        kvsteer.extract(smollm2, pairs=[("a", "b")], task="arc")
