@@ -4,6 +4,7 @@
 #include <optional>
 #include <sstream>
 
+#include "eval/conversation.h"
 #include "eval/prompts.h"
 #include "eval/traces.h"
 #include "kvsteer/error.h"
@@ -17,40 +18,12 @@ struct Renderer {
   const PairsFileExtraction& x;
   const std::string& path;
 
+  std::string at(std::size_t line) const {
+    return "pairs file '" + path + "' line " + std::to_string(line) + ": ";
+  }
+
   [[noreturn]] void refuse(std::size_t line, const std::string& what) const {
-    throw Error(ErrorCode::Format,
-                "pairs file '" + path + "' line " + std::to_string(line) + ": " + what);
-  }
-
-  ChatMessage message(const nlohmann::json& m, std::size_t line, const std::string& at) const {
-    if (!m.is_object()) {
-      refuse(line, at + " is not an object {\"role\", \"content\"}");
-    }
-    if (!m.contains("role") || !m["role"].is_string()) {
-      refuse(line, at + " has no string 'role'");
-    }
-    const auto role = m["role"].get<std::string>();
-    if (role != "system" && role != "user" && role != "assistant") {
-      refuse(line, at + " has role '" + role + "'; roles are system, user and assistant");
-    }
-    if (!m.contains("content") || !m["content"].is_string()) {
-      refuse(line, at + " has no string 'content'");
-    }
-    return {role, m["content"].get<std::string>()};
-  }
-
-  std::vector<ChatMessage> messages(const nlohmann::json& side, std::size_t line,
-                                    const char* key) const {
-    if (side.empty()) {
-      refuse(line, std::string("'") + key + "' is an empty message list");
-    }
-    std::vector<ChatMessage> out;
-    out.reserve(side.size());
-    for (const auto& m : side) {
-      out.push_back(
-          message(m, line, std::string("'") + key + "' message " + std::to_string(out.size() + 1)));
-    }
-    return out;
+    throw Error(ErrorCode::Format, at(line) + what);
   }
 
   std::vector<Token> tokens(const nlohmann::json& row, std::size_t line, const char* key) const {
@@ -70,11 +43,11 @@ struct Renderer {
     } else if (side.is_array()) {
       if (x.raw) {
         throw Error(ErrorCode::InvalidArgument,
-                    "pairs file '" + path + "' line " + std::to_string(line) + ": '" + key +
+                    at(line) + "'" + key +
                         "' is a message list, which needs the chat template; --raw takes strings");
       }
-      text =
-          render_conversation(model, messages(side, line, key), x.prompt_family, x.chat_template);
+      const auto chat = conversation_from_json(side, at(line) + "'" + key + "'");
+      text = render_conversation(model, chat, x.prompt_family, x.chat_template);
     } else {
       refuse(line, std::string("'") + key + "' is neither a string nor a list of messages");
     }

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "bindings.h"
+#include "eval/conversation.h"
 #include "eval/prompts.h"
 
 namespace kvsteer::py {
@@ -30,7 +31,7 @@ std::string PromptArgs::render_conversation(const Model& model, nb::handle messa
   }
   const std::vector<ChatMessage> chat = chat_messages(messages);
   for (const ChatMessage& m : chat) {
-    if (m.role != "system" && m.role != "user" && m.role != "assistant") {
+    if (!eval::is_conversation_role(m.role)) {
       throw Error(ErrorCode::InvalidArgument,
                   "a conversation's roles are system, user and "
                   "assistant, not '" +

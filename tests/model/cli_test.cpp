@@ -237,6 +237,40 @@ TEST_F(Cli, InfoEngineNamesTheInstructionSetsLibllamaWasBuiltWith) {
 // A prompt is content and kept as typed; `-e` reads \n, \t, \r and \\ in --prompt, --system and
 // --cot-prefix as llama-cli does. Kept as typed, a backslash escape is noted on stderr, since
 // `-p "a\nb"` in a shell is rarely meant to hold a backslash.
+// --messages: a conversation is one prompt, rendered with the template and its generation
+// prompt, for generate and kv-dump alike; the cot prefix follows it.
+TEST_F(Cli, MessagesFileIsOneConversationRenderedWithTheTemplate) {
+  const std::vector<ChatMessage> chat = {
+      {"system", "Be brief."}, {"user", "Tim had a dog."}, {"assistant", "Yes."}, {"user", "And?"}};
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& m : chat) list.push_back({{"role", m.role}, {"content", m.content}});
+  test::write_file(dir_.file("chat.json"), list.dump());
+  const auto model = test::shared_model("stories260K");
+  test::write_file(dir_.file("chat.txt"),
+                   model->apply_chat_template(chat, true, "chatml") + "Step one.");
+  const auto run = [&](const std::string& sub, std::vector<std::string> extra) {
+    auto args = base(sub);
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = run_command(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out);
+  };
+  const std::vector<std::string> as_messages = {"--messages",      dir_.file("chat.json"),
+                                                "--chat-template", "chatml",
+                                                "--cot-prefix",    "Step one.",
+                                                "--json"};
+  const std::vector<std::string> as_text = {"--raw", "-f", dir_.file("chat.txt"), "--json"};
+  auto gen_messages = as_messages;
+  auto gen_text = as_text;
+  for (auto* args : {&gen_messages, &gen_text}) args->insert(args->end(), {"-n", "12"});
+  const auto a = run("generate", gen_messages);
+  const auto b = run("generate", gen_text);
+  EXPECT_EQ(a["prompt_tokens"], b["prompt_tokens"]);
+  EXPECT_EQ(a["tokens"], b["tokens"]);
+  EXPECT_GT(a["prompt_tokens"].size(), 20u);
+  EXPECT_EQ(run("kv-dump", as_messages)["prompt_tokens"], run("kv-dump", as_text)["prompt_tokens"]);
+}
+
 TEST_F(Cli, PromptEscapesAreReadWhenAskedAndNotedOtherwise) {
   auto dump = [&](const std::vector<std::string>& extra) {
     auto args = base("kv-dump");
@@ -288,6 +322,8 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
   const std::string two = R"({"positive": "Tim ran", "negative": "Tim sat"})"
                           "\n";
   test::write_file(dir_.file("two.jsonl"), two + two);
+  test::write_file(dir_.file("roles.json"),
+                   R"([{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}])");
   test::write_file(dir_.file("one-sided.jsonl"), two + R"({"positive": "Tim ran"})"
                                                        "\n");
   test::write_file(
@@ -362,6 +398,19 @@ TEST_F(Cli, RefusesBadInputWithOneClearLine) {
       {base("extract"),
        {{"--traces", dir_.file("traces.jsonl"), "-N", "9", "-o", dir_.file("x.gguf")}, 2, "fewer"}},
       {base("extract"), {{"-o", dir_.file("x.gguf")}, 2, "no pairs: pass --traces FILE"}},
+      {base("generate"),
+       {{"--messages", dir_.file("roles.json"), "--chat-template", "chatml"},
+        1,
+        "messages file '" + dir_.file("roles.json") + "' message 2 has role 'tool'"}},
+      {base("generate"),
+       {{"--messages", dir_.file("two.jsonl"), "--chat-template", "chatml"},
+        1,
+        "messages file '" + dir_.file("two.jsonl") + "' is not valid JSON"}},
+      {base("kv-dump"),
+       {{"--messages", dir_.file("roles.json"), "--system", "s"},
+        2,
+        "--messages excludes --system"}},
+      {base("generate"), {{}, 2, "no prompt: pass --prompt TEXT, --file FILE or --messages FILE"}},
       {base("extract"),
        {{"--pairs-file", dir_.file("one-sided.jsonl"), "--raw", "-o", dir_.file("x.gguf")},
         1,

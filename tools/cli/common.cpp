@@ -1,4 +1,6 @@
 #include "common.h"
+
+#include "eval/conversation.h"
 #include "kvsteer/file_io.h"
 
 #include <unistd.h>
@@ -60,16 +62,24 @@ SessionParams ModelOptions::session_params(const Model& m, std::uint32_t n_seq) 
 
 void PromptOptions::add_to(CLI::App& app) {
   auto* text = app.add_option("-p,--prompt", prompt, "prompt text (the user turn, unless --raw)");
-  app.add_option("-f,--file", prompt_file, "read the prompt from a file")
-      ->check(CLI::ExistingFile)
-      ->excludes(text);
-  app.add_option("--system", system, "system message");
+  auto* file = app.add_option("-f,--file", prompt_file, "read the prompt from a file")
+                   ->check(CLI::ExistingFile)
+                   ->excludes(text);
+  auto* messages = app.add_option("--messages", messages_file,
+                                  "a conversation instead of a prompt: a JSON file holding a list "
+                                  "of {\"role\", \"content\"} messages, rendered with the "
+                                  "template and its generation prompt")
+                       ->check(CLI::ExistingFile)
+                       ->excludes(text)
+                       ->excludes(file);
+  messages->excludes(app.add_option("--system", system, "system message"));
   app.add_option("--prompt-family", prompt_family,
                  "render with the reference template of a family: llama32, llama31, qwen2, "
                  "smollm2, phi4mini, chatml (default: detected from the model's template)");
   app.add_option("--chat-template", chat_template,
                  "chat template override: a built-in name (chatml, llama3, phi3, ...) or text");
-  app.add_flag("--raw", raw, "tokenize the prompt as is, without the chat template");
+  messages->excludes(
+      app.add_flag("--raw", raw, "tokenize the prompt as is, without the chat template"));
   app.add_option("--cot-prefix", cot_prefix,
                  "text appended after the generation prompt, e.g. \"Let's think step by step.\"");
   app.add_flag("-e,--escape", escape,
@@ -112,12 +122,26 @@ std::vector<Token> PromptOptions::tokens(const Model& model) const {
                 << " holds a backslash escape (\\n, \\t or \\r), kept as typed; -e reads it\n";
     }
   }
+  if (!messages_file.empty()) {
+    const std::string where = "messages file '" + messages_file + "'";
+    nlohmann::json list;
+    try {
+      list = nlohmann::json::parse(read_text_file(messages_file, "messages file"));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(ErrorCode::Format, where + " is not valid JSON: " + e.what());
+    }
+    return model.tokenize_prompt(
+        eval::render_conversation(model, eval::conversation_from_json(list, where), prompt_family,
+                                  chat_template) +
+        cot.text);
+  }
   std::string text = user.text;
   if (!prompt_file.empty()) {
     text = read_text_file(prompt_file, "prompt file");
   }
   if (text.empty()) {
-    throw Error(ErrorCode::InvalidArgument, "no prompt: pass --prompt TEXT or --file FILE");
+    throw Error(ErrorCode::InvalidArgument,
+                "no prompt: pass --prompt TEXT, --file FILE or --messages FILE");
   }
   if (raw) {
     return model.tokenize_prompt(text + cot.text);

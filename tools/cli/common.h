@@ -33,6 +33,7 @@ void add_engine_flags(CLI::App& app, std::string& cache_type_k, std::string& cac
 struct PromptOptions {
   std::string prompt;
   std::string prompt_file;
+  std::string messages_file;  // a conversation (JSON), rendered with the template
   std::string system;
   std::string prompt_family;
   std::string chat_template;
@@ -42,7 +43,8 @@ struct PromptOptions {
 
   void add_to(CLI::App& app);
   // Renders (unless raw) and tokenizes. Throws Error(InvalidArgument) when no prompt is given or
-  // an escape cannot be read; notes on stderr an escape kept as typed.
+  // an escape cannot be read, Error(Format) for a messages file that is not a conversation
+  // (eval/conversation.h); notes on stderr an escape kept as typed.
   std::vector<Token> tokens(const Model& model) const;
 };
 
