@@ -93,12 +93,8 @@ PairsFromFile contrastive_set_from_pairs_file(const Model& model, const PairsFil
                     std::to_string(out.set.pairs.size()) + " pairs of '" + x.path + "'");
   }
   out.set.traces_sha256 = sha256_hex(bytes);
-  const auto family =
-      x.raw ? std::nullopt : resolve_prompt_family(x.prompt_family, x.chat_template, model);
-  out.set.rendered_with = x.raw    ? std::string("none (raw)")
-                          : family ? std::string("prompt family ") + prompt_family_name(*family)
-                          : x.chat_template.empty() ? model.chat_template()
-                                                    : x.chat_template;
+  out.set.rendered_with =
+      x.raw ? "none (raw)" : rendered_with(model, x.prompt_family, x.chat_template);
   return out;
 }
 

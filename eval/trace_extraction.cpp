@@ -62,11 +62,16 @@ ContrastiveSet contrastive_set(const Model& model, const TraceExtraction& x) {
   ContrastiveSet set;
   set.pairs = std::move(made.pairs);
   set.traces_sha256 = std::move(made.traces_sha256);
-  set.rendered_with = copts.family
-                          ? std::string("prompt family ") + prompt_family_name(*copts.family)
-                      : x.chat_template.empty() ? model.chat_template()
-                                                : x.chat_template;
+  set.rendered_with = rendered_with(model, x.prompt_family, x.chat_template);
   return set;
+}
+
+std::string rendered_with(const Model& model, const std::string& prompt_family,
+                          const std::string& chat_template) {
+  if (const auto family = resolve_prompt_family(prompt_family, chat_template, model)) {
+    return std::string("prompt family ") + prompt_family_name(*family);
+  }
+  return chat_template.empty() ? model.chat_template() : chat_template;
 }
 
 SessionParams extraction_session(const Model& model, const SessionSettings& settings,

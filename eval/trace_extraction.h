@@ -58,6 +58,11 @@ struct ContrastiveSet {
   std::string rendered_with;  // "prompt family <name>", or the chat template used
 };
 
+// What a contrastive set's prompts were rendered with (its vectors record it): "prompt family
+// <name>" when the prompt family resolves to one, else the chat template used.
+std::string rendered_with(const Model& model, const std::string& prompt_family,
+                          const std::string& chat_template);
+
 // contrastive_pairs_from_traces with x's settings, the prompt family resolved as the CLI's
 // --prompt-family and --chat-template say.
 ContrastiveSet contrastive_set(const Model& model, const TraceExtraction& x);

@@ -33,9 +33,7 @@ std::string PromptArgs::render_conversation(const Model& model, nb::handle messa
   for (const ChatMessage& m : chat) {
     if (!eval::is_conversation_role(m.role)) {
       throw Error(ErrorCode::InvalidArgument,
-                  "a conversation's roles are system, user and "
-                  "assistant, not '" +
-                      m.role + "'");
+                  "a conversation's roles are system, user and assistant, not '" + m.role + "'");
     }
   }
   return eval::render_conversation(model, chat, prompt_family.value_or(""), chat_template) +
@@ -53,16 +51,15 @@ std::vector<Token> PromptArgs::tokens(const Model& model, nb::handle prompt) con
   }
   // Token ids are decoded as they are: no template, no BOS added.
   std::vector<Token> ids;
+  constexpr const char* kNotAPrompt =
+      "a prompt must be a str, a conversation (a list of {'role', 'content'} dicts) or a "
+      "sequence of token ids";
   try {
     for (nb::handle t : prompt) ids.push_back(nb::cast<Token>(t));
   } catch (const nb::cast_error&) {
-    throw Error(ErrorCode::InvalidArgument,
-                "a prompt must be a str, a conversation (a list of {'role', 'content'} dicts) or "
-                "a sequence of token ids");
+    throw Error(ErrorCode::InvalidArgument, kNotAPrompt);
   } catch (const nb::python_error&) {
-    throw Error(ErrorCode::InvalidArgument,
-                "a prompt must be a str, a conversation (a list of {'role', 'content'} dicts) or "
-                "a sequence of token ids");
+    throw Error(ErrorCode::InvalidArgument, kNotAPrompt);
   }
   if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "a prompt has no tokens");
   for (Token t : ids) model.check_token(t);
